@@ -1,0 +1,705 @@
+//! Parsing of the `#[cached(...)]` and `#[invalidates(...)]` arguments.
+//!
+//! Errors are collected in a [`Ctxt`] instead of returned at the first one,
+//! so a single compile shows every bad argument.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt as _;
+use syn::parse::{ParseStream, Parser as _};
+use syn::spanned::Spanned as _;
+use syn::{Expr, Ident, Lit, LitStr, Path, Token, UnOp};
+
+use crate::template::did_you_mean;
+
+/// Collects errors so that all of them are reported in one compile
+/// (in the manner of serde_derive's `Ctxt`).
+#[derive(Default)]
+pub struct Ctxt {
+    errors: Vec<syn::Error>,
+}
+
+impl Ctxt {
+    /// Records an error.
+    pub fn push(&mut self, e: syn::Error) {
+        self.errors.push(e);
+    }
+
+    /// Records an error at `span`.
+    pub fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
+        self.errors.push(syn::Error::new(span, msg));
+    }
+
+    /// Whether no error has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// All errors combined into one, if there were any.
+    pub fn finish(self) -> Option<syn::Error> {
+        let mut it = self.errors.into_iter();
+        let mut first = it.next()?;
+        for e in it {
+            first.combine(e);
+        }
+        Some(first)
+    }
+}
+
+/// The shape of a function's return type, which decides what is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Any `T`: always cached.
+    Plain,
+    /// `Option<T>`: `None` is a negative entry.
+    Opt,
+    /// `Result<T, E>`: `Err` is never cached.
+    Res,
+    /// `Result<Option<T>, E>`.
+    ResOpt,
+}
+
+impl Shape {
+    const NAMES: [(&'static str, Shape); 4] = [
+        ("plain", Shape::Plain),
+        ("option", Shape::Opt),
+        ("result", Shape::Res),
+        ("result_option", Shape::ResOpt),
+    ];
+
+    /// The runtime's marker type name for this shape.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Shape::Plain => "Plain",
+            Shape::Opt => "Opt",
+            Shape::Res => "Res",
+            Shape::ResOpt => "ResOpt",
+        }
+    }
+}
+
+/// An integer argument with the span of its literal.
+#[derive(Debug, Clone, Copy)]
+pub struct Int {
+    /// The value.
+    pub value: u64,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// Arguments shared by both attributes.
+#[derive(Default)]
+pub struct Common {
+    /// `cache = expr`.
+    pub cache: Option<Expr>,
+    /// `name = "..."`.
+    pub name: Option<LitStr>,
+    /// `returns = "..."`.
+    pub returns: Option<Shape>,
+    /// `crate = path`.
+    pub krate: Option<Path>,
+}
+
+/// Parsed `#[cached(...)]` arguments. Required ones are `Option` because
+/// parsing goes on after errors; expansion only happens when all are set.
+#[derive(Default)]
+pub struct CachedArgs {
+    /// `key = "tmpl"`.
+    pub key: Option<LitStr>,
+    /// `ttl = N`.
+    pub ttl: Option<Int>,
+    /// `jitter = N`.
+    pub jitter: Option<Int>,
+    /// `negative_ttl = N`.
+    pub negative_ttl: Option<Int>,
+    /// `lock_ms = N`.
+    pub lock_ms: Option<Int>,
+    /// `cache`, `name`, `returns`, `crate`.
+    pub common: Common,
+}
+
+/// Parsed `#[invalidates(...)]` arguments.
+#[derive(Default)]
+pub struct InvalidatesArgs {
+    /// The key templates, in order.
+    pub templates: Vec<LitStr>,
+    /// `cache`, `name`, `returns`, `crate`.
+    pub common: Common,
+}
+
+const CACHED_ARGS: &[&str] = &[
+    "key",
+    "ttl",
+    "jitter",
+    "negative_ttl",
+    "lock_ms",
+    "cache",
+    "name",
+    "returns",
+    "crate",
+];
+const INVALIDATES_ARGS: &[&str] = &["cache", "name", "returns", "crate"];
+
+/// One comma-separated argument as written.
+enum RawArg {
+    /// A bare literal (the templates of `#[invalidates]`).
+    Positional(Lit),
+    /// `name = value`.
+    Named(Ident, Expr),
+}
+
+/// Splits the attribute arguments into raw arguments, recording syntax
+/// errors and recovering at the next comma. Returns whether a syntax error
+/// occurred (missing-argument errors are then not reported, as they are
+/// likely a consequence).
+fn parse_raw(tokens: TokenStream, ctxt: &mut Ctxt) -> (Vec<RawArg>, bool) {
+    let mut args = Vec::new();
+    let mut syntax_error = false;
+    let parser = |input: ParseStream| -> syn::Result<()> {
+        while !input.is_empty() {
+            match parse_one(input) {
+                Ok(arg) => args.push(arg),
+                Err(e) => {
+                    ctxt.push(e);
+                    syntax_error = true;
+                    skip_to_comma(input)?;
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+            if let Err(e) = input.parse::<Token![,]>() {
+                ctxt.push(syn::Error::new(
+                    e.span(),
+                    "expected `,` between arguments, as in `key = \"user:{id}\", ttl = 300`",
+                ));
+                syntax_error = true;
+                skip_to_comma(input)?;
+                let _ = input.parse::<Option<Token![,]>>()?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = parser.parse2(tokens) {
+        ctxt.push(e);
+        syntax_error = true;
+    }
+    (args, syntax_error)
+}
+
+fn parse_one(input: ParseStream) -> syn::Result<RawArg> {
+    if input.peek(Lit) {
+        return Ok(RawArg::Positional(input.parse()?));
+    }
+    let name = input.call(Ident::parse_any).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected an argument such as `key = \"user:{id}\"` or `ttl = 300`",
+        )
+    })?;
+    if !input.peek(Token![=]) {
+        let msg = if input.peek(Token![::]) {
+            format!("unexpected path; expected `{name} = value`")
+        } else {
+            format!("expected `=` after `{name}`: arguments are written `{name} = value`")
+        };
+        return Err(syn::Error::new(name.span(), msg));
+    }
+    input.parse::<Token![=]>()?;
+    if input.is_empty() || input.peek(Token![,]) {
+        return Err(syn::Error::new(
+            name.span(),
+            format!("missing value after `{name} =`"),
+        ));
+    }
+    let value: Expr = input.parse()?;
+    Ok(RawArg::Named(name, value))
+}
+
+fn skip_to_comma(input: ParseStream) -> syn::Result<()> {
+    input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+                return Ok(((), rest));
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    })
+}
+
+/// Strips invisible groups that `macro_rules!` puts around `$x:expr`.
+fn ungroup(e: &Expr) -> &Expr {
+    match e {
+        Expr::Group(g) => ungroup(&g.expr),
+        Expr::Paren(p) => ungroup(&p.expr),
+        e => e,
+    }
+}
+
+fn kind_of(e: &Expr) -> &'static str {
+    match ungroup(e) {
+        Expr::Lit(l) => match l.lit {
+            Lit::Str(_) => "a string literal",
+            Lit::Int(_) => "an integer",
+            Lit::Float(_) => "a float",
+            Lit::Bool(_) => "a bool",
+            Lit::Char(_) => "a char",
+            _ => "a literal",
+        },
+        Expr::Path(_) => "a path",
+        _ => "an expression",
+    }
+}
+
+fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) -> Option<LitStr> {
+    if let Expr::Lit(l) = ungroup(value)
+        && let Lit::Str(s) = &l.lit
+    {
+        return Some(s.clone());
+    }
+    ctxt.error(
+        value.span(),
+        format!(
+            "`{name}` expects a string literal, found {}: write `{name} = {example}`",
+            kind_of(value)
+        ),
+    );
+    None
+}
+
+fn expect_int(
+    name: &Ident,
+    value: &Expr,
+    unit: &str,
+    example: u64,
+    ctxt: &mut Ctxt,
+) -> Option<Int> {
+    match ungroup(value) {
+        Expr::Lit(l) => {
+            match &l.lit {
+                Lit::Int(i) => match i.base10_parse::<u64>() {
+                    Ok(v) => Some(Int {
+                        value: v,
+                        span: i.span(),
+                    }),
+                    Err(_) => {
+                        ctxt.error(i.span(), format!("`{name}` is out of range for u64 {unit}"));
+                        None
+                    }
+                },
+                Lit::Str(s) => {
+                    let hint = if s.value().trim().parse::<u64>().is_ok() {
+                        format!(": remove the quotes, `{name} = {}`", s.value().trim())
+                    } else {
+                        format!(", e.g. `{name} = {example}`")
+                    };
+                    ctxt.error(
+                    s.span(),
+                    format!("`{name}` expects an integer number of {unit}, found a string literal{hint}"),
+                );
+                    None
+                }
+                _ => {
+                    ctxt.error(
+                    value.span(),
+                    format!(
+                        "`{name}` expects an integer number of {unit}, found {}: write `{name} = {example}`",
+                        kind_of(value)
+                    ),
+                );
+                    None
+                }
+            }
+        }
+        Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
+            ctxt.error(
+                value.span(),
+                format!("`{name}` cannot be negative: it is a number of {unit}"),
+            );
+            None
+        }
+        _ => {
+            ctxt.error(
+                value.span(),
+                format!(
+                    "`{name}` expects an integer literal ({unit}), found {}: write e.g. `{name} = {example}`",
+                    kind_of(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
+    if let Expr::Path(p) = ungroup(value)
+        && p.qself.is_none()
+        && p.attrs.is_empty()
+    {
+        return Some(p.path.clone());
+    }
+    ctxt.error(
+        value.span(),
+        format!(
+            "`crate` expects a path to the cache runtime crate, found {}: write e.g. `crate = ::cache_runtime`",
+            kind_of(value)
+        ),
+    );
+    None
+}
+
+fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
+    let name = Ident::new("returns", Span::call_site());
+    let s = expect_str(&name, value, "\"result\"", ctxt)?;
+    let v = s.value();
+    if let Some((_, shape)) = Shape::NAMES.iter().find(|(n, _)| *n == v) {
+        return Some(*shape);
+    }
+    let names: Vec<&str> = Shape::NAMES.iter().map(|(n, _)| *n).collect();
+    let mut msg = format!(
+        "unknown `returns` value \"{v}\": expected one of \"plain\" (any T), \"option\" (Option<T>), \
+         \"result\" (Result<T, E>) or \"result_option\" (Result<Option<T>, E>)"
+    );
+    if let Some(best) = did_you_mean(&v, &names) {
+        msg.push_str(&format!("; did you mean \"{best}\"?"));
+    }
+    ctxt.error(s.span(), msg);
+    None
+}
+
+fn unknown_argument(name: &Ident, valid: &[&str], attr: &str, ctxt: &mut Ctxt) {
+    let n = name.to_string();
+    let mut msg = format!("unknown argument `{n}` for `#[{attr}]`");
+    if let Some(best) = did_you_mean(&n, valid) {
+        msg.push_str(&format!("; did you mean `{best}`?"));
+    }
+    let list: Vec<String> = valid.iter().map(|v| format!("`{v}`")).collect();
+    msg.push_str(&format!(" Valid arguments: {}", list.join(", ")));
+    if attr == "invalidates" {
+        msg.push_str(", plus the key templates as string literals");
+    }
+    ctxt.error(name.span(), msg);
+}
+
+/// Tracks which arguments were seen, to reject duplicates.
+#[derive(Default)]
+struct Seen(HashMap<String, ()>);
+
+impl Seen {
+    /// Whether `name` is new; records a "duplicate" error otherwise.
+    fn first(&mut self, name: &Ident, ctxt: &mut Ctxt) -> bool {
+        let n = name.to_string();
+        if self.0.insert(n.clone(), ()).is_some() {
+            ctxt.error(
+                name.span(),
+                format!("duplicate argument `{n}`: give it once"),
+            );
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// Handles the arguments common to both attributes; false if `name` is not one.
+fn common_arg(name: &Ident, value: &Expr, common: &mut Common, ctxt: &mut Ctxt) -> bool {
+    match name.to_string().as_str() {
+        "cache" => common.cache = Some(value.clone()),
+        "name" => common.name = expect_str(name, value, "\"users.get\"", ctxt),
+        "returns" => common.returns = expect_shape(value, ctxt),
+        "crate" => common.krate = expect_path(value, ctxt),
+        _ => return false,
+    }
+    true
+}
+
+/// Parses `#[cached(...)]` arguments, recording all errors in `ctxt`.
+pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
+    let (raw, syntax_error) = parse_raw(tokens, ctxt);
+    let mut args = CachedArgs::default();
+    let mut seen = Seen::default();
+    let mut key_given = false;
+    let mut ttl_given = false;
+    for arg in raw {
+        let (name, value) = match arg {
+            RawArg::Positional(lit) => {
+                let msg = match &lit {
+                    Lit::Str(s) => format!(
+                        "the key template must be named: write `key = {}`",
+                        s.token()
+                    ),
+                    _ => "unexpected literal: arguments are written `name = value`, \
+                          as in `key = \"user:{id}\", ttl = 300`"
+                        .to_string(),
+                };
+                ctxt.error(lit.span(), msg);
+                // Counts as the key for the "missing key" check.
+                key_given |= matches!(lit, Lit::Str(_));
+                continue;
+            }
+            RawArg::Named(name, value) => (name, value),
+        };
+        let n = name.to_string();
+        if !CACHED_ARGS.contains(&n.as_str()) {
+            unknown_argument(&name, CACHED_ARGS, "cached", ctxt);
+            continue;
+        }
+        if !seen.first(&name, ctxt) {
+            continue;
+        }
+        match n.as_str() {
+            "key" => {
+                key_given = true;
+                args.key = expect_str(&name, &value, "\"user:{id}\"", ctxt);
+            }
+            "ttl" => {
+                ttl_given = true;
+                args.ttl = expect_int(&name, &value, "seconds", 300, ctxt);
+                if let Some(t) = args.ttl
+                    && t.value == 0
+                {
+                    ctxt.error(
+                        t.span,
+                        "`ttl` must be greater than 0: every entry needs an expiry (in seconds), \
+                         e.g. `ttl = 300`",
+                    );
+                    args.ttl = None;
+                }
+            }
+            "jitter" => args.jitter = expect_int(&name, &value, "seconds", 30, ctxt),
+            "negative_ttl" => {
+                args.negative_ttl = expect_int(&name, &value, "seconds", 60, ctxt);
+            }
+            "lock_ms" => {
+                args.lock_ms = expect_int(&name, &value, "milliseconds", 5000, ctxt);
+                if let Some(l) = args.lock_ms
+                    && l.value == 0
+                {
+                    ctxt.error(
+                        l.span,
+                        "`lock_ms` must be greater than 0: it is how long (in milliseconds) \
+                         a loader holds the stampede lease; omit it for the cache's default",
+                    );
+                    args.lock_ms = None;
+                }
+            }
+            _ => {
+                common_arg(&name, &value, &mut args.common, ctxt);
+            }
+        }
+    }
+    if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter)
+        && jitter.value > ttl.value
+    {
+        ctxt.error(
+            jitter.span,
+            format!(
+                "`jitter = {}` exceeds `ttl = {}`: jitter must be between 0 and ttl \
+                 (the stored TTL is uniform in [ttl, ttl + jitter])",
+                jitter.value, ttl.value
+            ),
+        );
+    }
+    if !syntax_error {
+        if !key_given {
+            ctxt.error(
+                Span::call_site(),
+                "missing required argument `key`: add a key template, \
+                 e.g. `#[cached(key = \"user:{id}\", ttl = 300)]`",
+            );
+        }
+        if !ttl_given {
+            ctxt.error(
+                Span::call_site(),
+                "missing required argument `ttl`: add a time-to-live in seconds, \
+                 e.g. `#[cached(key = \"user:{id}\", ttl = 300)]`",
+            );
+        }
+    }
+    args
+}
+
+/// Parses `#[invalidates(...)]` arguments, recording all errors in `ctxt`.
+pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArgs {
+    let (raw, syntax_error) = parse_raw(tokens, ctxt);
+    let mut args = InvalidatesArgs::default();
+    let mut seen = Seen::default();
+    let mut any_template = false;
+    for arg in raw {
+        match arg {
+            RawArg::Positional(Lit::Str(s)) => {
+                any_template = true;
+                args.templates.push(s);
+            }
+            RawArg::Positional(lit) => ctxt.error(
+                lit.span(),
+                "key templates must be string literals, e.g. `#[invalidates(\"user:{id}\")]`",
+            ),
+            RawArg::Named(name, value) => {
+                let n = name.to_string();
+                if n == "key" {
+                    any_template = true;
+                    let shown = match ungroup(&value) {
+                        Expr::Lit(l) => match &l.lit {
+                            Lit::Str(s) => s.token().to_string(),
+                            _ => "\"user:{id}\"".into(),
+                        },
+                        _ => "\"user:{id}\"".into(),
+                    };
+                    ctxt.error(
+                        name.span(),
+                        format!(
+                            "`#[invalidates]` takes its key templates without `key =`: \
+                             write `#[invalidates({shown})]`"
+                        ),
+                    );
+                    continue;
+                }
+                if !INVALIDATES_ARGS.contains(&n.as_str()) {
+                    unknown_argument(&name, INVALIDATES_ARGS, "invalidates", ctxt);
+                    continue;
+                }
+                if seen.first(&name, ctxt) {
+                    common_arg(&name, &value, &mut args.common, ctxt);
+                }
+            }
+        }
+    }
+    if !any_template && !syntax_error {
+        ctxt.error(
+            Span::call_site(),
+            "`#[invalidates]` needs at least one key template to delete, \
+             e.g. `#[invalidates(\"user:{id}\")]`",
+        );
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn errors(ctxt: Ctxt) -> Vec<String> {
+        ctxt.finish()
+            .map(|e| e.into_iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn cached(tokens: TokenStream) -> (CachedArgs, Vec<String>) {
+        let mut ctxt = Ctxt::default();
+        let args = parse_cached(tokens, &mut ctxt);
+        (args, errors(ctxt))
+    }
+
+    fn invalidates(tokens: TokenStream) -> (InvalidatesArgs, Vec<String>) {
+        let mut ctxt = Ctxt::default();
+        let args = parse_invalidates(tokens, &mut ctxt);
+        (args, errors(ctxt))
+    }
+
+    #[test]
+    fn full_cached() {
+        let (a, e) = cached(quote! {
+            key = "user:{id}", ttl = 300, jitter = 30, negative_ttl = 0, lock_ms = 2000,
+            cache = self.cache, name = "users.get", returns = "result_option",
+            crate = ::my::cache_runtime,
+        });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.key.unwrap().value(), "user:{id}");
+        assert_eq!(a.ttl.unwrap().value, 300);
+        assert_eq!(a.jitter.unwrap().value, 30);
+        assert_eq!(a.negative_ttl.unwrap().value, 0);
+        assert_eq!(a.lock_ms.unwrap().value, 2000);
+        assert!(a.common.cache.is_some());
+        assert_eq!(a.common.name.unwrap().value(), "users.get");
+        assert_eq!(a.common.returns, Some(Shape::ResOpt));
+        assert!(a.common.krate.unwrap().leading_colon.is_some());
+    }
+
+    #[test]
+    fn all_errors_collected() {
+        let (_, e) = cached(quote! {
+            key = "k", ttl = 0, jitter = "5", tll = 4, key = "x", returns = "maybe", crate = 5
+        });
+        assert_eq!(e.len(), 6, "{e:?}");
+        assert!(e[0].contains("ttl` must be greater than 0"), "{e:?}");
+        assert!(e[1].contains("remove the quotes"), "{e:?}");
+        assert!(e[2].contains("did you mean `ttl`?"), "{e:?}");
+        assert!(e[3].contains("duplicate argument `key`"), "{e:?}");
+        assert!(e[4].contains("unknown `returns` value"), "{e:?}");
+        assert!(e[5].contains("`crate` expects a path"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_required() {
+        let (_, e) = cached(quote! {});
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("missing required argument `key`"));
+        assert!(e[1].contains("missing required argument `ttl`"));
+        let (_, e) = cached(quote! { key = "a" });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("`ttl`"));
+    }
+
+    #[test]
+    fn jitter_bounds() {
+        let (_, e) = cached(quote! { key = "a", ttl = 10, jitter = 10 });
+        assert!(e.is_empty(), "{e:?}");
+        let (_, e) = cached(quote! { key = "a", ttl = 10, jitter = 11 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("`jitter = 11` exceeds `ttl = 10`"), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_errors_recover() {
+        let (a, e) = cached(quote! { key = "a", ttl 5, jitter = 1 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("expected `=` after `ttl`"), "{e:?}");
+        assert_eq!(a.jitter.unwrap().value, 1);
+        let (_, e) = cached(quote! { key = "a" ttl = 5 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        let (_, e) = cached(quote! { key = , ttl = 5 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("missing value"), "{e:?}");
+    }
+
+    #[test]
+    fn wrong_kinds() {
+        let (_, e) = cached(quote! { key = 5, ttl = 1.5, lock_ms = -1, name = foo });
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].contains("`key` expects a string literal, found an integer"));
+        assert!(e[1].contains("found a float"));
+        assert!(e[2].contains("cannot be negative"));
+        assert!(e[3].contains("`name` expects a string literal, found a path"));
+    }
+
+    #[test]
+    fn positional_key_in_cached() {
+        let (_, e) = cached(quote! { "user:{id}", ttl = 5 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("write `key = \"user:{id}\"`"), "{e:?}");
+    }
+
+    #[test]
+    fn invalidates_args() {
+        let (a, e) = invalidates(quote! { "a:{x}", "b", cache = CACHE, returns = "plain" });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.templates.len(), 2);
+        assert_eq!(a.common.returns, Some(Shape::Plain));
+        let (_, e) = invalidates(quote! { cache = CACHE });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("at least one key template"), "{e:?}");
+        let (_, e) = invalidates(quote! { "a", ttl = 5 });
+        assert!(
+            e[0].contains("unknown argument `ttl` for `#[invalidates]`"),
+            "{e:?}"
+        );
+        let (_, e) = invalidates(quote! { key = "a" });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("without `key =`"), "{e:?}");
+    }
+}

@@ -1,0 +1,559 @@
+//! Code generation. The generated code is small: it renders the key(s) from
+//! borrowed arguments and calls one runtime entry point
+//! (`__private::cached` or `__private::invalidate`); all logic lives in the
+//! runtime.
+//!
+//! On any error the original function is emitted unchanged next to the
+//! `compile_error!`s, so the user sees only the macro's errors and no
+//! follow-on noise from a half-expanded function.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt as _;
+use syn::spanned::Spanned as _;
+use syn::{
+    AttrStyle, Attribute, Expr, FnArg, GenericArgument, Ident, Index, ItemFn, LitStr, Member, Pat,
+    PathArguments, ReturnType, Signature, Token, Type,
+};
+
+use crate::attr::{self, Common, Ctxt, Shape};
+use crate::template::{Placeholder, Scope, Segment, Template};
+
+/// Expands `#[cached(args)] item`.
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut ctxt = Ctxt::default();
+    let args = attr::parse_cached(args, &mut ctxt);
+    let Some(func) = parse_fn(&item, "cached", &mut ctxt) else {
+        return with_errors(item, ctxt);
+    };
+    let scope = check_signature(&func.sig, "cached", &mut ctxt);
+    let template = args
+        .key
+        .as_ref()
+        .and_then(|lit| template_or_errors(lit, &scope, &mut ctxt));
+    match (ctxt.is_empty(), template, args.ttl) {
+        (true, Some(template), Some(ttl)) => {
+            let spec = CachedSpec {
+                ttl: ttl.value,
+                jitter: args.jitter.map_or(0, |j| j.value),
+                negative_ttl: args.negative_ttl.map(|n| n.value),
+                lock_ms: args.lock_ms.map(|l| l.value),
+            };
+            expand_cached(&func, &template, &spec, &args.common)
+        }
+        _ => with_errors(item, ctxt),
+    }
+}
+
+/// Expands `#[invalidates(args)] item`.
+pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut ctxt = Ctxt::default();
+    let args = attr::parse_invalidates(args, &mut ctxt);
+    let Some(func) = parse_fn(&item, "invalidates", &mut ctxt) else {
+        return with_errors(item, ctxt);
+    };
+    let scope = check_signature(&func.sig, "invalidates", &mut ctxt);
+    let templates: Vec<Template> = args
+        .templates
+        .iter()
+        .filter_map(|lit| template_or_errors(lit, &scope, &mut ctxt))
+        .collect();
+    if !ctxt.is_empty() || templates.is_empty() {
+        return with_errors(item, ctxt);
+    }
+    expand_invalidates(&func, &templates, &args.common)
+}
+
+/// The original item followed by every collected error.
+fn with_errors(item: TokenStream, ctxt: Ctxt) -> TokenStream {
+    let errors = ctxt.finish().map(|e| e.into_compile_error());
+    quote! { #item #errors }
+}
+
+fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemFn> {
+    match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => Some(f),
+        Err(_) => {
+            ctxt.error(
+                Span::call_site(),
+                format!("`#[{attr}]` can only be applied to an `async fn` with a body"),
+            );
+            None
+        }
+    }
+}
+
+fn template_or_errors(lit: &LitStr, scope: &Scope, ctxt: &mut Ctxt) -> Option<Template> {
+    match Template::from_lit(lit, scope) {
+        Ok(t) => Some(t),
+        Err(errors) => {
+            errors.into_iter().for_each(|e| ctxt.push(e));
+            None
+        }
+    }
+}
+
+/// Checks that the fn is async and collects the names a template may use.
+fn check_signature(sig: &Signature, attr: &str, ctxt: &mut Ctxt) -> Scope {
+    if sig.asyncness.is_none() {
+        let what = if attr == "cached" {
+            "on a miss it awaits the cache backend (Redis) and your loader, and concurrent \
+             callers of the same key await one shared load"
+        } else {
+            "after the body returns it awaits the cache backend (Redis) to delete the keys"
+        };
+        ctxt.error(
+            sig.fn_token.span,
+            format!(
+                "`#[{attr}]` requires an `async fn`: {what}, which a synchronous fn cannot do; \
+                 write `async fn {}`",
+                sig.ident
+            ),
+        );
+    }
+    let mut scope = Scope {
+        fn_name: sig.ident.to_string(),
+        ..Scope::default()
+    };
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(_) => scope.has_self = true,
+            FnArg::Typed(pt) => collect_bindings(&pt.pat, &mut scope.names),
+        }
+    }
+    scope
+}
+
+/// Names bound by a parameter pattern: `x`, `mut x`, and the bindings
+/// inside destructuring patterns such as `(a, b)` or `Point { x, y }`.
+fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
+    match pat {
+        Pat::Ident(p) => {
+            names.push(p.ident.to_string());
+            if let Some((_, sub)) = &p.subpat {
+                collect_bindings(sub, names);
+            }
+        }
+        Pat::Tuple(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
+        Pat::TupleStruct(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
+        Pat::Slice(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
+        Pat::Struct(p) => p
+            .fields
+            .iter()
+            .for_each(|f| collect_bindings(&f.pat, names)),
+        Pat::Reference(p) => collect_bindings(&p.pat, names),
+        Pat::Paren(p) => collect_bindings(&p.pat, names),
+        Pat::Type(p) => collect_bindings(&p.pat, names),
+        _ => {}
+    }
+}
+
+/// The shape of a return type, from its last path segment: `Result<Option<_>, _>`,
+/// `Result<_, _>` (also aliases like `io::Result<T>`), `Option<_>`, else plain.
+pub fn infer_shape(ty: &Type) -> Shape {
+    match last_segment(ty) {
+        Some((name, args)) if name == "Result" => {
+            let first = args.and_then(|a| {
+                a.args.iter().find_map(|g| match g {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                })
+            });
+            match first.and_then(last_segment) {
+                Some((inner, _)) if inner == "Option" => Shape::ResOpt,
+                _ => Shape::Res,
+            }
+        }
+        Some((name, _)) if name == "Option" => Shape::Opt,
+        _ => Shape::Plain,
+    }
+}
+
+fn last_segment(ty: &Type) -> Option<(&Ident, Option<&syn::AngleBracketedGenericArguments>)> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => {
+            let seg = p.path.segments.last()?;
+            let args = match &seg.arguments {
+                PathArguments::AngleBracketed(a) => Some(a),
+                _ => None,
+            };
+            Some((&seg.ident, args))
+        }
+        Type::Group(g) => last_segment(&g.elem),
+        Type::Paren(p) => last_segment(&p.elem),
+        _ => None,
+    }
+}
+
+struct CachedSpec {
+    ttl: u64,
+    jitter: u64,
+    negative_ttl: Option<u64>,
+    lock_ms: Option<u64>,
+}
+
+/// Pieces shared by both expansions.
+struct Parts<'a> {
+    outer_attrs: Vec<&'a Attribute>,
+    inner_attrs: Vec<&'a Attribute>,
+    krate: TokenStream,
+    ret: TokenStream,
+    ret_span: Span,
+    shape: Shape,
+    name: TokenStream,
+    /// `let __cache_handle = ...;` when `cache = expr` is given.
+    handle_init: TokenStream,
+    /// An expression of type `&Cache`.
+    handle_ref: TokenStream,
+    /// `async move { fake-return; BODY }`.
+    body: TokenStream,
+}
+
+fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
+    let (outer_attrs, inner_attrs) = func
+        .attrs
+        .iter()
+        .partition(|a| matches!(a.style, AttrStyle::Outer));
+    let krate = match &common.krate {
+        Some(p) => p.to_token_stream(),
+        None => quote!(::cache_runtime),
+    };
+    let (ret, ret_span, shape) = match &func.sig.output {
+        ReturnType::Default => (quote!(()), func.sig.ident.span(), Shape::Plain),
+        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span(), infer_shape(ty)),
+    };
+    let shape = common.returns.unwrap_or(shape);
+    let name = match &common.name {
+        Some(n) => n.to_token_stream(),
+        None => {
+            let fn_name = func.sig.ident.unraw().to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+        }
+    };
+    let (handle_init, handle_ref) = match &common.cache {
+        Some(expr) => (handle_init(&krate, expr), quote!(&__cache_handle)),
+        None => (TokenStream::new(), quote!(#krate::__private::global())),
+    };
+    let stmts = &func.block.stmts;
+    let body = quote! {
+        async move {
+            #[allow(
+                unknown_lints,
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::let_with_type_underscore,
+                clippy::needless_return,
+                clippy::unreachable
+            )]
+            if false {
+                let __cache_fake_return: #ret = loop {};
+                return __cache_fake_return;
+            }
+            #(#stmts)*
+        }
+    };
+    Parts {
+        outer_attrs,
+        inner_attrs,
+        krate,
+        ret,
+        ret_span,
+        shape,
+        name,
+        handle_init,
+        handle_ref,
+        body,
+    }
+}
+
+fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
+    // Spanned at the expression so that a wrong type is reported there.
+    let span = expr.span();
+    let handle = quote_spanned!(span=> #krate::__private::handle);
+    quote! { let __cache_handle = #handle(&(#expr)); }
+}
+
+/// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
+fn render_key(krate: &TokenStream, template: &Template) -> TokenStream {
+    let mut steps = Vec::new();
+    for seg in &template.segments {
+        match seg {
+            Segment::Lit(s) => steps.push(quote! { __cache_k.lit(#s); }),
+            Segment::Part(p) => {
+                // Spanned at the template so that a type without `KeyPart`
+                // is reported at the placeholder that uses it.
+                let span = template.span_of(p);
+                let expr = placeholder_expr(p, span);
+                steps.push(quote_spanned! {span=> __cache_k.part(&#expr); });
+            }
+        }
+    }
+    quote! {
+        {
+            let mut __cache_k = #krate::__private::KeyBuf::new();
+            #(#steps)*
+            __cache_k.finish()
+        }
+    }
+}
+
+/// `root.field.0` for a placeholder, spanned at `span`.
+fn placeholder_expr(p: &Placeholder, span: Span) -> TokenStream {
+    let root = if p.root == "self" {
+        Token![self](span).to_token_stream()
+    } else {
+        ident(&p.root, span).to_token_stream()
+    };
+    let fields = p.fields.iter().map(|f| match f.parse::<u32>() {
+        Ok(index) => Member::Unnamed(Index { index, span }),
+        Err(_) => Member::Named(ident(f, span)),
+    });
+    quote_spanned!(span=> #root #(.#fields)*)
+}
+
+fn ident(s: &str, span: Span) -> Ident {
+    match s.strip_prefix("r#") {
+        Some(raw) => Ident::new_raw(raw, span),
+        None => Ident::new(s, span),
+    }
+}
+
+fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
+    let m = format_ident!("{}", shape.marker());
+    quote!(#krate::__private::#m)
+}
+
+fn expand_cached(
+    func: &ItemFn,
+    template: &Template,
+    spec: &CachedSpec,
+    common: &Common,
+) -> TokenStream {
+    let Parts {
+        outer_attrs,
+        inner_attrs,
+        krate,
+        ret,
+        ret_span,
+        shape,
+        name,
+        handle_init,
+        handle_ref,
+        body,
+    } = parts(func, common);
+    let vis = &func.vis;
+    let sig = &func.sig;
+    let key = render_key(&krate, template);
+    let marker = marker(&krate, shape);
+    let ttl = Literal::u64_unsuffixed(spec.ttl);
+    let jitter = Literal::u64_unsuffixed(spec.jitter);
+    let option = |v: Option<u64>| match v {
+        Some(v) => {
+            let v = Literal::u64_unsuffixed(v);
+            quote!(::core::option::Option::Some(#v))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let negative_ttl = option(spec.negative_ttl);
+    let lock_ms = option(spec.lock_ms);
+    // Spanned at the return type: an unsupported return type (not
+    // `Serialize`, ...) is reported there.
+    let entry = quote_spanned!(ret_span=> #krate::__private::cached::<#marker, #ret, _>);
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
+                name: #name,
+                ttl_secs: #ttl,
+                jitter_secs: #jitter,
+                negative_ttl_secs: #negative_ttl,
+                lock_ms: #lock_ms,
+            };
+            let __cache_key: ::std::string::String = #key;
+            #handle_init
+            #entry(#handle_ref, &__CACHE_SPEC, __cache_key, #body).await
+        }
+    }
+}
+
+fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) -> TokenStream {
+    let Parts {
+        outer_attrs,
+        inner_attrs,
+        krate,
+        ret,
+        ret_span,
+        shape,
+        name,
+        handle_init,
+        handle_ref,
+        body,
+    } = parts(func, common);
+    let vis = &func.vis;
+    let sig = &func.sig;
+    let keys = templates.iter().map(|t| render_key(&krate, t));
+    let marker = marker(&krate, shape);
+    let succeeded = quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>);
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
+                #krate::__private::InvalidateSpec { name: #name };
+            let __cache_keys = [#(#keys),*];
+            #handle_init
+            let __cache_out: #ret = #body.await;
+            if #succeeded(&__cache_out) {
+                #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys).await;
+            }
+            __cache_out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn shape(ty: Type) -> Shape {
+        infer_shape(&ty)
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(shape(parse_quote!(u64)), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Vec<u8>)), Shape::Plain);
+        assert_eq!(shape(parse_quote!((u8, u8))), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Option<u8>)), Shape::Opt);
+        assert_eq!(shape(parse_quote!(std::option::Option<u8>)), Shape::Opt);
+        assert_eq!(shape(parse_quote!(Result<u8, E>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(io::Result<u8>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(anyhow::Result<Vec<u8>>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(Result<Option<u8>, E>)), Shape::ResOpt);
+        assert_eq!(
+            shape(parse_quote!(anyhow::Result<core::option::Option<u8>>)),
+            Shape::ResOpt
+        );
+    }
+
+    fn expand(
+        f: fn(TokenStream, TokenStream) -> TokenStream,
+        a: TokenStream,
+        i: TokenStream,
+    ) -> String {
+        f(a, i).to_string()
+    }
+
+    #[test]
+    fn cached_expansion_shape() {
+        let out = expand(
+            cached,
+            quote!(key = "user:{id}:{u.name}", ttl = 300, jitter = 30),
+            quote!(
+                pub async fn get(id: u64, u: &User) -> Result<Option<User>, E> {
+                    Ok(None)
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("__private :: ResOpt"), "{out}");
+        assert!(out.contains("__cache_k . part (& id)"), "{out}");
+        assert!(out.contains("__cache_k . part (& u . name)"), "{out}");
+        assert!(out.contains("__cache_k . lit (\"user:\")"), "{out}");
+        assert!(out.contains("ttl_secs : 300"), "{out}");
+        assert!(out.contains("jitter_secs : 30"), "{out}");
+        assert!(
+            out.contains(":: cache_runtime :: __private :: global ()"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn cached_method_with_cache_expr() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "o:{self.shop}:{id}",
+                ttl = 5,
+                cache = self.cache,
+                crate = ::rt
+            ),
+            quote!(
+                async fn get(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("part (& self . shop)"), "{out}");
+        assert!(
+            out.contains(":: rt :: __private :: handle (& (self . cache))"),
+            "{out}"
+        );
+        assert!(!out.contains("cache_runtime"), "{out}");
+    }
+
+    #[test]
+    fn errors_keep_original_fn() {
+        let item = quote!(
+            fn get(id: u64) -> u64 {
+                id
+            }
+        );
+        let out = expand(cached, quote!(key = "u:{idd}", ttl = 0), item.clone());
+        assert!(out.starts_with(&item.to_string()), "{out}");
+        assert_eq!(out.matches("compile_error").count(), 3, "{out}");
+        assert!(out.contains("requires an `async fn`"), "{out}");
+        assert!(out.contains("did you mean `id`?"), "{out}");
+    }
+
+    #[test]
+    fn destructured_params() {
+        let out = expand(
+            cached,
+            quote!(key = "p:{a}:{b}:{x}", ttl = 5),
+            quote!(
+                async fn get((a, b): (u32, u32), P { x, .. }: P) -> u64 {
+                    1
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn invalidates_expansion() {
+        let out = expand(
+            invalidates,
+            quote!("user:{id}", "users:list"),
+            quote!(
+                async fn rename(id: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("succeeded :: < :: cache_runtime :: __private :: Res"),
+            "{out}"
+        );
+        assert!(out.contains("__cache_k . lit (\"users:list\")"), "{out}");
+    }
+
+    #[test]
+    fn not_a_fn() {
+        let out = expand(
+            cached,
+            quote!(key = "a", ttl = 1),
+            quote!(
+                struct S;
+            ),
+        );
+        assert!(out.contains("can only be applied"), "{out}");
+        assert!(out.starts_with("struct S ;"), "{out}");
+    }
+}

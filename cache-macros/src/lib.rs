@@ -1,0 +1,82 @@
+//! Procedural macros for `cache-runtime`: [`macro@cached`] and [`macro@invalidates`].
+//!
+//! Use them through `cache-runtime`, which re-exports both
+//! (`use cache_runtime::{cached, invalidates};`); the generated code calls
+//! `::cache_runtime::__private`. Parsing lives in `attr` (arguments) and
+//! `template` (key templates); code generation in `expand`.
+
+mod attr;
+mod expand;
+mod template;
+
+use proc_macro::TokenStream;
+
+/// Caches the result of an `async fn` in Redis (or the in-process backend):
+/// a cache-aside with one loader per key under a stampede, cached `None`, and
+/// keys checked at compile time.
+///
+/// ```ignore
+/// use cache_runtime::cached;
+///
+/// #[cached(key = "user:{id}", ttl = 300, jitter = 30)]
+/// async fn get_user(id: u64) -> Result<Option<User>, DbError> {
+///     db.load_user(id).await
+/// }
+/// ```
+///
+/// # Arguments
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `key = "tmpl"` | required: the key template, see below |
+/// | `ttl = N` | required: seconds, `N > 0` |
+/// | `jitter = N` | optional seconds in `0..=ttl`; the stored TTL is uniform in `[ttl, ttl + jitter]` |
+/// | `negative_ttl = N` | TTL of a cached `None` / `Ok(None)`; default `ttl`; `0` = don't cache `None` |
+/// | `lock_ms = N` | stampede lease length in milliseconds; default from the `Cache` |
+/// | `cache = expr` | the `Cache` to use (`&Cache`, `Cache`, `Arc<Cache>`, e.g. `self.cache`); default: the installed global |
+/// | `name = "..."` | name in stats and tracing; default: module path + fn name |
+/// | `returns = "..."` | `"plain"`, `"option"`, `"result"` or `"result_option"`: overrides the shape read from the return type |
+/// | `crate = path` | path of the runtime crate if it is not `::cache_runtime` |
+///
+/// # Key templates
+///
+/// `{param}` renders a parameter, `{param.field.sub}` a field, `{self.field}`
+/// a field of the receiver; `{{` and `}}` are literal braces. Every
+/// placeholder's type must implement `KeyPart`. Two placeholders must be
+/// separated by text containing a character other than `[A-Za-z0-9_.%]`
+/// (for example `:`), so that different arguments never render the same key.
+///
+/// # Return types
+///
+/// `T`, `Option<T>` (`None` is cached as a negative entry), `Result<T, E>`
+/// (`Err` is never cached) and `Result<Option<T>, E>`, decided by the last
+/// path segment of the return type (so `io::Result<T>` works); `T` must be
+/// `Serialize + DeserializeOwned + Send + 'static`.
+///
+/// The function must be `async`. It may be a free fn, a generic fn, or a
+/// method taking `&self` in an inherent or trait impl.
+#[proc_macro_attribute]
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cached(args.into(), item.into()).into()
+}
+
+/// Deletes cached keys after an `async fn` succeeds: for a `Result`, only
+/// on `Ok`; for other return types, always. The keys are rendered from the
+/// arguments before the body runs, and deleted before the function returns.
+///
+/// ```ignore
+/// use cache_runtime::invalidates;
+///
+/// #[invalidates("user:{id}", "users:list")]
+/// async fn rename_user(id: u64, name: &str) -> Result<(), DbError> {
+///     db.rename(id, name).await
+/// }
+/// ```
+///
+/// Arguments: one or more key templates (same syntax as in
+/// [`macro@cached`]), then optionally `cache = expr`, `name = "..."`,
+/// `returns = "..."` and `crate = path` with the same meaning as there.
+#[proc_macro_attribute]
+pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::invalidates(args.into(), item.into()).into()
+}

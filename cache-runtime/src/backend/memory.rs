@@ -1,0 +1,140 @@
+//! The embedded in-process backend: a bounded `moka` cache with per-entry TTL and the same
+//! single-key atomic operations as the Redis backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache as Moka;
+
+use super::{Backend, BackendResult, Raw};
+
+#[derive(Clone)]
+struct Stored {
+    bytes: Arc<[u8]>,
+    expires_at: Instant,
+}
+
+impl Stored {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at > now
+    }
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<String, Stored> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Stored,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(created_at))
+    }
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Stored,
+        updated_at: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(updated_at))
+    }
+}
+
+/// In-process backend bounded by total bytes (keys + values).
+#[derive(Clone)]
+pub struct MemoryBackend {
+    store: Moka<String, Stored>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("entries", &self.store.entry_count())
+            .finish()
+    }
+}
+
+impl MemoryBackend {
+    /// A store holding at most about `max_bytes` of keys and values.
+    pub fn new(max_bytes: u64) -> Self {
+        let store = Moka::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Stored| {
+                u32::try_from(k.len() + v.bytes.len() + 64).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        MemoryBackend { store }
+    }
+
+    fn stored(bytes: &[u8], px_ms: u64) -> Stored {
+        Stored {
+            bytes: Arc::from(bytes),
+            expires_at: Instant::now() + Duration::from_millis(px_ms),
+        }
+    }
+
+    /// Replaces the entry under `key` with `new` when `cond` holds for the live current bytes.
+    fn compute(
+        &self,
+        key: &str,
+        cond: impl FnOnce(Option<&[u8]>) -> bool,
+        new: Option<Stored>,
+    ) -> bool {
+        let now = Instant::now();
+        let result = self.store.entry(key.to_owned()).and_compute_with(|cur| {
+            let live = cur.as_ref().map(|e| e.value()).filter(|s| s.live(now));
+            if !cond(live.map(|s| &*s.bytes)) {
+                return Op::Nop;
+            }
+            match new {
+                Some(s) => Op::Put(s),
+                None => Op::Remove,
+            }
+        });
+        matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_)
+        )
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &str) -> BackendResult<Option<Raw>> {
+        let now = Instant::now();
+        Ok(self
+            .store
+            .get(key)
+            .filter(|s| s.live(now))
+            .map(|s| Raw::Shared(s.bytes)))
+    }
+
+    async fn try_lease(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
+        Ok(self.compute(key, |cur| cur.is_none(), Some(Self::stored(lease, px_ms))))
+    }
+
+    async fn fill(&self, key: &str, lease: &[u8], value: &[u8], px_ms: u64) -> BackendResult<bool> {
+        Ok(self.compute(
+            key,
+            |cur| cur == Some(lease),
+            Some(Self::stored(value, px_ms)),
+        ))
+    }
+
+    async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
+        Ok(self.compute(key, |cur| cur == Some(lease), None))
+    }
+
+    async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
+        let mut n = 0;
+        for k in keys {
+            if self.store.remove(k.as_str()).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

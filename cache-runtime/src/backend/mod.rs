@@ -1,0 +1,119 @@
+//! Storage backends. Every operation touches exactly one key (except `delete`, which is a
+//! plain multi-key `UNLINK` that is split per key on a cluster), so the lease protocol works
+//! the same on one Redis, a Redis Cluster and the in-process memory store.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::error::BackendError;
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryBackend;
+pub use self::redis::RedisBackend;
+
+/// Bytes read from a backend.
+#[derive(Debug, Clone)]
+pub enum Raw {
+    /// Bytes received from Redis.
+    Owned(Vec<u8>),
+    /// Bytes shared with the in-memory store.
+    Shared(Arc<[u8]>),
+}
+
+impl Deref for Raw {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Raw::Owned(v) => v,
+            Raw::Shared(a) => a,
+        }
+    }
+}
+
+/// Result of a backend operation.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// The single-key operations the get-or-load state machine needs.
+pub trait Backend: Send + Sync {
+    /// `GET key`.
+    fn get(&self, key: &str) -> impl Future<Output = BackendResult<Option<Raw>>> + Send;
+    /// `SET key lease NX PX ms`: true when the lease was taken.
+    fn try_lease(
+        &self,
+        key: &str,
+        lease: &[u8],
+        px_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Writes `value` with TTL `px_ms` only if the key still holds `lease`; true when written.
+    fn fill(
+        &self,
+        key: &str,
+        lease: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Deletes the key only if it still holds `lease`.
+    fn release(&self, key: &str, lease: &[u8]) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Deletes the keys (values, negative entries and leases alike); returns how many existed.
+    fn delete(&self, keys: &[String]) -> impl Future<Output = BackendResult<u64>> + Send;
+}
+
+/// The backend a [`Cache`](crate::Cache) was built with.
+#[derive(Clone)]
+pub(crate) enum AnyBackend {
+    Memory(MemoryBackend),
+    Redis(RedisBackend),
+}
+
+impl AnyBackend {
+    pub(crate) async fn get(&self, key: &str) -> BackendResult<Option<Raw>> {
+        match self {
+            AnyBackend::Memory(b) => b.get(key).await,
+            AnyBackend::Redis(b) => b.get(key).await,
+        }
+    }
+    pub(crate) async fn try_lease(
+        &self,
+        key: &str,
+        lease: &[u8],
+        px_ms: u64,
+    ) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.try_lease(key, lease, px_ms).await,
+            AnyBackend::Redis(b) => b.try_lease(key, lease, px_ms).await,
+        }
+    }
+    pub(crate) async fn fill(
+        &self,
+        key: &str,
+        lease: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.fill(key, lease, value, px_ms).await,
+            AnyBackend::Redis(b) => b.fill(key, lease, value, px_ms).await,
+        }
+    }
+    pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.release(key, lease).await,
+            AnyBackend::Redis(b) => b.release(key, lease).await,
+        }
+    }
+    pub(crate) async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
+        match self {
+            AnyBackend::Memory(b) => b.delete(keys).await,
+            AnyBackend::Redis(b) => b.delete(keys).await,
+        }
+    }
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            AnyBackend::Memory(_) => "memory",
+            AnyBackend::Redis(_) => "redis",
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The Redis backend: one shared auto-reconnecting multiplexed connection
+//! ([`redis::aio::ConnectionManager`]), plain single-key commands and two Lua scripts
+//! (compare-and-set fill, compare-and-delete release) run by SHA.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{Backend, BackendResult, Raw};
+use crate::error::{BackendError, BackendErrorKind};
+
+/// Writes the entry only if the key still holds the caller's lease.
+const FILL: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Deletes the key only if it still holds the caller's lease.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+struct Scripts {
+    fill: Script,
+    release: Script,
+}
+
+/// Redis backend over one shared multiplexed connection.
+#[derive(Clone)]
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    /// `host:port` of the server, for `Debug` (never the password).
+    addr: Arc<str>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Connection settings for [`RedisBackend::connect`].
+#[derive(Debug, Clone, Copy)]
+pub struct RedisOptions {
+    /// Timeout for each command's response.
+    pub command_timeout: Duration,
+    /// Timeout for each connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl RedisBackend {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`).
+    pub async fn connect(url: &str, opts: RedisOptions) -> BackendResult<Self> {
+        // The URL may hold a password: never echo it in the error.
+        let client = redis::Client::open(url).map_err(|_| {
+            BackendError::new(
+                BackendErrorKind::Other,
+                "invalid Redis URL (expected redis://[user:password@]host:port[/db])",
+            )
+        })?;
+        let info = client.get_connection_info();
+        let addr: Arc<str> = Arc::from(info.addr().to_string());
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(RedisBackend {
+            conn,
+            scripts: Arc::new(Scripts {
+                fill: Script::new(FILL),
+                release: Script::new(RELEASE),
+            }),
+            addr,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> BackendResult<Option<Raw>> {
+        let v: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(v.map(Raw::Owned))
+    }
+
+    async fn try_lease(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
+        let v: Value = redis::cmd("SET")
+            .arg(key)
+            .arg(lease)
+            .arg("NX")
+            .arg("PX")
+            .arg(px_ms)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(matches!(v, Value::Okay))
+    }
+
+    async fn fill(&self, key: &str, lease: &[u8], value: &[u8], px_ms: u64) -> BackendResult<bool> {
+        let n: i64 = self
+            .scripts
+            .fill
+            .key(key)
+            .arg(lease)
+            .arg(value)
+            .arg(px_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
+        let n: i64 = self
+            .scripts
+            .release
+            .key(key)
+            .arg(lease)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("UNLINK");
+        for k in keys {
+            cmd.arg(k);
+        }
+        let n: u64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,273 @@
+//! The [`Cache`] handle, its [`CacheBuilder`], and the process-wide installed cache.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::backend::redis::RedisOptions;
+use crate::backend::{AnyBackend, MemoryBackend, RedisBackend};
+use crate::error::Error;
+use crate::flight::Flights;
+use crate::stats::{Registry, Stats};
+
+/// Default stampede lease length.
+pub const DEFAULT_LOCK_MS: u64 = 5000;
+/// Default namespace (key prefix).
+pub const DEFAULT_NAMESPACE: &str = "cache";
+/// Default bound of the in-memory backend: 64 MiB of keys and values.
+pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A cache: a backend (Redis or in-process memory), a namespace, defaults and counters.
+///
+/// Cheap to clone (an `Arc` inside); clones share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), cache_runtime::Error> {
+/// use cache_runtime::Cache;
+///
+/// let cache = Cache::builder().memory().namespace("app:v1").build().await?;
+/// assert_eq!(cache.full_key("user:7"), "app:v1:user:7");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: AnyBackend,
+    pub(crate) namespace: String,
+    pub(crate) lock_ms: u64,
+    pub(crate) flights: Flights,
+    pub(crate) stats: Registry,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Cache");
+        d.field("namespace", &self.inner.namespace)
+            .field("lock_ms", &self.inner.lock_ms);
+        match &self.inner.backend {
+            AnyBackend::Memory(m) => d.field("backend", m),
+            AnyBackend::Redis(r) => d.field("backend", r),
+        };
+        d.finish()
+    }
+}
+
+impl Cache {
+    /// Starts configuring a cache (memory backend, namespace `"cache"`, `lock_ms` 5000).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The per-function counters of this cache.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The key prefix.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The backend's name: `"memory"` or `"redis"`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.backend.kind()
+    }
+
+    /// The stored key for a rendered template: `<namespace>:<rendered>`.
+    pub fn full_key(&self, rendered: &str) -> String {
+        let ns = &self.inner.namespace;
+        let mut k = String::with_capacity(ns.len() + 1 + rendered.len());
+        k.push_str(ns);
+        k.push(':');
+        k.push_str(rendered);
+        k
+    }
+
+    /// Deletes the entry (value, negative entry or lease) for a rendered key such as `"user:7"`.
+    ///
+    /// A load that started before this call will not store its result afterwards.
+    pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
+        self.inner
+            .backend
+            .delete(&[self.full_key(rendered_key)])
+            .await?;
+        Ok(())
+    }
+
+    fn from_backend(backend: AnyBackend, namespace: String, lock_ms: u64) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                backend,
+                namespace,
+                lock_ms,
+                flights: Flights::default(),
+                stats: Registry::default(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BackendChoice {
+    Memory,
+    Redis(String),
+}
+
+/// Configures and builds a [`Cache`].
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `.build().await`"]
+pub struct CacheBuilder {
+    backend: BackendChoice,
+    namespace: String,
+    lock_ms: u64,
+    memory_max_bytes: u64,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the Redis URL: it may hold a password.
+        let backend = match self.backend {
+            BackendChoice::Memory => "memory",
+            BackendChoice::Redis(_) => "redis",
+        };
+        f.debug_struct("CacheBuilder")
+            .field("backend", &backend)
+            .field("namespace", &self.namespace)
+            .field("lock_ms", &self.lock_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            backend: BackendChoice::Memory,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            lock_ms: DEFAULT_LOCK_MS,
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
+            command_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Use Redis at `url` (`redis://[user:password@]host:port[/db]`).
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.backend = BackendChoice::Redis(url.into());
+        self
+    }
+
+    /// Use the in-process memory backend (the default).
+    pub fn memory(mut self) -> Self {
+        self.backend = BackendChoice::Memory;
+        self
+    }
+
+    /// Key prefix: every key is stored as `<namespace>:<rendered template>`.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// Default stampede lease length in milliseconds (functions may override with `lock_ms`).
+    pub fn lock_ms(mut self, ms: u64) -> Self {
+        self.lock_ms = ms;
+        self
+    }
+
+    /// Bound of the memory backend in bytes of keys and values (default 64 MiB).
+    pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
+        self.memory_max_bytes = bytes;
+        self
+    }
+
+    /// Timeout of each Redis command (default 500 ms).
+    pub fn command_timeout(mut self, t: Duration) -> Self {
+        self.command_timeout = t;
+        self
+    }
+
+    /// Timeout of each Redis connection attempt (default 1 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.namespace.is_empty() {
+            return Err(Error::Config("namespace must not be empty".into()));
+        }
+        if self
+            .namespace
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::Config(
+                "namespace must not contain whitespace or control characters".into(),
+            ));
+        }
+        if self.lock_ms == 0 {
+            return Err(Error::Config("lock_ms must be greater than 0".into()));
+        }
+        if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
+    fn build_memory(&self) -> Cache {
+        Cache::from_backend(
+            AnyBackend::Memory(MemoryBackend::new(self.memory_max_bytes)),
+            self.namespace.clone(),
+            self.lock_ms,
+        )
+    }
+
+    /// Builds the cache; for Redis, connects once (the connection is shared and reconnects
+    /// by itself afterwards).
+    pub async fn build(self) -> Result<Cache, Error> {
+        self.validate()?;
+        match &self.backend {
+            BackendChoice::Memory => Ok(self.build_memory()),
+            BackendChoice::Redis(url) => {
+                let opts = RedisOptions {
+                    command_timeout: self.command_timeout,
+                    connect_timeout: self.connect_timeout,
+                };
+                let backend = RedisBackend::connect(url, opts).await?;
+                Ok(Cache::from_backend(
+                    AnyBackend::Redis(backend),
+                    self.namespace.clone(),
+                    self.lock_ms,
+                ))
+            }
+        }
+    }
+}
+
+static INSTALLED: OnceLock<Cache> = OnceLock::new();
+static DEFAULT: OnceLock<Cache> = OnceLock::new();
+
+/// Installs `cache` as the process-wide cache used by `#[cached]` / `#[invalidates]`
+/// functions that have no `cache = ..` argument.
+///
+/// Call it once at start-up; a second call returns [`Error::AlreadyInstalled`]. Before it is
+/// called, those functions use an in-process memory cache.
+pub fn install(cache: Cache) -> Result<(), Error> {
+    INSTALLED.set(cache).map_err(|_| Error::AlreadyInstalled)
+}
+
+/// The installed cache, or the in-process memory default when none is installed.
+pub fn global() -> &'static Cache {
+    match INSTALLED.get() {
+        Some(c) => c,
+        None => DEFAULT.get_or_init(|| CacheBuilder::default().build_memory()),
+    }
+}

@@ -1,0 +1,258 @@
+//! Rendering key templates: the [`KeyPart`] trait and its injective encoding.
+//!
+//! Every placeholder value is written with [`KeyPart::write_key_part`]. The built-in
+//! implementations percent-encode every byte outside `[A-Za-z0-9_.]`, so a separator such as
+//! `:` in the template never appears inside a part and two different argument tuples never
+//! render to the same key.
+
+use std::fmt::Write as _;
+
+/// A value that can appear in a cache key placeholder such as `{id}`.
+///
+/// Implementations must be *injective* (two different values never write the same text) and
+/// should only write characters in `[A-Za-z0-9_.%~]`; the easiest way is to build the text
+/// from the built-in impls or from [`write_encoded`].
+///
+/// ```
+/// use cache_runtime::KeyPart;
+///
+/// struct TenantId(u32);
+///
+/// impl KeyPart for TenantId {
+///     fn write_key_part(&self, out: &mut String) {
+///         self.0.write_key_part(out);
+///     }
+/// }
+///
+/// let mut s = String::new();
+/// TenantId(7).write_key_part(&mut s);
+/// assert_eq!(s, "7");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used in a cache key: it does not implement `KeyPart`",
+    label = "this placeholder's value must implement `cache_runtime::KeyPart`",
+    note = "implement `cache_runtime::KeyPart` for `{Self}` (write an injective encoding), or use a field of it that does, e.g. `{{arg.id}}`"
+)]
+pub trait KeyPart {
+    /// Appends this value's encoding to `out`.
+    fn write_key_part(&self, out: &mut String);
+}
+
+/// Characters written as they are; everything else is percent-encoded.
+#[inline]
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
+}
+
+/// Appends `s` percent-encoded: bytes outside `[A-Za-z0-9_.]` become `%XX` (upper-case hex).
+///
+/// ```
+/// let mut out = String::new();
+/// cache_runtime::key::write_encoded(&mut out, "a:b c");
+/// assert_eq!(out, "a%3Ab%20c");
+/// ```
+pub fn write_encoded(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = s.as_bytes();
+    if bytes.iter().all(|&b| is_plain(b)) {
+        out.push_str(s);
+        return;
+    }
+    out.reserve(bytes.len() + 8);
+    for &b in bytes {
+        if is_plain(b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xF) as usize] as char);
+        }
+    }
+}
+
+impl KeyPart for str {
+    fn write_key_part(&self, out: &mut String) {
+        write_encoded(out, self);
+    }
+}
+
+impl KeyPart for String {
+    fn write_key_part(&self, out: &mut String) {
+        write_encoded(out, self);
+    }
+}
+
+impl KeyPart for std::borrow::Cow<'_, str> {
+    fn write_key_part(&self, out: &mut String) {
+        write_encoded(out, self);
+    }
+}
+
+impl KeyPart for char {
+    fn write_key_part(&self, out: &mut String) {
+        let mut buf = [0u8; 4];
+        write_encoded(out, self.encode_utf8(&mut buf));
+    }
+}
+
+impl KeyPart for bool {
+    fn write_key_part(&self, out: &mut String) {
+        out.push_str(if *self { "true" } else { "false" });
+    }
+}
+
+macro_rules! unsigned_key_part {
+    ($($t:ty),*) => {$(
+        impl KeyPart for $t {
+            fn write_key_part(&self, out: &mut String) {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{}", self);
+            }
+        }
+    )*};
+}
+unsigned_key_part!(u8, u16, u32, u64, u128, usize);
+
+macro_rules! signed_key_part {
+    ($($t:ty),*) => {$(
+        impl KeyPart for $t {
+            fn write_key_part(&self, out: &mut String) {
+                // `-` is outside the plain set: encode it like any other byte.
+                if *self < 0 {
+                    out.push_str("%2D");
+                }
+                let _ = write!(out, "{}", self.unsigned_abs());
+            }
+        }
+    )*};
+}
+signed_key_part!(i8, i16, i32, i64, i128, isize);
+
+impl<T: KeyPart + ?Sized> KeyPart for &T {
+    fn write_key_part(&self, out: &mut String) {
+        (**self).write_key_part(out);
+    }
+}
+
+impl<T: KeyPart + ?Sized> KeyPart for &mut T {
+    fn write_key_part(&self, out: &mut String) {
+        (**self).write_key_part(out);
+    }
+}
+
+impl<T: KeyPart + ?Sized> KeyPart for Box<T> {
+    fn write_key_part(&self, out: &mut String) {
+        (**self).write_key_part(out);
+    }
+}
+
+impl<T: KeyPart + ?Sized> KeyPart for std::sync::Arc<T> {
+    fn write_key_part(&self, out: &mut String) {
+        (**self).write_key_part(out);
+    }
+}
+
+impl<T: KeyPart + ?Sized> KeyPart for std::rc::Rc<T> {
+    fn write_key_part(&self, out: &mut String) {
+        (**self).write_key_part(out);
+    }
+}
+
+/// `None` is written as `~` (a character no other built-in encoding produces);
+/// `Some(v)` as `v`, with one extra leading `~` when `v` itself starts with `~`
+/// (nested options), so `None`, `Some(None)` and `Some(Some(x))` stay distinct.
+impl<T: KeyPart> KeyPart for Option<T> {
+    fn write_key_part(&self, out: &mut String) {
+        match self {
+            None => out.push('~'),
+            Some(v) => {
+                let start = out.len();
+                v.write_key_part(out);
+                if out.as_bytes().get(start) == Some(&b'~') {
+                    out.insert(start, '~');
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "uuid")]
+impl KeyPart for uuid::Uuid {
+    fn write_key_part(&self, out: &mut String) {
+        let mut buf = uuid::Uuid::encode_buffer();
+        // Hyphenated lower-case form; `-` is encoded like any other byte.
+        write_encoded(out, self.hyphenated().encode_lower(&mut buf));
+    }
+}
+
+/// Builds a rendered key from template literals and placeholder values (used by the macros).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct KeyBuf(String);
+
+impl KeyBuf {
+    /// An empty buffer.
+    #[inline]
+    pub fn new() -> Self {
+        KeyBuf(String::with_capacity(48))
+    }
+
+    /// Appends literal template text.
+    #[inline]
+    pub fn lit(&mut self, s: &'static str) {
+        self.0.push_str(s);
+    }
+
+    /// Appends an encoded placeholder value.
+    #[inline]
+    pub fn part<T: KeyPart + ?Sized>(&mut self, v: &T) {
+        v.write_key_part(&mut self.0);
+    }
+
+    /// The rendered key (without the namespace).
+    #[inline]
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render<T: KeyPart + ?Sized>(v: &T) -> String {
+        let mut s = String::new();
+        v.write_key_part(&mut s);
+        s
+    }
+
+    #[test]
+    fn encodes_separators_and_unicode() {
+        assert_eq!(render("a:b"), "a%3Ab");
+        assert_eq!(render("100%"), "100%25");
+        assert_eq!(render("{x}"), "%7Bx%7D");
+        assert_eq!(render("é"), "%C3%A9");
+        assert_eq!(render(""), "");
+        assert_eq!(render("A.b_9"), "A.b_9");
+    }
+
+    #[test]
+    fn integers_and_bools() {
+        assert_eq!(render(&-5i32), "%2D5");
+        assert_eq!(render(&i64::MIN), "%2D9223372036854775808");
+        assert_eq!(render(&42u64), "42");
+        assert_eq!(render(&true), "true");
+    }
+
+    #[test]
+    fn options_are_distinct() {
+        let none: Option<Option<u8>> = None;
+        let some_none: Option<Option<u8>> = Some(None);
+        let some_some: Option<Option<u8>> = Some(Some(1));
+        assert_eq!(render(&none), "~");
+        assert_eq!(render(&some_none), "~~");
+        assert_eq!(render(&some_some), "1");
+        assert_ne!(render(&Some(String::new())), render(&None::<String>));
+        assert_eq!(render(&Some("~")), "%7E");
+    }
+}

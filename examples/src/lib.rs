@@ -1,0 +1,1 @@
+//! Runnable examples for `cache-runtime`; see `src/bin/`.

@@ -1,0 +1,76 @@
+//! One process of the cross-process stampede test (`tests/tests/stampede_cross_process.rs`).
+//!
+//! Usage: `stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>`
+//!
+//! Builds a Redis-backed `Cache`, waits until the wall clock reaches `start-unix-ms` (so that all
+//! processes start together), then makes `calls` concurrent calls of a `#[cached]` function on the
+//! same key. The loader counts itself with `INCR <counter-key>` (outside the cache namespace) and
+//! takes 300 ms. Prints one JSON [`cache_tests::HelperReport`] line on stdout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached};
+use cache_tests::{HelperReport, Raw, unix_ms};
+
+#[cached(key = "stampede:{id}", ttl = 60, cache = cache)]
+async fn load_shared(cache: &Cache, id: u64, counter: &Raw, counter_key: &str, local: &AtomicUsize) -> String {
+    counter.incr(counter_key).await;
+    local.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("value-{id}")
+}
+
+fn usage() -> ! {
+    eprintln!("usage: stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>");
+    std::process::exit(2)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 6 {
+        usage();
+    }
+    let url = args[0].clone();
+    let namespace = args[1].clone();
+    let id: u64 = args[2].parse().unwrap_or_else(|_| usage());
+    let counter_key = args[3].clone();
+    let start_at: u64 = args[4].parse().unwrap_or_else(|_| usage());
+    let calls: usize = args[5].parse().unwrap_or_else(|_| usage());
+
+    let cache = Cache::builder()
+        .redis(url.clone())
+        .namespace(namespace)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("building the cache failed: {e:?}"));
+    let counter = Raw::connect(&url).await;
+    let local = Arc::new(AtomicUsize::new(0));
+    let counter_key: Arc<str> = counter_key.into();
+
+    let now = unix_ms();
+    if start_at > now {
+        tokio::time::sleep(Duration::from_millis(start_at - now)).await;
+    }
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(calls));
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let (cache, counter, counter_key, local, barrier) =
+                (cache.clone(), counter.clone(), counter_key.clone(), local.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                load_shared(&cache, id, &counter, &counter_key, &local).await
+            })
+        })
+        .collect();
+
+    let mut values = Vec::with_capacity(calls);
+    for task in tasks {
+        values.push(task.await.ok());
+    }
+    let report = HelperReport { pid: std::process::id(), values, local_loads: local.load(Ordering::SeqCst) };
+    println!("{}", serde_json::to_string(&report).expect("serializable report"));
+}

@@ -1,0 +1,164 @@
+//! Loader panics and cancelled callers: the lease is released, nothing is cached, and other
+//! callers of the same key are never left stuck.
+//!
+//! The caches here use `lock_ms = 60 s`: a lease that was *not* released would block the next
+//! caller for a minute, which the 30 s hang guards turn into a failure. No assertion is about
+//! speed; the guards only catch hangs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached};
+use cache_tests::{TestEnv, backend_tests, eventually, guard};
+use tokio::sync::Notify;
+
+/// What the loader does.
+#[derive(Clone, Debug)]
+enum Behaviour {
+    /// Return the value.
+    Value,
+    /// Panic right away.
+    Panic,
+    /// Signal `started`, wait for `release`, then panic.
+    PanicWhenReleased(Arc<Gate>),
+    /// Signal `started`, then wait for `release` (a load that takes as long as the test wants).
+    Block(Arc<Gate>),
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    started: Notify,
+    release: Notify,
+}
+
+#[cached(key = "lease:{id}", ttl = 300, cache = cache)]
+async fn load(cache: &Cache, id: u64, behaviour: Behaviour, loads: &AtomicUsize) -> String {
+    loads.fetch_add(1, SeqCst);
+    match behaviour {
+        Behaviour::Value => {}
+        Behaviour::Panic => panic!("loader panicked (on purpose)"),
+        Behaviour::PanicWhenReleased(gate) => {
+            gate.started.notify_one();
+            gate.release.notified().await;
+            panic!("loader panicked (on purpose)");
+        }
+        Behaviour::Block(gate) => {
+            gate.started.notify_one();
+            gate.release.notified().await;
+        }
+    }
+    format!("value-{id}")
+}
+
+fn spawn_load(env: &TestEnv, id: u64, behaviour: Behaviour, loads: &Arc<AtomicUsize>) -> tokio::task::JoinHandle<String> {
+    let (cache, loads) = (env.cache.clone(), loads.clone());
+    tokio::spawn(async move { load(&cache, id, behaviour, &loads).await })
+}
+
+/// On Redis: waits until the key no longer exists (the lease was deleted).
+async fn lease_gone(env: &TestEnv, rendered: &str, what: &str) {
+    if let Some(raw) = env.raw().await {
+        let key = env.cache.full_key(rendered);
+        eventually(what, Duration::from_secs(10), || {
+            let (raw, key) = (raw.clone(), key.clone());
+            async move { !raw.exists(&key).await }
+        })
+        .await;
+    }
+}
+
+async fn loader_panic_propagates_and_releases_lease(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let result = guard("the panicking call", spawn_load(&env, 1, Behaviour::Panic, &loads)).await;
+    let err = result.expect_err("the loader's panic reaches its caller");
+    assert!(err.is_panic(), "caller task ended by panic, got {err:?}");
+    lease_gone(&env, "lease:1", "the lease is released after a loader panic (key gone)").await;
+
+    // Nothing cached, and the next caller is not blocked by a leftover lease.
+    let value = guard("the call after the panic", load(&env.cache, 1, Behaviour::Value, &loads)).await;
+    assert_eq!(value, "value-1");
+    assert_eq!(loads.load(SeqCst), 2, "the panic cached nothing: the next call loaded");
+}
+
+async fn loader_panic_waiters_get_value_from_next_load(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let leader = spawn_load(&env, 2, Behaviour::PanicWhenReleased(gate.clone()), &loads);
+    guard("the panicking loader to start", gate.started.notified()).await;
+
+    let waiters: Vec<_> = (0..10).map(|_| spawn_load(&env, 2, Behaviour::Value, &loads)).collect();
+    // Give the waiters time to queue behind the leader (correctness does not depend on it).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.release.notify_one();
+
+    let err = guard("the panicking leader", leader).await.expect_err("leader panics");
+    assert!(err.is_panic());
+    for waiter in waiters {
+        let value = guard("a waiter behind a panicked loader", waiter).await.expect("waiter must not panic");
+        assert_eq!(value, "value-2", "waiters get a value from their own/the next load");
+    }
+    let after = loads.load(SeqCst);
+    assert!(after >= 2, "a load after the panic produced the value");
+    assert_eq!(load(&env.cache, 2, Behaviour::Value, &loads).await, "value-2");
+    assert_eq!(loads.load(SeqCst), after, "the waiters' value is cached");
+}
+
+async fn cancelled_caller_releases_lease(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let caller = spawn_load(&env, 3, Behaviour::Block(gate.clone()), &loads);
+    guard("the loader to start", gate.started.notified()).await;
+    caller.abort();
+    let err = guard("the aborted call", caller).await.expect_err("aborted");
+    assert!(err.is_cancelled());
+
+    lease_gone(&env, "lease:3", "the lease is released after the caller was dropped mid-load").await;
+    let value = guard("the call after the cancelled one", load(&env.cache, 3, Behaviour::Value, &loads)).await;
+    assert_eq!(value, "value-3");
+    assert_eq!(loads.load(SeqCst), 2);
+}
+
+async fn dropped_future_via_timeout_releases_lease(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    {
+        // Drop the caller's future as soon as its loader has started.
+        let call = load(&env.cache, 4, Behaviour::Block(gate.clone()), &loads);
+        tokio::select! {
+            _ = call => panic!("the blocked load cannot finish"),
+            _ = guard("the loader to start", gate.started.notified()) => {}
+        }
+    }
+    lease_gone(&env, "lease:4", "the lease is released after the future was dropped mid-load").await;
+    let value = guard("the call after the dropped one", load(&env.cache, 4, Behaviour::Value, &loads)).await;
+    assert_eq!(value, "value-4");
+}
+
+async fn cancelled_caller_waiters_proceed(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let caller = spawn_load(&env, 5, Behaviour::Block(gate.clone()), &loads);
+    guard("the loader to start", gate.started.notified()).await;
+
+    let waiters: Vec<_> = (0..10).map(|_| spawn_load(&env, 5, Behaviour::Value, &loads)).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    caller.abort();
+
+    for waiter in waiters {
+        let value = guard("a waiter behind a cancelled caller", waiter).await.expect("waiter must not panic");
+        assert_eq!(value, "value-5");
+    }
+    let after = loads.load(SeqCst);
+    assert_eq!(load(&env.cache, 5, Behaviour::Value, &loads).await, "value-5");
+    assert_eq!(loads.load(SeqCst), after, "the waiters' value is cached");
+}
+
+backend_tests!(
+    with |b| b.lock_ms(60_000);
+    loader_panic_propagates_and_releases_lease,
+    loader_panic_waiters_get_value_from_next_load,
+    cancelled_caller_releases_lease,
+    dropped_future_via_timeout_releases_lease,
+    cancelled_caller_waiters_proceed,
+);
