@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::redis::RedisOptions;
 use crate::backend::{AnyBackend, MemoryBackend, RedisBackend};
+use crate::codec::Codec;
 use crate::error::Error;
 use crate::flight::Flights;
 use crate::stats::{Registry, Stats};
@@ -39,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) backend: AnyBackend,
     pub(crate) namespace: String,
     pub(crate) lock_ms: u64,
+    pub(crate) codec: Codec,
     pub(crate) flights: Flights,
     pub(crate) stats: Registry,
 }
@@ -98,12 +100,13 @@ impl Cache {
         Ok(())
     }
 
-    fn from_backend(backend: AnyBackend, namespace: String, lock_ms: u64) -> Cache {
+    fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
         Cache {
             inner: Arc::new(Inner {
                 backend,
-                namespace,
-                lock_ms,
+                namespace: b.namespace.clone(),
+                lock_ms: b.lock_ms,
+                codec: b.codec,
                 flights: Flights::default(),
                 stats: Registry::default(),
             }),
@@ -124,6 +127,7 @@ pub struct CacheBuilder {
     backend: BackendChoice,
     namespace: String,
     lock_ms: u64,
+    codec: Codec,
     memory_max_bytes: u64,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -150,6 +154,7 @@ impl Default for CacheBuilder {
             backend: BackendChoice::Memory,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             lock_ms: DEFAULT_LOCK_MS,
+            codec: Codec::Json,
             memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
@@ -179,6 +184,12 @@ impl CacheBuilder {
     /// Default stampede lease length in milliseconds (functions may override with `lock_ms`).
     pub fn lock_ms(mut self, ms: u64) -> Self {
         self.lock_ms = ms;
+        self
+    }
+
+    /// Value serialization format (default [`Codec::Json`]).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 
@@ -225,8 +236,7 @@ impl CacheBuilder {
     fn build_memory(&self) -> Cache {
         Cache::from_backend(
             AnyBackend::Memory(MemoryBackend::new(self.memory_max_bytes)),
-            self.namespace.clone(),
-            self.lock_ms,
+            self,
         )
     }
 
@@ -242,11 +252,7 @@ impl CacheBuilder {
                     connect_timeout: self.connect_timeout,
                 };
                 let backend = RedisBackend::connect(url, opts).await?;
-                Ok(Cache::from_backend(
-                    AnyBackend::Redis(backend),
-                    self.namespace.clone(),
-                    self.lock_ms,
-                ))
+                Ok(Cache::from_backend(AnyBackend::Redis(backend), &self))
             }
         }
     }

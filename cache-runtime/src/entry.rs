@@ -7,17 +7,18 @@
 //! | 0 | magic `0xCA` |
 //! | 1 | format version (1) |
 //! | 2 | kind: 1 value, 2 negative, 3 lease |
-//! | 3..11 | stored-at, unix ms |
-//! | 11..19 | fresh-until, unix ms |
-//! | 19..23 | the loader's duration, ms |
-//! | 23.. | payload: serialized value (value), empty (negative), lease token (lease) |
+//! | 3 | codec of the payload (see [`Codec`](crate::Codec)) |
+//! | 4..12 | stored-at, unix ms |
+//! | 12..20 | fresh-until, unix ms |
+//! | 20..24 | the loader's duration, ms |
+//! | 24.. | payload: serialized value (value), empty (negative), lease token (lease) |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MAGIC: u8 = 0xCA;
 /// The envelope format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
-const HEADER: usize = 23;
+const HEADER: usize = 24;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Envelope<'a> {
     pub fresh_until_ms: u64,
     /// How long the loader took (ms).
     pub load_ms: u32,
+    /// The codec id the payload was written with.
+    pub codec: u8,
     /// The payload bytes.
     pub payload: &'a [u8],
 }
@@ -62,8 +65,6 @@ pub enum DecodeError {
     NotAnEnvelope,
     /// An envelope written by another format version.
     Version(u8),
-    /// The value did not deserialize into the function's type.
-    Payload,
 }
 
 /// Current unix time in milliseconds.
@@ -77,6 +78,7 @@ pub fn now_ms() -> u64 {
 /// Starts an envelope of `kind`; the caller appends the payload.
 pub fn begin(
     kind: Kind,
+    codec: u8,
     stored_at_ms: u64,
     fresh_until_ms: u64,
     load_ms: u32,
@@ -86,6 +88,7 @@ pub fn begin(
     v.push(MAGIC);
     v.push(FORMAT_VERSION);
     v.push(kind.byte());
+    v.push(codec);
     v.extend_from_slice(&stored_at_ms.to_le_bytes());
     v.extend_from_slice(&fresh_until_ms.to_le_bytes());
     v.extend_from_slice(&load_ms.to_le_bytes());
@@ -95,7 +98,7 @@ pub fn begin(
 /// A new lease envelope with a random token.
 pub fn new_lease(lock_ms: u64) -> Vec<u8> {
     let now = now_ms();
-    let mut v = begin(Kind::Lease, now, now.saturating_add(lock_ms), 0, 16);
+    let mut v = begin(Kind::Lease, 0, now, now.saturating_add(lock_ms), 0, 16);
     v.extend_from_slice(&rand::random::<u128>().to_le_bytes());
     v
 }
@@ -120,11 +123,12 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         u64::from_le_bytes(b)
     };
     let mut l = [0u8; 4];
-    l.copy_from_slice(&bytes[19..23]);
+    l.copy_from_slice(&bytes[20..24]);
     Ok(Envelope {
         kind,
-        stored_at_ms: u64_at(3),
-        fresh_until_ms: u64_at(11),
+        codec: bytes[3],
+        stored_at_ms: u64_at(4),
+        fresh_until_ms: u64_at(12),
         load_ms: u32::from_le_bytes(l),
         payload: &bytes[HEADER..],
     })
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut v = begin(Kind::Value, 10, 20, 3, 2);
+        let mut v = begin(Kind::Value, 0, 10, 20, 3, 2);
         v.extend_from_slice(b"42");
         let e = decode(&v).unwrap();
         assert_eq!(e.kind, Kind::Value);
@@ -148,7 +152,7 @@ mod tests {
     fn rejects_garbage_and_other_versions() {
         assert_eq!(decode(b"hello"), Err(DecodeError::NotAnEnvelope));
         assert_eq!(decode(&[0u8; 40]), Err(DecodeError::NotAnEnvelope));
-        let mut v = begin(Kind::Value, 1, 2, 3, 0);
+        let mut v = begin(Kind::Value, 0, 1, 2, 3, 0);
         v[1] = 9;
         assert_eq!(decode(&v), Err(DecodeError::Version(9)));
     }

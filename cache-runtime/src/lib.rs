@@ -41,6 +41,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod codec;
 pub mod entry;
 pub mod error;
 mod flight;
@@ -55,6 +56,7 @@ pub mod private;
 pub use private as __private;
 
 pub use cache::{Cache, CacheBuilder, global, install};
+pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use key::KeyPart;
 pub use stats::{FnStats, Stats};

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use crate::backend::AnyBackend;
 use crate::cache::Cache;
+use crate::codec::Codec;
 use crate::entry::{self, DecodeError, Kind};
 use crate::error::BackendError;
 use crate::flight::{self, Landed, Role};
@@ -34,14 +35,16 @@ fn classify<S: Shape<R>, R>(bytes: &[u8]) -> Found<R> {
         Ok(e) => e,
         Err(DecodeError::NotAnEnvelope) => return Found::Unusable("not an envelope"),
         Err(DecodeError::Version(_)) => return Found::Unusable("another envelope version"),
-        Err(DecodeError::Payload) => return Found::Unusable("payload"),
     };
     match env.kind {
         Kind::Lease => Found::Lease,
         _ if env.fresh_until_ms < entry::now_ms() => Found::Unusable("stale"),
-        Kind::Value => match serde_json::from_slice::<S::Value>(env.payload) {
-            Ok(v) => Found::Value(S::from_value(v)),
-            Err(_) => Found::Unusable("payload does not decode into the function's type"),
+        Kind::Value => match Codec::from_id(env.codec) {
+            None => Found::Unusable("payload written with a codec this build does not have"),
+            Some(codec) => match codec.decode::<S::Value>(env.payload) {
+                Some(v) => Found::Value(S::from_value(v)),
+                None => Found::Unusable("payload does not decode into the function's type"),
+            },
         },
         Kind::Negative => match S::negative() {
             Some(r) => Found::Negative(r),
@@ -163,7 +166,7 @@ where
     loop {
         let lease = entry::new_lease(lock_ms);
         match backend.try_lease(full, &lease, lock_ms).await {
-            Ok(true) => return lead::<S, R, Fut>(backend, spec, c, full, lease, fut).await,
+            Ok(true) => return lead::<S, R, Fut>(cache, spec, c, full, lease, fut).await,
             Ok(false) => {}
             Err(e) => {
                 backend_error(c, spec, &e);
@@ -248,7 +251,7 @@ impl Drop for LeaseGuard {
 
 /// Runs the loader under our lease and fills the key with a compare-and-set.
 async fn lead<S, R, Fut>(
-    backend: &AnyBackend,
+    cache: &Cache,
     spec: &'static FnSpec,
     c: &Counters,
     full: &str,
@@ -259,6 +262,8 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
+    let backend = &cache.inner.backend;
+    let codec = cache.inner.codec;
     let mut guard = LeaseGuard {
         backend: backend.clone(),
         key: full.to_owned(),
@@ -287,14 +292,28 @@ where
             }
             let ttl = ttl_ms(secs, spec.jitter_secs);
             (
-                entry::begin(Kind::Negative, now, now.saturating_add(ttl), load_ms, 0),
+                entry::begin(
+                    Kind::Negative,
+                    codec.id(),
+                    now,
+                    now.saturating_add(ttl),
+                    load_ms,
+                    0,
+                ),
                 ttl,
             )
         }
         View::Value(v) => {
             let ttl = ttl_ms(spec.ttl_secs, spec.jitter_secs);
-            let mut buf = entry::begin(Kind::Value, now, now.saturating_add(ttl), load_ms, 128);
-            if let Err(e) = serde_json::to_writer(&mut buf, v) {
+            let mut buf = entry::begin(
+                Kind::Value,
+                codec.id(),
+                now,
+                now.saturating_add(ttl),
+                load_ms,
+                128,
+            );
+            if let Err(e) = codec.encode(&mut buf, v) {
                 warn!(cache.fn = spec.name, error = %e, "value cannot be serialized; not cached");
                 guard.release().await;
                 return (r, Landed::NotStored);

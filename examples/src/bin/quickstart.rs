@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     get_user(7).await?;
     println!(
         "5. failed write rename_user(7, \"\") -> {failed:?}: key kept, next read hit (db queries +{})",
-        queries() - before - 0
+        queries() - before
     );
     rename_user(7, "grace").await?;
     let before = queries();
