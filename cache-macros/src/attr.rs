@@ -370,18 +370,27 @@ fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
     None
 }
 
-fn unknown_argument(name: &Ident, valid: &[&str], attr: &str, ctxt: &mut Ctxt) {
+/// Records an "unknown argument" error; returns the suggested argument, if any.
+fn unknown_argument(
+    name: &Ident,
+    valid: &[&'static str],
+    attr: &str,
+    ctxt: &mut Ctxt,
+) -> Option<&'static str> {
     let n = name.to_string();
     let mut msg = format!("unknown argument `{n}` for `#[{attr}]`");
-    if let Some(best) = did_you_mean(&n, valid) {
+    let best = did_you_mean(&n, valid);
+    if let Some(best) = best {
         msg.push_str(&format!("; did you mean `{best}`?"));
     }
     let list: Vec<String> = valid.iter().map(|v| format!("`{v}`")).collect();
-    msg.push_str(&format!(" Valid arguments: {}", list.join(", ")));
+    msg.push_str(&format!(" (valid arguments: {}", list.join(", ")));
     if attr == "invalidates" {
-        msg.push_str(", plus the key templates as string literals");
+        msg.push_str(", after the key templates as string literals");
     }
+    msg.push(')');
     ctxt.error(name.span(), msg);
+    best
 }
 
 /// Tracks which arguments were seen, to reject duplicates.
@@ -444,7 +453,12 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
         };
         let n = name.to_string();
         if !CACHED_ARGS.contains(&n.as_str()) {
-            unknown_argument(&name, CACHED_ARGS, "cached", ctxt);
+            // A misspelt required argument is not reported as missing too.
+            match unknown_argument(&name, CACHED_ARGS, "cached", ctxt) {
+                Some("key") => key_given = true,
+                Some("ttl") => ttl_given = true,
+                _ => {}
+            }
             continue;
         }
         if !seen.first(&name, ctxt) {
@@ -643,6 +657,14 @@ mod tests {
         let (_, e) = cached(quote! { key = "a" });
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("`ttl`"));
+    }
+
+    #[test]
+    fn misspelt_required_argument_is_not_also_missing() {
+        let (_, e) = cached(quote! { kye = "a", tll = 5 });
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("unknown argument `kye` for `#[cached]`; did you mean `key`?"));
+        assert!(e[1].contains("did you mean `ttl`? (valid arguments: `key`, `ttl`"));
     }
 
     #[test]

@@ -269,10 +269,10 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
 }
 
 fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
-    // Spanned at the expression so that a wrong type is reported there.
-    let span = expr.span();
-    let handle = quote_spanned!(span=> #krate::__private::handle);
-    quote! { let __cache_handle = #handle(&(#expr)); }
+    // Located at the expression so that a wrong type is reported there.
+    let span = Span::call_site().located_at(expr.span());
+    let handle = quote_spanned!(span=> #krate::__private::handle(&(#expr)));
+    quote! { let __cache_handle = #handle; }
 }
 
 /// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
@@ -360,7 +360,10 @@ fn expand_cached(
     let lock_ms = option(spec.lock_ms);
     // Spanned at the return type: an unsupported return type (not
     // `Serialize`, ...) is reported there.
-    let entry = quote_spanned!(ret_span=> #krate::__private::cached::<#marker, #ret, _>);
+    let ret_span = Span::call_site().located_at(ret_span);
+    let call = quote_spanned! {ret_span=>
+        #krate::__private::cached::<#marker, #ret, _>(#handle_ref, &__CACHE_SPEC, __cache_key, #body)
+    };
     quote! {
         #(#outer_attrs)*
         #vis #sig {
@@ -374,7 +377,7 @@ fn expand_cached(
             };
             let __cache_key: ::std::string::String = #key;
             #handle_init
-            #entry(#handle_ref, &__CACHE_SPEC, __cache_key, #body).await
+            #call.await
         }
     }
 }
@@ -396,7 +399,9 @@ fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) ->
     let sig = &func.sig;
     let keys = templates.iter().map(|t| render_key(&krate, t));
     let marker = marker(&krate, shape);
-    let succeeded = quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>);
+    let ret_span = Span::call_site().located_at(ret_span);
+    let succeeded =
+        quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>(&__cache_out));
     quote! {
         #(#outer_attrs)*
         #vis #sig {
@@ -406,7 +411,7 @@ fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) ->
             let __cache_keys = [#(#keys),*];
             #handle_init
             let __cache_out: #ret = #body.await;
-            if #succeeded(&__cache_out) {
+            if #succeeded {
                 #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys).await;
             }
             __cache_out

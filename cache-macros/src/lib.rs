@@ -43,7 +43,7 @@ use proc_macro::TokenStream;
 /// `{param}` renders a parameter, `{param.field.sub}` a field, `{self.field}`
 /// a field of the receiver; `{{` and `}}` are literal braces. Every
 /// placeholder's type must implement `KeyPart`. Two placeholders must be
-/// separated by text containing a character other than `[A-Za-z0-9_.%]`
+/// separated by text containing a character other than `[A-Za-z0-9_.%~]`
 /// (for example `:`), so that different arguments never render the same key.
 ///
 /// # Return types

@@ -12,15 +12,16 @@ use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::LitStr;
 
 /// Characters that an encoded key part may contain: everything the runtime
-/// leaves unencoded (`[A-Za-z0-9_.]`) plus `%`, which starts an escape.
+/// leaves unencoded (`[A-Za-z0-9_.]`), `%`, which starts an escape, and `~`,
+/// the runtime's encoding of `None`.
 ///
 /// A literal separator between two placeholders must contain a character
 /// outside this set, otherwise the split point between two rendered parts is
 /// ambiguous and two different argument tuples can render the same key.
-pub const PART_CHARS: &str = "A-Za-z0-9_.%";
+pub const PART_CHARS: &str = "A-Za-z0-9_.%~";
 
 fn is_part_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '%'
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
 }
 
 /// One piece of a parsed template.
@@ -419,7 +420,7 @@ pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
             let d = if c.eq_ignore_ascii_case(name) {
                 0
             } else {
-                levenshtein(name, c)
+                edit_distance(name, c)
             };
             (d, *c)
         })
@@ -428,20 +429,33 @@ pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance counting insertions, deletions, substitutions and swaps of
+/// two adjacent characters (optimal string alignment), so `kye` is one edit
+/// from `key`.
+fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    // d[i][j] = distance between a[..i] and b[..j]
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// A template parsed from a string literal and checked against a scope.
@@ -480,8 +494,12 @@ impl Template {
     }
 
     /// The span for generated code and errors about placeholder `p`.
+    ///
+    /// It has the macro's call-site hygiene (names resolve as written by the
+    /// user) but is located at the placeholder, so type errors point there,
+    /// while rustc does not offer "fixes" that would rewrite the template.
     pub fn span_of(&self, p: &Placeholder) -> Span {
-        subspan(&self.lit, &self.lit.value(), p.range.clone())
+        Span::call_site().located_at(subspan(&self.lit, &self.lit.value(), p.range.clone()))
     }
 }
 
@@ -668,7 +686,7 @@ mod tests {
 
     #[test]
     fn ambiguous_separators() {
-        for t in ["{a}x{b}", "{a}.{b}", "{a}_1{b}", "{a}%{b}"] {
+        for t in ["{a}x{b}", "{a}.{b}", "{a}_1{b}", "{a}%{b}", "{a}~{b}"] {
             let e = one_err(t);
             assert_eq!(e.range, 3..t.len() - 3, "{t}");
             assert!(e.message.contains("separator"), "{t}: {}", e.message);
@@ -730,6 +748,9 @@ mod tests {
         assert_eq!(did_you_mean("slf", &["self"]), Some("self"));
         assert_eq!(did_you_mean("zzz", &["id", "name"]), None);
         assert_eq!(did_you_mean("abcdef", &["uvwxyz"]), None);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(did_you_mean("kye", &["key", "ttl"]), Some("key"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use crate::backend::redis::RedisOptions;
 use crate::backend::{AnyBackend, MemoryBackend, RedisBackend};
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::flight::Flights;
+use crate::invalidation::{Retrier, RetryConfig};
 use crate::stats::{Registry, Stats};
+use crate::store::Store;
 
 /// Default stampede lease length.
 pub const DEFAULT_LOCK_MS: u64 = 5000;
@@ -16,6 +19,8 @@ pub const DEFAULT_LOCK_MS: u64 = 5000;
 pub const DEFAULT_NAMESPACE: &str = "cache";
 /// Default bound of the in-memory backend: 64 MiB of keys and values.
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default largest value that is cached: 1 MiB (serialized).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 /// A cache: a backend (Redis or in-process memory), a namespace, defaults and counters.
 ///
@@ -37,12 +42,14 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) backend: AnyBackend,
+    pub(crate) store: Store,
     pub(crate) namespace: String,
     pub(crate) lock_ms: u64,
     pub(crate) codec: Codec,
+    pub(crate) max_value_bytes: usize,
     pub(crate) flights: Flights,
     pub(crate) stats: Registry,
+    pub(crate) retrier: Retrier,
 }
 
 impl std::fmt::Debug for Cache {
@@ -50,7 +57,7 @@ impl std::fmt::Debug for Cache {
         let mut d = f.debug_struct("Cache");
         d.field("namespace", &self.inner.namespace)
             .field("lock_ms", &self.inner.lock_ms);
-        match &self.inner.backend {
+        match &self.inner.store.backend {
             AnyBackend::Memory(m) => d.field("backend", m),
             AnyBackend::Redis(r) => d.field("backend", r),
         };
@@ -76,7 +83,12 @@ impl Cache {
 
     /// The backend's name: `"memory"` or `"redis"`.
     pub fn backend_kind(&self) -> &'static str {
-        self.inner.backend.kind()
+        self.inner.store.backend.kind()
+    }
+
+    /// The circuit breaker's state: `Open` while the backend is being skipped.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.store.breaker.state()
     }
 
     /// The stored key for a rendered template: `<namespace>:<rendered>`.
@@ -92,8 +104,11 @@ impl Cache {
     /// Deletes the entry (value, negative entry or lease) for a rendered key such as `"user:7"`.
     ///
     /// A load that started before this call will not store its result afterwards.
+    ///
+    /// Unlike `#[invalidates]`, a backend failure is returned to the caller (not queued).
     pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
         self.inner
+            .store
             .backend
             .delete(&[self.full_key(rendered_key)])
             .await?;
@@ -101,12 +116,18 @@ impl Cache {
     }
 
     fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
+        let store = Store {
+            backend,
+            breaker: Arc::new(Breaker::new(b.breaker)),
+        };
         Cache {
             inner: Arc::new(Inner {
-                backend,
+                retrier: Retrier::new(b.retry, store.clone()),
+                store,
                 namespace: b.namespace.clone(),
                 lock_ms: b.lock_ms,
                 codec: b.codec,
+                max_value_bytes: b.max_value_bytes,
                 flights: Flights::default(),
                 stats: Registry::default(),
             }),
@@ -131,6 +152,10 @@ pub struct CacheBuilder {
     memory_max_bytes: u64,
     command_timeout: Duration,
     connect_timeout: Duration,
+    require_connection: bool,
+    max_value_bytes: usize,
+    breaker: BreakerConfig,
+    retry: RetryConfig,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -158,6 +183,10 @@ impl Default for CacheBuilder {
             memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            require_connection: false,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -211,6 +240,41 @@ impl CacheBuilder {
         self
     }
 
+    /// Fail `build()` when Redis cannot be reached. By default a Redis cache that cannot
+    /// connect at start-up is built anyway, with its circuit open: calls go to their loaders
+    /// until Redis answers, and nothing needs a restart.
+    pub fn require_connection(mut self) -> Self {
+        self.require_connection = true;
+        self
+    }
+
+    /// Largest serialized value that is cached (default 1 MiB); larger values are returned
+    /// but not stored, and counted as `oversized`.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Circuit breaker: open after `failures` consecutive backend failures, skip the backend
+    /// for `cool_down`, then probe with one call (default 3 failures, 1 s).
+    pub fn circuit_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker = BreakerConfig {
+            threshold: failures.max(1),
+            cool_down,
+        };
+        self
+    }
+
+    /// How long a failed invalidation is retried in the background (default 5 minutes), and
+    /// how many failed invalidation calls may wait (default 10 000).
+    pub fn invalidation_retry(mut self, retry_for: Duration, max_queued: usize) -> Self {
+        self.retry = RetryConfig {
+            capacity: max_queued.max(1),
+            retry_for,
+        };
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if self.namespace.is_empty() {
             return Err(Error::Config("namespace must not be empty".into()));
@@ -240,8 +304,9 @@ impl CacheBuilder {
         )
     }
 
-    /// Builds the cache; for Redis, connects once (the connection is shared and reconnects
-    /// by itself afterwards).
+    /// Builds the cache. For Redis, it opens one shared connection that reconnects by
+    /// itself; when Redis is unreachable the cache starts with its circuit open (or, with
+    /// [`require_connection`](Self::require_connection), `build` fails).
     pub async fn build(self) -> Result<Cache, Error> {
         self.validate()?;
         match &self.backend {
@@ -251,8 +316,17 @@ impl CacheBuilder {
                     command_timeout: self.command_timeout,
                     connect_timeout: self.connect_timeout,
                 };
-                let backend = RedisBackend::connect(url, opts).await?;
-                Ok(Cache::from_backend(AnyBackend::Redis(backend), &self))
+                let backend = RedisBackend::new(url, opts)?;
+                let reachable = backend.ping().await;
+                let cache = Cache::from_backend(AnyBackend::Redis(backend), &self);
+                if let Err(e) = reachable {
+                    if self.require_connection {
+                        return Err(Error::Backend(e));
+                    }
+                    tracing::warn!(error = %e, "Redis unreachable at start-up; starting with the circuit open");
+                    cache.inner.store.breaker.trip();
+                }
+                Ok(cache)
             }
         }
     }

@@ -40,14 +40,17 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod breaker;
 pub mod cache;
 pub mod codec;
 pub mod entry;
 pub mod error;
 mod flight;
+mod invalidation;
 pub mod key;
 mod load;
 pub mod stats;
+mod store;
 
 #[doc(hidden)]
 pub mod private;
@@ -55,6 +58,7 @@ pub mod private;
 #[doc(hidden)]
 pub use private as __private;
 
+pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, global, install};
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};

@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::backend::AnyBackend;
 use crate::cache::Cache;
 use crate::codec::Codec;
 use crate::entry::{self, DecodeError, Kind};
-use crate::error::BackendError;
 use crate::flight::{self, Landed, Role};
 use crate::private::{FnSpec, Shape, View};
 use crate::stats::Counters;
+use crate::store::{Fault, Store};
 
 /// Longest pause between two polls of a key another process is loading.
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -53,14 +52,24 @@ fn classify<S: Shape<R>, R>(bytes: &[u8]) -> Found<R> {
     }
 }
 
-fn backend_error(c: &Counters, spec: &FnSpec, e: &BackendError) {
-    Counters::bump(&c.backend_errors);
-    warn!(cache.fn = spec.name, error = %e, "cache backend error; calling the loader directly");
+/// Counts a backend fault (the caller then goes to the loader).
+pub(crate) fn fault(c: &Counters, name: &str, f: &Fault) {
+    match f {
+        Fault::Skipped => Counters::bump(&c.backend_skipped),
+        Fault::Failed(e) => {
+            Counters::bump(&c.backend_errors);
+            warn!(cache.fn = name, error = %e, "cache backend error; calling the loader directly");
+        }
+    }
 }
 
 fn unusable(c: &Counters, spec: &FnSpec, why: &'static str) {
     Counters::bump(&c.decode_errors);
-    warn!(cache.fn = spec.name, reason = why, "cached entry unusable; reloading and overwriting it");
+    if Counters::first(&c.warned_decode) {
+        warn!(cache.fn = spec.name, reason = why, "cached entry unusable; reloading and overwriting it (warned once per function)");
+    } else {
+        debug!(cache.fn = spec.name, reason = why, "cached entry unusable; reloading");
+    }
 }
 
 /// Runs the loader without touching the cache.
@@ -99,7 +108,7 @@ where
     let full = cache.full_key(&key);
     drop(key);
 
-    match inner.backend.get(&full).await {
+    match inner.store.get(&full).await {
         Ok(Some(raw)) => match classify::<S, R>(&raw) {
             Found::Value(r) => {
                 Counters::bump(&c.hits);
@@ -113,15 +122,15 @@ where
             Found::Unusable(why) => {
                 unusable(&c, spec, why);
                 // Remove exactly these bytes so the lease can be taken; a newer write stays.
-                if let Err(e) = inner.backend.release(&full, &raw).await {
-                    backend_error(&c, spec, &e);
+                if let Err(f) = inner.store.release(&full, &raw).await {
+                    fault(&c, spec.name, &f);
                     return run_uncached::<S, R>(&c, fut).await;
                 }
             }
         },
         Ok(None) => {}
-        Err(e) => {
-            backend_error(&c, spec, &e);
+        Err(f) => {
+            fault(&c, spec.name, &f);
             return run_uncached::<S, R>(&c, fut).await;
         }
     }
@@ -158,18 +167,18 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let backend = &cache.inner.backend;
+    let store = &cache.inner.store;
     let lock_ms = spec.lock_ms.unwrap_or(cache.inner.lock_ms).max(1);
     let deadline = Instant::now() + Duration::from_millis(lock_ms);
     let mut pause = FIRST_POLL;
     let mut counted_wait = false;
     loop {
         let lease = entry::new_lease(lock_ms);
-        match backend.try_lease(full, &lease, lock_ms).await {
+        match store.try_lease(full, &lease, lock_ms).await {
             Ok(true) => return lead::<S, R, Fut>(cache, spec, c, full, lease, fut).await,
             Ok(false) => {}
-            Err(e) => {
-                backend_error(c, spec, &e);
+            Err(f) => {
+                fault(c, spec.name, &f);
                 return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
             }
         }
@@ -189,7 +198,7 @@ where
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_POLL);
-            match backend.get(full).await {
+            match store.get(full).await {
                 Ok(Some(raw)) => match classify::<S, R>(&raw) {
                     Found::Value(r) | Found::Negative(r) => {
                         return (r, Landed::Stored(Arc::from(&*raw)));
@@ -197,16 +206,16 @@ where
                     Found::Lease => continue,
                     Found::Unusable(why) => {
                         unusable(c, spec, why);
-                        if let Err(e) = backend.release(full, &raw).await {
-                            backend_error(c, spec, &e);
+                        if let Err(f) = store.release(full, &raw).await {
+                            fault(c, spec.name, &f);
                             return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
                         }
                         break;
                     }
                 },
                 Ok(None) => break,
-                Err(e) => {
-                    backend_error(c, spec, &e);
+                Err(f) => {
+                    fault(c, spec.name, &f);
                     return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
                 }
             }
@@ -217,7 +226,7 @@ where
 /// Releases a lease when dropped while armed (loader error, panic, or the caller dropping
 /// the future): compare-and-delete, in the background.
 struct LeaseGuard {
-    backend: AnyBackend,
+    store: Store,
     key: String,
     lease: Vec<u8>,
     armed: bool,
@@ -226,8 +235,8 @@ struct LeaseGuard {
 impl LeaseGuard {
     async fn release(mut self) {
         self.armed = false;
-        if let Err(e) = self.backend.release(&self.key, &self.lease).await {
-            debug!(error = %e, "lease release failed; it expires by itself");
+        if let Err(f) = self.store.release(&self.key, &self.lease).await {
+            debug!(fault = ?f, "lease release failed; it expires by itself");
         }
     }
 }
@@ -240,11 +249,11 @@ impl Drop for LeaseGuard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return; // No runtime: the lease expires after lock_ms.
         };
-        let backend = self.backend.clone();
+        let store = self.store.clone();
         let key = std::mem::take(&mut self.key);
         let lease = std::mem::take(&mut self.lease);
         rt.spawn(async move {
-            let _ = backend.release(&key, &lease).await;
+            let _ = store.release(&key, &lease).await;
         });
     }
 }
@@ -262,10 +271,10 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let backend = &cache.inner.backend;
+    let store = &cache.inner.store;
     let codec = cache.inner.codec;
     let mut guard = LeaseGuard {
-        backend: backend.clone(),
+        store: store.clone(),
         key: full.to_owned(),
         lease,
         armed: true,
@@ -322,7 +331,20 @@ where
         }
     };
     let (bytes, ttl) = bytes;
-    match backend.fill(full, &guard.lease, &bytes, ttl).await {
+    if bytes.len() > cache.inner.max_value_bytes {
+        Counters::bump(&c.oversized);
+        if Counters::first(&c.warned_oversize) {
+            warn!(
+                cache.fn = spec.name,
+                bytes = bytes.len(),
+                max = cache.inner.max_value_bytes,
+                "value larger than max_value_bytes; not cached (warned once per function)"
+            );
+        }
+        guard.release().await;
+        return (r, Landed::NotStored);
+    }
+    match store.fill(full, &guard.lease, &bytes, ttl).await {
         Ok(true) => {
             guard.armed = false;
             (r, Landed::Stored(Arc::from(bytes)))
@@ -334,8 +356,8 @@ where
             debug!(cache.fn = spec.name, "lease lost during load; result not cached");
             (r, Landed::NotStored)
         }
-        Err(e) => {
-            backend_error(c, spec, &e);
+        Err(f) => {
+            fault(c, spec.name, &f);
             (r, Landed::NotStored)
         }
     }

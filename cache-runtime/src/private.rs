@@ -8,7 +8,6 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::cache::Cache;
-use crate::stats::Counters;
 
 pub use crate::key::KeyBuf;
 pub use ::core;
@@ -212,19 +211,21 @@ where
     crate::load::get_or_load::<S, R, Fut>(cache, spec, key, fut).await
 }
 
-/// The one runtime entry point of `#[invalidates]`: deletes the rendered keys.
+/// The one runtime entry point of `#[invalidates]`: deletes the rendered keys. When the
+/// backend cannot be reached, the deletion is queued and retried in the background.
 pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[String]) {
-    let c = cache.inner.stats.counters(spec.name);
+    let inner = &cache.inner;
+    let c = inner.stats.counters(spec.name);
     let full: Vec<String> = keys.iter().map(|k| cache.full_key(k)).collect();
-    match cache.inner.backend.delete(&full).await {
+    match inner.store.delete(&full).await {
         Ok(_) => {
-            for _ in keys {
-                Counters::bump(&c.invalidations);
-            }
+            c.invalidations
+                .fetch_add(full.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        Err(e) => {
-            Counters::bump(&c.backend_errors);
-            warn!(cache.fn = spec.name, error = %e, "invalidation failed");
+        Err(f) => {
+            crate::load::fault(&c, spec.name, &f);
+            warn!(cache.fn = spec.name, keys = full.len(), "invalidation failed; queued for retry");
+            inner.retrier.enqueue(full, c);
         }
     }
 }

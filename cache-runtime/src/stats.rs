@@ -1,7 +1,7 @@
 //! Per-function counters, read with [`Cache::stats`](crate::Cache::stats).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -25,10 +25,19 @@ pub struct FnStats {
     pub lock_timeouts: u64,
     /// Backend failures (connection, timeout); the call went to the loader.
     pub backend_errors: u64,
+    /// Backend calls skipped because the circuit breaker was open (the call went to the loader).
+    pub backend_skipped: u64,
     /// Stored bytes that could not be decoded (treated as a miss and overwritten).
     pub decode_errors: u64,
-    /// Keys deleted by `#[invalidates]` (or [`Cache::invalidate`](crate::Cache::invalidate)).
+    /// Loaded values not cached because they were larger than `max_value_bytes`.
+    pub oversized: u64,
+    /// Keys deleted by `#[invalidates]` (or [`Cache::invalidate`](crate::Cache::invalidate)),
+    /// including queued deletions delivered later.
     pub invalidations: u64,
+    /// Keys whose deletion failed and waits in the retry queue (a gauge).
+    pub invalidations_pending: u64,
+    /// Keys whose deletion was given up (retry window over, or queue full).
+    pub invalidations_failed: u64,
 }
 
 /// A snapshot of all functions' counters for one [`Cache`](crate::Cache), by function name.
@@ -81,13 +90,26 @@ pub(crate) struct Counters {
     pub(crate) lock_waits: AtomicU64,
     pub(crate) lock_timeouts: AtomicU64,
     pub(crate) backend_errors: AtomicU64,
+    pub(crate) backend_skipped: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) oversized: AtomicU64,
     pub(crate) invalidations: AtomicU64,
+    pub(crate) invalidations_pending: AtomicU64,
+    pub(crate) invalidations_failed: AtomicU64,
+    /// Set once a decode warning was logged for this function (warn once per key family).
+    pub(crate) warned_decode: AtomicBool,
+    /// Set once an oversize warning was logged for this function.
+    pub(crate) warned_oversize: AtomicBool,
 }
 
 impl Counters {
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// True the first time it is called for `flag`.
+    pub(crate) fn first(flag: &AtomicBool) -> bool {
+        !flag.load(Relaxed) && !flag.swap(true, Relaxed)
     }
 
     fn snapshot(&self) -> FnStats {
@@ -100,8 +122,12 @@ impl Counters {
             lock_waits: self.lock_waits.load(Relaxed),
             lock_timeouts: self.lock_timeouts.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
+            backend_skipped: self.backend_skipped.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
+            oversized: self.oversized.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            invalidations_pending: self.invalidations_pending.load(Relaxed),
+            invalidations_failed: self.invalidations_failed.load(Relaxed),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     /// `host:port` of the server, for `Debug` (never the password).
     addr: Arc<str>,
+    /// Upper bound of one operation, connecting included.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -60,23 +62,23 @@ pub struct RedisOptions {
 }
 
 impl RedisBackend {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`).
-    pub async fn connect(url: &str, opts: RedisOptions) -> BackendResult<Self> {
+    /// A backend for `url` (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    /// Connects lazily, on the first command; see [`ping`](Self::ping).
+    pub fn new(url: &str, opts: RedisOptions) -> BackendResult<Self> {
         // The URL may hold a password: never echo it in the error.
         let client = redis::Client::open(url).map_err(|_| {
             BackendError::new(
                 BackendErrorKind::Other,
-                "invalid Redis URL (expected redis://[user:password@]host:port[/db])",
+                "invalid Redis URL (expected redis://[user:password@]host:port[/db] or rediss://...)",
             )
         })?;
-        let info = client.get_connection_info();
-        let addr: Arc<str> = Arc::from(info.addr().to_string());
+        let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.command_timeout))
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisBackend {
             conn,
             scripts: Arc::new(Scripts {
@@ -84,11 +86,35 @@ impl RedisBackend {
                 release: Script::new(RELEASE),
             }),
             addr,
+            timeout: opts.command_timeout + opts.connect_timeout,
         })
+    }
+
+    /// `PING`: connects if needed and checks the server answers.
+    pub async fn ping(&self) -> BackendResult<()> {
+        self.timed(async {
+            let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+            Ok(())
+        })
+        .await
     }
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Bounds one operation (connecting included) in time.
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = BackendResult<T>>,
+    ) -> BackendResult<T> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                "Redis did not answer in time",
+            )),
+        }
     }
 }
 
@@ -102,50 +128,52 @@ impl Backend for RedisBackend {
     }
 
     async fn try_lease(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
-        let v: Value = redis::cmd("SET")
-            .arg(key)
-            .arg(lease)
-            .arg("NX")
-            .arg("PX")
-            .arg(px_ms)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(matches!(v, Value::Okay))
+        self.timed(async {
+            let v: Value = redis::cmd("SET")
+                .arg(key)
+                .arg(lease)
+                .arg("NX")
+                .arg("PX")
+                .arg(px_ms)
+                .query_async(&mut self.conn())
+                .await?;
+            Ok(matches!(v, Value::Okay))
+        })
+        .await
     }
 
     async fn fill(&self, key: &str, lease: &[u8], value: &[u8], px_ms: u64) -> BackendResult<bool> {
-        let n: i64 = self
-            .scripts
-            .fill
-            .key(key)
-            .arg(lease)
-            .arg(value)
-            .arg(px_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(n == 1)
+        self.timed(async {
+            let mut call = self.scripts.fill.key(key);
+            call.arg(lease).arg(value).arg(px_ms);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
-        let n: i64 = self
-            .scripts
-            .release
-            .key(key)
-            .arg(lease)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(n == 1)
+        self.timed(async {
+            let mut call = self.scripts.release.key(key);
+            call.arg(lease);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("UNLINK");
-        for k in keys {
-            cmd.arg(k);
-        }
-        let n: u64 = cmd.query_async(&mut self.conn()).await?;
-        Ok(n)
+        self.timed(async {
+            let mut cmd = redis::cmd("UNLINK");
+            for k in keys {
+                cmd.arg(k);
+            }
+            let n: u64 = cmd.query_async(&mut self.conn()).await?;
+            Ok(n)
+        })
+        .await
     }
 }

@@ -1,0 +1,76 @@
+//! The backend behind a circuit breaker: every backend call of the cache goes through here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::backend::{AnyBackend, BackendResult, Raw};
+use crate::breaker::{Breaker, Permit};
+use crate::error::BackendError;
+
+/// Why a backend call did not give an answer.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    /// The circuit is open: the backend was not called.
+    Skipped,
+    /// The backend failed (connection, timeout, server error).
+    Failed(BackendError),
+}
+
+/// A backend guarded by the cache's breaker. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pub(crate) backend: AnyBackend,
+    pub(crate) breaker: Arc<Breaker>,
+}
+
+impl Store {
+    async fn guarded<T>(&self, op: impl Future<Output = BackendResult<T>>) -> Result<T, Fault> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Skip {
+            return Err(Fault::Skipped);
+        }
+        match op.await {
+            Ok(v) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Err(e) => {
+                self.breaker.failure(permit == Permit::Probe);
+                Err(Fault::Failed(e))
+            }
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Raw>, Fault> {
+        self.guarded(self.backend.get(key)).await
+    }
+
+    pub(crate) async fn try_lease(
+        &self,
+        key: &str,
+        lease: &[u8],
+        px_ms: u64,
+    ) -> Result<bool, Fault> {
+        self.guarded(self.backend.try_lease(key, lease, px_ms))
+            .await
+    }
+
+    pub(crate) async fn fill(
+        &self,
+        key: &str,
+        lease: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> Result<bool, Fault> {
+        self.guarded(self.backend.fill(key, lease, value, px_ms))
+            .await
+    }
+
+    pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> Result<bool, Fault> {
+        self.guarded(self.backend.release(key, lease)).await
+    }
+
+    pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64, Fault> {
+        self.guarded(self.backend.delete(keys)).await
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, integration (against private redis-server processes that the
+# tests start themselves on free ports), trybuild UI tests, examples' tests and doc tests.
+# Installs redis-server first when it is missing and we are root (Debian/Ubuntu).
+# Never uses a Redis on 6379.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v redis-server >/dev/null 2>&1 && [[ -z "${CACHE_TESTS_REDIS_SERVER:-}" ]]; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: redis-server not found; installing it with apt-get" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends redis-server redis-tools
+        # The package may start a system instance; the tests do not use it.
+    else
+        cat >&2 <<'MSG'
+test.sh: the integration tests need the `redis-server` binary on PATH.
+Install it, then run this script again:
+  Debian/Ubuntu:  sudo apt-get install -y redis-server
+  Fedora:         sudo dnf install -y redis
+  macOS:          brew install redis
+(or set CACHE_TESTS_REDIS_SERVER=/path/to/redis-server)
+MSG
+        exit 1
+    fi
+fi
+echo "test.sh: using $(${CACHE_TESTS_REDIS_SERVER:-redis-server} --version)" >&2
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-targets --no-fail-fast
+else
+    cargo test --workspace --all-targets --no-fail-fast
+fi
+cargo test --workspace --doc --no-fail-fast

@@ -1,0 +1,6 @@
+use cache_runtime::cached;
+
+#[cached(key = "config", ttl = 60)]
+struct Config;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached("user:{id}", ttl = 60)]
+async fn get_user(id: u64) -> u64 {
+    id
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(key = "user:{id}", ttl = 0)]
+async fn get_user(id: u64) -> u64 {
+    id
+}
+
+fn main() {}
