@@ -7,7 +7,7 @@
 //! `compile_error!`s, so the user sees only the macro's errors and no
 //! follow-on noise from a half-expanded function.
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
@@ -320,6 +320,25 @@ fn ident(s: &str, span: Span) -> Ident {
     }
 }
 
+/// `tokens` with every span (recursively) replaced by `span`.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(g) => {
+                let mut out = Group::new(g.delimiter(), respan(&g.stream(), span));
+                out.set_span(span);
+                TokenTree::Group(out)
+            }
+            mut tt => {
+                tt.set_span(span);
+                tt
+            }
+        })
+        .collect()
+}
+
 fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
     let m = format_ident!("{}", shape.marker());
     quote!(#krate::__private::#m)
@@ -360,9 +379,16 @@ fn expand_cached(
     let lock_ms = option(spec.lock_ms);
     // Spanned at the return type: an unsupported return type (not
     // `Serialize`, ...) is reported there.
+    // Every token of the call and its `.await` is located at the return
+    // type, so that an unsupported return type (not `Serialize`, not
+    // matching `returns = ..`) is reported there, once.
     let ret_span = Span::call_site().located_at(ret_span);
+    let krate_at_ret = respan(&krate, ret_span);
+    let marker_at_ret = respan(&marker, ret_span);
     let call = quote_spanned! {ret_span=>
-        #krate::__private::cached::<#marker, #ret, _>(#handle_ref, &__CACHE_SPEC, __cache_key, #body)
+        #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _>(
+            #handle_ref, &__CACHE_SPEC, __cache_key, #body
+        ).await
     };
     quote! {
         #(#outer_attrs)*
@@ -377,7 +403,7 @@ fn expand_cached(
             };
             let __cache_key: ::std::string::String = #key;
             #handle_init
-            #call.await
+            #call
         }
     }
 }

@@ -153,6 +153,7 @@ pub struct CacheBuilder {
     command_timeout: Duration,
     connect_timeout: Duration,
     require_connection: bool,
+    tls_root_ca_pem: Option<Vec<u8>>,
     max_value_bytes: usize,
     breaker: BreakerConfig,
     retry: RetryConfig,
@@ -184,6 +185,7 @@ impl Default for CacheBuilder {
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             require_connection: false,
+            tls_root_ca_pem: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
@@ -245,6 +247,13 @@ impl CacheBuilder {
     /// until Redis answers, and nothing needs a restart.
     pub fn require_connection(mut self) -> Self {
         self.require_connection = true;
+        self
+    }
+
+    /// Trust these PEM root certificates for `rediss://` (instead of the system store).
+    /// Needs the `tls` feature.
+    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_ca_pem = Some(pem.into());
         self
     }
 
@@ -315,6 +324,7 @@ impl CacheBuilder {
                 let opts = RedisOptions {
                     command_timeout: self.command_timeout,
                     connect_timeout: self.connect_timeout,
+                    tls_root_ca_pem: self.tls_root_ca_pem.clone(),
                 };
                 let backend = RedisBackend::new(url, opts)?;
                 let reachable = backend.ping().await;

@@ -185,6 +185,17 @@ impl KeyPart for uuid::Uuid {
     }
 }
 
+/// Longest encoded placeholder value kept as is (bytes). A longer one is replaced by
+/// `~h` and the 128-bit XXH3 hash of its encoding in hex (34 bytes), which bounds key
+/// length; two different long values collide only with probability about 2^-128.
+pub const MAX_PART_LEN: usize = 128;
+
+fn hash_tail(s: &mut String, start: usize) {
+    let h = xxhash_rust::xxh3::xxh3_128(&s.as_bytes()[start..]);
+    s.truncate(start);
+    let _ = write!(s, "~h{h:032x}");
+}
+
 /// Builds a rendered key from template literals and placeholder values (used by the macros).
 #[doc(hidden)]
 #[derive(Debug, Default)]
@@ -203,10 +214,15 @@ impl KeyBuf {
         self.0.push_str(s);
     }
 
-    /// Appends an encoded placeholder value.
+    /// Appends an encoded placeholder value; one longer than [`MAX_PART_LEN`] is replaced
+    /// by its hash (see [`MAX_PART_LEN`]).
     #[inline]
     pub fn part<T: KeyPart + ?Sized>(&mut self, v: &T) {
+        let start = self.0.len();
         v.write_key_part(&mut self.0);
+        if self.0.len() - start > MAX_PART_LEN {
+            hash_tail(&mut self.0, start);
+        }
     }
 
     /// The rendered key (without the namespace).
@@ -242,6 +258,25 @@ mod tests {
         assert_eq!(render(&i64::MIN), "%2D9223372036854775808");
         assert_eq!(render(&42u64), "42");
         assert_eq!(render(&true), "true");
+    }
+
+    #[test]
+    fn long_parts_are_hashed() {
+        let long_a = "a".repeat(500);
+        let long_b = format!("{}b", "a".repeat(499));
+        let render_key = |v: &str| {
+            let mut k = KeyBuf::new();
+            k.lit("p:");
+            k.part(v);
+            k.finish()
+        };
+        let (a, b) = (render_key(&long_a), render_key(&long_b));
+        assert_eq!(a.len(), 2 + 34);
+        assert!(a.starts_with("p:~h"));
+        assert_ne!(a, b);
+        assert_eq!(a, render_key(&long_a), "stable");
+        let short = "x".repeat(MAX_PART_LEN);
+        assert_eq!(render_key(&short), format!("p:{short}"));
     }
 
     #[test]

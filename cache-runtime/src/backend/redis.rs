@@ -52,13 +52,15 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// Connection settings for [`RedisBackend::connect`].
-#[derive(Debug, Clone, Copy)]
+/// Connection settings for [`RedisBackend::new`].
+#[derive(Debug, Clone, Default)]
 pub struct RedisOptions {
     /// Timeout for each command's response.
     pub command_timeout: Duration,
     /// Timeout for each connection attempt.
     pub connect_timeout: Duration,
+    /// PEM root certificate(s) to trust for `rediss://` instead of the system store.
+    pub tls_root_ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisBackend {
@@ -66,12 +68,37 @@ impl RedisBackend {
     /// Connects lazily, on the first command; see [`ping`](Self::ping).
     pub fn new(url: &str, opts: RedisOptions) -> BackendResult<Self> {
         // The URL may hold a password: never echo it in the error.
-        let client = redis::Client::open(url).map_err(|_| {
+        let invalid = |_| {
             BackendError::new(
                 BackendErrorKind::Other,
                 "invalid Redis URL (expected redis://[user:password@]host:port[/db] or rediss://...)",
             )
-        })?;
+        };
+        if cfg!(not(feature = "tls")) && url.starts_with("rediss://") {
+            return Err(BackendError::new(
+                BackendErrorKind::Other,
+                "rediss:// (TLS) needs cache-runtime's `tls` feature",
+            ));
+        }
+        let client = match &opts.tls_root_ca_pem {
+            None => redis::Client::open(url).map_err(invalid)?,
+            #[cfg(feature = "tls")]
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )
+            .map_err(invalid)?,
+            #[cfg(not(feature = "tls"))]
+            Some(_) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Other,
+                    "a TLS root certificate was given but cache-runtime was built without the `tls` feature",
+                ));
+            }
+        };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(opts.command_timeout))
