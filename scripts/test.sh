@@ -29,13 +29,18 @@ fi
 echo "test.sh: using $(${CACHE_TESTS_REDIS_SERVER:-redis-server} --version)" >&2
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-if [[ "${CI:-}" == "true" ]]; then
-    export CARGO_INCREMENTAL=0
-fi
-
+# Run every stage even when an earlier one fails, so one run shows all failures.
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-targets --no-fail-fast
+    cargo nextest run --workspace --all-targets --no-fail-fast || status=1
 else
-    cargo test --workspace --all-targets --no-fail-fast
+    cargo test --workspace --all-targets --no-fail-fast || status=1
 fi
-cargo test --workspace --doc --no-fail-fast
+cargo test --workspace --doc --no-fail-fast || status=1
+
+if [[ "$status" != 0 ]]; then
+    echo "test.sh: FAILED (see above)" >&2
+else
+    echo "test.sh: all tests passed" >&2
+fi
+exit "$status"

@@ -255,8 +255,9 @@ fn kind_of(e: &Expr) -> &'static str {
 }
 
 fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) -> Option<LitStr> {
-    if let Expr::Lit(l) = ungroup(value)
-        && let Lit::Str(s) = &l.lit
+    if let Expr::Lit(syn::ExprLit {
+        lit: Lit::Str(s), ..
+    }) = ungroup(value)
     {
         return Some(s.clone());
     }
@@ -335,11 +336,10 @@ fn expect_int(
 }
 
 fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
-    if let Expr::Path(p) = ungroup(value)
-        && p.qself.is_none()
-        && p.attrs.is_empty()
-    {
-        return Some(p.path.clone());
+    if let Expr::Path(p) = ungroup(value) {
+        if p.qself.is_none() && p.attrs.is_empty() {
+            return Some(p.path.clone());
+        }
     }
     ctxt.error(
         value.span(),
@@ -472,9 +472,7 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             "ttl" => {
                 ttl_given = true;
                 args.ttl = expect_int(&name, &value, "seconds", 300, ctxt);
-                if let Some(t) = args.ttl
-                    && t.value == 0
-                {
+                if let Some(t) = args.ttl.filter(|t| t.value == 0) {
                     ctxt.error(
                         t.span,
                         "`ttl` must be greater than 0: every entry needs an expiry (in seconds), \
@@ -489,9 +487,7 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             }
             "lock_ms" => {
                 args.lock_ms = expect_int(&name, &value, "milliseconds", 5000, ctxt);
-                if let Some(l) = args.lock_ms
-                    && l.value == 0
-                {
+                if let Some(l) = args.lock_ms.filter(|l| l.value == 0) {
                     ctxt.error(
                         l.span,
                         "`lock_ms` must be greater than 0: it is how long (in milliseconds) \
@@ -505,17 +501,17 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             }
         }
     }
-    if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter)
-        && jitter.value > ttl.value
-    {
-        ctxt.error(
-            jitter.span,
-            format!(
-                "`jitter = {}` exceeds `ttl = {}`: jitter must be between 0 and ttl \
+    if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter) {
+        if jitter.value > ttl.value {
+            ctxt.error(
+                jitter.span,
+                format!(
+                    "`jitter = {}` exceeds `ttl = {}`: jitter must be between 0 and ttl \
                  (the stored TTL is uniform in [ttl, ttl + jitter])",
-                jitter.value, ttl.value
-            ),
-        );
+                    jitter.value, ttl.value
+                ),
+            );
+        }
     }
     if !syntax_error {
         if !key_given {

@@ -32,7 +32,7 @@ struct Gate {
     release: Notify,
 }
 
-#[cached(key = "lease:{id}", ttl = 300, cache = cache)]
+#[cached(key = "lease:{id}", ttl = 300, name = "leases.load", cache = cache)]
 async fn load(cache: &Cache, id: u64, behaviour: Behaviour, loads: &AtomicUsize) -> String {
     loads.fetch_add(1, SeqCst);
     match behaviour {
@@ -73,6 +73,8 @@ async fn loader_panic_propagates_and_releases_lease(env: TestEnv) {
     let result = guard("the panicking call", spawn_load(&env, 1, Behaviour::Panic, &loads)).await;
     let err = result.expect_err("the loader's panic reaches its caller");
     assert!(err.is_panic(), "caller task ended by panic, got {err:?}");
+    let stats = env.cache.stats().function("leases.load");
+    assert_eq!((stats.loads, stats.load_errors), (1, 1), "a panicked load counts as a load error: {stats:?}");
     lease_gone(&env, "lease:1", "the lease is released after a loader panic (key gone)").await;
 
     // Nothing cached, and the next caller is not blocked by a leftover lease.

@@ -14,7 +14,10 @@ pub struct DbError;
 
 #[cached(key = "plain:{id}", ttl = 60)]
 async fn plain(id: u64) -> User {
-    User { id, name: "a".into() }
+    User {
+        id,
+        name: "a".into(),
+    }
 }
 
 #[cached(key = "unit:{id}", ttl = 60)]
@@ -27,7 +30,10 @@ async fn option(id: u64) -> Option<User> {
     if id == 0 {
         return None;
     }
-    Some(User { id, name: "a".into() })
+    Some(User {
+        id,
+        name: "a".into(),
+    })
 }
 
 #[cached(key = "res:{id}", ttl = 60)]
@@ -35,11 +41,17 @@ async fn result(id: u64) -> Result<User, DbError> {
     if id == 0 {
         return Err(DbError);
     }
-    Ok(User { id, name: "a".into() })
+    Ok(User {
+        id,
+        name: "a".into(),
+    })
 }
 
 fn lookup(id: u64) -> Result<Option<User>, DbError> {
-    Ok(Some(User { id, name: "a".into() }))
+    Ok(Some(User {
+        id,
+        name: "a".into(),
+    }))
 }
 
 #[cached(key = "res_opt:{id}", ttl = 60, negative_ttl = 0)]

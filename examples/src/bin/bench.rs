@@ -1,0 +1,1288 @@
+//! Benchmark harness: `#[cached]` against a hand-written redis-rs cache-aside (same codec,
+//! same server, same kind of connection) and against the `cached` crate, in one run with the
+//! variants interleaved round by round.
+//!
+//! ```text
+//! cargo run --release -p examples --bin bench                      # ~1.5 minutes; writes docs/bench.svg
+//! cargo run --release -p examples --bin bench -- --quick           # a few seconds
+//! cargo run --release -p examples --bin bench -- --json target/bench.json --svg /tmp/bench.svg
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p examples --bin bench   # an existing server
+//! ```
+//!
+//! Without `REDIS_URL` it starts its own `redis-server` (from `PATH`) on a free loopback port,
+//! with no persistence, and kills it at the end. With `REDIS_URL` every key it writes is under
+//! a `bench.<pid>` prefix and deleted at the end.
+//!
+//! Cases (the value is a ~1 KB struct: strings, a list of tags, nested structs):
+//! * Redis hit path, 1 task and 64 tasks on one multi-thread runtime: `#[cached]` with JSON and
+//!   with MessagePack; the hand-written cache-aside (`GET`, decode, on a miss load and
+//!   `SET .. EX`) with the same two codecs over the same kind of connection (one
+//!   `ConnectionManager`); the `cached` crate's `#[concurrent_cached]` on an `AsyncRedisCache`
+//!   (MessagePack) over a `ConnectionManager`.
+//! * Cold-key stampede: 64 concurrent callers, a 50 ms loader: loader runs and wall time.
+//! * Memory backend hit path (ns/op).
+//!
+//! Each timed slice runs one case for a fixed time; a round runs every case once, in an order
+//! that rotates from round to round, so a slow moment of the machine is spread over all cases.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, Codec, cached};
+use cached::macros::concurrent_cached;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Concurrent callers in the 64-task cases and the stampede.
+const TASKS: usize = 64;
+/// Distinct hot keys per variant in the hit-path cases.
+const KEYS: u64 = 64;
+/// Loader time in the stampede.
+const STAMPEDE_LOADER_MS: u64 = 50;
+/// Entry TTL (seconds): long enough that nothing expires during a run.
+const TTL_SECS: u64 = 3600;
+
+// ---------------------------------------------------------------------------------------------
+// The value
+
+/// A realistic ~1 KB cached value: strings, a list of tags, nested structs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    sku: String,
+    title: String,
+    description: String,
+    price_cents: i64,
+    currency: String,
+    tags: Vec<String>,
+    seller: Seller,
+    dimensions: Dimensions,
+    in_stock: bool,
+    rating: f32,
+    review_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Seller {
+    id: u64,
+    name: String,
+    country: String,
+    email: String,
+    verified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Dimensions {
+    width_mm: u32,
+    height_mm: u32,
+    depth_mm: u32,
+    weight_g: u32,
+}
+
+fn sample_item(id: u64) -> Item {
+    Item {
+        id,
+        sku: format!("SKU-{id:08}-EU"),
+        title: format!("Ergonomic stainless steel widget, model {id}"),
+        description: "A sturdy, well balanced widget for everyday use in the kitchen, the \
+            workshop or the office. The brushed stainless steel body resists corrosion and \
+            fingerprints, the silicone grip stays comfortable in wet hands, and the hinge is \
+            rated for fifty thousand cycles. Dishwasher safe. Ships in recyclable cardboard \
+            packaging without plastic film. Includes a printed quick-start guide in English, \
+            German, French, Spanish and Italian, and a two-year limited warranty covering \
+            manufacturing defects. Replacement parts are available for ten years after \
+            purchase."
+            .to_owned(),
+        price_cents: 1999 + (id as i64 % 100),
+        currency: "EUR".to_owned(),
+        tags: [
+            "kitchen",
+            "workshop",
+            "stainless-steel",
+            "dishwasher-safe",
+            "ergonomic",
+            "eco-packaging",
+            "bestseller",
+            "gift-idea",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        seller: Seller {
+            id: 4200 + id % 7,
+            name: "Acme Household Goods GmbH".to_owned(),
+            country: "DE".to_owned(),
+            email: "orders@acme-household.example".to_owned(),
+            verified: true,
+        },
+        dimensions: Dimensions {
+            width_mm: 120,
+            height_mm: 45,
+            depth_mm: 30,
+            weight_g: 310,
+        },
+        in_stock: id % 5 != 0,
+        rating: 4.6,
+        review_count: 1287,
+    }
+}
+
+/// The loaders' error type (the `cached` crate needs a `Result`; every variant uses one).
+#[derive(Debug, Clone)]
+struct BenchError(String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+// ---------------------------------------------------------------------------------------------
+// The variants
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    RedisOursJson,
+    RedisHandJson,
+    RedisOursMsgpack,
+    RedisHandMsgpack,
+    RedisCachedCrate,
+    MemOursJson,
+    MemOursMsgpack,
+}
+
+const VARIANTS: usize = 7;
+
+impl Variant {
+    const REDIS: [Variant; 5] = [
+        Variant::RedisOursJson,
+        Variant::RedisHandJson,
+        Variant::RedisOursMsgpack,
+        Variant::RedisHandMsgpack,
+        Variant::RedisCachedCrate,
+    ];
+    const MEMORY: [Variant; 2] = [Variant::MemOursJson, Variant::MemOursMsgpack];
+    const STAMPEDE: [Variant; 3] = [
+        Variant::RedisOursMsgpack,
+        Variant::RedisHandMsgpack,
+        Variant::RedisCachedCrate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::RedisOursJson => "#[cached] json",
+            Variant::RedisHandJson => "hand-written json",
+            Variant::RedisOursMsgpack => "#[cached] msgpack",
+            Variant::RedisHandMsgpack => "hand-written msgpack",
+            Variant::RedisCachedCrate => "cached 4.x msgpack",
+            Variant::MemOursJson => "#[cached] json",
+            Variant::MemOursMsgpack => "#[cached] msgpack",
+        }
+    }
+
+    fn backend(self) -> &'static str {
+        match self {
+            Variant::MemOursJson | Variant::MemOursMsgpack => "memory",
+            _ => "redis",
+        }
+    }
+
+    fn implementation(self) -> &'static str {
+        match self {
+            Variant::RedisHandJson | Variant::RedisHandMsgpack => "hand-written",
+            Variant::RedisCachedCrate => "cached-crate",
+            _ => "cache-runtime",
+        }
+    }
+
+    fn codec(self) -> &'static str {
+        match self {
+            Variant::RedisOursJson | Variant::RedisHandJson | Variant::MemOursJson => "json",
+            Variant::RedisCachedCrate => "msgpack-compact",
+            _ => "msgpack",
+        }
+    }
+}
+
+/// Loader runs per variant.
+static LOADS: [AtomicU64; VARIANTS] = [const { AtomicU64::new(0) }; VARIANTS];
+/// Loader sleep (0 for the hit path, [`STAMPEDE_LOADER_MS`] in the stampede).
+static LOADER_MS: AtomicU64 = AtomicU64::new(0);
+
+fn loads(v: Variant) -> u64 {
+    LOADS[v as usize].load(Ordering::SeqCst)
+}
+
+/// The "database": counts the run and sleeps for [`LOADER_MS`].
+async fn load(v: Variant, id: u64) -> Result<Item, BenchError> {
+    LOADS[v as usize].fetch_add(1, Ordering::SeqCst);
+    let ms = LOADER_MS.load(Ordering::Relaxed);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(sample_item(id))
+}
+
+/// A hand-written cache-aside over one shared `ConnectionManager`.
+struct Hand {
+    conn: ConnectionManager,
+    prefix: String,
+    msgpack: bool,
+    variant: Variant,
+}
+
+impl Hand {
+    async fn get(&self, id: u64) -> Result<Item, BenchError> {
+        let key = format!("{}:item:{id}", self.prefix);
+        let mut conn = self.conn.clone();
+        // A cache failure falls through to the loader, like any careful cache-aside.
+        if let Ok(Some(bytes)) = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .await
+        {
+            let decoded = if self.msgpack {
+                rmp_serde::from_slice::<Item>(&bytes).ok()
+            } else {
+                serde_json::from_slice::<Item>(&bytes).ok()
+            };
+            if let Some(item) = decoded {
+                return Ok(item);
+            }
+        }
+        let item = load(self.variant, id).await?;
+        let bytes = if self.msgpack {
+            rmp_serde::to_vec_named(&item).map_err(|e| BenchError(e.to_string()))?
+        } else {
+            serde_json::to_vec(&item).map_err(|e| BenchError(e.to_string()))?
+        };
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(&key)
+            .arg(bytes)
+            .arg("EX")
+            .arg(TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+        Ok(item)
+    }
+}
+
+/// Everything the variants share, set once in `main`.
+struct Ctx {
+    redis_json: Cache,
+    redis_msgpack: Cache,
+    mem_json: Cache,
+    mem_msgpack: Cache,
+    hand_json: Hand,
+    hand_msgpack: Hand,
+    redis_url: String,
+    /// Key prefix of this run (`bench.<pid>`).
+    prefix: String,
+}
+
+static CTX: OnceLock<Ctx> = OnceLock::new();
+
+fn ctx() -> &'static Ctx {
+    CTX.get().expect("bench context is set in main")
+}
+
+#[cached(key = "item:{id}", ttl = 3600, cache = ctx().redis_json, name = "redis_json")]
+async fn ours_redis_json(id: u64) -> Result<Item, BenchError> {
+    load(Variant::RedisOursJson, id).await
+}
+
+#[cached(key = "item:{id}", ttl = 3600, cache = ctx().redis_msgpack, name = "redis_msgpack")]
+async fn ours_redis_msgpack(id: u64) -> Result<Item, BenchError> {
+    load(Variant::RedisOursMsgpack, id).await
+}
+
+#[cached(key = "item:{id}", ttl = 3600, cache = ctx().mem_json, name = "mem_json")]
+async fn ours_mem_json(id: u64) -> Result<Item, BenchError> {
+    load(Variant::MemOursJson, id).await
+}
+
+#[cached(key = "item:{id}", ttl = 3600, cache = ctx().mem_msgpack, name = "mem_msgpack")]
+async fn ours_mem_msgpack(id: u64) -> Result<Item, BenchError> {
+    load(Variant::MemOursMsgpack, id).await
+}
+
+#[concurrent_cached(
+    map_error = r##"|e| BenchError(format!("{e:?}"))"##,
+    ty = "cached::AsyncRedisCache<u64, Item>",
+    create = r##"{
+        cached::AsyncRedisCache::builder("item")
+            .namespace(format!("{}.cached", ctx().prefix))
+            .ttl(Duration::from_secs(TTL_SECS))
+            .connection_string(&ctx().redis_url)
+            .connection_manager(true)
+            .build()
+            .await
+            .expect("cached crate: building AsyncRedisCache")
+    }"##
+)]
+async fn cached_crate_item(id: u64) -> Result<Item, BenchError> {
+    load(Variant::RedisCachedCrate, id).await
+}
+
+async fn call(v: Variant, id: u64) -> Result<Item, BenchError> {
+    match v {
+        Variant::RedisOursJson => ours_redis_json(id).await,
+        Variant::RedisHandJson => ctx().hand_json.get(id).await,
+        Variant::RedisOursMsgpack => ours_redis_msgpack(id).await,
+        Variant::RedisHandMsgpack => ctx().hand_msgpack.get(id).await,
+        Variant::RedisCachedCrate => cached_crate_item(id).await,
+        Variant::MemOursJson => ours_mem_json(id).await,
+        Variant::MemOursMsgpack => ours_mem_msgpack(id).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency histogram: log-linear buckets, 128 per power of two (< 0.8 % error), no allocation
+// per sample.
+
+const SUB_BITS: u32 = 7;
+const BUCKETS: usize = (64 - SUB_BITS as usize + 1) << SUB_BITS;
+
+#[derive(Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Hist {
+    fn new() -> Hist {
+        Hist {
+            counts: vec![0; BUCKETS],
+            total: 0,
+        }
+    }
+
+    fn bucket(ns: u64) -> usize {
+        if ns < (1 << SUB_BITS) {
+            return ns as usize;
+        }
+        let exp = 63 - ns.leading_zeros();
+        let shift = exp - SUB_BITS;
+        let mant = ((ns >> shift) as usize) & ((1 << SUB_BITS) - 1);
+        (((shift + 1) as usize) << SUB_BITS) | mant
+    }
+
+    /// The middle of bucket `b`, in ns.
+    fn value(b: usize) -> u64 {
+        if b < (1 << SUB_BITS) {
+            return b as u64;
+        }
+        let shift = (b >> SUB_BITS) - 1;
+        let mant = (b & ((1 << SUB_BITS) - 1)) as u64;
+        (((1 << SUB_BITS) | mant) << shift) + ((1u64 << shift) >> 1)
+    }
+
+    fn record(&mut self, ns: u64) {
+        self.counts[Self::bucket(ns)] += 1;
+        self.total += 1;
+    }
+
+    fn merge(&mut self, other: &Hist) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let target = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Self::value(b);
+            }
+        }
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+/// One hit-path case: a variant at a concurrency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Case {
+    variant: Variant,
+    tasks: usize,
+}
+
+/// Everything measured for one case over all rounds.
+struct Acc {
+    case: Case,
+    hist: Hist,
+    ops: u64,
+    elapsed: Duration,
+    errors: u64,
+    /// ops/s of each round's slice.
+    per_round: Vec<f64>,
+}
+
+/// Runs `case` for `slice`: `tasks` tasks, each calling in a loop over the hot keys.
+async fn run_slice(case: Case, slice: Duration, round: usize) -> (Hist, u64, u64, Duration) {
+    let start = Instant::now();
+    let deadline = start + slice;
+    let handles: Vec<_> = (0..case.tasks)
+        .map(|t| {
+            tokio::spawn(async move {
+                let mut hist = Hist::new();
+                let (mut ops, mut errors) = (0u64, 0u64);
+                let mut id = (t as u64 * 13 + round as u64) % KEYS;
+                let mut t0 = Instant::now();
+                while t0 < deadline {
+                    let r = call(case.variant, id).await;
+                    let t1 = Instant::now();
+                    match r {
+                        Ok(item) => {
+                            std::hint::black_box(item);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    hist.record((t1 - t0).as_nanos() as u64);
+                    ops += 1;
+                    id = (id + 1) % KEYS;
+                    t0 = t1;
+                }
+                (hist, ops, errors)
+            })
+        })
+        .collect();
+    let mut hist = Hist::new();
+    let (mut ops, mut errors) = (0, 0);
+    for h in handles {
+        let (h, o, e) = h.await.expect("bench task panicked");
+        hist.merge(&h);
+        ops += o;
+        errors += e;
+    }
+    (hist, ops, errors, start.elapsed())
+}
+
+/// The outcome of one stampede.
+#[derive(Clone, Copy, Debug)]
+struct Stampede {
+    loads: u64,
+    wall: Duration,
+    errors: u64,
+}
+
+/// `TASKS` callers released together on one cold key.
+async fn stampede(v: Variant, id: u64) -> Stampede {
+    let before = loads(v);
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+    let handles: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = call(v, id).await;
+                (Instant::now(), r.is_err())
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut last = start;
+    let mut errors = 0;
+    for h in handles {
+        let (done, err) = h.await.expect("stampede task panicked");
+        last = last.max(done);
+        errors += u64::from(err);
+    }
+    Stampede {
+        loads: loads(v) - before,
+        wall: last - start,
+        errors,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+#[derive(Debug, Serialize)]
+struct Report {
+    meta: Meta,
+    hit_path: Vec<HitRow>,
+    stampede: Vec<StampedeRow>,
+    ratios: Vec<Ratio>,
+}
+
+#[derive(Debug, Serialize)]
+struct Meta {
+    command: String,
+    mode: &'static str,
+    rounds: usize,
+    slice_ms: u64,
+    tasks: usize,
+    hot_keys: u64,
+    cpus: usize,
+    redis: String,
+    redis_version: String,
+    value_bytes_json: usize,
+    value_bytes_msgpack_named: usize,
+    value_bytes_msgpack_compact: usize,
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct HitRow {
+    case: String,
+    backend: &'static str,
+    implementation: &'static str,
+    codec: &'static str,
+    tasks: usize,
+    ops: u64,
+    errors: u64,
+    ops_per_sec: f64,
+    /// Wall time per operation: 1 / throughput.
+    ns_per_op: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct StampedeRow {
+    case: String,
+    implementation: &'static str,
+    callers: usize,
+    loader_ms: u64,
+    runs: usize,
+    loader_runs_min: u64,
+    loader_runs_max: u64,
+    loader_runs_mean: f64,
+    wall_ms_p50: f64,
+    wall_ms_max: f64,
+    errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratio {
+    what: String,
+    /// Time per op of the first over the second (aggregate over all rounds).
+    time_ratio: f64,
+    /// The median of the per-round ratios (robust to one slow round).
+    time_ratio_median_round: f64,
+    target: Option<String>,
+    met: Option<bool>,
+}
+
+fn hit_row(a: &Acc) -> HitRow {
+    let secs = a.elapsed.as_secs_f64();
+    let ops_per_sec = a.ops as f64 / secs;
+    HitRow {
+        case: format!("{} {}", a.case.variant.backend(), a.case.variant.label()),
+        backend: a.case.variant.backend(),
+        implementation: a.case.variant.implementation(),
+        codec: a.case.variant.codec(),
+        tasks: a.case.tasks,
+        ops: a.ops,
+        errors: a.errors,
+        ops_per_sec,
+        ns_per_op: 1e9 / ops_per_sec,
+        p50_us: a.hist.quantile(0.50) as f64 / 1e3,
+        p99_us: a.hist.quantile(0.99) as f64 / 1e3,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Time-per-op ratio `a / b` (= throughput of `b` over throughput of `a`).
+fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Ratio {
+    let find = |c: Case| accs.iter().find(|x| x.case == c).expect("case measured");
+    let (x, y) = (find(a), find(b));
+    let tput = |z: &Acc| z.ops as f64 / z.elapsed.as_secs_f64();
+    let time_ratio = tput(y) / tput(x);
+    let rounds = x
+        .per_round
+        .iter()
+        .zip(&y.per_round)
+        .map(|(p, q)| q / p)
+        .collect();
+    let time_ratio_median_round = median(rounds);
+    let what = format!(
+        "{} {} vs {} {}, {} task{}",
+        a.variant.backend(),
+        a.variant.label(),
+        b.variant.backend(),
+        b.variant.label(),
+        a.tasks,
+        if a.tasks == 1 { "" } else { "s" }
+    );
+    let (target, met) = match target {
+        Some((limit, text)) => (Some(text.to_owned()), Some(time_ratio <= limit)),
+        None => (None, None),
+    };
+    Ratio {
+        what,
+        time_ratio,
+        time_ratio_median_round,
+        target,
+        met,
+    }
+}
+
+fn print_report(r: &Report) {
+    let m = &r.meta;
+    println!();
+    println!(
+        "value: {} B json, {} B msgpack (named fields, ours and hand-written), {} B msgpack \
+         (compact, cached crate)",
+        m.value_bytes_json, m.value_bytes_msgpack_named, m.value_bytes_msgpack_compact
+    );
+    println!(
+        "{} mode: {} rounds x {} ms per case, {} hot keys, {} cpus, redis {} at {}",
+        m.mode, m.rounds, m.slice_ms, m.hot_keys, m.cpus, m.redis_version, m.redis
+    );
+    println!();
+    println!(
+        "{:<32} {:>5} {:>12} {:>10} {:>9} {:>9}",
+        "hit path", "tasks", "ops/s", "ns/op", "p50 µs", "p99 µs"
+    );
+    for h in &r.hit_path {
+        println!(
+            "{:<32} {:>5} {:>12.0} {:>10.0} {:>9.1} {:>9.1}{}",
+            h.case,
+            h.tasks,
+            h.ops_per_sec,
+            h.ns_per_op,
+            h.p50_us,
+            h.p99_us,
+            if h.errors > 0 {
+                format!("  ({} errors)", h.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!();
+    println!(
+        "{:<32} {:>7} {:>22} {:>12} {:>12}",
+        "cold-key stampede", "callers", "loader runs min/mean/max", "wall p50 ms", "wall max ms"
+    );
+    for s in &r.stampede {
+        println!(
+            "{:<32} {:>7} {:>8}/{:>6.1}/{:<7} {:>12.1} {:>12.1}{}",
+            s.case,
+            s.callers,
+            s.loader_runs_min,
+            s.loader_runs_mean,
+            s.loader_runs_max,
+            s.wall_ms_p50,
+            s.wall_ms_max,
+            if s.errors > 0 {
+                format!("  ({} errors)", s.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!();
+    println!("time per op, ratio (lower is better for the first):");
+    for q in &r.ratios {
+        let verdict = match (&q.target, q.met) {
+            (Some(t), Some(true)) => format!("  target {t}: met"),
+            (Some(t), Some(false)) => format!("  target {t}: MISSED"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<62} {:>6.3}x  (median of rounds {:>6.3}x){}",
+            q.what, q.time_ratio, q.time_ratio_median_round, verdict
+        );
+    }
+    println!();
+    println!("total {:.1} s", m.seconds);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart
+
+fn svg_chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    const OURS: RGBColor = RGBColor(31, 119, 180);
+    const HAND: RGBColor = RGBColor(140, 140, 140);
+    const CACHED: RGBColor = RGBColor(255, 127, 14);
+    let color = |implementation: &str| match implementation {
+        "cache-runtime" => OURS,
+        "hand-written" => HAND,
+        _ => CACHED,
+    };
+
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = SVGBackend::new(path, (1200, 820)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(40);
+    title.draw(&Text::new(
+        format!(
+            "cache-runtime benchmark: ~{} B value, redis {}, {} cpus ({} mode)",
+            r.meta.value_bytes_json, r.meta.redis_version, r.meta.cpus, r.meta.mode
+        ),
+        (20, 12),
+        ("sans-serif", 20).into_font(),
+    ))?;
+    let panels = body.split_evenly((2, 2));
+
+    type Bar = (String, f64, RGBColor, String);
+    let bars_for = |backend: &str, tasks: usize, ns: bool| -> Vec<Bar> {
+        r.hit_path
+            .iter()
+            .filter(|h| h.backend == backend && h.tasks == tasks)
+            .map(|h| {
+                let v = if ns { h.ns_per_op } else { h.ops_per_sec };
+                let label = if ns {
+                    format!("{v:.0} ns")
+                } else {
+                    format!("{:.0}k/s", v / 1e3)
+                };
+                (h.case.clone(), v, color(h.implementation), label)
+            })
+            .collect()
+    };
+    let mut memory = bars_for("memory", 1, true);
+    for b in &mut memory {
+        b.0 = format!("{}, 1 task", b.0.trim_start_matches("memory "));
+    }
+    for mut b in bars_for("memory", TASKS, true) {
+        b.0 = format!("{}, {TASKS} tasks", b.0.trim_start_matches("memory "));
+        memory.push(b);
+    }
+    let strip = |bars: Vec<Bar>| -> Vec<Bar> {
+        bars.into_iter()
+            .map(|mut b| {
+                b.0 = b.0.trim_start_matches("redis ").to_owned();
+                b
+            })
+            .collect()
+    };
+    let stampede: Vec<Bar> = r
+        .stampede
+        .iter()
+        .map(|s| {
+            (
+                s.case.clone(),
+                s.loader_runs_mean,
+                color(s.implementation),
+                format!("{:.1} runs, {:.0} ms", s.loader_runs_mean, s.wall_ms_p50),
+            )
+        })
+        .collect();
+    let specs: [(String, &str, Vec<Bar>); 4] = [
+        (
+            "Redis hit path, 1 task (ops/s, higher is better)".into(),
+            "ops/s",
+            strip(bars_for("redis", 1, false)),
+        ),
+        (
+            format!("Redis hit path, {TASKS} tasks (ops/s, higher is better)"),
+            "ops/s",
+            strip(bars_for("redis", TASKS, false)),
+        ),
+        (
+            "Memory backend hit path (ns/op, lower is better)".into(),
+            "ns/op",
+            memory,
+        ),
+        (
+            format!(
+                "Cold-key stampede: {TASKS} callers, {STAMPEDE_LOADER_MS} ms loader (loader runs)"
+            ),
+            "loader runs (mean)",
+            stampede,
+        ),
+    ];
+
+    for (area, (caption, unit, bars)) in panels.iter().zip(specs) {
+        let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0) * 1.3;
+        let n = bars.len();
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 16).into_font())
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(190)
+            .build_cartesian_2d(0f64..max, (0usize..n).into_segmented())?;
+        let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(unit)
+            .x_labels(6)
+            .x_label_formatter(&|v| {
+                if *v >= 1e3 {
+                    format!("{:.0}k", v / 1e3)
+                } else {
+                    format!("{v:.0}")
+                }
+            })
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    names.get(*i).cloned().unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+            let mut rect = Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (b.1, SegmentValue::Exact(i + 1))],
+                b.2.filled(),
+            );
+            rect.set_margin(5, 5, 0, 0);
+            rect
+        }))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+            Text::new(
+                format!(" {}", b.3),
+                (b.1, SegmentValue::CenterOf(i)),
+                ("sans-serif", 12).into_font(),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private redis-server
+
+/// A `redis-server` on a free loopback port with no persistence; killed on drop.
+struct RedisProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_redis() -> Result<(RedisProcess, String), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("cache-bench-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "could not start `redis-server` ({e}): install it (apt-get install \
+                     redis-server / brew install redis) or set REDIS_URL"
+                )
+            })?;
+        let mut proc = RedisProcess {
+            child,
+            dir: dir.clone(),
+        };
+        let url = format!("redis://127.0.0.1:{port}/");
+        let client = redis::Client::open(url.as_str())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Ok((proc, url));
+            }
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                break; // port taken meanwhile: try another
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(proc);
+    }
+    Err("redis-server did not come up".into())
+}
+
+async fn redis_version(conn: &mut ConnectionManager) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
+}
+
+/// Deletes every key of this run (only needed on a server we did not start).
+async fn cleanup(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<usize> {
+    let mut deleted = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += keys.len();
+            let _: u64 = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+struct Args {
+    quick: bool,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    rounds: Option<usize>,
+    slice_ms: Option<u64>,
+}
+
+const USAGE: &str = "usage: cargo run --release -p examples --bin bench -- \
+    [--quick] [--json PATH] [--svg PATH | --no-svg] [--rounds N] [--slice-ms MS]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        json: None,
+        svg: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench.svg")),
+        rounds: None,
+        slice_ms: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--json" => args.json = Some(value("--json")?.into()),
+            "--svg" => args.svg = Some(value("--svg")?.into()),
+            "--no-svg" => args.svg = None,
+            "--rounds" => {
+                args.rounds = Some(value("--rounds")?.parse().map_err(|e| format!("{e}"))?)
+            }
+            "--slice-ms" => {
+                args.slice_ms = Some(value("--slice-ms")?.parse().map_err(|e| format!("{e}"))?)
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "bench: this is a debug build; its figures would be meaningless. Run it in release mode:\n\
+             \n    cargo run --release -p examples --bin bench\n"
+        );
+        std::process::exit(1);
+    }
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    // One multi-thread runtime with the default worker count (one per CPU).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let (rounds, slice_ms, stampede_rounds) = if args.quick {
+        (3, 80, 3)
+    } else {
+        (16, 250, 10)
+    };
+    let rounds = args.rounds.unwrap_or(rounds).max(1);
+    let slice = Duration::from_millis(args.slice_ms.unwrap_or(slice_ms).max(10));
+
+    let (_server, redis_url, own_server) = match std::env::var("REDIS_URL") {
+        Ok(url) => (None, url, false),
+        Err(_) => {
+            let (p, url) = start_redis()?;
+            (Some(p), url, true)
+        }
+    };
+    let prefix = format!("bench.{}", std::process::id());
+
+    // The hand-written variants use the same connection type and settings as the runtime.
+    let manager = || async {
+        let client = redis::Client::open(redis_url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        ConnectionManager::new_with_config(client, config).await
+    };
+    let mut admin = manager().await?;
+    let version = redis_version(&mut admin).await;
+    let redis_cache = |ns: String, codec: Codec| {
+        Cache::builder()
+            .redis(redis_url.clone())
+            .namespace(ns)
+            .codec(codec)
+            .build()
+    };
+    let mem_cache = |codec: Codec| Cache::builder().memory().codec(codec).build();
+    let ctx = Ctx {
+        redis_json: redis_cache(format!("{prefix}.ours-json"), Codec::Json).await?,
+        redis_msgpack: redis_cache(format!("{prefix}.ours-msgpack"), Codec::MessagePack).await?,
+        mem_json: mem_cache(Codec::Json).await?,
+        mem_msgpack: mem_cache(Codec::MessagePack).await?,
+        hand_json: Hand {
+            conn: manager().await?,
+            prefix: format!("{prefix}.hand-json"),
+            msgpack: false,
+            variant: Variant::RedisHandJson,
+        },
+        hand_msgpack: Hand {
+            conn: manager().await?,
+            prefix: format!("{prefix}.hand-msgpack"),
+            msgpack: true,
+            variant: Variant::RedisHandMsgpack,
+        },
+        redis_url: redis_url.clone(),
+        prefix: prefix.clone(),
+    };
+    if CTX.set(ctx).is_err() {
+        return Err("bench context set twice".into());
+    }
+
+    let item = sample_item(1);
+    #[derive(Serialize)]
+    struct CompactEnvelope<'a>(&'a Item, u32);
+    let meta_sizes = (
+        serde_json::to_vec(&item)?.len(),
+        rmp_serde::to_vec_named(&item)?.len(),
+        rmp_serde::to_vec(&CompactEnvelope(&item, 1))?.len(),
+    );
+
+    // Fill every hot key of every variant and check each returns the right value.
+    let all: Vec<Variant> = Variant::REDIS.iter().chain(&Variant::MEMORY).copied().collect();
+    for &v in &all {
+        for id in 0..KEYS {
+            let got = call(v, id).await?;
+            if got != sample_item(id) {
+                return Err(format!("{v:?} returned a wrong value for {id}").into());
+            }
+        }
+        let again = call(v, 0).await?;
+        if again != sample_item(0) || loads(v) != KEYS {
+            return Err(format!("{v:?}: second call was not a hit").into());
+        }
+    }
+
+    let cases: Vec<Case> = [1, TASKS]
+        .into_iter()
+        .flat_map(|tasks| all.iter().map(move |&variant| Case { variant, tasks }))
+        .collect();
+    let mut accs: Vec<Acc> = cases
+        .iter()
+        .map(|&case| Acc {
+            case,
+            hist: Hist::new(),
+            ops: 0,
+            elapsed: Duration::ZERO,
+            errors: 0,
+            per_round: Vec::new(),
+        })
+        .collect();
+
+    eprintln!(
+        "bench: {} cases x {rounds} rounds x {} ms, then {stampede_rounds} stampede rounds \
+         (redis {version} at {redis_url})",
+        cases.len(),
+        slice.as_millis()
+    );
+    // Warm-up: one short unrecorded slice per case.
+    for &case in &cases {
+        run_slice(case, Duration::from_millis(30), 0).await;
+    }
+    let loads_before: Vec<u64> = all.iter().map(|&v| loads(v)).collect();
+    for round in 0..rounds {
+        let n = accs.len();
+        for k in 0..n {
+            // Rotate the order every round.
+            let acc = &mut accs[(k + round * 3) % n];
+            let (hist, ops, errors, elapsed) = run_slice(acc.case, slice, round).await;
+            acc.hist.merge(&hist);
+            acc.ops += ops;
+            acc.errors += errors;
+            acc.elapsed += elapsed;
+            acc.per_round.push(ops as f64 / elapsed.as_secs_f64());
+        }
+        eprint!(".");
+    }
+    eprintln!();
+    for (&v, before) in all.iter().zip(loads_before) {
+        let extra = loads(v) - before;
+        if extra > 0 {
+            eprintln!("bench: warning: {v:?} ran its loader {extra} times during the hit path");
+        }
+    }
+
+    // Cold-key stampede.
+    LOADER_MS.store(STAMPEDE_LOADER_MS, Ordering::SeqCst);
+    let mut stampedes: Vec<(Variant, Vec<Stampede>)> =
+        Variant::STAMPEDE.iter().map(|&v| (v, Vec::new())).collect();
+    for round in 0..stampede_rounds {
+        let n = stampedes.len();
+        for k in 0..n {
+            let (v, results) = &mut stampedes[(k + round) % n];
+            results.push(stampede(*v, 1_000_000 + round as u64).await);
+        }
+    }
+    LOADER_MS.store(0, Ordering::SeqCst);
+
+    if !own_server {
+        let n = cleanup(&mut admin, &prefix).await?;
+        eprintln!("bench: deleted the {n} keys of this run under {prefix}*");
+    }
+
+    // Report.
+    let mut hit_path: Vec<HitRow> = Vec::new();
+    for backend in ["redis", "memory"] {
+        for tasks in [1, TASKS] {
+            hit_path.extend(
+                accs.iter()
+                    .filter(|a| a.case.variant.backend() == backend && a.case.tasks == tasks)
+                    .map(hit_row),
+            );
+        }
+    }
+    let stampede_rows = stampedes
+        .iter()
+        .map(|(v, rs)| {
+            let l: Vec<u64> = rs.iter().map(|s| s.loads).collect();
+            let walls: Vec<f64> = rs.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
+            StampedeRow {
+                case: v.label().to_owned(),
+                implementation: v.implementation(),
+                callers: TASKS,
+                loader_ms: STAMPEDE_LOADER_MS,
+                runs: rs.len(),
+                loader_runs_min: l.iter().copied().min().unwrap_or(0),
+                loader_runs_max: l.iter().copied().max().unwrap_or(0),
+                loader_runs_mean: l.iter().sum::<u64>() as f64 / l.len().max(1) as f64,
+                wall_ms_p50: median(walls.clone()),
+                wall_ms_max: walls.iter().copied().fold(0.0, f64::max),
+                errors: rs.iter().map(|s| s.errors).sum(),
+            }
+        })
+        .collect();
+    let c = |variant, tasks| Case { variant, tasks };
+    use Variant::*;
+    let mut ratios = Vec::new();
+    for tasks in [1, TASKS] {
+        let t = Some((1.05, "<= 1.05x"));
+        ratios.push(ratio(&accs, c(RedisOursJson, tasks), c(RedisHandJson, tasks), t));
+        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisHandMsgpack, tasks), t));
+        let t = (tasks == TASKS).then_some((1.0, "<= 1.00x"));
+        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisCachedCrate, tasks), t));
+        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisOursJson, tasks), None));
+    }
+
+    let mut command = String::from("cargo run --release -p examples --bin bench");
+    let passed: Vec<String> = std::env::args().skip(1).collect();
+    if !passed.is_empty() {
+        let _ = write!(command, " -- {}", passed.join(" "));
+    }
+    let report = Report {
+        meta: Meta {
+            command,
+            mode: if args.quick { "quick" } else { "full" },
+            rounds,
+            slice_ms: slice.as_millis() as u64,
+            tasks: TASKS,
+            hot_keys: KEYS,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            redis: if own_server {
+                "private redis-server started by the bench".into()
+            } else {
+                "REDIS_URL".into()
+            },
+            redis_version: version,
+            value_bytes_json: meta_sizes.0,
+            value_bytes_msgpack_named: meta_sizes.1,
+            value_bytes_msgpack_compact: meta_sizes.2,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        hit_path,
+        stampede: stampede_rows,
+        ratios,
+    };
+    print_report(&report);
+    let s = &report.stampede;
+    println!(
+        "stampede loader runs (mean of {} cold keys): {}",
+        stampede_rounds,
+        s.iter()
+            .map(|r| format!("{} {:.1}", r.case, r.loader_runs_mean))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        svg_chart(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
