@@ -72,10 +72,23 @@ fn unusable(c: &Counters, spec: &FnSpec, why: &'static str) {
     }
 }
 
-/// Runs the loader without touching the cache.
-async fn run_uncached<S: Shape<R>, R>(c: &Counters, fut: impl Future<Output = R>) -> R {
+/// Counts a loader that panics as a load error (it is dropped while unwinding).
+struct PanicCounter<'a>(&'a Counters);
+
+impl Drop for PanicCounter<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            Counters::bump(&self.0.load_errors);
+        }
+    }
+}
+
+/// Runs the loader, counting the load and its error or panic.
+async fn run_loader<S: Shape<R>, R>(c: &Counters, fut: impl Future<Output = R>) -> R {
     Counters::bump(&c.loads);
+    let panic_counter = PanicCounter(c);
     let r = fut.await;
+    drop(panic_counter);
     if matches!(S::view(&r), View::Error) {
         Counters::bump(&c.load_errors);
     }
@@ -124,14 +137,14 @@ where
                 // Remove exactly these bytes so the lease can be taken; a newer write stays.
                 if let Err(f) = inner.store.release(&full, &raw).await {
                     fault(&c, spec.name, &f);
-                    return run_uncached::<S, R>(&c, fut).await;
+                    return run_loader::<S, R>(&c, fut).await;
                 }
             }
         },
         Ok(None) => {}
         Err(f) => {
             fault(&c, spec.name, &f);
-            return run_uncached::<S, R>(&c, fut).await;
+            return run_loader::<S, R>(&c, fut).await;
         }
     }
     Counters::bump(&c.misses);
@@ -179,7 +192,7 @@ where
             Ok(false) => {}
             Err(f) => {
                 fault(c, spec.name, &f);
-                return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
+                return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
             }
         }
         if !counted_wait {
@@ -194,7 +207,7 @@ where
             if now >= deadline {
                 Counters::bump(&c.lock_timeouts);
                 warn!(cache.fn = spec.name, lock_ms, "lease wait timed out; loading without the lease");
-                return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
+                return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_POLL);
@@ -208,7 +221,7 @@ where
                         unusable(c, spec, why);
                         if let Err(f) = store.release(full, &raw).await {
                             fault(c, spec.name, &f);
-                            return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
+                            return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
                         }
                         break;
                     }
@@ -216,7 +229,7 @@ where
                 Ok(None) => break,
                 Err(f) => {
                     fault(c, spec.name, &f);
-                    return (run_uncached::<S, R>(c, fut).await, Landed::NotStored);
+                    return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
                 }
             }
         }
@@ -279,16 +292,14 @@ where
         lease,
         armed: true,
     };
-    Counters::bump(&c.loads);
     debug!(cache.fn = spec.name, "loading");
     let started = Instant::now();
-    let r = fut.await;
+    let r = run_loader::<S, R>(c, fut).await;
     let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
 
     let now = entry::now_ms();
     let bytes = match S::view(&r) {
         View::Error => {
-            Counters::bump(&c.load_errors);
             debug!(cache.fn = spec.name, "loader returned an error; nothing cached");
             guard.release().await;
             return (r, Landed::NotStored);

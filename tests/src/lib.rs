@@ -524,3 +524,181 @@ pub struct HelperReport {
     /// Loader runs in this process (the global count is the Redis counter).
     pub local_loads: usize,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extra helpers for the fault-injection and security tests: servers on a chosen port, with extra
+// arguments (`--requirepass`, TLS-only ports), scratch directories and raw commands.
+
+/// A port on 127.0.0.1 that nothing listened on a moment ago (for "Redis is down" tests).
+///
+/// # Panics
+/// If no port can be bound at all.
+pub fn reserve_free_port() -> u16 {
+    free_port().expect("bind 127.0.0.1:0")
+}
+
+/// A fresh, empty temporary directory. Hand it to [`RedisServer::start_with`] to have it removed
+/// when the server is dropped.
+///
+/// # Panics
+/// If the directory cannot be created.
+pub fn scratch_dir() -> PathBuf {
+    make_temp_dir().expect("create a temporary directory")
+}
+
+/// How to start a server with [`RedisServer::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerSpec {
+    /// The port to listen on; a free one when `None`. With [`ServerSpec::tls`], the TLS port.
+    pub port: Option<u16>,
+    /// Arguments appended after the harness's own (e.g. `["--requirepass", "pw"]`).
+    pub args: Vec<String>,
+    /// Serve TLS only: `--port 0 --tls-port <port>` (certificate arguments go in `args`).
+    /// Readiness is then a TCP connect, not a `PING`.
+    pub tls: bool,
+    /// The server's working directory (removed on drop); a fresh one when `None`.
+    pub dir: Option<PathBuf>,
+}
+
+impl RedisServer {
+    /// Starts a server on `port` (which must be free) and waits until it answers `PING`.
+    /// [`RedisServer::restart`] works on it as usual.
+    ///
+    /// # Panics
+    /// If the server does not come up on that port.
+    pub fn start_on_port(port: u16) -> RedisServer {
+        let dir = scratch_dir();
+        match spawn_ready(&dir, port) {
+            Ok(child) => RedisServer { child: Some(child), port, dir, stopped: false },
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                panic!("{e}")
+            }
+        }
+    }
+
+    /// Starts a server described by `spec` and waits until it is ready: it answers `PING` with
+    /// `+PONG` or `-NOAUTH` (a password-protected server), or, for a TLS-only server, its port
+    /// accepts TCP connections. [`RedisServer::url`], [`RedisServer::raw`] and
+    /// [`RedisServer::client`] assume a plain, password-less server; [`RedisServer::restart`]
+    /// restarts without the extra arguments.
+    ///
+    /// # Panics
+    /// With the server's output when it does not come up (e.g. a build without TLS support).
+    pub fn start_with(spec: ServerSpec) -> RedisServer {
+        match Self::try_start_with(spec) {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`RedisServer::start_with`], but returns the error.
+    pub fn try_start_with(spec: ServerSpec) -> Result<RedisServer, StartError> {
+        let dir = match spec.dir.clone() {
+            Some(d) => d,
+            None => make_temp_dir()?,
+        };
+        let attempts = if spec.port.is_some() { 1 } else { START_ATTEMPTS };
+        let mut last = None;
+        for _ in 0..attempts {
+            let port = match spec.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            match spawn_custom(&dir, port, &spec) {
+                Ok(child) => return Ok(RedisServer { child: Some(child), port, dir, stopped: false }),
+                Err(e @ StartError::Missing { .. }) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// The server's working directory (removed when the server is dropped).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn spawn_custom(dir: &Path, port: u16, spec: &ServerSpec) -> Result<Child, StartError> {
+    let binary = redis_binary();
+    let log_path = dir.join(format!("redis-{port}.log"));
+    let log = fs::File::create(&log_path)?;
+    let mut cmd = Command::new(&binary);
+    if spec.tls {
+        cmd.args(["--port", "0"]).args(["--tls-port", &port.to_string()]);
+    } else {
+        cmd.args(["--port", &port.to_string()]);
+    }
+    let mut child = cmd
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--protected-mode", "yes"])
+        .args(["--daemonize", "no"])
+        .args(["--logfile", ""])
+        .arg("--dir")
+        .arg(dir)
+        .args(&spec.args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|source| StartError::Missing { binary: binary.clone(), source })?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let reason = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break format!("process exited with {status}"),
+            Ok(None) => {}
+            Err(e) => break format!("could not poll the process: {e}"),
+        }
+        let ready = if spec.tls { listening(port) } else { answers(port) };
+        if ready {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            break format!("not ready within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    Err(StartError::NotReady { port, reason, log })
+}
+
+fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// `PING` answered with `+PONG` or `-NOAUTH ...` (the server is up but wants a password).
+fn answers(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
+}
+
+impl Raw {
+    /// Runs any command (e.g. `ACL SETUSER`, `INFO commandstats`, `DBSIZE`).
+    ///
+    /// # Panics
+    /// On a Redis error.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        self.query(cmd).await
+    }
+}
