@@ -377,8 +377,6 @@ fn expand_cached(
     };
     let negative_ttl = option(spec.negative_ttl);
     let lock_ms = option(spec.lock_ms);
-    // Spanned at the return type: an unsupported return type (not
-    // `Serialize`, ...) is reported there.
     // Every token of the call and its `.await` is located at the return
     // type, so that an unsupported return type (not `Serialize`, not
     // matching `returns = ..`) is reported there, once.
