@@ -172,7 +172,7 @@ where
 async fn lease_path<S, R, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
-    c: &Counters,
+    c: &Arc<Counters>,
     full: &str,
     fut: Fut,
 ) -> (R, Landed)
@@ -238,18 +238,21 @@ where
 
 /// Releases a lease when dropped while armed (loader error, panic, or the caller dropping
 /// the future): compare-and-delete, in the background.
+/// A failed release is counted as a backend fault; the lease then expires after `lock_ms`.
 struct LeaseGuard {
     store: Store,
     key: String,
     lease: Vec<u8>,
     armed: bool,
+    counters: Arc<Counters>,
+    name: &'static str,
 }
 
 impl LeaseGuard {
     async fn release(mut self) {
         self.armed = false;
         if let Err(f) = self.store.release(&self.key, &self.lease).await {
-            debug!(fault = ?f, "lease release failed; it expires by itself");
+            fault(&self.counters, self.name, &f);
         }
     }
 }
@@ -265,8 +268,12 @@ impl Drop for LeaseGuard {
         let store = self.store.clone();
         let key = std::mem::take(&mut self.key);
         let lease = std::mem::take(&mut self.lease);
+        let counters = self.counters.clone();
+        let name = self.name;
         rt.spawn(async move {
-            let _ = store.release(&key, &lease).await;
+            if let Err(f) = store.release(&key, &lease).await {
+                fault(&counters, name, &f);
+            }
         });
     }
 }
@@ -275,7 +282,7 @@ impl Drop for LeaseGuard {
 async fn lead<S, R, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
-    c: &Counters,
+    c: &Arc<Counters>,
     full: &str,
     lease: Vec<u8>,
     fut: Fut,
@@ -291,6 +298,8 @@ where
         key: full.to_owned(),
         lease,
         armed: true,
+        counters: c.clone(),
+        name: spec.name,
     };
     debug!(cache.fn = spec.name, "loading");
     let started = Instant::now();

@@ -6,38 +6,68 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-/// Counters of one cached (or invalidating) function, as a snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct FnStats {
+/// Defines [`FnStats`] (a snapshot) and `Counters` (live atomics) from one field list.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $field:ident,)*) => {
+        /// Counters of one cached (or invalidating) function, as a snapshot.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct FnStats {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl FnStats {
+            fn add(&mut self, other: &FnStats) {
+                $(self.$field += other.$field;)*
+            }
+        }
+
+        /// Live counters of one function.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: AtomicU64,)*
+            /// Set once a decode warning was logged for this function (warn once per key family).
+            pub(crate) warned_decode: AtomicBool,
+            /// Set once an oversize warning was logged for this function.
+            pub(crate) warned_oversize: AtomicBool,
+        }
+
+        impl Counters {
+            fn snapshot(&self) -> FnStats {
+                FnStats { $($field: self.$field.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
     /// Calls answered by a cached value.
-    pub hits: u64,
+    hits,
     /// Calls answered by a cached "not found".
-    pub negative_hits: u64,
+    negative_hits,
     /// Calls that found nothing usable in the cache.
-    pub misses: u64,
+    misses,
     /// Loader runs (the function's body).
-    pub loads: u64,
-    /// Loader runs that returned `Err` (or panicked).
-    pub load_errors: u64,
+    loads,
+    /// Loader runs that returned `Err` or panicked.
+    load_errors,
     /// Times a call waited for another process's lease.
-    pub lock_waits: u64,
+    lock_waits,
     /// Waits that reached `lock_ms` and loaded without the lease.
-    pub lock_timeouts: u64,
-    /// Backend failures (connection, timeout); the call went to the loader.
-    pub backend_errors: u64,
+    lock_timeouts,
+    /// Backend failures (connection, timeout, refused command); the call went to the loader.
+    backend_errors,
     /// Backend calls skipped because the circuit breaker was open (the call went to the loader).
-    pub backend_skipped: u64,
+    backend_skipped,
     /// Stored bytes that could not be decoded (treated as a miss and overwritten).
-    pub decode_errors: u64,
+    decode_errors,
     /// Loaded values not cached because they were larger than `max_value_bytes`.
-    pub oversized: u64,
-    /// Keys deleted by `#[invalidates]` (or [`Cache::invalidate`](crate::Cache::invalidate)),
-    /// including queued deletions delivered later.
-    pub invalidations: u64,
+    oversized,
+    /// Keys deleted by `#[invalidates]`, including queued deletions delivered later.
+    invalidations,
     /// Keys whose deletion failed and waits in the retry queue (a gauge).
-    pub invalidations_pending: u64,
+    invalidations_pending,
     /// Keys whose deletion was given up (retry window over, or queue full).
-    pub invalidations_failed: u64,
+    invalidations_failed,
 }
 
 /// A snapshot of all functions' counters for one [`Cache`](crate::Cache), by function name.
@@ -61,45 +91,10 @@ impl Stats {
 
     /// The sum over all functions.
     pub fn total(&self) -> FnStats {
-        self.functions
-            .values()
-            .fold(FnStats::default(), |mut t, s| {
-                t.hits += s.hits;
-                t.negative_hits += s.negative_hits;
-                t.misses += s.misses;
-                t.loads += s.loads;
-                t.load_errors += s.load_errors;
-                t.lock_waits += s.lock_waits;
-                t.lock_timeouts += s.lock_timeouts;
-                t.backend_errors += s.backend_errors;
-                t.decode_errors += s.decode_errors;
-                t.invalidations += s.invalidations;
-                t
-            })
+        let mut t = FnStats::default();
+        self.functions.values().for_each(|s| t.add(s));
+        t
     }
-}
-
-/// Live counters of one function.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) negative_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) load_errors: AtomicU64,
-    pub(crate) lock_waits: AtomicU64,
-    pub(crate) lock_timeouts: AtomicU64,
-    pub(crate) backend_errors: AtomicU64,
-    pub(crate) backend_skipped: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) oversized: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) invalidations_pending: AtomicU64,
-    pub(crate) invalidations_failed: AtomicU64,
-    /// Set once a decode warning was logged for this function (warn once per key family).
-    pub(crate) warned_decode: AtomicBool,
-    /// Set once an oversize warning was logged for this function.
-    pub(crate) warned_oversize: AtomicBool,
 }
 
 impl Counters {
@@ -110,25 +105,6 @@ impl Counters {
     /// True the first time it is called for `flag`.
     pub(crate) fn first(flag: &AtomicBool) -> bool {
         !flag.load(Relaxed) && !flag.swap(true, Relaxed)
-    }
-
-    fn snapshot(&self) -> FnStats {
-        FnStats {
-            hits: self.hits.load(Relaxed),
-            negative_hits: self.negative_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            load_errors: self.load_errors.load(Relaxed),
-            lock_waits: self.lock_waits.load(Relaxed),
-            lock_timeouts: self.lock_timeouts.load(Relaxed),
-            backend_errors: self.backend_errors.load(Relaxed),
-            backend_skipped: self.backend_skipped.load(Relaxed),
-            decode_errors: self.decode_errors.load(Relaxed),
-            oversized: self.oversized.load(Relaxed),
-            invalidations: self.invalidations.load(Relaxed),
-            invalidations_pending: self.invalidations_pending.load(Relaxed),
-            invalidations_failed: self.invalidations_failed.load(Relaxed),
-        }
     }
 }
 
@@ -157,5 +133,26 @@ impl Registry {
                 .map(|(k, v)| ((*k).to_owned(), v.snapshot()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_sums_every_counter() {
+        let r = Registry::default();
+        for name in ["a", "b"] {
+            let c = r.counters(name);
+            Counters::bump(&c.hits);
+            Counters::bump(&c.backend_skipped);
+            Counters::bump(&c.invalidations_failed);
+        }
+        let t = r.snapshot().total();
+        assert_eq!(
+            (t.hits, t.backend_skipped, t.invalidations_failed),
+            (2, 2, 2)
+        );
     }
 }

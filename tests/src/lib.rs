@@ -48,7 +48,11 @@ pub enum StartError {
     /// The binary was not found (or could not be executed).
     Missing { binary: String, source: io::Error },
     /// The process exited or did not answer `PING` in time; `log` is its output.
-    NotReady { port: u16, reason: String, log: String },
+    NotReady {
+        port: u16,
+        reason: String,
+        log: String,
+    },
     /// Creating the temporary directory or log file failed.
     Io(io::Error),
 }
@@ -136,7 +140,12 @@ impl RedisServer {
             let port = free_port()?;
             match spawn_ready(&dir, port) {
                 Ok(child) => {
-                    return Ok(RedisServer { child: Some(child), port, dir, stopped: false });
+                    return Ok(RedisServer {
+                        child: Some(child),
+                        port,
+                        dir,
+                        stopped: false,
+                    });
                 }
                 Err(e @ StartError::Missing { .. }) => {
                     let _ = fs::remove_dir_all(&dir);
@@ -227,7 +236,12 @@ impl RedisServer {
         let pid = self.pid().expect("redis-server is not running");
         // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
         let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {}", io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}) failed: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
@@ -247,7 +261,10 @@ fn free_port() -> io::Result<u16> {
 
 fn make_temp_dir() -> io::Result<PathBuf> {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let dir = std::env::temp_dir().join(format!(
         "cache-tests-redis-{}-{}-{}",
         std::process::id(),
@@ -283,7 +300,10 @@ fn spawn_ready(dir: &Path, port: u16) -> Result<Child, StartError> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .map_err(|source| StartError::Missing { binary: binary.clone(), source })?;
+        .map_err(|source| StartError::Missing {
+            binary: binary.clone(),
+            source,
+        })?;
 
     let deadline = Instant::now() + READY_TIMEOUT;
     let reason = loop {
@@ -348,7 +368,9 @@ impl Raw {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
         let mut conn = self.conn.clone();
-        cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("raw redis command failed: {e}"))
+        cmd.query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("raw redis command failed: {e}"))
     }
 
     /// `GET key`: the stored bytes, or `None` when the key is absent.
@@ -373,7 +395,8 @@ impl Raw {
 
     /// `SET key value`.
     pub async fn set(&self, key: &str, value: &[u8]) {
-        self.query::<()>(redis::cmd("SET").arg(key).arg(value)).await
+        self.query::<()>(redis::cmd("SET").arg(key).arg(value))
+            .await
     }
 
     /// `DEL key`: whether the key existed.
@@ -414,7 +437,10 @@ impl TestEnv {
     }
 
     /// Like [`TestEnv::new`], with extra builder settings (e.g. `|b| b.lock_ms(60_000)`).
-    pub async fn with(backend: Backend, configure: impl FnOnce(CacheBuilder) -> CacheBuilder) -> TestEnv {
+    pub async fn with(
+        backend: Backend,
+        configure: impl FnOnce(CacheBuilder) -> CacheBuilder,
+    ) -> TestEnv {
         let (builder, server) = match backend {
             Backend::Redis => {
                 let server = RedisServer::start();
@@ -426,7 +452,11 @@ impl TestEnv {
             .build()
             .await
             .unwrap_or_else(|e| panic!("building the {backend:?} cache failed: {e:?}"));
-        TestEnv { cache, server, backend }
+        TestEnv {
+            cache,
+            server,
+            backend,
+        }
     }
 
     /// Whether this env runs on Redis.
@@ -444,7 +474,9 @@ impl TestEnv {
 
     /// The server (panics for the memory backend).
     pub fn server(&mut self) -> &mut RedisServer {
-        self.server.as_mut().expect("this test needs the Redis backend")
+        self.server
+            .as_mut()
+            .expect("this test needs the Redis backend")
     }
 }
 
@@ -511,7 +543,10 @@ where
 
 /// Milliseconds since the Unix epoch (for starting several helper processes together).
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// The line the `stampede-helper` binary prints on stdout (one JSON object).
@@ -569,7 +604,12 @@ impl RedisServer {
     pub fn start_on_port(port: u16) -> RedisServer {
         let dir = scratch_dir();
         match spawn_ready(&dir, port) {
-            Ok(child) => RedisServer { child: Some(child), port, dir, stopped: false },
+            Ok(child) => RedisServer {
+                child: Some(child),
+                port,
+                dir,
+                stopped: false,
+            },
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
                 panic!("{e}")
@@ -598,7 +638,11 @@ impl RedisServer {
             Some(d) => d,
             None => make_temp_dir()?,
         };
-        let attempts = if spec.port.is_some() { 1 } else { START_ATTEMPTS };
+        let attempts = if spec.port.is_some() {
+            1
+        } else {
+            START_ATTEMPTS
+        };
         let mut last = None;
         for _ in 0..attempts {
             let port = match spec.port {
@@ -606,7 +650,14 @@ impl RedisServer {
                 None => free_port()?,
             };
             match spawn_custom(&dir, port, &spec) {
-                Ok(child) => return Ok(RedisServer { child: Some(child), port, dir, stopped: false }),
+                Ok(child) => {
+                    return Ok(RedisServer {
+                        child: Some(child),
+                        port,
+                        dir,
+                        stopped: false,
+                    });
+                }
                 Err(e @ StartError::Missing { .. }) => {
                     let _ = fs::remove_dir_all(&dir);
                     return Err(e);
@@ -630,7 +681,8 @@ fn spawn_custom(dir: &Path, port: u16, spec: &ServerSpec) -> Result<Child, Start
     let log = fs::File::create(&log_path)?;
     let mut cmd = Command::new(&binary);
     if spec.tls {
-        cmd.args(["--port", "0"]).args(["--tls-port", &port.to_string()]);
+        cmd.args(["--port", "0"])
+            .args(["--tls-port", &port.to_string()]);
     } else {
         cmd.args(["--port", &port.to_string()]);
     }
@@ -649,7 +701,10 @@ fn spawn_custom(dir: &Path, port: u16, spec: &ServerSpec) -> Result<Child, Start
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .map_err(|source| StartError::Missing { binary: binary.clone(), source })?;
+        .map_err(|source| StartError::Missing {
+            binary: binary.clone(),
+            source,
+        })?;
 
     let deadline = Instant::now() + READY_TIMEOUT;
     let reason = loop {
@@ -658,7 +713,11 @@ fn spawn_custom(dir: &Path, port: u16, spec: &ServerSpec) -> Result<Child, Start
             Ok(None) => {}
             Err(e) => break format!("could not poll the process: {e}"),
         }
-        let ready = if spec.tls { listening(port) } else { answers(port) };
+        let ready = if spec.tls {
+            listening(port)
+        } else {
+            answers(port)
+        };
         if ready {
             return Ok(child);
         }

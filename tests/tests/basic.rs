@@ -25,7 +25,12 @@ struct User {
 #[cached(key = "user:{id}", ttl = 300, cache = cache)]
 async fn get_user(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<User, String> {
     loads.fetch_add(1, SeqCst);
-    Ok(User { id, name: format!("user \"{id}\" é🙂"), tags: vec!["a:b".into(), String::new()], score: Some(1.5) })
+    Ok(User {
+        id,
+        name: format!("user \"{id}\" é🙂"),
+        tags: vec!["a:b".into(), String::new()],
+        score: Some(1.5),
+    })
 }
 
 #[cached(key = "short:{id}", ttl = 1, cache = cache)]
@@ -48,7 +53,11 @@ async fn hit_after_first_call_loader_runs_once(env: TestEnv) {
     for _ in 0..10 {
         assert_eq!(get_thing(cache, 7, &loads).await, "thing-7");
     }
-    assert_eq!(loads.load(SeqCst), 1, "later calls are hits: the loader ran once");
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "later calls are hits: the loader ran once"
+    );
 
     // Another key is another entry.
     assert_eq!(get_thing(cache, 8, &loads).await, "thing-8");
@@ -58,7 +67,10 @@ async fn hit_after_first_call_loader_runs_once(env: TestEnv) {
     assert_eq!(loads.load(SeqCst), 2);
 
     if let Some(raw) = env.raw().await {
-        assert!(raw.exists(&cache.full_key("thing:7")).await, "the entry is stored under namespace:key");
+        assert!(
+            raw.exists(&cache.full_key("thing:7")).await,
+            "the entry is stored under namespace:key"
+        );
         assert!(raw.exists("itest:thing:8").await);
     }
 }
@@ -67,7 +79,10 @@ async fn struct_values_round_trip(env: TestEnv) {
     let loads = AtomicUsize::new(0);
     let first = get_user(&env.cache, 1, &loads).await.unwrap();
     let second = get_user(&env.cache, 1, &loads).await.unwrap();
-    assert_eq!(first, second, "the cached value deserializes to what the loader returned");
+    assert_eq!(
+        first, second,
+        "the cached value deserializes to what the loader returned"
+    );
     assert_eq!(second.name, "user \"1\" é🙂");
     assert_eq!(loads.load(SeqCst), 1);
 }
@@ -80,7 +95,10 @@ async fn str_argument_keys_are_encoded(env: TestEnv) {
     assert_eq!(loads.load(SeqCst), 2);
     if let Some(raw) = env.raw().await {
         // Parts are percent-encoded outside [A-Za-z0-9_.].
-        assert!(raw.exists("itest:named:a%3Ab%20c").await, "encoded key present in Redis");
+        assert!(
+            raw.exists("itest:named:a%3Ab%20c").await,
+            "encoded key present in Redis"
+        );
     }
 }
 
@@ -134,7 +152,9 @@ async fn ttl_lands_in_range() {
     let raw = env.raw().await.unwrap();
     for id in 0..20 {
         with_ttl(&env.cache, id).await;
-        let pttl = raw.pttl(&env.cache.full_key(&format!("plain_ttl:{id}"))).await;
+        let pttl = raw
+            .pttl(&env.cache.full_key(&format!("plain_ttl:{id}")))
+            .await;
         assert!(
             (100_000 - SLACK_MS..=100_000).contains(&pttl),
             "ttl = 100 s without jitter: PTTL {pttl} ms not in [{}, 100000]",
@@ -161,8 +181,18 @@ async fn ttl_with_jitter_lands_in_range_and_spreads() {
     let max = *pttls.iter().max().unwrap();
     // Uniform over [100 s, 150 s]: with 200 samples, values in the lowest and the highest fifth
     // are certain for all practical purposes (miss probability 0.8^200 each).
-    assert!(min < 110_000, "jitter not spread: smallest PTTL {min} ms (expected some < 110000)");
-    assert!(max > 140_000, "jitter not spread: largest PTTL {max} ms (expected some > 140000)");
+    assert!(
+        min < 110_000,
+        "jitter not spread: smallest PTTL {min} ms (expected some < 110000)"
+    );
+    assert!(
+        max > 140_000,
+        "jitter not spread: largest PTTL {max} ms (expected some > 140000)"
+    );
     let distinct: std::collections::BTreeSet<_> = pttls.iter().map(|p| p / 1000).collect();
-    assert!(distinct.len() > 10, "jitter not spread: only {} distinct PTTL seconds", distinct.len());
+    assert!(
+        distinct.len() > 10,
+        "jitter not spread: only {} distinct PTTL seconds",
+        distinct.len()
+    );
 }

@@ -18,7 +18,10 @@ struct Store {
 
 impl Store {
     fn new(value: &str) -> Arc<Store> {
-        Arc::new(Store { value: Mutex::new(value.to_owned()), list: Mutex::new(vec![1]) })
+        Arc::new(Store {
+            value: Mutex::new(value.to_owned()),
+            list: Mutex::new(vec![1]),
+        })
     }
     fn get(&self) -> String {
         self.value.lock().unwrap().clone()
@@ -43,9 +46,19 @@ async fn list_items(cache: &Cache, store: &Store, loads: &AtomicUsize) -> Vec<u6
 /// Writes `value` to the store, then fails when `fail` is set (after the write, like a partial
 /// failure): the cache must not be invalidated for an `Err`.
 #[invalidates("item:{id}", cache = cache)]
-async fn write_item(cache: &Cache, id: u64, store: &Store, value: &str, fail: bool) -> Result<(), String> {
+async fn write_item(
+    cache: &Cache,
+    id: u64,
+    store: &Store,
+    value: &str,
+    fail: bool,
+) -> Result<(), String> {
     store.set(value);
-    if fail { Err(format!("rejected write of {id}")) } else { Ok(()) }
+    if fail {
+        Err(format!("rejected write of {id}"))
+    } else {
+        Ok(())
+    }
 }
 
 #[invalidates("item:{id}", "items:list", cache = cache)]
@@ -63,7 +76,10 @@ async fn touch_item(cache: &Cache, id: u64, store: &Store, value: &str) {
 async fn assert_absent(env: &TestEnv, rendered: &str, why: &str) {
     if let Some(raw) = env.raw().await {
         let value = raw.get(&env.cache.full_key(rendered)).await;
-        assert!(value.is_none(), "{why}: key {rendered} still holds {value:?}");
+        assert!(
+            value.is_none(),
+            "{why}: key {rendered} still holds {value:?}"
+        );
     }
 }
 
@@ -77,7 +93,11 @@ async fn invalidates_after_ok_and_next_read_reloads(env: TestEnv) {
 
     assert_eq!(write_item(&env.cache, 1, &store, "v2", false).await, Ok(()));
     assert_absent(&env, "item:1", "deleted before #[invalidates] returned").await;
-    assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v2#1", "the next read reloads");
+    assert_eq!(
+        read_item(&env.cache, 1, &store, &loads).await,
+        "v2#1",
+        "the next read reloads"
+    );
     assert_eq!(loads.load(SeqCst), 3);
     assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v2#1");
     assert_eq!(loads.load(SeqCst), 3, "and caches again");
@@ -95,7 +115,11 @@ async fn no_invalidation_after_err(env: TestEnv) {
         Err("rejected write of 1".to_owned()),
         "the Err is returned unchanged"
     );
-    assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v1#1", "Err: the entry was not invalidated");
+    assert_eq!(
+        read_item(&env.cache, 1, &store, &loads).await,
+        "v1#1",
+        "Err: the entry was not invalidated"
+    );
     assert_eq!(loads.load(SeqCst), 1);
     if let Some(raw) = env.raw().await {
         assert!(raw.exists(&env.cache.full_key("item:1")).await);
@@ -112,8 +136,14 @@ async fn invalidates_every_listed_key(env: TestEnv) {
     assert_eq!(create_item(&env.cache, 7, &store).await, Ok(7));
     assert_absent(&env, "item:7", "first listed key deleted").await;
     assert_absent(&env, "items:list", "second listed key deleted").await;
-    assert_eq!(read_item(&env.cache, 7, &store, &item_loads).await, "created#7");
-    assert_eq!(list_items(&env.cache, &store, &list_loads).await, vec![1, 7]);
+    assert_eq!(
+        read_item(&env.cache, 7, &store, &item_loads).await,
+        "created#7"
+    );
+    assert_eq!(
+        list_items(&env.cache, &store, &list_loads).await,
+        vec![1, 7]
+    );
     assert_eq!((item_loads.load(SeqCst), list_loads.load(SeqCst)), (2, 2));
 }
 
@@ -131,13 +161,20 @@ async fn manual_invalidate_reloads(env: TestEnv) {
     let loads = AtomicUsize::new(0);
     assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v1#1");
     store.set("v2");
-    assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v1#1", "still cached");
+    assert_eq!(
+        read_item(&env.cache, 1, &store, &loads).await,
+        "v1#1",
+        "still cached"
+    );
     env.cache.invalidate("item:1").await.expect("invalidate");
     assert_absent(&env, "item:1", "Cache::invalidate deletes namespace:key").await;
     assert_eq!(read_item(&env.cache, 1, &store, &loads).await, "v2#1");
     assert_eq!(loads.load(SeqCst), 2);
     // Invalidating an absent key is fine.
-    env.cache.invalidate("item:404").await.expect("invalidate of an absent key");
+    env.cache
+        .invalidate("item:404")
+        .await
+        .expect("invalidate of an absent key");
 }
 
 // ---- the stale-set race ----
@@ -150,7 +187,13 @@ struct Gate {
 }
 
 #[cached(key = "race:{id}", ttl = 300, cache = cache)]
-async fn read_gated(cache: &Cache, id: u64, store: &Store, gate: Option<&Gate>, loads: &AtomicUsize) -> String {
+async fn read_gated(
+    cache: &Cache,
+    id: u64,
+    store: &Store,
+    gate: Option<&Gate>,
+    loads: &AtomicUsize,
+) -> String {
     loads.fetch_add(1, SeqCst);
     // Read the "database" first, then stall: the classic stale-set window.
     let value = store.get();
@@ -174,23 +217,45 @@ async fn stale_set_race_load_before_invalidation_is_not_stored(env: TestEnv) {
 
     // 1. A read misses and its loader reads "old", then stalls.
     let slow_read = tokio::spawn({
-        let (cache, store, gate, loads) = (env.cache.clone(), store.clone(), gate.clone(), loads.clone());
+        let (cache, store, gate, loads) = (
+            env.cache.clone(),
+            store.clone(),
+            gate.clone(),
+            loads.clone(),
+        );
         async move { read_gated(&cache, 1, &store, Some(&gate), &loads).await }
     });
     guard("the loader to start", gate.started.notified()).await;
 
     // 2. While it stalls, a write lands and invalidates the key.
-    assert_eq!(guard("the invalidating write", write_race(&env.cache, 1, &store, "new")).await, Ok(()));
+    assert_eq!(
+        guard(
+            "the invalidating write",
+            write_race(&env.cache, 1, &store, "new")
+        )
+        .await,
+        Ok(())
+    );
 
     // 3. The stalled load finishes with its (now stale) value.
     gate.release.notify_one();
-    let old = guard("the stalled read", slow_read).await.expect("stalled read panicked");
+    let old = guard("the stalled read", slow_read)
+        .await
+        .expect("stalled read panicked");
     assert_eq!(old, "old", "the stalled caller gets what its loader read");
 
     // 4. The stale value must not have been stored after the invalidation.
-    assert_absent(&env, "race:1", "a load that started before the invalidation wrote its result after it").await;
+    assert_absent(
+        &env,
+        "race:1",
+        "a load that started before the invalidation wrote its result after it",
+    )
+    .await;
     let next = read_gated(&env.cache, 1, &store, None, &loads).await;
-    assert_eq!(next, "new", "the next read must load again and see the write, not the stale value");
+    assert_eq!(
+        next, "new",
+        "the next read must load again and see the write, not the stale value"
+    );
     assert_eq!(loads.load(SeqCst), 2);
     assert_eq!(read_gated(&env.cache, 1, &store, None, &loads).await, "new");
     assert_eq!(loads.load(SeqCst), 2, "the fresh value is cached");

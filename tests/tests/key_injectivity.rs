@@ -44,8 +44,8 @@ fn render_braces<A: KeyPart + ?Sized, B: KeyPart + ?Sized>(x: &A, y: &B) -> Stri
 /// separators (`%3A`), braces, spaces, unicode, and the empty string.
 fn tricky_string() -> impl Strategy<Value = String> {
     let pieces = vec![
-        "", ":", "%", "%3A", "%25", "3A", "{", "}", "{}", " ", "-", "%2D", "~", "é", "🙂", "中", "a", "Z", "0", "_", ".",
-        "None", "\0", "\n", "/",
+        "", ":", "%", "%3A", "%25", "3A", "{", "}", "{}", " ", "-", "%2D", "~", "é", "🙂", "中",
+        "a", "Z", "0", "_", ".", "None", "\0", "\n", "/",
     ];
     prop::collection::vec(prop::sample::select(pieces), 0..5).prop_map(|v| v.concat())
 }
@@ -63,7 +63,12 @@ fn assert_injective<T: std::fmt::Debug + Eq + std::hash::Hash + Clone>(
     for input in inputs {
         let key = render(input);
         if let Some(prev) = seen.get(&key) {
-            prop_assert_eq!(prev, input, "two different argument tuples rendered to the same key {:?}", key);
+            prop_assert_eq!(
+                prev,
+                input,
+                "two different argument tuples rendered to the same key {:?}",
+                key
+            );
         }
         seen.insert(key, input.clone());
     }
@@ -125,13 +130,30 @@ fn known_collision_candidates_render_differently() {
         (("é", ""), ("%C3%A9", "")),
     ];
     for ((a1, b1), (a2, b2)) in pairs {
-        assert_ne!(render_colon(*a1, *b1), render_colon(*a2, *b2), "({a1:?},{b1:?}) vs ({a2:?},{b2:?})");
-        assert_ne!(render_dash(*a1, *b1), render_dash(*a2, *b2), "({a1:?},{b1:?}) vs ({a2:?},{b2:?})");
+        assert_ne!(
+            render_colon(*a1, *b1),
+            render_colon(*a2, *b2),
+            "({a1:?},{b1:?}) vs ({a2:?},{b2:?})"
+        );
+        assert_ne!(
+            render_dash(*a1, *b1),
+            render_dash(*a2, *b2),
+            "({a1:?},{b1:?}) vs ({a2:?},{b2:?})"
+        );
     }
     let none: Option<&str> = None;
-    let options = [render_colon(&none, &0u64), render_colon(&Some(""), &0u64), render_colon(&Some("~"), &0u64), render_colon(&Some("None"), &0u64)];
+    let options = [
+        render_colon(&none, &0u64),
+        render_colon(&Some(""), &0u64),
+        render_colon(&Some("~"), &0u64),
+        render_colon(&Some("None"), &0u64),
+    ];
     let unique: std::collections::HashSet<_> = options.iter().collect();
-    assert_eq!(unique.len(), options.len(), "None and Some(..) render apart: {options:?}");
+    assert_eq!(
+        unique.len(),
+        options.len(),
+        "None and Some(..) render apart: {options:?}"
+    );
     assert_ne!(render_colon("x", &-1i64), render_colon("x", &1i64));
     assert_ne!(render_colon("x-1", &0i64), render_colon("x", &-10i64));
 }
@@ -154,18 +176,41 @@ async fn opt_pair(cache: &Cache, a: Option<&str>, b: u64, loads: &AtomicUsize) -
 async fn cached_fns_keep_distinct_arguments_apart() {
     let cache = Cache::builder().memory().build().await.unwrap();
     let loads = AtomicUsize::new(0);
-    let tuples = [("a:b", "c"), ("a", "b:c"), ("", "a:b:c"), ("a:b:c", ""), ("%3A", "x"), (":", "x"), ("{", "}"), ("", "")];
+    let tuples = [
+        ("a:b", "c"),
+        ("a", "b:c"),
+        ("", "a:b:c"),
+        ("a:b:c", ""),
+        ("%3A", "x"),
+        (":", "x"),
+        ("{", "}"),
+        ("", ""),
+    ];
     for (a, b) in tuples {
         assert_eq!(pair(&cache, a, b, &loads).await, format!("{a}|{b}"));
     }
-    assert_eq!(loads.load(SeqCst), tuples.len(), "every distinct tuple is its own entry");
+    assert_eq!(
+        loads.load(SeqCst),
+        tuples.len(),
+        "every distinct tuple is its own entry"
+    );
     for (a, b) in tuples {
-        assert_eq!(pair(&cache, a, b, &loads).await, format!("{a}|{b}"), "and each reads back its own value");
+        assert_eq!(
+            pair(&cache, a, b, &loads).await,
+            format!("{a}|{b}"),
+            "and each reads back its own value"
+        );
     }
     assert_eq!(loads.load(SeqCst), tuples.len());
 
     let loads = AtomicUsize::new(0);
-    let opts = [(None, 1), (Some(""), 1), (Some("~"), 1), (Some("None"), 1), (None, 2)];
+    let opts = [
+        (None, 1),
+        (Some(""), 1),
+        (Some("~"), 1),
+        (Some("None"), 1),
+        (None, 2),
+    ];
     for (a, b) in opts {
         assert_eq!(opt_pair(&cache, a, b, &loads).await, format!("{a:?}|{b}"));
     }

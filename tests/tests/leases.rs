@@ -51,7 +51,12 @@ async fn load(cache: &Cache, id: u64, behaviour: Behaviour, loads: &AtomicUsize)
     format!("value-{id}")
 }
 
-fn spawn_load(env: &TestEnv, id: u64, behaviour: Behaviour, loads: &Arc<AtomicUsize>) -> tokio::task::JoinHandle<String> {
+fn spawn_load(
+    env: &TestEnv,
+    id: u64,
+    behaviour: Behaviour,
+    loads: &Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<String> {
     let (cache, loads) = (env.cache.clone(), loads.clone());
     tokio::spawn(async move { load(&cache, id, behaviour, &loads).await })
 }
@@ -70,17 +75,38 @@ async fn lease_gone(env: &TestEnv, rendered: &str, what: &str) {
 
 async fn loader_panic_propagates_and_releases_lease(env: TestEnv) {
     let loads = Arc::new(AtomicUsize::new(0));
-    let result = guard("the panicking call", spawn_load(&env, 1, Behaviour::Panic, &loads)).await;
+    let result = guard(
+        "the panicking call",
+        spawn_load(&env, 1, Behaviour::Panic, &loads),
+    )
+    .await;
     let err = result.expect_err("the loader's panic reaches its caller");
     assert!(err.is_panic(), "caller task ended by panic, got {err:?}");
     let stats = env.cache.stats().function("leases.load");
-    assert_eq!((stats.loads, stats.load_errors), (1, 1), "a panicked load counts as a load error: {stats:?}");
-    lease_gone(&env, "lease:1", "the lease is released after a loader panic (key gone)").await;
+    assert_eq!(
+        (stats.loads, stats.load_errors),
+        (1, 1),
+        "a panicked load counts as a load error: {stats:?}"
+    );
+    lease_gone(
+        &env,
+        "lease:1",
+        "the lease is released after a loader panic (key gone)",
+    )
+    .await;
 
     // Nothing cached, and the next caller is not blocked by a leftover lease.
-    let value = guard("the call after the panic", load(&env.cache, 1, Behaviour::Value, &loads)).await;
+    let value = guard(
+        "the call after the panic",
+        load(&env.cache, 1, Behaviour::Value, &loads),
+    )
+    .await;
     assert_eq!(value, "value-1");
-    assert_eq!(loads.load(SeqCst), 2, "the panic cached nothing: the next call loaded");
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "the panic cached nothing: the next call loaded"
+    );
 }
 
 async fn loader_panic_waiters_get_value_from_next_load(env: TestEnv) {
@@ -89,20 +115,32 @@ async fn loader_panic_waiters_get_value_from_next_load(env: TestEnv) {
     let leader = spawn_load(&env, 2, Behaviour::PanicWhenReleased(gate.clone()), &loads);
     guard("the panicking loader to start", gate.started.notified()).await;
 
-    let waiters: Vec<_> = (0..10).map(|_| spawn_load(&env, 2, Behaviour::Value, &loads)).collect();
+    let waiters: Vec<_> = (0..10)
+        .map(|_| spawn_load(&env, 2, Behaviour::Value, &loads))
+        .collect();
     // Give the waiters time to queue behind the leader (correctness does not depend on it).
     tokio::time::sleep(Duration::from_millis(100)).await;
     gate.release.notify_one();
 
-    let err = guard("the panicking leader", leader).await.expect_err("leader panics");
+    let err = guard("the panicking leader", leader)
+        .await
+        .expect_err("leader panics");
     assert!(err.is_panic());
     for waiter in waiters {
-        let value = guard("a waiter behind a panicked loader", waiter).await.expect("waiter must not panic");
-        assert_eq!(value, "value-2", "waiters get a value from their own/the next load");
+        let value = guard("a waiter behind a panicked loader", waiter)
+            .await
+            .expect("waiter must not panic");
+        assert_eq!(
+            value, "value-2",
+            "waiters get a value from their own/the next load"
+        );
     }
     let after = loads.load(SeqCst);
     assert!(after >= 2, "a load after the panic produced the value");
-    assert_eq!(load(&env.cache, 2, Behaviour::Value, &loads).await, "value-2");
+    assert_eq!(
+        load(&env.cache, 2, Behaviour::Value, &loads).await,
+        "value-2"
+    );
     assert_eq!(loads.load(SeqCst), after, "the waiters' value is cached");
 }
 
@@ -112,11 +150,22 @@ async fn cancelled_caller_releases_lease(env: TestEnv) {
     let caller = spawn_load(&env, 3, Behaviour::Block(gate.clone()), &loads);
     guard("the loader to start", gate.started.notified()).await;
     caller.abort();
-    let err = guard("the aborted call", caller).await.expect_err("aborted");
+    let err = guard("the aborted call", caller)
+        .await
+        .expect_err("aborted");
     assert!(err.is_cancelled());
 
-    lease_gone(&env, "lease:3", "the lease is released after the caller was dropped mid-load").await;
-    let value = guard("the call after the cancelled one", load(&env.cache, 3, Behaviour::Value, &loads)).await;
+    lease_gone(
+        &env,
+        "lease:3",
+        "the lease is released after the caller was dropped mid-load",
+    )
+    .await;
+    let value = guard(
+        "the call after the cancelled one",
+        load(&env.cache, 3, Behaviour::Value, &loads),
+    )
+    .await;
     assert_eq!(value, "value-3");
     assert_eq!(loads.load(SeqCst), 2);
 }
@@ -132,8 +181,17 @@ async fn dropped_future_via_timeout_releases_lease(env: TestEnv) {
             _ = guard("the loader to start", gate.started.notified()) => {}
         }
     }
-    lease_gone(&env, "lease:4", "the lease is released after the future was dropped mid-load").await;
-    let value = guard("the call after the dropped one", load(&env.cache, 4, Behaviour::Value, &loads)).await;
+    lease_gone(
+        &env,
+        "lease:4",
+        "the lease is released after the future was dropped mid-load",
+    )
+    .await;
+    let value = guard(
+        "the call after the dropped one",
+        load(&env.cache, 4, Behaviour::Value, &loads),
+    )
+    .await;
     assert_eq!(value, "value-4");
 }
 
@@ -143,16 +201,23 @@ async fn cancelled_caller_waiters_proceed(env: TestEnv) {
     let caller = spawn_load(&env, 5, Behaviour::Block(gate.clone()), &loads);
     guard("the loader to start", gate.started.notified()).await;
 
-    let waiters: Vec<_> = (0..10).map(|_| spawn_load(&env, 5, Behaviour::Value, &loads)).collect();
+    let waiters: Vec<_> = (0..10)
+        .map(|_| spawn_load(&env, 5, Behaviour::Value, &loads))
+        .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     caller.abort();
 
     for waiter in waiters {
-        let value = guard("a waiter behind a cancelled caller", waiter).await.expect("waiter must not panic");
+        let value = guard("a waiter behind a cancelled caller", waiter)
+            .await
+            .expect("waiter must not panic");
         assert_eq!(value, "value-5");
     }
     let after = loads.load(SeqCst);
-    assert_eq!(load(&env.cache, 5, Behaviour::Value, &loads).await, "value-5");
+    assert_eq!(
+        load(&env.cache, 5, Behaviour::Value, &loads).await,
+        "value-5"
+    );
     assert_eq!(loads.load(SeqCst), after, "the waiters' value is cached");
 }
 

@@ -13,7 +13,11 @@ async fn find_opt(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<String>
 }
 
 #[cached(key = "resopt:{id}", ttl = 1000, negative_ttl = 10, cache = cache)]
-async fn find_res_opt(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<String>, String> {
+async fn find_res_opt(
+    cache: &Cache,
+    id: u64,
+    loads: &AtomicUsize,
+) -> Result<Option<String>, String> {
     loads.fetch_add(1, SeqCst);
     Ok(None)
 }
@@ -31,7 +35,11 @@ async fn find_no_negative(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option
 }
 
 #[cached(key = "noneg_res:{id}", ttl = 1000, negative_ttl = 0, cache = cache)]
-async fn find_no_negative_res(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<String>, String> {
+async fn find_no_negative_res(
+    cache: &Cache,
+    id: u64,
+    loads: &AtomicUsize,
+) -> Result<Option<String>, String> {
     loads.fetch_add(1, SeqCst);
     Ok(None)
 }
@@ -43,15 +51,33 @@ async fn find_some_no_negative(cache: &Cache, id: u64, loads: &AtomicUsize) -> O
 }
 
 #[cached(key = "fallible:{id}", ttl = 1000, cache = cache)]
-async fn fallible(cache: &Cache, id: u64, fail: &AtomicBool, loads: &AtomicUsize) -> Result<Option<String>, String> {
+async fn fallible(
+    cache: &Cache,
+    id: u64,
+    fail: &AtomicBool,
+    loads: &AtomicUsize,
+) -> Result<Option<String>, String> {
     loads.fetch_add(1, SeqCst);
-    if fail.load(SeqCst) { Err(format!("db down for {id}")) } else { Ok(Some(format!("row-{id}"))) }
+    if fail.load(SeqCst) {
+        Err(format!("db down for {id}"))
+    } else {
+        Ok(Some(format!("row-{id}")))
+    }
 }
 
 #[cached(key = "fallible_plain:{id}", ttl = 1000, cache = cache)]
-async fn fallible_plain(cache: &Cache, id: u64, fail: &AtomicBool, loads: &AtomicUsize) -> Result<u64, String> {
+async fn fallible_plain(
+    cache: &Cache,
+    id: u64,
+    fail: &AtomicBool,
+    loads: &AtomicUsize,
+) -> Result<u64, String> {
     loads.fetch_add(1, SeqCst);
-    if fail.load(SeqCst) { Err("timeout".to_owned()) } else { Ok(id + 1) }
+    if fail.load(SeqCst) {
+        Err("timeout".to_owned())
+    } else {
+        Ok(id + 1)
+    }
 }
 
 /// Asserts the key's Redis TTL is within (0, max_ms] and above `min_ms`.
@@ -77,7 +103,11 @@ async fn none_is_cached_with_negative_ttl(env: TestEnv) {
     assert_eq!(find_opt(&env.cache, 1, &loads).await, None);
     assert_eq!(find_opt(&env.cache, 1, &loads).await, None);
     assert_eq!(find_opt(&env.cache, 1, &loads).await, None);
-    assert_eq!(loads.load(SeqCst), 1, "a cached None is a negative hit: the loader ran once");
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "a cached None is a negative hit: the loader ran once"
+    );
     // negative_ttl = 10 s, ttl = 1000 s: the stored TTL is the negative one.
     assert_pttl(&env, "opt:1", 5_000, 10_000).await;
 }
@@ -86,7 +116,11 @@ async fn ok_none_is_cached_with_negative_ttl(env: TestEnv) {
     let loads = AtomicUsize::new(0);
     assert_eq!(find_res_opt(&env.cache, 1, &loads).await, Ok(None));
     assert_eq!(find_res_opt(&env.cache, 1, &loads).await, Ok(None));
-    assert_eq!(loads.load(SeqCst), 1, "a cached Ok(None) is a negative hit: the loader ran once");
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "a cached Ok(None) is a negative hit: the loader ran once"
+    );
     assert_pttl(&env, "resopt:1", 5_000, 10_000).await;
 }
 
@@ -103,32 +137,73 @@ async fn negative_ttl_zero_does_not_cache_none(env: TestEnv) {
     assert_eq!(find_no_negative(&env.cache, 1, &loads).await, None);
     assert_absent(&env, "noneg:1", "negative_ttl = 0 stores no negative entry").await;
     assert_eq!(find_no_negative(&env.cache, 1, &loads).await, None);
-    assert_eq!(loads.load(SeqCst), 2, "negative_ttl = 0: the loader runs on every call");
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "negative_ttl = 0: the loader runs on every call"
+    );
 
     let loads = AtomicUsize::new(0);
     assert_eq!(find_no_negative_res(&env.cache, 1, &loads).await, Ok(None));
     assert_eq!(find_no_negative_res(&env.cache, 1, &loads).await, Ok(None));
-    assert_eq!(loads.load(SeqCst), 2, "negative_ttl = 0: Ok(None) is not cached either");
-    assert_absent(&env, "noneg_res:1", "negative_ttl = 0 stores no negative entry").await;
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "negative_ttl = 0: Ok(None) is not cached either"
+    );
+    assert_absent(
+        &env,
+        "noneg_res:1",
+        "negative_ttl = 0 stores no negative entry",
+    )
+    .await;
 
     // ...while Some is still cached.
     let loads = AtomicUsize::new(0);
-    assert_eq!(find_some_no_negative(&env.cache, 1, &loads).await.as_deref(), Some("found-1"));
-    assert_eq!(find_some_no_negative(&env.cache, 1, &loads).await.as_deref(), Some("found-1"));
+    assert_eq!(
+        find_some_no_negative(&env.cache, 1, &loads)
+            .await
+            .as_deref(),
+        Some("found-1")
+    );
+    assert_eq!(
+        find_some_no_negative(&env.cache, 1, &loads)
+            .await
+            .as_deref(),
+        Some("found-1")
+    );
     assert_eq!(loads.load(SeqCst), 1, "negative_ttl = 0 still caches Some");
 }
 
 async fn err_is_not_cached(env: TestEnv) {
     let loads = AtomicUsize::new(0);
     let fail = AtomicBool::new(true);
-    assert_eq!(fallible(&env.cache, 5, &fail, &loads).await, Err("db down for 5".to_owned()), "Err returned unchanged");
+    assert_eq!(
+        fallible(&env.cache, 5, &fail, &loads).await,
+        Err("db down for 5".to_owned()),
+        "Err returned unchanged"
+    );
     assert_absent(&env, "fallible:5", "an Err is not cached").await;
-    assert_eq!(fallible(&env.cache, 5, &fail, &loads).await, Err("db down for 5".to_owned()));
-    assert_eq!(loads.load(SeqCst), 2, "an Err is not cached: the loader runs again");
+    assert_eq!(
+        fallible(&env.cache, 5, &fail, &loads).await,
+        Err("db down for 5".to_owned())
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "an Err is not cached: the loader runs again"
+    );
 
     fail.store(false, SeqCst);
-    assert_eq!(fallible(&env.cache, 5, &fail, &loads).await, Ok(Some("row-5".to_owned())));
-    assert_eq!(loads.load(SeqCst), 3, "after the error, the next call loads");
+    assert_eq!(
+        fallible(&env.cache, 5, &fail, &loads).await,
+        Ok(Some("row-5".to_owned()))
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        3,
+        "after the error, the next call loads"
+    );
     fail.store(true, SeqCst);
     assert_eq!(
         fallible(&env.cache, 5, &fail, &loads).await,
@@ -139,8 +214,14 @@ async fn err_is_not_cached(env: TestEnv) {
 
     let loads = AtomicUsize::new(0);
     let fail = AtomicBool::new(true);
-    assert_eq!(fallible_plain(&env.cache, 1, &fail, &loads).await, Err("timeout".to_owned()));
-    assert_eq!(fallible_plain(&env.cache, 1, &fail, &loads).await, Err("timeout".to_owned()));
+    assert_eq!(
+        fallible_plain(&env.cache, 1, &fail, &loads).await,
+        Err("timeout".to_owned())
+    );
+    assert_eq!(
+        fallible_plain(&env.cache, 1, &fail, &loads).await,
+        Err("timeout".to_owned())
+    );
     assert_eq!(loads.load(SeqCst), 2, "Result<T, E>: Err not cached");
     assert_absent(&env, "fallible_plain:1", "an Err is not cached").await;
     fail.store(false, SeqCst);
@@ -163,5 +244,8 @@ async fn negative_entry_is_a_stored_marker_not_a_missing_key() {
     let raw = env.raw().await.unwrap();
     let loads = AtomicUsize::new(0);
     assert_eq!(find_opt(&env.cache, 9, &loads).await, None);
-    assert!(raw.exists(&env.cache.full_key("opt:9")).await, "None is stored as a real negative entry");
+    assert!(
+        raw.exists(&env.cache.full_key("opt:9")).await,
+        "None is stored as a real negative entry"
+    );
 }

@@ -27,7 +27,8 @@ async fn write(cache: &Cache, id: u64) -> Result<u64, String> {
 
 async fn env_with_short_timeouts() -> TestEnv {
     TestEnv::with(Backend::Redis, |b| {
-        b.command_timeout(Duration::from_millis(200)).connect_timeout(Duration::from_millis(200))
+        b.command_timeout(Duration::from_millis(200))
+            .connect_timeout(Duration::from_millis(200))
     })
     .await
 }
@@ -43,12 +44,26 @@ async fn redis_killed_calls_fall_back_to_loader() {
     env.server().kill();
     for id in [1, 2, 2, 3] {
         let value = guard("a call with Redis down", get(&env.cache, id, &loads)).await;
-        assert_eq!(value, format!("db-{id}"), "Redis down: the call returns the loader's value");
+        assert_eq!(
+            value,
+            format!("db-{id}"),
+            "Redis down: the call returns the loader's value"
+        );
     }
-    assert_eq!(guard("Result fn with Redis down", get_res(&env.cache, 1, &loads)).await, Ok(Some("row-1".into())));
-    assert_eq!(guard("invalidation with Redis down", write(&env.cache, 1)).await, Ok(1), "the write's result is returned");
+    assert_eq!(
+        guard("Result fn with Redis down", get_res(&env.cache, 1, &loads)).await,
+        Ok(Some("row-1".into()))
+    );
+    assert_eq!(
+        guard("invalidation with Redis down", write(&env.cache, 1)).await,
+        Ok(1),
+        "the write's result is returned"
+    );
     let stats = env.cache.stats().function("outage.get");
-    assert!(stats.backend_errors > 0, "backend failures are counted: {stats:?}");
+    assert!(
+        stats.backend_errors > 0,
+        "backend failures are counted: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -59,8 +74,16 @@ async fn redis_paused_calls_fall_back_to_loader() {
 
     env.server().stop();
     for id in [1, 2, 3] {
-        let value = guard("a call with Redis paused (SIGSTOP)", get(&env.cache, id, &loads)).await;
-        assert_eq!(value, format!("db-{id}"), "Redis hung: the command times out and the loader answers");
+        let value = guard(
+            "a call with Redis paused (SIGSTOP)",
+            get(&env.cache, id, &loads),
+        )
+        .await;
+        assert_eq!(
+            value,
+            format!("db-{id}"),
+            "Redis hung: the command times out and the loader answers"
+        );
     }
     assert!(env.cache.stats().function("outage.get").backend_errors > 0);
     env.server().cont();
@@ -73,7 +96,10 @@ async fn redis_restarted_caching_resumes() {
     assert_eq!(get(&env.cache, 1, &loads).await, "db-1");
 
     env.server().kill();
-    assert_eq!(guard("a call with Redis down", get(&env.cache, 1, &loads)).await, "db-1");
+    assert_eq!(
+        guard("a call with Redis down", get(&env.cache, 1, &loads)).await,
+        "db-1"
+    );
     env.server().restart();
     let raw = env.raw().await.unwrap();
 
@@ -87,12 +113,19 @@ async fn redis_restarted_caching_resumes() {
         if raw.exists(&key).await {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "caching did not resume within 30 s after Redis restarted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "caching did not resume within 30 s after Redis restarted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = loads.load(SeqCst);
     assert_eq!(get(&env.cache, 5, &loads).await, "db-5");
-    assert_eq!(loads.load(SeqCst), before, "after recovery, calls are hits again");
+    assert_eq!(
+        loads.load(SeqCst),
+        before,
+        "after recovery, calls are hits again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -100,16 +133,33 @@ async fn garbage_bytes_in_redis_go_to_loader() {
     let env = TestEnv::new(Backend::Redis).await;
     let raw = env.raw().await.unwrap();
     let loads = AtomicUsize::new(0);
-    for (id, garbage) in [(1u64, &b"\xff\x00garbage"[..]), (2, b""), (3, b"{\"not\":\"an envelope\"}"), (4, b"\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f")] {
-        raw.set(&env.cache.full_key(&format!("o:{id}")), garbage).await;
+    for (id, garbage) in [
+        (1u64, &b"\xff\x00garbage"[..]),
+        (2, b""),
+        (3, b"{\"not\":\"an envelope\"}"),
+        (4, b"\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f"),
+    ] {
+        raw.set(&env.cache.full_key(&format!("o:{id}")), garbage)
+            .await;
         let value = guard("a call over garbage bytes", get(&env.cache, id, &loads)).await;
-        assert_eq!(value, format!("db-{id}"), "undecodable bytes are a miss, never an error");
+        assert_eq!(
+            value,
+            format!("db-{id}"),
+            "undecodable bytes are a miss, never an error"
+        );
     }
     assert_eq!(loads.load(SeqCst), 4);
     for id in 1..=4u64 {
         assert_eq!(get(&env.cache, id, &loads).await, format!("db-{id}"));
     }
-    assert_eq!(loads.load(SeqCst), 4, "the garbage was overwritten by the loaded value");
+    assert_eq!(
+        loads.load(SeqCst),
+        4,
+        "the garbage was overwritten by the loaded value"
+    );
     let stats = env.cache.stats().function("outage.get");
-    assert!(stats.decode_errors + stats.backend_errors > 0, "the bad entries are counted: {stats:?}");
+    assert!(
+        stats.decode_errors + stats.backend_errors > 0,
+        "the bad entries are counted: {stats:?}"
+    );
 }

@@ -39,7 +39,11 @@ impl Lookup for Repo {
     #[cached(key = "lookup:{id}", ttl = 60, cache = self.cache)]
     async fn lookup(&self, id: u64) -> Option<String> {
         self.loads.fetch_add(1, SeqCst);
-        if id % 2 == 0 { Some(format!("even-{id}")) } else { None }
+        if id % 2 == 0 {
+            Some(format!("even-{id}"))
+        } else {
+            None
+        }
     }
 }
 
@@ -58,22 +62,37 @@ impl SharedRepo {
 }
 
 async fn inherent_method_with_self_cache(env: TestEnv) {
-    let repo = Repo { cache: env.cache.clone(), prefix: "p:x".into(), loads: AtomicUsize::new(0) };
+    let repo = Repo {
+        cache: env.cache.clone(),
+        prefix: "p:x".into(),
+        loads: AtomicUsize::new(0),
+    };
     assert_eq!(repo.name_of(1).await, "p:x-1");
     assert_eq!(repo.name_of(1).await, "p:x-1");
     assert_eq!(repo.name_of(2).await, "p:x-2");
     assert_eq!(repo.loads.load(SeqCst), 2);
     // `{self.prefix}` is encoded like any part.
     if let Some(raw) = env.raw().await {
-        assert!(raw.exists("itest:repo:p%3Ax:1").await, "key rendered from self.prefix and id");
+        assert!(
+            raw.exists("itest:repo:p%3Ax:1").await,
+            "key rendered from self.prefix and id"
+        );
     }
     repo.rename(1).await.unwrap();
     assert_eq!(repo.name_of(1).await, "p:x-1");
-    assert_eq!(repo.loads.load(SeqCst), 3, "#[invalidates] on a method with self.cache");
+    assert_eq!(
+        repo.loads.load(SeqCst),
+        3,
+        "#[invalidates] on a method with self.cache"
+    );
 }
 
 async fn trait_impl_method_with_self_cache(env: TestEnv) {
-    let repo = Repo { cache: env.cache.clone(), prefix: String::new(), loads: AtomicUsize::new(0) };
+    let repo = Repo {
+        cache: env.cache.clone(),
+        prefix: String::new(),
+        loads: AtomicUsize::new(0),
+    };
     assert_eq!(repo.lookup(2).await.as_deref(), Some("even-2"));
     assert_eq!(repo.lookup(2).await.as_deref(), Some("even-2"));
     assert_eq!(repo.lookup(3).await, None);
@@ -82,7 +101,10 @@ async fn trait_impl_method_with_self_cache(env: TestEnv) {
 }
 
 async fn method_with_arc_cache(env: TestEnv) {
-    let repo = SharedRepo { cache: Arc::new(env.cache.clone()), loads: AtomicUsize::new(0) };
+    let repo = SharedRepo {
+        cache: Arc::new(env.cache.clone()),
+        loads: AtomicUsize::new(0),
+    };
     assert_eq!(repo.get(21).await, 42);
     assert_eq!(repo.get(21).await, 42);
     assert_eq!(repo.loads.load(SeqCst), 1);
@@ -91,7 +113,11 @@ async fn method_with_arc_cache(env: TestEnv) {
 // ---- generic functions ----
 
 #[cached(key = "gen:{k}", ttl = 60, cache = cache)]
-async fn generic_key<K: KeyPart + std::fmt::Display + Sync>(cache: &Cache, k: K, loads: &AtomicUsize) -> String {
+async fn generic_key<K: KeyPart + std::fmt::Display + Sync>(
+    cache: &Cache,
+    k: K,
+    loads: &AtomicUsize,
+) -> String {
     loads.fetch_add(1, SeqCst);
     format!("gen-{k}")
 }
@@ -110,8 +136,15 @@ async fn generic_fn(env: TestEnv) {
     assert_eq!(generic_key(&env.cache, 5u64, &loads).await, "gen-5");
     assert_eq!(generic_key(&env.cache, 5u64, &loads).await, "gen-5");
     assert_eq!(generic_key(&env.cache, "five", &loads).await, "gen-five");
-    assert_eq!(generic_key(&env.cache, String::from("five"), &loads).await, "gen-five");
-    assert_eq!(loads.load(SeqCst), 2, "u64 5 and \"five\" are two keys; &str and String render alike");
+    assert_eq!(
+        generic_key(&env.cache, String::from("five"), &loads).await,
+        "gen-five"
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "u64 5 and \"five\" are two keys; &str and String render alike"
+    );
 
     let loads = AtomicUsize::new(0);
     let v: Vec<String> = generic_value(&env.cache, 1, |id| vec![id.to_string()], &loads).await;
@@ -145,14 +178,24 @@ async fn search(cache: &Cache, q: &Query, loads: &AtomicUsize) -> String {
 
 async fn field_path_placeholders(env: TestEnv) {
     let loads = AtomicUsize::new(0);
-    let q = Query { id: 9, region: "eu west".into(), page: Page { number: 2 } };
+    let q = Query {
+        id: 9,
+        region: "eu west".into(),
+        page: Page { number: 2 },
+    };
     assert_eq!(search(&env.cache, &q, &loads).await, "9/eu west/2");
     assert_eq!(search(&env.cache, &q, &loads).await, "9/eu west/2");
-    let q2 = Query { page: Page { number: 3 }, ..q };
+    let q2 = Query {
+        page: Page { number: 3 },
+        ..q
+    };
     assert_eq!(search(&env.cache, &q2, &loads).await, "9/eu west/3");
     assert_eq!(loads.load(SeqCst), 2);
     if let Some(raw) = env.raw().await {
-        assert!(raw.exists("itest:q:9:eu%20west:2").await, "key rendered from {{q.id}}:{{q.region}}:{{q.page.number}}");
+        assert!(
+            raw.exists("itest:q:9:eu%20west:2").await,
+            "key rendered from {{q.id}}:{{q.region}}:{{q.page.number}}"
+        );
     }
 }
 
@@ -203,18 +246,38 @@ async fn io_result_and_alias_shapes(env: TestEnv) {
     assert_eq!(loads.load(SeqCst), 2, "io::Result Err is not cached");
     assert_eq!(io_result(&env.cache, 1, &loads).await.unwrap(), None);
     assert_eq!(io_result(&env.cache, 1, &loads).await.unwrap(), None);
-    assert_eq!(io_result(&env.cache, 2, &loads).await.unwrap().as_deref(), Some("io-2"));
-    assert_eq!(io_result(&env.cache, 2, &loads).await.unwrap().as_deref(), Some("io-2"));
-    assert_eq!(loads.load(SeqCst), 4, "io::Result Ok(None) and Ok(Some) are cached");
+    assert_eq!(
+        io_result(&env.cache, 2, &loads).await.unwrap().as_deref(),
+        Some("io-2")
+    );
+    assert_eq!(
+        io_result(&env.cache, 2, &loads).await.unwrap().as_deref(),
+        Some("io-2")
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        4,
+        "io::Result Ok(None) and Ok(Some) are cached"
+    );
 
     let loads = AtomicUsize::new(0);
-    assert_eq!(alias_result(&env.cache, 0, &loads).await, Err("db".to_owned()));
-    assert_eq!(alias_result(&env.cache, 0, &loads).await, Err("db".to_owned()));
+    assert_eq!(
+        alias_result(&env.cache, 0, &loads).await,
+        Err("db".to_owned())
+    );
+    assert_eq!(
+        alias_result(&env.cache, 0, &loads).await,
+        Err("db".to_owned())
+    );
     assert_eq!(alias_result(&env.cache, 1, &loads).await, Ok(None));
     assert_eq!(alias_result(&env.cache, 1, &loads).await, Ok(None));
     assert_eq!(alias_result(&env.cache, 5, &loads).await, Ok(Some(5)));
     assert_eq!(alias_result(&env.cache, 5, &loads).await, Ok(Some(5)));
-    assert_eq!(loads.load(SeqCst), 4, "returns = \"result_option\": Err not cached, Ok cached");
+    assert_eq!(
+        loads.load(SeqCst),
+        4,
+        "returns = \"result_option\": Err not cached, Ok cached"
+    );
 }
 
 backend_tests!(

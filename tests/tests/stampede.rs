@@ -17,7 +17,11 @@ async fn slow_load(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
 }
 
 #[cached(key = "hot_missing:{id}", ttl = 60, cache = cache)]
-async fn slow_missing(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<String>, String> {
+async fn slow_missing(
+    cache: &Cache,
+    id: u64,
+    loads: &AtomicUsize,
+) -> Result<Option<String>, String> {
     loads.fetch_add(1, SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(None)
@@ -43,7 +47,11 @@ where
         .collect();
     let mut out = Vec::with_capacity(n);
     for task in tasks {
-        out.push(guard("a concurrent call", task).await.expect("task panicked"));
+        out.push(
+            guard("a concurrent call", task)
+                .await
+                .expect("task panicked"),
+        );
     }
     out
 }
@@ -56,8 +64,15 @@ async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
     })
     .await;
     assert_eq!(values.len(), 100);
-    assert!(values.iter().all(|v| v == "hot-1"), "every caller gets the value: {values:?}");
-    assert_eq!(loads.load(SeqCst), 1, "100 concurrent calls on a cold key: exactly one loader run");
+    assert!(
+        values.iter().all(|v| v == "hot-1"),
+        "every caller gets the value: {values:?}"
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "100 concurrent calls on a cold key: exactly one loader run"
+    );
     // And it is cached now.
     assert_eq!(slow_load(&env.cache, 1, &loads).await, "hot-1");
     assert_eq!(loads.load(SeqCst), 1);
@@ -70,8 +85,15 @@ async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
         async move { slow_missing(&cache, 1, &loads).await }
     })
     .await;
-    assert!(values.iter().all(|v| *v == Ok(None)), "every caller gets Ok(None)");
-    assert_eq!(loads.load(SeqCst), 1, "100 concurrent calls for a missing row: one loader run");
+    assert!(
+        values.iter().all(|v| *v == Ok(None)),
+        "every caller gets Ok(None)"
+    );
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "100 concurrent calls for a missing row: one loader run"
+    );
 }
 
 async fn stampede_is_per_key(env: TestEnv) {
@@ -87,7 +109,11 @@ async fn stampede_is_per_key(env: TestEnv) {
     for (id, value) in &values {
         assert_eq!(value, &format!("hot-{}", 100 + id));
     }
-    assert_eq!(loads.load(SeqCst), 10, "10 keys x 10 concurrent callers: one loader run per key");
+    assert_eq!(
+        loads.load(SeqCst),
+        10,
+        "10 keys x 10 concurrent callers: one loader run per key"
+    );
 }
 
 backend_tests!(

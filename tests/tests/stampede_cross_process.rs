@@ -38,31 +38,56 @@ async fn stampede_across_4_processes_runs_loader_once() {
 
     let mut reports = Vec::new();
     for child in children {
-        let out = guard("a stampede-helper process", child.wait_with_output()).await.expect("wait for helper");
+        let out = guard("a stampede-helper process", child.wait_with_output())
+            .await
+            .expect("wait for helper");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "helper failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-        let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-            panic!("helper printed no report:\nstdout: {stdout}\nstderr: {stderr}")
-        });
+        assert!(
+            out.status.success(),
+            "helper failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| {
+                panic!("helper printed no report:\nstdout: {stdout}\nstderr: {stderr}")
+            });
         let report: HelperReport = serde_json::from_str(line).expect("parse helper report");
         reports.push(report);
     }
 
     for report in &reports {
-        assert_eq!(report.values.len(), CALLS_PER_PROCESS, "process {} made all its calls", report.pid);
+        assert_eq!(
+            report.values.len(),
+            CALLS_PER_PROCESS,
+            "process {} made all its calls",
+            report.pid
+        );
         for value in &report.values {
-            assert_eq!(value.as_deref(), Some("value-42"), "process {} got the value: {:?}", report.pid, report.values);
+            assert_eq!(
+                value.as_deref(),
+                Some("value-42"),
+                "process {} got the value: {:?}",
+                report.pid,
+                report.values
+            );
         }
     }
     let total = raw.get_i64(counter_key).await.unwrap_or(0);
     let local: usize = reports.iter().map(|r| r.local_loads).sum();
     assert_eq!(
-        total, 1,
+        total,
+        1,
         "{PROCESSES} processes x {CALLS_PER_PROCESS} calls on one cold key: loader ran {total} times in total \
          (per process: {:?})",
         reports.iter().map(|r| r.local_loads).collect::<Vec<_>>()
     );
     assert_eq!(local, 1);
-    assert!(raw.exists("xproc:stampede:42").await, "the value is cached afterwards");
+    assert!(
+        raw.exists("xproc:stampede:42").await,
+        "the value is cached afterwards"
+    );
 }

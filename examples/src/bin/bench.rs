@@ -154,10 +154,12 @@ enum Variant {
     RedisHandMsgpack,
     RedisCachedCrate,
     MemOursJson,
+    MemHandJson,
     MemOursMsgpack,
+    MemHandMsgpack,
 }
 
-const VARIANTS: usize = 7;
+const VARIANTS: usize = 9;
 
 impl Variant {
     const REDIS: [Variant; 5] = [
@@ -167,7 +169,12 @@ impl Variant {
         Variant::RedisHandMsgpack,
         Variant::RedisCachedCrate,
     ];
-    const MEMORY: [Variant; 2] = [Variant::MemOursJson, Variant::MemOursMsgpack];
+    const MEMORY: [Variant; 4] = [
+        Variant::MemOursJson,
+        Variant::MemHandJson,
+        Variant::MemOursMsgpack,
+        Variant::MemHandMsgpack,
+    ];
     const STAMPEDE: [Variant; 3] = [
         Variant::RedisOursMsgpack,
         Variant::RedisHandMsgpack,
@@ -182,20 +189,28 @@ impl Variant {
             Variant::RedisHandMsgpack => "hand-written msgpack",
             Variant::RedisCachedCrate => "cached 4.x msgpack",
             Variant::MemOursJson => "#[cached] json",
+            Variant::MemHandJson => "hand-written json",
             Variant::MemOursMsgpack => "#[cached] msgpack",
+            Variant::MemHandMsgpack => "hand-written msgpack",
         }
     }
 
     fn backend(self) -> &'static str {
         match self {
-            Variant::MemOursJson | Variant::MemOursMsgpack => "memory",
+            Variant::MemOursJson
+            | Variant::MemHandJson
+            | Variant::MemOursMsgpack
+            | Variant::MemHandMsgpack => "memory",
             _ => "redis",
         }
     }
 
     fn implementation(self) -> &'static str {
         match self {
-            Variant::RedisHandJson | Variant::RedisHandMsgpack => "hand-written",
+            Variant::RedisHandJson
+            | Variant::RedisHandMsgpack
+            | Variant::MemHandJson
+            | Variant::MemHandMsgpack => "hand-written",
             Variant::RedisCachedCrate => "cached-crate",
             _ => "cache-runtime",
         }
@@ -203,7 +218,10 @@ impl Variant {
 
     fn codec(self) -> &'static str {
         match self {
-            Variant::RedisOursJson | Variant::RedisHandJson | Variant::MemOursJson => "json",
+            Variant::RedisOursJson
+            | Variant::RedisHandJson
+            | Variant::MemOursJson
+            | Variant::MemHandJson => "json",
             Variant::RedisCachedCrate => "msgpack-compact",
             _ => "msgpack",
         }
@@ -273,6 +291,51 @@ impl Hand {
     }
 }
 
+/// A hand-written in-process cache-aside with the same codec: a `moka` map of encoded bytes
+/// (what the memory backend stores), decoded on every hit. The baseline that shows what the
+/// runtime itself costs per hit.
+struct HandMemory {
+    map: moka::sync::Cache<String, Arc<[u8]>>,
+    msgpack: bool,
+    variant: Variant,
+}
+
+impl HandMemory {
+    fn new(msgpack: bool, variant: Variant) -> HandMemory {
+        HandMemory {
+            map: moka::sync::Cache::builder()
+                .max_capacity(64 * 1024 * 1024)
+                .weigher(|k: &String, v: &Arc<[u8]>| (k.len() + v.len()) as u32)
+                .time_to_live(Duration::from_secs(TTL_SECS))
+                .build(),
+            msgpack,
+            variant,
+        }
+    }
+
+    async fn get(&self, id: u64) -> Result<Item, BenchError> {
+        let key = format!("item:{id}");
+        if let Some(bytes) = self.map.get(&key) {
+            let decoded = if self.msgpack {
+                rmp_serde::from_slice::<Item>(&bytes).ok()
+            } else {
+                serde_json::from_slice::<Item>(&bytes).ok()
+            };
+            if let Some(item) = decoded {
+                return Ok(item);
+            }
+        }
+        let item = load(self.variant, id).await?;
+        let bytes = if self.msgpack {
+            rmp_serde::to_vec_named(&item).map_err(|e| BenchError(e.to_string()))?
+        } else {
+            serde_json::to_vec(&item).map_err(|e| BenchError(e.to_string()))?
+        };
+        self.map.insert(key, Arc::from(bytes));
+        Ok(item)
+    }
+}
+
 /// Everything the variants share, set once in `main`.
 struct Ctx {
     redis_json: Cache,
@@ -281,6 +344,8 @@ struct Ctx {
     mem_msgpack: Cache,
     hand_json: Hand,
     hand_msgpack: Hand,
+    hand_mem_json: HandMemory,
+    hand_mem_msgpack: HandMemory,
     redis_url: String,
     /// Key prefix of this run (`bench.<pid>`).
     prefix: String,
@@ -339,6 +404,8 @@ async fn call(v: Variant, id: u64) -> Result<Item, BenchError> {
         Variant::RedisCachedCrate => cached_crate_item(id).await,
         Variant::MemOursJson => ours_mem_json(id).await,
         Variant::MemOursMsgpack => ours_mem_msgpack(id).await,
+        Variant::MemHandJson => ctx().hand_mem_json.get(id).await,
+        Variant::MemHandMsgpack => ctx().hand_mem_msgpack.get(id).await,
     }
 }
 
@@ -535,6 +602,8 @@ struct Meta {
     value_bytes_json: usize,
     value_bytes_msgpack_named: usize,
     value_bytes_msgpack_compact: usize,
+    /// Size of one call's future (what each call initialises and moves), per implementation.
+    future_bytes: Vec<(String, usize)>,
     seconds: f64,
 }
 
@@ -572,10 +641,14 @@ struct StampedeRow {
 #[derive(Debug, Serialize)]
 struct Ratio {
     what: String,
-    /// Time per op of the first over the second (aggregate over all rounds).
+    /// Time per op of the first over the second, from each one's total over all rounds.
     time_ratio: f64,
-    /// The median of the per-round ratios (robust to one slow round).
+    /// The median over rounds of the per-round ratio: the two cases run next to each other
+    /// in every round, so this is robust to the machine being busier in some rounds. The
+    /// targets are checked on this figure.
     time_ratio_median_round: f64,
+    /// Time per op of the first minus the second, in ns (from the totals).
+    ns_per_op_difference: f64,
     target: Option<String>,
     met: Option<bool>,
 }
@@ -612,9 +685,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Time-per-op ratio `a / b` (= throughput of `b` over throughput of `a`).
-fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Ratio {
-    let find = |c: Case| accs.iter().find(|x| x.case == c).expect("case measured");
-    let (x, y) = (find(a), find(b));
+fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Option<Ratio> {
+    let find = |c: Case| accs.iter().find(|x| x.case == c && x.ops > 0);
+    let (x, y) = (find(a)?, find(b)?);
     let tput = |z: &Acc| z.ops as f64 / z.elapsed.as_secs_f64();
     let time_ratio = tput(y) / tput(x);
     let rounds = x
@@ -624,6 +697,7 @@ fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Ratio {
         .map(|(p, q)| q / p)
         .collect();
     let time_ratio_median_round = median(rounds);
+    let ns_per_op_difference = 1e9 / tput(x) - 1e9 / tput(y);
     let what = format!(
         "{} {} vs {} {}, {} task{}",
         a.variant.backend(),
@@ -634,16 +708,20 @@ fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Ratio {
         if a.tasks == 1 { "" } else { "s" }
     );
     let (target, met) = match target {
-        Some((limit, text)) => (Some(text.to_owned()), Some(time_ratio <= limit)),
+        Some((limit, text)) => (
+            Some(text.to_owned()),
+            Some(time_ratio_median_round <= limit),
+        ),
         None => (None, None),
     };
-    Ratio {
+    Some(Ratio {
         what,
         time_ratio,
         time_ratio_median_round,
+        ns_per_op_difference,
         target,
         met,
-    }
+    })
 }
 
 fn print_report(r: &Report) {
@@ -653,6 +731,14 @@ fn print_report(r: &Report) {
         "value: {} B json, {} B msgpack (named fields, ours and hand-written), {} B msgpack \
          (compact, cached crate)",
         m.value_bytes_json, m.value_bytes_msgpack_named, m.value_bytes_msgpack_compact
+    );
+    println!(
+        "future size per call: {}",
+        m.future_bytes
+            .iter()
+            .map(|(k, v)| format!("{k} {v} B"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "{} mode: {} rounds x {} ms per case, {} hot keys, {} cpus, redis {} at {}",
@@ -702,7 +788,10 @@ fn print_report(r: &Report) {
         );
     }
     println!();
-    println!("time per op, ratio (lower is better for the first):");
+    println!(
+        "time per op, first / second: median over rounds (each round runs the two side by \
+         side), the ratio of the totals, and the difference; targets are checked on the median:"
+    );
     for q in &r.ratios {
         let verdict = match (&q.target, q.met) {
             (Some(t), Some(true)) => format!("  target {t}: met"),
@@ -710,8 +799,8 @@ fn print_report(r: &Report) {
             _ => String::new(),
         };
         println!(
-            "  {:<62} {:>6.3}x  (median of rounds {:>6.3}x){}",
-            q.what, q.time_ratio, q.time_ratio_median_round, verdict
+            "  {:<64} {:>6.3}x  (totals {:>6.3}x, {:>+7.0} ns/op){}",
+            q.what, q.time_ratio_median_round, q.time_ratio, q.ns_per_op_difference, verdict
         );
     }
     println!();
@@ -829,28 +918,33 @@ fn svg_chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
             .x_label_area_size(32)
             .y_label_area_size(190)
             .build_cartesian_2d(0f64..max, (0usize..n).into_segmented())?;
-        let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+        // The first bar at the top.
+        let row = |i: usize| n - 1 - i;
+        let names: Vec<String> = bars.iter().rev().map(|b| b.0.clone()).collect();
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .light_line_style(WHITE)
             .x_desc(unit)
             .x_labels(6)
+            .y_labels(n)
             .x_label_formatter(&|v| {
-                if *v >= 1e3 {
+                if *v >= 1e3 && (v / 1e3).fract().abs() < 1e-9 {
                     format!("{:.0}k", v / 1e3)
+                } else if *v >= 1e3 {
+                    format!("{:.1}k", v / 1e3)
                 } else {
                     format!("{v:.0}")
                 }
             })
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    names.get(*i).cloned().unwrap_or_default()
-                }
-                SegmentValue::Last => String::new(),
+                SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+                SegmentValue::Exact(_) | SegmentValue::Last => String::new(),
             })
             .label_style(("sans-serif", 13))
             .draw()?;
         chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+            let i = row(i);
             let mut rect = Rectangle::new(
                 [(0.0, SegmentValue::Exact(i)), (b.1, SegmentValue::Exact(i + 1))],
                 b.2.filled(),
@@ -859,6 +953,7 @@ fn svg_chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
             rect
         }))?;
         chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+            let i = row(i);
             Text::new(
                 format!(" {}", b.3),
                 (b.1, SegmentValue::CenterOf(i)),
@@ -976,10 +1071,15 @@ struct Args {
     svg: Option<PathBuf>,
     rounds: Option<usize>,
     slice_ms: Option<u64>,
+    /// Run only the hit-path cases whose name contains one of these (for profiling).
+    only: Vec<String>,
+    /// Skip the stampede.
+    no_stampede: bool,
 }
 
 const USAGE: &str = "usage: cargo run --release -p examples --bin bench -- \
-    [--quick] [--json PATH] [--svg PATH | --no-svg] [--rounds N] [--slice-ms MS]";
+    [--quick] [--json PATH] [--svg PATH | --no-svg] [--rounds N] [--slice-ms MS] \
+    [--only NAME-PART]... [--no-stampede]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -988,6 +1088,8 @@ fn parse_args() -> Result<Args, String> {
         svg: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench.svg")),
         rounds: None,
         slice_ms: None,
+        only: Vec::new(),
+        no_stampede: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -997,6 +1099,8 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = Some(value("--json")?.into()),
             "--svg" => args.svg = Some(value("--svg")?.into()),
             "--no-svg" => args.svg = None,
+            "--only" => args.only.push(value("--only")?),
+            "--no-stampede" => args.no_stampede = true,
             "--rounds" => {
                 args.rounds = Some(value("--rounds")?.parse().map_err(|e| format!("{e}"))?)
             }
@@ -1042,9 +1146,9 @@ fn main() {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let (rounds, slice_ms, stampede_rounds) = if args.quick {
-        (3, 80, 3)
+        (3, 60, 3)
     } else {
-        (16, 250, 10)
+        (24, 150, 10)
     };
     let rounds = args.rounds.unwrap_or(rounds).max(1);
     let slice = Duration::from_millis(args.slice_ms.unwrap_or(slice_ms).max(10));
@@ -1078,7 +1182,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .build()
     };
     let mem_cache = |codec: Codec| Cache::builder().memory().codec(codec).build();
-    let ctx = Ctx {
+    let context = Ctx {
         redis_json: redis_cache(format!("{prefix}.ours-json"), Codec::Json).await?,
         redis_msgpack: redis_cache(format!("{prefix}.ours-msgpack"), Codec::MessagePack).await?,
         mem_json: mem_cache(Codec::Json).await?,
@@ -1095,10 +1199,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             msgpack: true,
             variant: Variant::RedisHandMsgpack,
         },
+        hand_mem_json: HandMemory::new(false, Variant::MemHandJson),
+        hand_mem_msgpack: HandMemory::new(true, Variant::MemHandMsgpack),
         redis_url: redis_url.clone(),
         prefix: prefix.clone(),
     };
-    if CTX.set(ctx).is_err() {
+    if CTX.set(context).is_err() {
         return Err("bench context set twice".into());
     }
 
@@ -1110,6 +1216,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         rmp_serde::to_vec_named(&item)?.len(),
         rmp_serde::to_vec(&CompactEnvelope(&item, 1))?.len(),
     );
+
+    let future_bytes = vec![
+        ("#[cached] fn".to_owned(), std::mem::size_of_val(&ours_redis_msgpack(0))),
+        ("hand-written".to_owned(), std::mem::size_of_val(&ctx().hand_msgpack.get(0))),
+        ("cached 4.x fn".to_owned(), std::mem::size_of_val(&cached_crate_item(0))),
+    ];
 
     // Fill every hot key of every variant and check each returns the right value.
     let all: Vec<Variant> = Variant::REDIS.iter().chain(&Variant::MEMORY).copied().collect();
@@ -1129,6 +1241,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let cases: Vec<Case> = [1, TASKS]
         .into_iter()
         .flat_map(|tasks| all.iter().map(move |&variant| Case { variant, tasks }))
+        .filter(|c| {
+            let name = format!("{} {} x{}", c.variant.backend(), c.variant.label(), c.tasks);
+            args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()))
+        })
         .collect();
     let mut accs: Vec<Acc> = cases
         .iter()
@@ -1153,17 +1269,30 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         run_slice(case, Duration::from_millis(30), 0).await;
     }
     let loads_before: Vec<u64> = all.iter().map(|&v| loads(v)).collect();
+    // Cases that are compared with each other (same backend, same concurrency) run next to
+    // each other; the order of the groups and inside each group changes every round.
+    let groups: Vec<Vec<usize>> = [("redis", 1), ("redis", TASKS), ("memory", 1), ("memory", TASKS)]
+        .iter()
+        .map(|&(backend, tasks)| {
+            (0..accs.len())
+                .filter(|&i| accs[i].case.variant.backend() == backend && accs[i].case.tasks == tasks)
+                .collect()
+        })
+        .collect();
     for round in 0..rounds {
-        let n = accs.len();
-        for k in 0..n {
-            // Rotate the order every round.
-            let acc = &mut accs[(k + round * 3) % n];
-            let (hist, ops, errors, elapsed) = run_slice(acc.case, slice, round).await;
-            acc.hist.merge(&hist);
-            acc.ops += ops;
-            acc.errors += errors;
-            acc.elapsed += elapsed;
-            acc.per_round.push(ops as f64 / elapsed.as_secs_f64());
+        for g in 0..groups.len() {
+            let group = &groups[(g + round) % groups.len()];
+            let n = group.len();
+            for k in 0..n {
+                let k = if round % 2 == 0 { k } else { n - 1 - k };
+                let acc = &mut accs[group[(k + round / 2) % n]];
+                let (hist, ops, errors, elapsed) = run_slice(acc.case, slice, round).await;
+                acc.hist.merge(&hist);
+                acc.ops += ops;
+                acc.errors += errors;
+                acc.elapsed += elapsed;
+                acc.per_round.push(ops as f64 / elapsed.as_secs_f64());
+            }
         }
         eprint!(".");
     }
@@ -1179,6 +1308,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     LOADER_MS.store(STAMPEDE_LOADER_MS, Ordering::SeqCst);
     let mut stampedes: Vec<(Variant, Vec<Stampede>)> =
         Variant::STAMPEDE.iter().map(|&v| (v, Vec::new())).collect();
+    let stampede_rounds = if args.no_stampede { 0 } else { stampede_rounds };
     for round in 0..stampede_rounds {
         let n = stampedes.len();
         for k in 0..n {
@@ -1206,6 +1336,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let stampede_rows = stampedes
         .iter()
+        .filter(|(_, rs)| !rs.is_empty())
         .map(|(v, rs)| {
             let l: Vec<u64> = rs.iter().map(|s| s.loads).collect();
             let walls: Vec<f64> = rs.iter().map(|s| s.wall.as_secs_f64() * 1e3).collect();
@@ -1226,7 +1357,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let c = |variant, tasks| Case { variant, tasks };
     use Variant::*;
-    let mut ratios = Vec::new();
+    let mut ratios: Vec<Option<Ratio>> = Vec::new();
     for tasks in [1, TASKS] {
         let t = Some((1.05, "<= 1.05x"));
         ratios.push(ratio(&accs, c(RedisOursJson, tasks), c(RedisHandJson, tasks), t));
@@ -1235,7 +1366,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisCachedCrate, tasks), t));
         ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisOursJson, tasks), None));
     }
+    for tasks in [1, TASKS] {
+        ratios.push(ratio(&accs, c(MemOursJson, tasks), c(MemHandJson, tasks), None));
+        ratios.push(ratio(&accs, c(MemOursMsgpack, tasks), c(MemHandMsgpack, tasks), None));
+    }
 
+    let ratios: Vec<Ratio> = ratios.into_iter().flatten().collect();
     let mut command = String::from("cargo run --release -p examples --bin bench");
     let passed: Vec<String> = std::env::args().skip(1).collect();
     if !passed.is_empty() {
@@ -1259,6 +1395,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             value_bytes_json: meta_sizes.0,
             value_bytes_msgpack_named: meta_sizes.1,
             value_bytes_msgpack_compact: meta_sizes.2,
+            future_bytes,
             seconds: started.elapsed().as_secs_f64(),
         },
         hit_path,

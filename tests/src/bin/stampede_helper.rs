@@ -15,7 +15,13 @@ use cache_runtime::{Cache, cached};
 use cache_tests::{HelperReport, Raw, unix_ms};
 
 #[cached(key = "stampede:{id}", ttl = 60, cache = cache)]
-async fn load_shared(cache: &Cache, id: u64, counter: &Raw, counter_key: &str, local: &AtomicUsize) -> String {
+async fn load_shared(
+    cache: &Cache,
+    id: u64,
+    counter: &Raw,
+    counter_key: &str,
+    local: &AtomicUsize,
+) -> String {
     counter.incr(counter_key).await;
     local.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -23,7 +29,9 @@ async fn load_shared(cache: &Cache, id: u64, counter: &Raw, counter_key: &str, l
 }
 
 fn usage() -> ! {
-    eprintln!("usage: stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>");
+    eprintln!(
+        "usage: stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>"
+    );
     std::process::exit(2)
 }
 
@@ -58,8 +66,13 @@ async fn main() {
     let barrier = Arc::new(tokio::sync::Barrier::new(calls));
     let tasks: Vec<_> = (0..calls)
         .map(|_| {
-            let (cache, counter, counter_key, local, barrier) =
-                (cache.clone(), counter.clone(), counter_key.clone(), local.clone(), barrier.clone());
+            let (cache, counter, counter_key, local, barrier) = (
+                cache.clone(),
+                counter.clone(),
+                counter_key.clone(),
+                local.clone(),
+                barrier.clone(),
+            );
             tokio::spawn(async move {
                 barrier.wait().await;
                 load_shared(&cache, id, &counter, &counter_key, &local).await
@@ -71,6 +84,13 @@ async fn main() {
     for task in tasks {
         values.push(task.await.ok());
     }
-    let report = HelperReport { pid: std::process::id(), values, local_loads: local.load(Ordering::SeqCst) };
-    println!("{}", serde_json::to_string(&report).expect("serializable report"));
+    let report = HelperReport {
+        pid: std::process::id(),
+        values,
+        local_loads: local.load(Ordering::SeqCst),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("serializable report")
+    );
 }

@@ -1,0 +1,370 @@
+//! An invalidation that cannot reach Redis is not silently lost: the write still returns its
+//! result, the keys wait in the retry queue (`invalidations_pending`), and once Redis answers again
+//! the stale entry is deleted (checked with a raw `GET`) and counted in `invalidations`. When the
+//! retry window ends (or the queue is full) the keys are counted in `invalidations_failed`.
+//!
+//! Two ways to make Redis unreachable while keeping its data (a restarted server is empty, which
+//! would hide a lost invalidation):
+//! * `SIGSTOP`/`SIGCONT`: the `UNLINK` times out. Note that the timed-out command may still sit
+//!   in the paused server's socket buffer and run after `SIGCONT`, so this scenario checks the
+//!   queue's bookkeeping and the end state, not which attempt deleted the key.
+//! * A TCP proxy between the cache and the server that cuts every connection and drops new ones:
+//!   the `UNLINK` never reaches the server, the stale key is still there during the outage (raw
+//!   `GET` on the server), so only the retry queue can delete it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached, invalidates};
+use cache_tests::{Backend, TEST_NAMESPACE, TestEnv, eventually, guard};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const READ: &str = "iq.read";
+const WRITE: &str = "iq.write";
+const WRITE2: &str = "iq.write2";
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A stand-in for the database.
+#[derive(Debug)]
+struct Db {
+    value: Mutex<String>,
+    loads: AtomicUsize,
+}
+
+impl Db {
+    fn new(v: &str) -> Db {
+        Db {
+            value: Mutex::new(v.to_owned()),
+            loads: AtomicUsize::new(0),
+        }
+    }
+    fn get(&self) -> String {
+        self.value.lock().unwrap().clone()
+    }
+    fn set(&self, v: &str) {
+        *self.value.lock().unwrap() = v.to_owned();
+    }
+}
+
+#[cached(key = "item:{id}", ttl = 300, name = "iq.read", cache = cache)]
+async fn read(cache: &Cache, id: u64, db: &Db) -> String {
+    db.loads.fetch_add(1, SeqCst);
+    format!("{}#{id}", db.get())
+}
+
+#[invalidates("item:{id}", cache = cache, name = "iq.write")]
+async fn write(cache: &Cache, id: u64, db: &Db, value: &str) -> Result<u64, String> {
+    db.set(value);
+    Ok(id)
+}
+
+/// Invalidates two keys per call.
+#[invalidates("item:{id}", "items:all", cache = cache, name = "iq.write2")]
+async fn write2(cache: &Cache, id: u64, db: &Db, value: &str) -> Result<(), String> {
+    db.set(value);
+    Ok(())
+}
+
+fn short_timeouts(b: cache_runtime::CacheBuilder) -> cache_runtime::CacheBuilder {
+    b.command_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(200))
+        .circuit_breaker(3, Duration::from_millis(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_during_sigstop_is_queued_and_delivered_after_sigcont() {
+    let mut env = TestEnv::with(Backend::Redis, short_timeouts).await;
+    let raw = env.raw().await.expect("redis env");
+    let db = Db::new("v1");
+    let key = env.cache.full_key("item:1");
+
+    assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
+    assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
+    assert!(raw.get(&key).await.is_some(), "v1 is cached");
+
+    env.server().stop();
+    let result = guard("a write with Redis paused", write(&env.cache, 1, &db, "v2")).await;
+    assert_eq!(
+        result,
+        Ok(1),
+        "the write returns its own result although the UNLINK timed out"
+    );
+    let queued = env.cache.stats().function(WRITE);
+    assert_eq!(
+        queued.invalidations_pending, 1,
+        "the key waits in the retry queue: {queued:?}"
+    );
+    assert_eq!(queued.invalidations, 0, "{queued:?}");
+    assert!(
+        queued.backend_errors >= 1,
+        "the failed UNLINK is counted: {queued:?}"
+    );
+    // While Redis hangs, reads are answered by the loader (the new value, not the stale one).
+    assert_eq!(
+        guard("a read with Redis paused", read(&env.cache, 1, &db)).await,
+        "v2#1"
+    );
+
+    env.server().cont();
+    eventually(
+        "the queued invalidation is delivered after SIGCONT",
+        BOUND,
+        || async {
+            let s = env.cache.stats().function(WRITE);
+            s.invalidations_pending == 0 && s.invalidations == 1
+        },
+    )
+    .await;
+    assert_eq!(raw.get(&key).await, None, "the stale entry is gone");
+    let done = env.cache.stats().function(WRITE);
+    assert_eq!(done.invalidations_failed, 0, "{done:?}");
+
+    // The next read reloads the new value and caches it again.
+    eventually("caching resumes after SIGCONT", BOUND, || async {
+        assert_eq!(read(&env.cache, 1, &db).await, "v2#1");
+        raw.get(&key).await.is_some()
+    })
+    .await;
+    let loads = db.loads.load(SeqCst);
+    assert_eq!(read(&env.cache, 1, &db).await, "v2#1");
+    assert_eq!(db.loads.load(SeqCst), loads, "a hit on the new value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_while_unreachable_is_delivered_only_by_the_retry_queue() {
+    let server = cache_tests::RedisServer::start();
+    let raw = server.raw().await;
+    let proxy = Proxy::start(server.port()).await;
+    let cache = short_timeouts(Cache::builder())
+        .redis(format!("redis://127.0.0.1:{}/", proxy.port))
+        .namespace(TEST_NAMESPACE)
+        .build()
+        .await
+        .expect("build through the proxy");
+    let db = Db::new("v1");
+    let key = cache.full_key("item:1");
+    let all = cache.full_key("items:all");
+
+    assert_eq!(read(&cache, 1, &db).await, "v1#1");
+    let stale = raw.get(&key).await.expect("v1 is cached");
+    raw.set(&all, b"another entry").await;
+
+    proxy.set_up(false);
+    let result = guard(
+        "a write with Redis unreachable",
+        write2(&cache, 1, &db, "v2"),
+    )
+    .await;
+    assert_eq!(result, Ok(()), "the write returns its own result");
+    let queued = cache.stats().function(WRITE2);
+    assert_eq!(
+        queued.invalidations_pending, 2,
+        "both keys wait in the retry queue: {queued:?}"
+    );
+    assert_eq!(queued.invalidations, 0, "{queued:?}");
+    // Give the retry worker time to fail a few times against the dead proxy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        raw.get(&key).await.as_deref(),
+        Some(&stale[..]),
+        "during the outage the stale entry is still in Redis (the UNLINK never reached it)"
+    );
+    let waiting = cache.stats().function(WRITE2);
+    assert_eq!(
+        waiting.invalidations_pending, 2,
+        "still queued during the outage: {waiting:?}"
+    );
+
+    proxy.set_up(true);
+    eventually(
+        "the queued invalidation is delivered once Redis is reachable",
+        BOUND,
+        || async {
+            let s = cache.stats().function(WRITE2);
+            s.invalidations_pending == 0 && s.invalidations == 2
+        },
+    )
+    .await;
+    assert_eq!(
+        raw.get(&key).await,
+        None,
+        "the stale entry was deleted by the retry"
+    );
+    assert_eq!(
+        raw.get(&all).await,
+        None,
+        "every key of the call was deleted"
+    );
+    assert_eq!(cache.stats().function(WRITE2).invalidations_failed, 0);
+    eventually("caching resumes with the new value", BOUND, || async {
+        assert_eq!(read(&cache, 1, &db).await, "v2#1");
+        raw.get(&key).await.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_given_up_after_the_retry_window_counts_as_failed() {
+    let mut env = TestEnv::with(Backend::Redis, |b| {
+        short_timeouts(b).invalidation_retry(Duration::from_millis(200), 10)
+    })
+    .await;
+    let db = Db::new("v1");
+    assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
+
+    env.server().kill();
+    assert_eq!(
+        guard("write with Redis down", write(&env.cache, 1, &db, "v2")).await,
+        Ok(1)
+    );
+    assert_eq!(
+        guard("write2 with Redis down", write2(&env.cache, 2, &db, "v3")).await,
+        Ok(())
+    );
+    let queued = (
+        env.cache.stats().function(WRITE),
+        env.cache.stats().function(WRITE2),
+    );
+    assert_eq!(
+        (
+            queued.0.invalidations_pending,
+            queued.1.invalidations_pending
+        ),
+        (1, 2),
+        "queued while Redis is down: {queued:?}"
+    );
+
+    eventually(
+        "the keys are given up after the retry window",
+        BOUND,
+        || async {
+            let (a, b) = (
+                env.cache.stats().function(WRITE),
+                env.cache.stats().function(WRITE2),
+            );
+            a.invalidations_pending == 0 && b.invalidations_pending == 0
+        },
+    )
+    .await;
+    let (a, b) = (
+        env.cache.stats().function(WRITE),
+        env.cache.stats().function(WRITE2),
+    );
+    assert_eq!((a.invalidations_failed, a.invalidations), (1, 0), "{a:?}");
+    assert_eq!((b.invalidations_failed, b.invalidations), (2, 0), "{b:?}");
+    assert_eq!(env.cache.stats().function(READ).load_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_queue_full_counts_failed_and_keeps_the_rest() {
+    // Room for one queued call (plus the one the worker is retrying).
+    let mut env = TestEnv::with(Backend::Redis, |b| {
+        short_timeouts(b).invalidation_retry(Duration::from_secs(60), 1)
+    })
+    .await;
+    let db = Db::new("v1");
+    assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
+
+    env.server().kill();
+    for id in 1..=4u64 {
+        assert_eq!(
+            guard("write with Redis down", write(&env.cache, id, &db, "v2")).await,
+            Ok(id)
+        );
+    }
+    let s = env.cache.stats().function(WRITE);
+    assert_eq!(
+        s.invalidations_pending + s.invalidations_failed,
+        4,
+        "every key is accounted: {s:?}"
+    );
+    assert!(
+        s.invalidations_failed >= 2,
+        "a full queue drops (and counts) the overflow: {s:?}"
+    );
+    assert!(
+        (1..=2).contains(&s.invalidations_pending),
+        "the queue bound holds: {s:?}"
+    );
+    let pending = s.invalidations_pending;
+
+    // Redis back (empty, so only the counters can show the delivery).
+    env.server().restart();
+    eventually(
+        "the queued keys are delivered after the restart",
+        BOUND,
+        || async { env.cache.stats().function(WRITE).invalidations_pending == 0 },
+    )
+    .await;
+    let done = env.cache.stats().function(WRITE);
+    assert_eq!(
+        done.invalidations, pending,
+        "the queued keys were delivered: {done:?}"
+    );
+    assert_eq!(
+        done.invalidations_failed, s.invalidations_failed,
+        "{done:?}"
+    );
+}
+
+/// A loopback TCP proxy to a Redis server that can be switched off: switching off cuts every
+/// open connection (without forwarding anything more) and makes new connections close at once,
+/// like an unreachable server whose data survives.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
