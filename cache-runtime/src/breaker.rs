@@ -123,6 +123,11 @@ impl Breaker {
         }
     }
 
+    /// The probe call was dropped before it answered: allow another probe.
+    pub(crate) fn probe_abandoned(&self) {
+        self.probing.store(false, Release);
+    }
+
     /// Opens the circuit now (used when the backend is unreachable at start-up).
     pub(crate) fn trip(&self) {
         self.failures.store(self.cfg.threshold, Relaxed);
@@ -169,5 +174,18 @@ mod tests {
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.permit(), Permit::Go);
+    }
+
+    #[test]
+    fn abandoned_probe_lets_another_call_probe() {
+        let b = Breaker::new(BreakerConfig {
+            threshold: 1,
+            cool_down: Duration::from_millis(10),
+        });
+        b.failure(false);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(b.permit(), Permit::Probe);
+        b.probe_abandoned();
+        assert_eq!(b.permit(), Permit::Probe, "not stuck after a cancelled probe");
     }
 }

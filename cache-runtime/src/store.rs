@@ -16,6 +16,19 @@ pub(crate) enum Fault {
     Failed(BackendError),
 }
 
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.probe_abandoned();
+        }
+    }
+}
+
 /// A backend guarded by the cache's breaker. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -29,7 +42,15 @@ impl Store {
         if permit == Permit::Skip {
             return Err(Fault::Skipped);
         }
-        match op.await {
+        // If this call is the probe and is dropped before it answers (the caller was
+        // cancelled), let the next call probe instead.
+        let probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: permit == Permit::Probe,
+        };
+        let result = op.await;
+        std::mem::forget(probe);
+        match result {
             Ok(v) => {
                 self.breaker.success();
                 Ok(v)
