@@ -119,7 +119,9 @@ impl Breaker {
                     "cache backend failing; circuit open: calls go straight to their loaders"
                 );
             }
-            self.probing.store(false, Release);
+            if probe {
+                self.probing.store(false, Release);
+            }
         }
     }
 
@@ -186,6 +188,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(b.permit(), Permit::Probe);
         b.probe_abandoned();
-        assert_eq!(b.permit(), Permit::Probe, "not stuck after a cancelled probe");
+        assert_eq!(
+            b.permit(),
+            Permit::Probe,
+            "not stuck after a cancelled probe"
+        );
     }
 }

@@ -1,20 +1,23 @@
 //! In-process single flight: one task per key per process runs the load; the others wait
 //! for it. The table holds only keys being loaded right now: an entry is removed when its
-//! leader finishes, fails, panics or is dropped.
+//! leader finishes, fails, panics or is dropped (or earlier, see [`Leader::detach`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-/// What a leader's load left in the cache.
+/// What a leader's load means for the tasks waiting on it.
 #[derive(Debug, Clone)]
 pub(crate) enum Landed {
-    /// The envelope the leader stored (followers decode it; no second round trip).
-    Stored(Arc<[u8]>),
-    /// Nothing was stored (error, panic, cancellation, uncached `None`, lost lease):
-    /// followers go on to the lease protocol themselves.
-    NotStored,
+    /// An envelope (value or negative) for the followers to decode: the one the leader
+    /// stored, or its result that could not be stored (no second round trip either way).
+    Value(Arc<[u8]>),
+    /// The loader returned an error or panicked: each follower runs its own loader.
+    Failed,
+    /// The leader gave up without a usable result (cancelled, or its lease was taken by an
+    /// invalidation): followers join a new flight, where one of them leads.
+    Retry,
 }
 
 type Slot = watch::Receiver<Option<Landed>>;
@@ -33,7 +36,8 @@ pub(crate) enum Role<'a> {
     Follower(Slot),
 }
 
-/// Held by the task loading a key; dropping it (panic, cancellation) wakes the followers.
+/// Held by the task loading a key; dropping it wakes the followers (with
+/// [`Landed::Failed`] while panicking, else [`Landed::Retry`]).
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
     key: String,
@@ -64,6 +68,25 @@ impl Flights {
 }
 
 impl Leader<'_> {
+    /// Stops new callers from joining this flight (followers already here keep waiting).
+    /// Called before the result is written, so that a caller arriving after an invalidation
+    /// that races with the write never receives the older result from this flight.
+    pub(crate) fn detach(&self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
+            map.remove(&self.key);
+        }
+    }
+
+    /// Whether any follower is waiting; detaches the flight first (so the count is final).
+    pub(crate) fn has_followers(&self) -> bool {
+        self.detach();
+        self.tx.receiver_count() > 0
+    }
+
     /// Publishes the outcome to the followers.
     pub(crate) fn land(self, landed: Landed) {
         self.tx.send_replace(Some(landed));
@@ -73,21 +96,23 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map
-            .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
-        {
-            map.remove(&self.key);
+        self.detach();
+        if self.tx.borrow().is_none() {
+            let why = if std::thread::panicking() {
+                Landed::Failed
+            } else {
+                Landed::Retry
+            };
+            self.tx.send_replace(Some(why));
         }
     }
 }
 
-/// Waits for the leader's outcome; a leader that vanished counts as [`Landed::NotStored`].
+/// Waits for the leader's outcome.
 pub(crate) async fn follow(mut rx: Slot) -> Landed {
     match rx.wait_for(Option::is_some).await {
-        Ok(v) => v.clone().unwrap_or(Landed::NotStored),
-        Err(_) => Landed::NotStored,
+        Ok(v) => v.clone().unwrap_or(Landed::Retry),
+        Err(_) => Landed::Retry,
     }
 }
 
@@ -105,13 +130,23 @@ mod tests {
             panic!("second joiner follows")
         };
         assert_eq!(f.len(), 1);
-        leader.land(Landed::Stored(Arc::from(&b"x"[..])));
+        assert!(leader.has_followers());
+        leader.land(Landed::Value(Arc::from(&b"x"[..])));
         assert_eq!(f.len(), 0);
-        assert!(matches!(follow(rx).await, Landed::Stored(_)));
+        assert!(matches!(follow(rx).await, Landed::Value(_)));
+    }
+
+    #[test]
+    fn lone_leader_has_no_followers() {
+        let f = Flights::default();
+        let Role::Leader(leader) = f.join("k") else {
+            panic!()
+        };
+        assert!(!leader.has_followers());
     }
 
     #[tokio::test]
-    async fn dropped_leader_releases_followers() {
+    async fn dropped_leader_asks_followers_to_retry() {
         let f = Flights::default();
         let Role::Leader(leader) = f.join("k") else {
             panic!()
@@ -121,6 +156,25 @@ mod tests {
         };
         drop(leader);
         assert_eq!(f.len(), 0);
-        assert!(matches!(follow(rx).await, Landed::NotStored));
+        assert!(matches!(follow(rx).await, Landed::Retry));
+    }
+
+    #[tokio::test]
+    async fn detached_flight_takes_no_new_followers() {
+        let f = Flights::default();
+        let Role::Leader(leader) = f.join("k") else {
+            panic!()
+        };
+        let Role::Follower(rx) = f.join("k") else {
+            panic!()
+        };
+        leader.detach();
+        assert!(leader.has_followers());
+        let Role::Leader(second) = f.join("k") else {
+            panic!("a caller after detach starts a new flight")
+        };
+        drop(second);
+        leader.land(Landed::Failed);
+        assert!(matches!(follow(rx).await, Landed::Failed));
     }
 }

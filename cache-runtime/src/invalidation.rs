@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::error::BackendErrorKind;
 use crate::stats::Counters;
-use crate::store::Store;
+use crate::store::{Fault, Store};
 
 /// Queue and retry settings.
 #[derive(Debug, Clone, Copy)]
@@ -115,9 +116,22 @@ async fn worker(mut rx: mpsc::Receiver<Job>, store: Store, retry_for: Duration) 
     while let Some(job) = rx.recv().await {
         let mut pause = Duration::from_millis(50);
         loop {
-            if store.delete(&job.keys).await.is_ok() {
-                info!(keys = job.n(), "queued invalidation delivered");
-                job.done(true);
+            let refused = match store.delete(&job.keys).await {
+                Ok(_) => {
+                    info!(keys = job.n(), "queued invalidation delivered");
+                    job.done(true);
+                    break;
+                }
+                // An error reply (e.g. NOPERM) will not change by retrying.
+                Err(Fault::Failed(e)) => e.kind() == BackendErrorKind::Other,
+                Err(Fault::Skipped) => false,
+            };
+            if refused {
+                error!(
+                    keys = job.n(),
+                    "invalidation refused by the server; giving up"
+                );
+                job.done(false);
                 break;
             }
             if job.since.elapsed() >= retry_for {

@@ -9,8 +9,8 @@ use tracing::{debug, warn};
 
 use crate::cache::Cache;
 use crate::codec::Codec;
-use crate::entry::{self, DecodeError, Kind};
-use crate::flight::{self, Landed, Role};
+use crate::entry::{self, DecodeError, Header, Kind};
+use crate::flight::{self, Landed, Leader, Role};
 use crate::private::{FnSpec, Shape, View};
 use crate::stats::Counters;
 use crate::store::{Fault, Store};
@@ -19,36 +19,71 @@ use crate::store::{Fault, Store};
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// First pause between polls.
 const FIRST_POLL: Duration = Duration::from_millis(5);
+/// Freshness of an envelope handed to in-process followers without being stored.
+const SHARED_FRESH_MS: u64 = 60_000;
 
 /// What stored bytes mean for a function of shape `S`.
 enum Found<R> {
     Value(R),
     Negative(R),
     Lease,
-    /// Undecodable, foreign, stale or of the wrong kind: overwrite it.
+    /// Undecodable, foreign, stale or of the wrong kind or type: overwrite it.
     Unusable(&'static str),
 }
 
 fn classify<S: Shape<R>, R>(bytes: &[u8]) -> Found<R> {
-    let env = match entry::decode(bytes) {
+    let (h, payload) = match entry::decode(bytes) {
         Ok(e) => e,
         Err(DecodeError::NotAnEnvelope) => return Found::Unusable("not an envelope"),
         Err(DecodeError::Version(_)) => return Found::Unusable("another envelope version"),
     };
-    match env.kind {
-        Kind::Lease => Found::Lease,
-        _ if env.fresh_until_ms < entry::now_ms() => Found::Unusable("stale"),
-        Kind::Value => match Codec::from_id(env.codec) {
+    if h.kind == Kind::Lease {
+        return Found::Lease;
+    }
+    if h.fresh_until_ms < entry::now_ms() {
+        return Found::Unusable("stale");
+    }
+    if h.type_tag != entry::type_tag::<S::Value>() {
+        return Found::Unusable("written for another type (two functions share a key?)");
+    }
+    match h.kind {
+        Kind::Value => match Codec::from_id(h.codec) {
             None => Found::Unusable("payload written with a codec this build does not have"),
-            Some(codec) => match codec.decode::<S::Value>(env.payload) {
+            Some(codec) => match codec.decode::<S::Value>(payload) {
                 Some(v) => Found::Value(S::from_value(v)),
                 None => Found::Unusable("payload does not decode into the function's type"),
             },
         },
-        Kind::Negative => match S::negative() {
+        _ => match S::negative() {
             Some(r) => Found::Negative(r),
             None => Found::Unusable("negative entry for a function that cannot return None"),
         },
+    }
+}
+
+/// Serializes a loader's result into an envelope; `None` for an error.
+fn encode<S: Shape<R>, R>(
+    r: &R,
+    codec: Codec,
+    fresh_ms: u64,
+    load_ms: u32,
+) -> Option<Result<Vec<u8>, String>> {
+    let now = entry::now_ms();
+    let header = |kind| Header {
+        kind,
+        codec: codec.id(),
+        stored_at_ms: now,
+        fresh_until_ms: now.saturating_add(fresh_ms),
+        load_ms,
+        type_tag: entry::type_tag::<S::Value>(),
+    };
+    match S::view(r) {
+        View::Error => None,
+        View::Negative => Some(Ok(header(Kind::Negative).begin(0))),
+        View::Value(v) => {
+            let mut buf = header(Kind::Value).begin(128);
+            Some(codec.encode(&mut buf, v).map(|()| buf))
+        }
     }
 }
 
@@ -66,7 +101,11 @@ pub(crate) fn fault(c: &Counters, name: &str, f: &Fault) {
 fn unusable(c: &Counters, spec: &FnSpec, why: &'static str) {
     Counters::bump(&c.decode_errors);
     if Counters::first(&c.warned_decode) {
-        warn!(cache.fn = spec.name, reason = why, "cached entry unusable; reloading and overwriting it (warned once per function)");
+        warn!(
+            cache.fn = spec.name,
+            reason = why,
+            "cached entry unusable; reloading and overwriting it (warned once per function)"
+        );
     } else {
         debug!(cache.fn = spec.name, reason = why, "cached entry unusable; reloading");
     }
@@ -103,6 +142,17 @@ pub(crate) fn ttl_ms(secs: u64, jitter_secs: u64) -> u64 {
     } else {
         base.saturating_add(rand::random_range(0..=jitter_secs.saturating_mul(1000)))
     }
+}
+
+/// How a leader's load ended, as far as the cache is concerned.
+enum Outcome {
+    /// This envelope is in the cache (we stored it, or another process did).
+    Stored(Arc<[u8]>),
+    /// Nothing stored (loader error, uncached `None`, too large, backend failure).
+    NotStored,
+    /// Our lease was gone when we went to store: an invalidation (or the lease's expiry)
+    /// happened during the load, so the result may be older than the latest write.
+    LeaseLost,
 }
 
 /// Entry point behind every `#[cached]` function.
@@ -150,20 +200,44 @@ where
     Counters::bump(&c.misses);
     debug!(cache.fn = spec.name, "cache miss");
 
-    match inner.flights.join(&full) {
-        Role::Leader(leader) => {
-            let (r, landed) = lease_path::<S, R, Fut>(cache, spec, &c, &full, fut).await;
-            leader.land(landed);
-            r
-        }
-        Role::Follower(rx) => {
-            if let Landed::Stored(bytes) = flight::follow(rx).await {
-                match classify::<S, R>(&bytes) {
-                    Found::Value(r) | Found::Negative(r) => return r,
-                    Found::Lease | Found::Unusable(_) => {}
-                }
+    let mut leader_failed = false;
+    loop {
+        match inner.flights.join(&full) {
+            Role::Leader(leader) => {
+                let (r, outcome) =
+                    lease_path::<S, R, Fut>(cache, spec, &c, &full, Some(&leader), fut).await;
+                let landed = match outcome {
+                    Outcome::Stored(bytes) => Landed::Value(bytes),
+                    Outcome::LeaseLost => Landed::Retry,
+                    Outcome::NotStored if leader.has_followers() => {
+                        // Hand the result to the waiting tasks anyway: one load serves all.
+                        match encode::<S, R>(&r, inner.codec, SHARED_FRESH_MS, 0) {
+                            Some(Ok(bytes)) => Landed::Value(Arc::from(bytes)),
+                            Some(Err(_)) | None => Landed::Failed,
+                        }
+                    }
+                    Outcome::NotStored => Landed::Failed,
+                };
+                leader.land(landed);
+                return r;
             }
-            lease_path::<S, R, Fut>(cache, spec, &c, &full, fut).await.0
+            Role::Follower(rx) => match flight::follow(rx).await {
+                Landed::Value(bytes) => {
+                    if let Found::Value(r) | Found::Negative(r) = classify::<S, R>(&bytes) {
+                        return r;
+                    }
+                    return lease_path::<S, R, Fut>(cache, spec, &c, &full, None, fut)
+                        .await
+                        .0;
+                }
+                // The leader's loader failed and its error cannot be shared: the waiters
+                // elect a new leader once (a transient failure still costs one load); if
+                // that fails too, each runs its own loader rather than queueing up behind
+                // one failing load after another.
+                Landed::Failed if leader_failed => return run_loader::<S, R>(&c, fut).await,
+                Landed::Failed => leader_failed = true,
+                Landed::Retry => {}
+            },
         }
     }
 }
@@ -174,8 +248,9 @@ async fn lease_path<S, R, Fut>(
     spec: &'static FnSpec,
     c: &Arc<Counters>,
     full: &str,
+    leader: Option<&Leader<'_>>,
     fut: Fut,
-) -> (R, Landed)
+) -> (R, Outcome)
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
@@ -188,11 +263,11 @@ where
     loop {
         let lease = entry::new_lease(lock_ms);
         match store.try_lease(full, &lease, lock_ms).await {
-            Ok(true) => return lead::<S, R, Fut>(cache, spec, c, full, lease, fut).await,
+            Ok(true) => return lead::<S, R, Fut>(cache, spec, c, full, leader, lease, fut).await,
             Ok(false) => {}
             Err(f) => {
                 fault(c, spec.name, &f);
-                return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
+                return (run_loader::<S, R>(c, fut).await, Outcome::NotStored);
             }
         }
         if !counted_wait {
@@ -207,21 +282,21 @@ where
             if now >= deadline {
                 Counters::bump(&c.lock_timeouts);
                 warn!(cache.fn = spec.name, lock_ms, "lease wait timed out; loading without the lease");
-                return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
+                return (run_loader::<S, R>(c, fut).await, Outcome::NotStored);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_POLL);
             match store.get(full).await {
                 Ok(Some(raw)) => match classify::<S, R>(&raw) {
                     Found::Value(r) | Found::Negative(r) => {
-                        return (r, Landed::Stored(Arc::from(&*raw)));
+                        return (r, Outcome::Stored(Arc::from(&*raw)));
                     }
                     Found::Lease => continue,
                     Found::Unusable(why) => {
                         unusable(c, spec, why);
                         if let Err(f) = store.release(full, &raw).await {
                             fault(c, spec.name, &f);
-                            return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
+                            return (run_loader::<S, R>(c, fut).await, Outcome::NotStored);
                         }
                         break;
                     }
@@ -229,7 +304,7 @@ where
                 Ok(None) => break,
                 Err(f) => {
                     fault(c, spec.name, &f);
-                    return (run_loader::<S, R>(c, fut).await, Landed::NotStored);
+                    return (run_loader::<S, R>(c, fut).await, Outcome::NotStored);
                 }
             }
         }
@@ -237,8 +312,8 @@ where
 }
 
 /// Releases a lease when dropped while armed (loader error, panic, or the caller dropping
-/// the future): compare-and-delete, in the background.
-/// A failed release is counted as a backend fault; the lease then expires after `lock_ms`.
+/// the future): compare-and-delete, in the background. A failed release is counted as a
+/// backend fault; the lease then expires after `lock_ms`.
 struct LeaseGuard {
     store: Store,
     key: String,
@@ -250,8 +325,10 @@ struct LeaseGuard {
 
 impl LeaseGuard {
     async fn release(mut self) {
+        let result = self.store.release(&self.key, &self.lease).await;
+        // Disarmed only now: if this future is dropped mid-release, Drop releases again.
         self.armed = false;
-        if let Err(f) = self.store.release(&self.key, &self.lease).await {
+        if let Err(f) = result {
             fault(&self.counters, self.name, &f);
         }
     }
@@ -284,15 +361,16 @@ async fn lead<S, R, Fut>(
     spec: &'static FnSpec,
     c: &Arc<Counters>,
     full: &str,
+    leader: Option<&Leader<'_>>,
     lease: Vec<u8>,
     fut: Fut,
-) -> (R, Landed)
+) -> (R, Outcome)
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
     let store = &cache.inner.store;
-    let codec = cache.inner.codec;
+    let lock_ms = spec.lock_ms.unwrap_or(cache.inner.lock_ms);
     let mut guard = LeaseGuard {
         store: store.clone(),
         key: full.to_owned(),
@@ -306,51 +384,33 @@ where
     let r = run_loader::<S, R>(c, fut).await;
     let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
 
-    let now = entry::now_ms();
-    let bytes = match S::view(&r) {
+    let secs = match S::view(&r) {
         View::Error => {
             debug!(cache.fn = spec.name, "loader returned an error; nothing cached");
             guard.release().await;
-            return (r, Landed::NotStored);
+            return (r, Outcome::NotStored);
         }
-        View::Negative => {
-            let secs = spec.negative_ttl_secs.unwrap_or(spec.ttl_secs);
-            if secs == 0 {
-                guard.release().await;
-                return (r, Landed::NotStored);
-            }
-            let ttl = ttl_ms(secs, spec.jitter_secs);
-            (
-                entry::begin(
-                    Kind::Negative,
-                    codec.id(),
-                    now,
-                    now.saturating_add(ttl),
-                    load_ms,
-                    0,
-                ),
-                ttl,
-            )
+        View::Negative => spec.negative_ttl_secs.unwrap_or(spec.ttl_secs),
+        View::Value(_) => spec.ttl_secs,
+    };
+    if secs == 0 {
+        // `negative_ttl = 0`: do not cache `None`.
+        guard.release().await;
+        return (r, Outcome::NotStored);
+    }
+    let ttl = ttl_ms(secs, spec.jitter_secs);
+    let bytes = match encode::<S, R>(&r, cache.inner.codec, ttl, load_ms) {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => {
+            warn!(cache.fn = spec.name, error = %e, "value cannot be serialized; not cached");
+            guard.release().await;
+            return (r, Outcome::NotStored);
         }
-        View::Value(v) => {
-            let ttl = ttl_ms(spec.ttl_secs, spec.jitter_secs);
-            let mut buf = entry::begin(
-                Kind::Value,
-                codec.id(),
-                now,
-                now.saturating_add(ttl),
-                load_ms,
-                128,
-            );
-            if let Err(e) = codec.encode(&mut buf, v) {
-                warn!(cache.fn = spec.name, error = %e, "value cannot be serialized; not cached");
-                guard.release().await;
-                return (r, Landed::NotStored);
-            }
-            (buf, ttl)
+        None => {
+            guard.release().await;
+            return (r, Outcome::NotStored);
         }
     };
-    let (bytes, ttl) = bytes;
     if bytes.len() > cache.inner.max_value_bytes {
         Counters::bump(&c.oversized);
         if Counters::first(&c.warned_oversize) {
@@ -362,23 +422,34 @@ where
             );
         }
         guard.release().await;
-        return (r, Landed::NotStored);
+        return (r, Outcome::NotStored);
+    }
+    // From here on, callers arriving after a racing invalidation must not get this result.
+    if let Some(l) = leader {
+        l.detach();
     }
     match store.fill(full, &guard.lease, &bytes, ttl).await {
         Ok(true) => {
             guard.armed = false;
-            (r, Landed::Stored(Arc::from(bytes)))
+            (r, Outcome::Stored(Arc::from(bytes)))
         }
         Ok(false) => {
             // Our lease is gone: the key was invalidated (or the lease expired) while we
             // loaded. Our result may be older than that write: do not store it.
             guard.armed = false;
-            debug!(cache.fn = spec.name, "lease lost during load; result not cached");
-            (r, Landed::NotStored)
+            if u64::from(load_ms) >= lock_ms {
+                warn!(
+                    cache.fn = spec.name,
+                    load_ms, lock_ms, "loader took longer than lock_ms; its result is not cached (raise lock_ms)"
+                );
+            } else {
+                debug!(cache.fn = spec.name, "lease lost during load (invalidated); result not cached");
+            }
+            (r, Outcome::LeaseLost)
         }
         Err(f) => {
             fault(c, spec.name, &f);
-            (r, Landed::NotStored)
+            (r, Outcome::NotStored)
         }
     }
 }

@@ -212,20 +212,47 @@ where
 }
 
 /// The one runtime entry point of `#[invalidates]`: deletes the rendered keys. When the
-/// backend cannot be reached, the deletion is queued and retried in the background.
+/// backend cannot be reached, or the caller drops this future before the backend answered,
+/// the deletion is queued and retried in the background.
 pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[String]) {
     let inner = &cache.inner;
-    let c = inner.stats.counters(spec.name);
-    let full: Vec<String> = keys.iter().map(|k| cache.full_key(k)).collect();
-    match inner.store.delete(&full).await {
+    let mut pending = PendingInvalidation {
+        cache,
+        counters: Some(inner.stats.counters(spec.name)),
+        keys: keys.iter().map(|k| cache.full_key(k)).collect(),
+    };
+    let result = inner.store.delete(&pending.keys).await;
+    let Some(c) = pending.counters.take() else {
+        return;
+    };
+    match result {
         Ok(_) => {
-            c.invalidations
-                .fetch_add(full.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            c.invalidations.fetch_add(
+                pending.keys.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         Err(f) => {
             crate::load::fault(&c, spec.name, &f);
-            warn!(cache.fn = spec.name, keys = full.len(), "invalidation failed; queued for retry");
-            inner.retrier.enqueue(full, c);
+            warn!(cache.fn = spec.name, keys = pending.keys.len(), "invalidation failed; queued for retry");
+            inner.retrier.enqueue(std::mem::take(&mut pending.keys), c);
+        }
+    }
+}
+
+/// Queues the deletion for retry if the invalidating future is dropped mid-flight.
+struct PendingInvalidation<'a> {
+    cache: &'a Cache,
+    /// `Some` until the delete answered.
+    counters: Option<Arc<crate::stats::Counters>>,
+    keys: Vec<String>,
+}
+
+impl Drop for PendingInvalidation<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.counters.take() {
+            let keys = std::mem::take(&mut self.keys);
+            self.cache.inner.retrier.enqueue(keys, c);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::{AnyBackend, BackendResult, Raw};
 use crate::breaker::{Breaker, Permit};
-use crate::error::BackendError;
+use crate::error::{BackendError, BackendErrorKind};
 
 /// Why a backend call did not give an answer.
 #[derive(Debug)]
@@ -56,7 +56,16 @@ impl Store {
                 Ok(v)
             }
             Err(e) => {
-                self.breaker.failure(permit == Permit::Probe);
+                if matches!(
+                    e.kind(),
+                    BackendErrorKind::Connection | BackendErrorKind::Timeout
+                ) {
+                    self.breaker.failure(permit == Permit::Probe);
+                } else {
+                    // The server answered (with an error reply such as WRONGTYPE or NOPERM):
+                    // it is reachable, so this is not a reason to skip it.
+                    self.breaker.success();
+                }
                 Err(Fault::Failed(e))
             }
         }
@@ -93,5 +102,45 @@ impl Store {
 
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64, Fault> {
         self.guarded(self.backend.delete(keys)).await
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::breaker::{BreakerConfig, BreakerState};
+
+    /// A half-open probe whose caller is dropped mid-flight (e.g. a request timeout) must not
+    /// leave the breaker skipping the backend forever.
+    #[tokio::test]
+    async fn review_cancelled_probe_does_not_wedge_breaker() {
+        let store = Store {
+            backend: AnyBackend::Memory(MemoryBackend::new(1 << 20)),
+            breaker: Arc::new(Breaker::new(BreakerConfig {
+                threshold: 1,
+                cool_down: Duration::from_millis(20),
+            })),
+        };
+        store.breaker.trip();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(store.breaker.state(), BreakerState::HalfOpen);
+        // The probe: a backend call that is still in flight when its caller gives up.
+        let probe = store.guarded(std::future::pending::<BackendResult<()>>());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), probe)
+                .await
+                .is_err()
+        );
+        // Long after any cool-down, the backend (healthy) must be tried again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = store.get("k").await;
+        assert!(
+            r.is_ok(),
+            "backend still skipped after a cancelled probe: {r:?}, state {:?}",
+            store.breaker.state()
+        );
     }
 }

@@ -138,3 +138,30 @@ impl Backend for MemoryBackend {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn review_huge_ttl_does_not_panic() {
+        let b = MemoryBackend::new(1 << 20);
+        assert!(b.try_lease("k", b"L", u64::MAX).await.unwrap());
+        assert!(b.fill("k", b"L", b"V", u64::MAX).await.unwrap());
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"V"[..]));
+    }
+
+    /// SET NX on a key whose entry has expired must succeed, as on Redis.
+    #[tokio::test]
+    async fn review_lease_over_expired_entry() {
+        let b = MemoryBackend::new(1 << 20);
+        assert!(b.try_lease("k", b"L1", 5).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(b.try_lease("k", b"L2", 1000).await.unwrap());
+        assert!(
+            !b.fill("k", b"L1", b"V", 1000).await.unwrap(),
+            "old lease must not fill"
+        );
+        assert!(b.fill("k", b"L2", b"V", 1000).await.unwrap());
+    }
+}

@@ -1,6 +1,6 @@
-//! Storage backends. Every operation touches exactly one key (except `delete`, which is a
-//! plain multi-key `UNLINK` that is split per key on a cluster), so the lease protocol works
-//! the same on one Redis, a Redis Cluster and the in-process memory store.
+//! Storage backends. Every operation of the lease protocol touches exactly one key, so it
+//! works the same on one Redis and the in-process memory store (and needs no multi-key
+//! command on a Redis Cluster). `delete` is one multi-key `UNLINK` on a single server.
 
 use std::future::Future;
 use std::ops::Deref;

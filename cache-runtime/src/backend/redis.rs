@@ -147,11 +147,14 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> BackendResult<Option<Raw>> {
-        let v: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(v.map(Raw::Owned))
+        self.timed(async {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await?;
+            Ok(v.map(Raw::Owned))
+        })
+        .await
     }
 
     async fn try_lease(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {

@@ -1,0 +1,154 @@
+//! Review: stampede coalescing when the leader's result is not stored, generic instantiations
+//! sharing one entry, and foreign Redis data tripping the breaker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached};
+use cache_tests::{Backend, TestEnv, backend_tests, guard};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const CALLERS: usize = 20;
+
+#[cached(key = "rv:neg0:{id}", ttl = 60, negative_ttl = 0, cache = cache)]
+async fn uncached_none(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<String> {
+    loads.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = id;
+    None
+}
+
+/// `negative_ttl = 0`: `None` is not cached, but 20 callers arriving together should still
+/// share one load (single flight), not run the loader one after another.
+async fn review_uncached_none_stampede_loads_once(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CALLERS {
+        let (cache, loads) = (env.cache.clone(), loads.clone());
+        tasks.push(tokio::spawn(async move {
+            uncached_none(&cache, 1, &loads).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    for t in tasks {
+        assert_eq!(guard("caller", t).await.unwrap(), None);
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "{CALLERS} concurrent callers ran the loader {} times (took {:?})",
+        loads.load(SeqCst),
+        started.elapsed()
+    );
+}
+
+#[cached(key = "rv:big:{id}", ttl = 60, cache = cache)]
+async fn oversized(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
+    loads.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    "x".repeat(10_000 + id as usize)
+}
+
+/// A value over `max_value_bytes` is not cached; concurrent callers should still share one load.
+async fn review_oversized_stampede_loads_once(env: TestEnv) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CALLERS {
+        let (cache, loads) = (env.cache.clone(), loads.clone());
+        tasks.push(tokio::spawn(async move {
+            oversized(&cache, 1, &loads).await.len()
+        }));
+    }
+    let started = std::time::Instant::now();
+    for t in tasks {
+        assert_eq!(guard("caller", t).await.unwrap(), 10_001);
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "{CALLERS} concurrent callers ran the loader {} times (took {:?})",
+        loads.load(SeqCst),
+        started.elapsed()
+    );
+}
+
+trait Width: Serialize + DeserializeOwned + Send + 'static {
+    fn make() -> Self;
+}
+impl Width for u64 {
+    fn make() -> Self {
+        64
+    }
+}
+impl Width for u16 {
+    fn make() -> Self {
+        16
+    }
+}
+
+#[cached(key = "rv:gen:{id}", ttl = 60, cache = cache)]
+async fn generic_out<T: Width>(cache: &Cache, id: u64) -> T {
+    let _ = id;
+    T::make()
+}
+
+/// Two instantiations of a generic fn with the same arguments must not serve each other's
+/// values.
+async fn review_generic_instantiations_do_not_share_entries(env: TestEnv) {
+    assert_eq!(generic_out::<u64>(&env.cache, 1).await, 64);
+    assert_eq!(
+        generic_out::<u16>(&env.cache, 1).await,
+        16,
+        "generic_out::<u16> returned generic_out::<u64>'s cached value"
+    );
+}
+
+backend_tests!(with |b| b.max_value_bytes(1000);
+    review_uncached_none_stampede_loads_once,
+    review_oversized_stampede_loads_once,
+    review_generic_instantiations_do_not_share_entries,
+);
+
+#[cached(key = "rv:wt:{id}", ttl = 60, name = "rv.wrongtype", cache = cache)]
+async fn plain(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[cached(key = "rv:ok:{id}", ttl = 60, name = "rv.ok", cache = cache)]
+async fn healthy(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+/// A key of another type (a list written by another app under our namespace) is foreign data:
+/// it should be a miss for that key, not a backend failure that opens the circuit for every
+/// function of the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_wrongtype_key_does_not_open_circuit() {
+    let env = TestEnv::new(Backend::Redis).await;
+    let server = env.server.as_ref().unwrap();
+    let client = server.client();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = env.cache.full_key("rv:wt:1");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(plain(&env.cache, 1).await, 1);
+    }
+    // Fill a healthy key, then read it: it should be a hit.
+    healthy(&env.cache, 2).await;
+    healthy(&env.cache, 2).await;
+    let s = env.cache.stats();
+    let ok = s.function("rv.ok");
+    let wt = s.function("rv.wrongtype");
+    assert_eq!(
+        (env.cache.breaker_state(), ok.hits, ok.backend_skipped),
+        (cache_runtime::BreakerState::Closed, 1, 0),
+        "one foreign key opened the circuit for the whole cache; wrongtype stats {wt:?}, healthy stats {ok:?}"
+    );
+}
