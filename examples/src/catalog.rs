@@ -102,11 +102,19 @@ const SEED: &[(&str, &[(&str, i64)])] = &[
     ),
     (
         "games",
-        &[("Chess set", 2500), ("Go board", 5900), ("Playing cards", 499)],
+        &[
+            ("Chess set", 2500),
+            ("Go board", 5900),
+            ("Playing cards", 499),
+        ],
     ),
     (
         "tools",
-        &[("Screwdriver", 899), ("Hammer", 1599), ("Tape measure", 1250)],
+        &[
+            ("Screwdriver", 899),
+            ("Hammer", 1599),
+            ("Tape measure", 1250),
+        ],
     ),
     ("garden", &[]),
 ];
@@ -196,10 +204,11 @@ impl Catalog {
     )]
     pub async fn category_products(&self, name: &str) -> Result<Option<Vec<Product>>, sqlx::Error> {
         debug!(category = name, "db: select category products");
-        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM categories WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.db)
-            .await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM categories WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.db)
+                .await?;
         if exists.is_none() {
             return Ok(None);
         }

@@ -60,7 +60,11 @@ impl Service {
 
     async fn category(&self, name: &str) -> Vec<Product> {
         let (status, body) = self.get(&format!("/categories/{name}/products")).await;
-        assert_eq!(status, StatusCode::OK, "GET /categories/{name}/products: {body}");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "GET /categories/{name}/products: {body}"
+        );
         serde_json::from_value(body).expect("a product list")
     }
 
@@ -74,7 +78,10 @@ impl Service {
             .unwrap_or_else(|e| panic!("PUT /products/{id}/price: {e}"));
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The counters of one function from `GET /stats`.
@@ -138,7 +145,14 @@ async fn scenario(cache: Cache, backend: &str) {
 
     // Update the price: both keys are deleted after the write succeeded.
     let new_price = first.price_cents + 1000;
-    let (status, body) = svc.put_price(1, &serde_json::json!(PriceUpdate { price_cents: new_price })).await;
+    let (status, body) = svc
+        .put_price(
+            1,
+            &serde_json::json!(PriceUpdate {
+                price_cents: new_price
+            }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["price_cents"], new_price);
     let w = svc.counters(WRITE_PRICE_FN).await;
@@ -180,11 +194,17 @@ async fn scenario(cache: Cache, backend: &str) {
     assert_eq!(svc.counters(PRODUCT_FN).await, c(2, 1, 4, 4));
 
     // Rejected writes change nothing and invalidate nothing.
-    let (status, _) = svc.put_price(9999, &serde_json::json!({ "price_cents": 1 })).await;
+    let (status, _) = svc
+        .put_price(9999, &serde_json::json!({ "price_cents": 1 }))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = svc.put_price(1, &serde_json::json!({ "price_cents": -5 })).await;
+    let (status, _) = svc
+        .put_price(1, &serde_json::json!({ "price_cents": -5 }))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = svc.put_price(1, &serde_json::json!({ "price": "free" })).await;
+    let (status, _) = svc
+        .put_price(1, &serde_json::json!({ "price": "free" }))
+        .await;
     assert!(status.is_client_error(), "{status}");
     assert_eq!(svc.counters(WRITE_PRICE_FN).await.invalidations, 2);
     assert_eq!(svc.product(1).await.price_cents, new_price);

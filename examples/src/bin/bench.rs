@@ -125,7 +125,7 @@ fn sample_item(id: u64) -> Item {
             depth_mm: 30,
             weight_g: 310,
         },
-        in_stock: id % 5 != 0,
+        in_stock: !id.is_multiple_of(5),
         rating: 4.6,
         review_count: 1287,
     }
@@ -499,6 +499,60 @@ struct Acc {
     per_round: Vec<f64>,
 }
 
+/// What one variant did in an interleaved sequential slice.
+struct SeqPart {
+    hist: Hist,
+    ops: u64,
+    errors: u64,
+    /// Sum of this variant's call durations: its share of the slice.
+    busy: Duration,
+}
+
+/// The sequential (1-task) cases of one group, interleaved call by call: ONE task calls
+/// the variants in turn (`order`), each call timed and attributed to its variant.
+///
+/// Why not one variant per slice: with a single task, a round trip costs ~10 µs or ~70 µs
+/// depending on whether the worker thread (and its vCPU) went idle while Redis answered, and
+/// which mode a slice lands in is chance that sticks for the whole slice. Calling the
+/// variants alternately puts them all under the same conditions.
+async fn run_sequential(order: Vec<Variant>, slice: Duration, round: usize) -> Vec<SeqPart> {
+    tokio::spawn(async move {
+        let mut parts: Vec<SeqPart> = order
+            .iter()
+            .map(|_| SeqPart {
+                hist: Hist::new(),
+                ops: 0,
+                errors: 0,
+                busy: Duration::ZERO,
+            })
+            .collect();
+        let deadline = Instant::now() + slice;
+        let mut id = round as u64 % KEYS;
+        let mut t0 = Instant::now();
+        while t0 < deadline {
+            for (i, &v) in order.iter().enumerate() {
+                let r = call(v, id).await;
+                let t1 = Instant::now();
+                let p = &mut parts[i];
+                match r {
+                    Ok(item) => {
+                        std::hint::black_box(item);
+                    }
+                    Err(_) => p.errors += 1,
+                }
+                p.hist.record((t1 - t0).as_nanos() as u64);
+                p.ops += 1;
+                p.busy += t1 - t0;
+                t0 = t1;
+            }
+            id = (id + 1) % KEYS;
+        }
+        parts
+    })
+    .await
+    .expect("bench task panicked")
+}
+
 /// Runs `case` for `slice`: `tasks` tasks, each calling in a loop over the hot keys.
 async fn run_slice(case: Case, slice: Duration, round: usize) -> (Hist, u64, u64, Duration) {
     let start = Instant::now();
@@ -597,6 +651,9 @@ struct Meta {
     tasks: usize,
     hot_keys: u64,
     cpus: usize,
+    /// `/proc/loadavg` (1 min) before and after the run: other work on the machine.
+    load_average_before: Option<f64>,
+    load_average_after: Option<f64>,
     redis: String,
     redis_version: String,
     value_bytes_json: usize,
@@ -649,6 +706,9 @@ struct Ratio {
     time_ratio_median_round: f64,
     /// Time per op of the first minus the second, in ns (from the totals).
     ns_per_op_difference: f64,
+    /// p50 latency of the first over the second: the centre of the distributions, which a
+    /// busy machine's scheduling delays (the long tail of the 1-task cases) barely move.
+    p50_ratio: f64,
     target: Option<String>,
     met: Option<bool>,
 }
@@ -698,6 +758,7 @@ fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Option<
         .collect();
     let time_ratio_median_round = median(rounds);
     let ns_per_op_difference = 1e9 / tput(x) - 1e9 / tput(y);
+    let p50_ratio = x.hist.quantile(0.5) as f64 / y.hist.quantile(0.5).max(1) as f64;
     let what = format!(
         "{} {} vs {} {}, {} task{}",
         a.variant.backend(),
@@ -719,6 +780,7 @@ fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Option<
         time_ratio,
         time_ratio_median_round,
         ns_per_op_difference,
+        p50_ratio,
         target,
         met,
     })
@@ -743,6 +805,12 @@ fn print_report(r: &Report) {
     println!(
         "{} mode: {} rounds x {} ms per case, {} hot keys, {} cpus, redis {} at {}",
         m.mode, m.rounds, m.slice_ms, m.hot_keys, m.cpus, m.redis_version, m.redis
+    );
+    let fmt_load = |l: Option<f64>| l.map_or("?".to_owned(), |l| format!("{l:.2}"));
+    println!(
+        "load average before/after: {} / {}",
+        fmt_load(m.load_average_before),
+        fmt_load(m.load_average_after)
     );
     println!();
     println!(
@@ -799,8 +867,13 @@ fn print_report(r: &Report) {
             _ => String::new(),
         };
         println!(
-            "  {:<64} {:>6.3}x  (totals {:>6.3}x, {:>+7.0} ns/op){}",
-            q.what, q.time_ratio_median_round, q.time_ratio, q.ns_per_op_difference, verdict
+            "  {:<64} {:>6.3}x  (totals {:>6.3}x, {:>+7.0} ns/op, p50 {:>5.3}x){}",
+            q.what,
+            q.time_ratio_median_round,
+            q.time_ratio,
+            q.ns_per_op_difference,
+            q.p50_ratio,
+            verdict
         );
     }
     println!();
@@ -850,7 +923,7 @@ fn svg_chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
                 let label = if ns {
                     format!("{v:.0} ns")
                 } else {
-                    format!("{:.0}k/s", v / 1e3)
+                    format!("{:.1}k/s", v / 1e3)
                 };
                 (h.case.clone(), v, color(h.implementation), label)
             })
@@ -946,7 +1019,10 @@ fn svg_chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
             let i = row(i);
             let mut rect = Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (b.1, SegmentValue::Exact(i + 1))],
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (b.1, SegmentValue::Exact(i + 1)),
+                ],
                 b.2.filled(),
             );
             rect.set_margin(5, 5, 0, 0);
@@ -986,10 +1062,19 @@ fn start_redis() -> Result<(RedisProcess, String), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("cache-bench-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -1060,6 +1145,16 @@ async fn cleanup(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResu
         }
         cursor = next;
     }
+}
+
+/// The 1-minute load average (Linux), if readable.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1145,6 +1240,15 @@ fn main() {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
+    let load_before = load_average();
+    if let Some(l) = load_before
+        && l > 0.5
+    {
+        eprintln!(
+            "bench: warning: load average {l:.2} before the run: other work on this machine \
+             makes the 1-task figures noisy (their tails are scheduling delays)"
+        );
+    }
     let (rounds, slice_ms, stampede_rounds) = if args.quick {
         (3, 60, 3)
     } else {
@@ -1218,13 +1322,26 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let future_bytes = vec![
-        ("#[cached] fn".to_owned(), std::mem::size_of_val(&ours_redis_msgpack(0))),
-        ("hand-written".to_owned(), std::mem::size_of_val(&ctx().hand_msgpack.get(0))),
-        ("cached 4.x fn".to_owned(), std::mem::size_of_val(&cached_crate_item(0))),
+        (
+            "#[cached] fn".to_owned(),
+            std::mem::size_of_val(&ours_redis_msgpack(0)),
+        ),
+        (
+            "hand-written".to_owned(),
+            std::mem::size_of_val(&ctx().hand_msgpack.get(0)),
+        ),
+        (
+            "cached 4.x fn".to_owned(),
+            std::mem::size_of_val(&cached_crate_item(0)),
+        ),
     ];
 
     // Fill every hot key of every variant and check each returns the right value.
-    let all: Vec<Variant> = Variant::REDIS.iter().chain(&Variant::MEMORY).copied().collect();
+    let all: Vec<Variant> = Variant::REDIS
+        .iter()
+        .chain(&Variant::MEMORY)
+        .copied()
+        .collect();
     for &v in &all {
         for id in 0..KEYS {
             let got = call(v, id).await?;
@@ -1271,18 +1388,42 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let loads_before: Vec<u64> = all.iter().map(|&v| loads(v)).collect();
     // Cases that are compared with each other (same backend, same concurrency) run next to
     // each other; the order of the groups and inside each group changes every round.
-    let groups: Vec<Vec<usize>> = [("redis", 1), ("redis", TASKS), ("memory", 1), ("memory", TASKS)]
-        .iter()
-        .map(|&(backend, tasks)| {
-            (0..accs.len())
-                .filter(|&i| accs[i].case.variant.backend() == backend && accs[i].case.tasks == tasks)
-                .collect()
-        })
-        .collect();
+    let groups: Vec<Vec<usize>> = [
+        ("redis", 1),
+        ("redis", TASKS),
+        ("memory", 1),
+        ("memory", TASKS),
+    ]
+    .iter()
+    .map(|&(backend, tasks)| {
+        (0..accs.len())
+            .filter(|&i| accs[i].case.variant.backend() == backend && accs[i].case.tasks == tasks)
+            .collect()
+    })
+    .collect();
     for round in 0..rounds {
         for g in 0..groups.len() {
             let group = &groups[(g + round) % groups.len()];
             let n = group.len();
+            if n > 0 && accs[group[0]].case.tasks == 1 {
+                // Sequential cases: one task, the variants interleaved call by call, in an
+                // order that changes every round.
+                let mut idx: Vec<usize> = (0..n).map(|k| group[(k + round / 2) % n]).collect();
+                if round % 2 == 1 {
+                    idx.reverse();
+                }
+                let order = idx.iter().map(|&i| accs[i].case.variant).collect();
+                let parts = run_sequential(order, slice * n as u32, round).await;
+                for (&i, p) in idx.iter().zip(parts) {
+                    let acc = &mut accs[i];
+                    acc.hist.merge(&p.hist);
+                    acc.ops += p.ops;
+                    acc.errors += p.errors;
+                    acc.elapsed += p.busy;
+                    acc.per_round.push(p.ops as f64 / p.busy.as_secs_f64());
+                }
+                continue;
+            }
             for k in 0..n {
                 let k = if round % 2 == 0 { k } else { n - 1 - k };
                 let acc = &mut accs[group[(k + round / 2) % n]];
@@ -1360,15 +1501,45 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut ratios: Vec<Option<Ratio>> = Vec::new();
     for tasks in [1, TASKS] {
         let t = Some((1.05, "<= 1.05x"));
-        ratios.push(ratio(&accs, c(RedisOursJson, tasks), c(RedisHandJson, tasks), t));
-        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisHandMsgpack, tasks), t));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursJson, tasks),
+            c(RedisHandJson, tasks),
+            t,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursMsgpack, tasks),
+            c(RedisHandMsgpack, tasks),
+            t,
+        ));
         let t = (tasks == TASKS).then_some((1.0, "<= 1.00x"));
-        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisCachedCrate, tasks), t));
-        ratios.push(ratio(&accs, c(RedisOursMsgpack, tasks), c(RedisOursJson, tasks), None));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursMsgpack, tasks),
+            c(RedisCachedCrate, tasks),
+            t,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursMsgpack, tasks),
+            c(RedisOursJson, tasks),
+            None,
+        ));
     }
     for tasks in [1, TASKS] {
-        ratios.push(ratio(&accs, c(MemOursJson, tasks), c(MemHandJson, tasks), None));
-        ratios.push(ratio(&accs, c(MemOursMsgpack, tasks), c(MemHandMsgpack, tasks), None));
+        ratios.push(ratio(
+            &accs,
+            c(MemOursJson, tasks),
+            c(MemHandJson, tasks),
+            None,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(MemOursMsgpack, tasks),
+            c(MemHandMsgpack, tasks),
+            None,
+        ));
     }
 
     let ratios: Vec<Ratio> = ratios.into_iter().flatten().collect();
@@ -1386,6 +1557,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             tasks: TASKS,
             hot_keys: KEYS,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_average_before: load_before,
+            load_average_after: load_average(),
             redis: if own_server {
                 "private redis-server started by the bench".into()
             } else {
@@ -1422,4 +1595,45 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_within_one_percent() {
+        for ns in (0..200_000u64).step_by(7).chain([u64::MAX / 3, 1 << 40]) {
+            let v = Hist::value(Hist::bucket(ns));
+            let err = v.abs_diff(ns) as f64 / ns.max(1) as f64;
+            assert!(err <= 0.01, "{ns} -> {v}");
+        }
+        assert!(Hist::bucket(u64::MAX) < BUCKETS);
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Hist::new();
+        for ns in 1..=1000 {
+            h.record(ns * 1000);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.01, "{p50}");
+        assert!((p99 - 990_000.0).abs() / 990_000.0 < 0.01, "{p99}");
+        assert_eq!(Hist::new().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn sample_value_is_about_one_kilobyte() {
+        let n = serde_json::to_vec(&sample_item(42)).unwrap().len();
+        assert!((900..=1200).contains(&n), "{n}");
+    }
 }

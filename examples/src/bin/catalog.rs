@@ -25,14 +25,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse().map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
         Err(_) => 3000,
     };
     let cache = match std::env::var("REDIS_URL") {
-        Ok(url) => Cache::builder().redis(url).namespace("catalog").build().await?,
-        Err(_) => Cache::builder().memory().namespace("catalog").build().await?,
+        Ok(url) => {
+            Cache::builder()
+                .redis(url)
+                .namespace("catalog")
+                .build()
+                .await?
+        }
+        Err(_) => {
+            Cache::builder()
+                .memory()
+                .namespace("catalog")
+                .build()
+                .await?
+        }
     };
-    info!(backend = cache.backend_kind(), namespace = cache.namespace(), "cache ready");
+    info!(
+        backend = cache.backend_kind(),
+        namespace = cache.namespace(),
+        "cache ready"
+    );
 
     let router = examples::catalog::router(cache).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

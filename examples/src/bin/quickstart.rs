@@ -33,7 +33,13 @@ impl std::fmt::Display for DbError {
 impl std::error::Error for DbError {}
 
 /// A slow "database" lookup: users 1..=100 exist.
-#[cached(key = "user:{id}", ttl = 300, jitter = 30, negative_ttl = 60, name = "get_user")]
+#[cached(
+    key = "user:{id}",
+    ttl = 300,
+    jitter = 30,
+    negative_ttl = 60,
+    name = "get_user"
+)]
 async fn get_user(id: u64) -> Result<Option<User>, DbError> {
     DB_QUERIES.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -68,17 +74,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ns = format!("quickstart:{}", std::process::id());
             Cache::builder().redis(url).namespace(ns).build().await?
         }
-        Err(_) => Cache::builder().memory().namespace("quickstart").build().await?,
+        Err(_) => {
+            Cache::builder()
+                .memory()
+                .namespace("quickstart")
+                .build()
+                .await?
+        }
     };
-    println!("backend: {} (namespace {})", cache.backend_kind(), cache.namespace());
+    println!(
+        "backend: {} (namespace {})",
+        cache.backend_kind(),
+        cache.namespace()
+    );
     cache_runtime::install(cache.clone())?;
 
     let t = Instant::now();
     let u = get_user(7).await?;
-    println!("1. first call  get_user(7) -> {u:?} in {:?} (miss: loaded, db queries = {})", t.elapsed(), queries());
+    println!(
+        "1. first call  get_user(7) -> {u:?} in {:?} (miss: loaded, db queries = {})",
+        t.elapsed(),
+        queries()
+    );
     let t = Instant::now();
     let u = get_user(7).await?;
-    println!("2. second call get_user(7) -> {u:?} in {:?} (hit: db queries still {})", t.elapsed(), queries());
+    println!(
+        "2. second call get_user(7) -> {u:?} in {:?} (hit: db queries still {})",
+        t.elapsed(),
+        queries()
+    );
 
     let before = queries();
     let t = Instant::now();
