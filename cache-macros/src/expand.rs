@@ -398,6 +398,7 @@ fn expand_cached(
                 jitter_secs: #jitter,
                 negative_ttl_secs: #negative_ttl,
                 lock_ms: #lock_ms,
+                slot: #krate::__private::CounterSlot::new(),
             };
             let __cache_key: ::std::string::String = #key;
             #handle_init

@@ -205,7 +205,7 @@ impl KeyBuf {
     /// An empty buffer.
     #[inline]
     pub fn new() -> Self {
-        KeyBuf(String::with_capacity(48))
+        KeyBuf(String::with_capacity(96))
     }
 
     /// Appends literal template text.

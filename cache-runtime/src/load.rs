@@ -167,22 +167,51 @@ where
     Fut: Future<Output = R>,
 {
     let inner = &*cache.inner;
-    let c = inner.stats.counters(spec.name);
-    let full = cache.full_key(&key);
-    drop(key);
+    // `<namespace>:<key>` in the key's own buffer (the macro gives it spare capacity).
+    let mut full = key;
+    full.insert(0, ':');
+    full.insert_str(0, &inner.namespace);
 
-    match inner.store.get(&full).await {
-        Ok(Some(raw)) => match classify::<S, R>(&raw) {
+    // The hit path: one GET, one decode, one counter.
+    let got = inner.store.get(&full).await;
+    let unusable_why = match &got {
+        Ok(Some(raw)) => match classify::<S, R>(raw) {
             Found::Value(r) => {
-                Counters::bump(&c.hits);
+                Counters::bump(&inner.stats.for_spec(spec).hits);
                 return r;
             }
             Found::Negative(r) => {
-                Counters::bump(&c.negative_hits);
+                Counters::bump(&inner.stats.for_spec(spec).negative_hits);
                 return r;
             }
-            Found::Lease => {}
-            Found::Unusable(why) => {
+            Found::Lease => None,
+            Found::Unusable(why) => Some(why),
+        },
+        _ => None,
+    };
+    // Everything else is boxed: its state (lease, polling, fill, single flight) is much
+    // larger than the hit path's and would otherwise make every call's future that large.
+    Box::pin(miss::<S, R, Fut>(cache, spec, full, got, unusable_why, fut)).await
+}
+
+/// After a `GET` that gave no usable entry.
+async fn miss<S, R, Fut>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    full: String,
+    got: Result<Option<crate::backend::Raw>, Fault>,
+    unusable_why: Option<&'static str>,
+    fut: Fut,
+) -> R
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    let inner = &*cache.inner;
+    let c = inner.stats.counters(spec.name);
+    match got {
+        Ok(Some(raw)) => {
+            if let Some(why) = unusable_why {
                 unusable(&c, spec, why);
                 // Remove exactly these bytes so the lease can be taken; a newer write stays.
                 if let Err(f) = inner.store.release(&full, &raw).await {
@@ -190,7 +219,7 @@ where
                     return run_loader::<S, R>(&c, fut).await;
                 }
             }
-        },
+        }
         Ok(None) => {}
         Err(f) => {
             fault(&c, spec.name, &f);

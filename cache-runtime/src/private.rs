@@ -1,7 +1,9 @@
 //! What the `#[cached]` / `#[invalidates]` expansions call. Not a stable API.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::stats::Counters;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +27,35 @@ pub struct FnSpec {
     pub negative_ttl_secs: Option<u64>,
     /// Lease length; `None` = the cache's default.
     pub lock_ms: Option<u64>,
+    /// This function's counters in the first cache it ran against (lock-free hit path).
+    pub slot: CounterSlot,
+}
+
+/// Remembers one cache's counters for a function, so that the hit path finds them without a
+/// lock or a hash lookup.
+#[derive(Debug)]
+pub struct CounterSlot(OnceLock<(u64, Arc<Counters>)>);
+
+impl CounterSlot {
+    /// An empty slot.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        CounterSlot(OnceLock::new())
+    }
+
+    /// The counters of the registry `id`, if this slot holds them.
+    #[inline]
+    pub(crate) fn get(&self, id: u64) -> Option<&Counters> {
+        match self.0.get() {
+            Some((slot_id, c)) if *slot_id == id => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Keeps `counters` of registry `id` if the slot is still empty.
+    pub(crate) fn fill(&self, id: u64, counters: &Arc<Counters>) {
+        let _ = self.0.set((id, counters.clone()));
+    }
 }
 
 /// Static description of one `#[invalidates]` function.
@@ -244,7 +275,7 @@ pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[St
 struct PendingInvalidation<'a> {
     cache: &'a Cache,
     /// `Some` until the delete answered.
-    counters: Option<Arc<crate::stats::Counters>>,
+    counters: Option<Arc<Counters>>,
     keys: Vec<String>,
 }
 

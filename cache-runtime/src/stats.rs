@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
+use crate::private::FnSpec;
+
 /// Defines [`FnStats`] (a snapshot) and `Counters` (live atomics) from one field list.
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $field:ident,)*) => {
@@ -97,6 +99,25 @@ impl Stats {
     }
 }
 
+/// Counters found by [`Registry::for_spec`].
+pub(crate) enum CountersRef {
+    /// Held by a function's static slot.
+    Static(&'static Counters),
+    /// From the registry.
+    Shared(Arc<Counters>),
+}
+
+impl std::ops::Deref for CountersRef {
+    type Target = Counters;
+    #[inline]
+    fn deref(&self) -> &Counters {
+        match self {
+            CountersRef::Static(c) => c,
+            CountersRef::Shared(c) => c,
+        }
+    }
+}
+
 impl Counters {
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
@@ -109,12 +130,36 @@ impl Counters {
 }
 
 /// Counters by function name. Bounded by the number of annotated functions in the program.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
+    /// Unique per registry (per cache), for [`CounterSlot`].
+    id: u64,
     by_name: RwLock<HashMap<&'static str, Arc<Counters>>>,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Registry {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            by_name: RwLock::default(),
+        }
+    }
+}
+
 impl Registry {
+    /// The counters of `spec`'s function: lock-free when the function's slot belongs to this
+    /// registry (the common case of one cache per function).
+    #[inline]
+    pub(crate) fn for_spec(&self, spec: &'static FnSpec) -> CountersRef {
+        if let Some(c) = spec.slot.get(self.id) {
+            return CountersRef::Static(c);
+        }
+        let c = self.counters(spec.name);
+        spec.slot.fill(self.id, &c);
+        CountersRef::Shared(c)
+    }
+
     pub(crate) fn counters(&self, name: &'static str) -> Arc<Counters> {
         if let Ok(map) = self.by_name.read()
             && let Some(c) = map.get(name)

@@ -40,8 +40,10 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     /// `host:port` of the server, for `Debug` (never the password).
     addr: Arc<str>,
-    /// Upper bound of one operation, connecting included.
+    /// Upper bound of one operation.
     timeout: Duration,
+    /// Upper bound of the start-up check (connecting plus one command).
+    ping_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -101,7 +103,9 @@ impl RedisBackend {
         };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(opts.command_timeout))
+            // Each operation is bounded by `timed` (connecting included); a second timer
+            // per command in the connection would only cost time on the hit path.
+            .set_response_timeout(None)
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -113,24 +117,32 @@ impl RedisBackend {
                 release: Script::new(RELEASE),
             }),
             addr,
-            timeout: opts.command_timeout + opts.connect_timeout,
+            timeout: opts.command_timeout,
+            ping_timeout: opts.command_timeout + opts.connect_timeout,
         })
     }
 
     /// `PING`: connects if needed and checks the server answers.
     pub async fn ping(&self) -> BackendResult<()> {
-        self.timed(async {
+        let ping = async {
             let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
             Ok(())
-        })
-        .await
+        };
+        match tokio::time::timeout(self.ping_timeout, ping).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                "Redis did not answer in time",
+            )),
+        }
     }
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
-    /// Bounds one operation (connecting included) in time.
+    /// Bounds one operation in time (`command_timeout`; a connection being re-established
+    /// meanwhile goes on in the background).
     async fn timed<T>(
         &self,
         op: impl std::future::Future<Output = BackendResult<T>>,
