@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{Backend, TestEnv, guard};
+use cache_tests::{Backend, TestEnv, eventually, guard};
 
 #[cached(key = "o:{id}", ttl = 300, name = "outage.get", cache = cache)]
 async fn get(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
@@ -87,6 +87,19 @@ async fn redis_paused_calls_fall_back_to_loader() {
     }
     assert!(env.cache.stats().function("outage.get").backend_errors > 0);
     env.server().cont();
+
+    // SIGCONT: the same Cache recovers by itself (breaker probe), and hits resume.
+    let cache = env.cache.clone();
+    let loads_ref = &loads;
+    eventually("hits resume after SIGCONT", Duration::from_secs(15), || {
+        let cache = cache.clone();
+        async move {
+            let before = cache.stats().function("outage.get").hits;
+            assert_eq!(get(&cache, 1, loads_ref).await, "db-1");
+            cache.stats().function("outage.get").hits > before
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
