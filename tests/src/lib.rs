@@ -134,28 +134,7 @@ impl RedisServer {
     /// Picking a free port is inherently racy (the port is released before redis binds it), so a
     /// server that fails to start is retried on a fresh port a few times.
     pub fn try_start() -> Result<RedisServer, StartError> {
-        let dir = make_temp_dir()?;
-        let mut last = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            match spawn_ready(&dir, port) {
-                Ok(child) => {
-                    return Ok(RedisServer {
-                        child: Some(child),
-                        port,
-                        dir,
-                        stopped: false,
-                    });
-                }
-                Err(e @ StartError::Missing { .. }) => {
-                    let _ = fs::remove_dir_all(&dir);
-                    return Err(e);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        Err(last.expect("at least one attempt"))
+        Self::try_start_with(ServerSpec::default())
     }
 
     /// The TCP port the server listens on.
@@ -218,7 +197,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_ready(&self.dir, self.port) {
+            match spawn_custom(&self.dir, self.port, &ServerSpec::default()) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -277,68 +256,6 @@ fn make_temp_dir() -> io::Result<PathBuf> {
 
 fn redis_binary() -> String {
     std::env::var(REDIS_SERVER_ENV).unwrap_or_else(|_| "redis-server".to_owned())
-}
-
-/// Spawns `redis-server` on `port` with its output in `dir/redis-<port>.log` and waits until it
-/// answers `PING`. On failure the process is killed and its log returned in the error.
-fn spawn_ready(dir: &Path, port: u16) -> Result<Child, StartError> {
-    let binary = redis_binary();
-    let log_path = dir.join(format!("redis-{port}.log"));
-    let log = fs::File::create(&log_path)?;
-    let mut child = Command::new(&binary)
-        .args(["--port", &port.to_string()])
-        .args(["--bind", "127.0.0.1"])
-        .args(["--save", ""])
-        .args(["--appendonly", "no"])
-        .args(["--protected-mode", "yes"])
-        .args(["--daemonize", "no"])
-        .args(["--logfile", ""])
-        .arg("--dir")
-        .arg(dir)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .map_err(|source| StartError::Missing {
-            binary: binary.clone(),
-            source,
-        })?;
-
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let reason = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break format!("process exited with {status}"),
-            Ok(None) => {}
-            Err(e) => break format!("could not poll the process: {e}"),
-        }
-        if ping(port) {
-            return Ok(child);
-        }
-        if Instant::now() >= deadline {
-            break format!("no PONG within {READY_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = fs::read_to_string(&log_path).unwrap_or_default();
-    Err(StartError::NotReady { port, reason, log })
-}
-
-/// Connects to 127.0.0.1:`port`, sends `PING` and expects `+PONG`.
-fn ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// A raw redis-rs connection, for reading and writing keys behind the cache's back.
@@ -602,19 +519,10 @@ impl RedisServer {
     /// # Panics
     /// If the server does not come up on that port.
     pub fn start_on_port(port: u16) -> RedisServer {
-        let dir = scratch_dir();
-        match spawn_ready(&dir, port) {
-            Ok(child) => RedisServer {
-                child: Some(child),
-                port,
-                dir,
-                stopped: false,
-            },
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                panic!("{e}")
-            }
-        }
+        Self::start_with(ServerSpec {
+            port: Some(port),
+            ..ServerSpec::default()
+        })
     }
 
     /// Starts a server described by `spec` and waits until it is ready: it answers `PING` with
