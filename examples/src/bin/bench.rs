@@ -265,21 +265,12 @@ impl Hand {
             .query_async::<Option<Vec<u8>>>(&mut conn)
             .await
         {
-            let decoded = if self.msgpack {
-                rmp_serde::from_slice::<Item>(&bytes).ok()
-            } else {
-                serde_json::from_slice::<Item>(&bytes).ok()
-            };
-            if let Some(item) = decoded {
+            if let Some(item) = decode_item(self.msgpack, &bytes) {
                 return Ok(item);
             }
         }
         let item = load(self.variant, id).await?;
-        let bytes = if self.msgpack {
-            rmp_serde::to_vec_named(&item).map_err(|e| BenchError(e.to_string()))?
-        } else {
-            serde_json::to_vec(&item).map_err(|e| BenchError(e.to_string()))?
-        };
+        let bytes = encode_item(self.msgpack, &item)?;
         let _: Result<(), _> = redis::cmd("SET")
             .arg(&key)
             .arg(bytes)
@@ -288,6 +279,25 @@ impl Hand {
             .query_async(&mut conn)
             .await;
         Ok(item)
+    }
+}
+
+/// Decodes a hand-written entry with the variant's codec (`None` for bad bytes: a miss).
+fn decode_item(msgpack: bool, bytes: &[u8]) -> Option<Item> {
+    if msgpack {
+        rmp_serde::from_slice(bytes).ok()
+    } else {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Encodes a hand-written entry with the variant's codec (MessagePack with field names, as
+/// `Codec::MessagePack` writes).
+fn encode_item(msgpack: bool, item: &Item) -> Result<Vec<u8>, BenchError> {
+    if msgpack {
+        rmp_serde::to_vec_named(item).map_err(|e| BenchError(e.to_string()))
+    } else {
+        serde_json::to_vec(item).map_err(|e| BenchError(e.to_string()))
     }
 }
 
@@ -316,21 +326,12 @@ impl HandMemory {
     async fn get(&self, id: u64) -> Result<Item, BenchError> {
         let key = format!("item:{id}");
         if let Some(bytes) = self.map.get(&key) {
-            let decoded = if self.msgpack {
-                rmp_serde::from_slice::<Item>(&bytes).ok()
-            } else {
-                serde_json::from_slice::<Item>(&bytes).ok()
-            };
-            if let Some(item) = decoded {
+            if let Some(item) = decode_item(self.msgpack, &bytes) {
                 return Ok(item);
             }
         }
         let item = load(self.variant, id).await?;
-        let bytes = if self.msgpack {
-            rmp_serde::to_vec_named(&item).map_err(|e| BenchError(e.to_string()))?
-        } else {
-            serde_json::to_vec(&item).map_err(|e| BenchError(e.to_string()))?
-        };
+        let bytes = encode_item(self.msgpack, &item)?;
         self.map.insert(key, Arc::from(bytes));
         Ok(item)
     }
