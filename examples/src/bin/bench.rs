@@ -264,10 +264,9 @@ impl Hand {
             .arg(&key)
             .query_async::<Option<Vec<u8>>>(&mut conn)
             .await
+            && let Some(item) = decode_item(self.msgpack, &bytes)
         {
-            if let Some(item) = decode_item(self.msgpack, &bytes) {
-                return Ok(item);
-            }
+            return Ok(item);
         }
         let item = load(self.variant, id).await?;
         let bytes = encode_item(self.msgpack, &item)?;
@@ -325,10 +324,10 @@ impl HandMemory {
 
     async fn get(&self, id: u64) -> Result<Item, BenchError> {
         let key = format!("item:{id}");
-        if let Some(bytes) = self.map.get(&key) {
-            if let Some(item) = decode_item(self.msgpack, &bytes) {
-                return Ok(item);
-            }
+        if let Some(bytes) = self.map.get(&key)
+            && let Some(item) = decode_item(self.msgpack, &bytes)
+        {
+            return Ok(item);
         }
         let item = load(self.variant, id).await?;
         let bytes = encode_item(self.msgpack, &item)?;
