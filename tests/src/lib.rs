@@ -9,6 +9,8 @@
 //!   `INCR`, ...).
 //! * [`TestEnv`] bundles a [`Cache`] with the server behind it (or none, for the in-memory
 //!   backend), and [`backend_tests!`] turns one scenario function into a test per backend.
+//! * [`Proxy`] is a loopback TCP proxy between a cache and its server that injects network faults
+//!   (a partition that swallows requests, or cut connections) while the server keeps its data.
 //! * [`guard`] and [`eventually`] are hang guards: they bound how long a test may wait for
 //!   something that must happen, without asserting anything about speed.
 //!
@@ -22,7 +24,8 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cache_runtime::{Cache, CacheBuilder};
@@ -667,5 +670,199 @@ impl Raw {
     /// On a Redis error.
     pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
         self.query(cmd).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network faults: a TCP proxy between the cache and its server.
+
+/// A loopback TCP proxy in front of a Redis server, for network faults that keep the server's
+/// data (a restarted server is empty, which would hide a lost write or invalidation).
+///
+/// Point the cache at [`Proxy::url`] instead of the server. A healthy proxy forwards both
+/// directions byte for byte (each connection gets its own upstream connection; an end of stream
+/// in one direction is passed on as a half-close). Two faults can be injected:
+///
+/// * [`Proxy::partition`]: bytes from clients towards the server are silently dropped, on open
+///   connections and on new ones (which are still accepted). Replies still flow back and no
+///   connection is closed, so a command sent meanwhile never reaches the server and its caller
+///   waits for a reply that never comes.
+/// * [`Proxy::cut`]: every open connection is closed (without forwarding anything more) and new
+///   connections are closed as soon as they are accepted, like an unreachable server.
+///
+/// [`Proxy::heal`] ends either fault. Dropping the proxy stops it and closes its connections.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let server = cache_tests::RedisServer::start();
+/// let proxy = cache_tests::Proxy::start(server.port()).await;
+/// let cache = cache_tests::Cache::builder()
+///     .redis(proxy.url())
+///     .build()
+///     .await
+///     .unwrap();
+/// proxy.partition(); // commands are lost on the way to the server
+/// proxy.heal(); // connections are reset, new ones work again
+/// # drop(cache);
+/// # }
+/// ```
+pub struct Proxy {
+    port: u16,
+    /// False while [`Proxy::cut`]: new connections are closed at once.
+    reachable: Arc<AtomicBool>,
+    /// True while [`Proxy::partition`]: client bytes are dropped.
+    blackhole: Arc<AtomicBool>,
+    /// Bumped to close every connection open at that moment.
+    reset: tokio::sync::watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("port", &self.port)
+            .field("reachable", &self.reachable.load(Ordering::SeqCst))
+            .field("partitioned", &self.blackhole.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Starts a healthy proxy on a free loopback port that forwards to `127.0.0.1:<upstream>`.
+    /// Needs a Tokio runtime (its tasks run there).
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let reachable = Arc::new(AtomicBool::new(true));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let (reset, _) = tokio::sync::watch::channel(0u64);
+        let accept = tokio::spawn({
+            let (reachable, blackhole, reset) =
+                (reachable.clone(), blackhole.clone(), reset.clone());
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    // Subscribe before looking at `reachable`: a `cut` that this connection
+                    // slips past still resets it.
+                    let reset_rx = reset.subscribe();
+                    if !reachable.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    tokio::spawn(proxy_connection(
+                        client,
+                        upstream,
+                        blackhole.clone(),
+                        reset_rx,
+                    ));
+                }
+            }
+        });
+        Proxy {
+            port,
+            reachable,
+            blackhole,
+            reset,
+            accept,
+        }
+    }
+
+    /// The port the proxy listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`, for `Cache::builder().redis(...)`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts a partition: from now on every byte a client sends is read and dropped (on open
+    /// and on new connections), while replies still flow back and no connection is closed.
+    /// Undo with [`Proxy::heal`].
+    pub fn partition(&self) {
+        self.blackhole.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the server unreachable: every open connection is closed (without forwarding
+    /// anything more) and new connections are closed as soon as they are accepted.
+    /// Undo with [`Proxy::heal`].
+    pub fn cut(&self) {
+        self.reachable.store(false, Ordering::SeqCst);
+        self.reset.send_modify(|n| *n += 1);
+    }
+
+    /// Ends a [`Proxy::partition`] or a [`Proxy::cut`]: every connection open at this moment is
+    /// closed (so no client keeps a stream that lost bytes) and new connections are forwarded
+    /// again.
+    pub fn heal(&self) {
+        self.reachable.store(true, Ordering::SeqCst);
+        self.blackhole.store(false, Ordering::SeqCst);
+        self.reset.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Stops accepting; the open connections see the reset channel close and end too.
+        self.accept.abort();
+    }
+}
+
+/// Forwards one proxied connection until either side closes both directions, an I/O error, or a
+/// reset (see [`Proxy::heal`]).
+async fn proxy_connection(
+    mut client: tokio::net::TcpStream,
+    upstream: u16,
+    blackhole: Arc<AtomicBool>,
+    mut reset: tokio::sync::watch::Receiver<u64>,
+) {
+    use tokio::io::AsyncWriteExt;
+
+    let Ok(mut server) = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)).await
+    else {
+        return; // dropping the client closes it
+    };
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut server_rx, mut server_tx) = server.split();
+    let up = forward_unless_partitioned(&mut client_rx, &mut server_tx, &blackhole);
+    let down = async {
+        tokio::io::copy(&mut server_rx, &mut client_tx).await?;
+        client_tx.shutdown().await
+    };
+    tokio::select! {
+        biased;
+        // Also ends when the proxy is dropped (the sender is gone).
+        _ = reset.changed() => {}
+        _ = async { tokio::try_join!(up, down) } => {}
+    }
+}
+
+/// Copies `from` to `to`, dropping what is read while `blackhole` is set; passes the end of
+/// stream on as a half-close.
+async fn forward_unless_partitioned(
+    from: &mut tokio::net::tcp::ReadHalf<'_>,
+    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    blackhole: &AtomicBool,
+) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        if blackhole.load(Ordering::SeqCst) {
+            continue; // lost in the partition
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }

@@ -8,18 +8,16 @@
 //! * `SIGSTOP`/`SIGCONT`: the `UNLINK` times out. Note that the timed-out command may still sit
 //!   in the paused server's socket buffer and run after `SIGCONT`, so this scenario checks the
 //!   queue's bookkeeping and the end state, not which attempt deleted the key.
-//! * A TCP proxy between the cache and the server that cuts every connection and drops new ones:
-//!   the `UNLINK` never reaches the server, the stale key is still there during the outage (raw
-//!   `GET` on the server), so only the retry queue can delete it.
+//! * A TCP proxy between the cache and the server that cuts every connection and drops new ones
+//!   ([`cache_tests::Proxy::cut`]): the `UNLINK` never reaches the server, the stale key is still
+//!   there during the outage (raw `GET` on the server), so only the retry queue can delete it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{Backend, TEST_NAMESPACE, TestEnv, eventually, guard};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use cache_tests::{Backend, Proxy, TEST_NAMESPACE, TestEnv, eventually, guard};
 
 const READ: &str = "iq.read";
 const WRITE: &str = "iq.write";
@@ -138,7 +136,7 @@ async fn invalidation_while_unreachable_is_delivered_only_by_the_retry_queue() {
     let raw = server.raw().await;
     let proxy = Proxy::start(server.port()).await;
     let cache = short_timeouts(Cache::builder())
-        .redis(format!("redis://127.0.0.1:{}/", proxy.port))
+        .redis(proxy.url())
         .namespace(TEST_NAMESPACE)
         .build()
         .await
@@ -151,7 +149,7 @@ async fn invalidation_while_unreachable_is_delivered_only_by_the_retry_queue() {
     let stale = raw.get(&key).await.expect("v1 is cached");
     raw.set(&all, b"another entry").await;
 
-    proxy.set_up(false);
+    proxy.cut();
     let result = guard(
         "a write with Redis unreachable",
         write2(&cache, 1, &db, "v2"),
@@ -177,7 +175,7 @@ async fn invalidation_while_unreachable_is_delivered_only_by_the_retry_queue() {
         "still queued during the outage: {waiting:?}"
     );
 
-    proxy.set_up(true);
+    proxy.heal();
     eventually(
         "the queued invalidation is delivered once Redis is reachable",
         BOUND,
@@ -307,64 +305,4 @@ async fn invalidation_queue_full_counts_failed_and_keeps_the_rest() {
         done.invalidations_failed, s.invalidations_failed,
         "{done:?}"
     );
-}
-
-/// A loopback TCP proxy to a Redis server that can be switched off: switching off cuts every
-/// open connection (without forwarding anything more) and makes new connections close at once,
-/// like an unreachable server whose data survives.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = watch::channel(0u64);
-        let (up2, cut2) = (up.clone(), cut.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !up2.load(SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let mut cut_rx = cut2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            port,
-            up,
-            cut,
-            task,
-        }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, SeqCst);
-        if !up {
-            self.cut.send_modify(|n| *n += 1);
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

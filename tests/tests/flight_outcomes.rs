@@ -1,4 +1,4 @@
-//! Review: stampede coalescing when the leader's result is not stored, generic instantiations
+//! Stampede coalescing when the leader's result is not stored, generic instantiations
 //! sharing one entry, and foreign Redis data tripping the breaker.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ async fn uncached_none(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<St
 
 /// `negative_ttl = 0`: `None` is not cached, but 20 callers arriving together should still
 /// share one load (single flight), not run the loader one after another.
-async fn review_uncached_none_stampede_loads_once(env: TestEnv) {
+async fn uncached_none_stampede_loads_once(env: TestEnv) {
     let loads = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
@@ -52,7 +52,7 @@ async fn oversized(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
 }
 
 /// A value over `max_value_bytes` is not cached; concurrent callers should still share one load.
-async fn review_oversized_stampede_loads_once(env: TestEnv) {
+async fn oversized_stampede_loads_once(env: TestEnv) {
     let loads = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
@@ -96,7 +96,7 @@ async fn generic_out<T: Width>(cache: &Cache, id: u64) -> T {
 
 /// Two instantiations of a generic fn with the same arguments must not serve each other's
 /// values.
-async fn review_generic_instantiations_do_not_share_entries(env: TestEnv) {
+async fn generic_instantiations_do_not_share_entries(env: TestEnv) {
     assert_eq!(generic_out::<u64>(&env.cache, 1).await, 64);
     assert_eq!(
         generic_out::<u16>(&env.cache, 1).await,
@@ -106,9 +106,9 @@ async fn review_generic_instantiations_do_not_share_entries(env: TestEnv) {
 }
 
 backend_tests!(with |b| b.max_value_bytes(1000);
-    review_uncached_none_stampede_loads_once,
-    review_oversized_stampede_loads_once,
-    review_generic_instantiations_do_not_share_entries,
+    uncached_none_stampede_loads_once,
+    oversized_stampede_loads_once,
+    generic_instantiations_do_not_share_entries,
 );
 
 #[cached(key = "rv:wt:{id}", ttl = 60, name = "rv.wrongtype", cache = cache)]
@@ -125,7 +125,7 @@ async fn healthy(cache: &Cache, id: u64) -> u64 {
 /// it should be a miss for that key, not a backend failure that opens the circuit for every
 /// function of the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn review_wrongtype_key_does_not_open_circuit() {
+async fn wrongtype_key_does_not_open_circuit() {
     let env = TestEnv::new(Backend::Redis).await;
     let server = env.server.as_ref().unwrap();
     let client = server.client();
