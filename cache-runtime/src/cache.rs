@@ -8,13 +8,16 @@ use crate::backend::{AnyBackend, MemoryBackend, RedisBackend};
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::error::{BackendError, BackendErrorKind};
 use crate::flight::Flights;
 use crate::invalidation::{Retrier, RetryConfig};
 use crate::stats::{Registry, Stats};
-use crate::store::Store;
+use crate::store::{Fault, Store};
 
 /// Default stampede lease length.
 pub const DEFAULT_LOCK_MS: u64 = 5000;
+/// Longest stampede lease accepted by the builder: one hour.
+pub const MAX_LOCK_MS: u64 = 3_600_000;
 /// Default namespace (key prefix).
 pub const DEFAULT_NAMESPACE: &str = "cache";
 /// Default bound of the in-memory backend: 64 MiB of keys and values.
@@ -105,14 +108,22 @@ impl Cache {
     ///
     /// A load that started before this call will not store its result afterwards.
     ///
-    /// Unlike `#[invalidates]`, a backend failure is returned to the caller (not queued).
+    /// Unlike `#[invalidates]`, a backend failure (or an open circuit) is returned to the
+    /// caller, not queued for retry.
     pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
-        self.inner
+        match self
+            .inner
             .store
-            .backend
             .delete(&[self.full_key(rendered_key)])
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Fault::Failed(e)) => Err(Error::Backend(e)),
+            Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(
+                BackendErrorKind::Connection,
+                "circuit open: the backend is skipped after repeated failures",
+            ))),
+        }
     }
 
     fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
@@ -297,8 +308,10 @@ impl CacheBuilder {
                 "namespace must not contain whitespace or control characters".into(),
             ));
         }
-        if self.lock_ms == 0 {
-            return Err(Error::Config("lock_ms must be greater than 0".into()));
+        if self.lock_ms == 0 || self.lock_ms > MAX_LOCK_MS {
+            return Err(Error::Config(format!(
+                "lock_ms must be in 1..={MAX_LOCK_MS} (it is the stampede lease length in milliseconds)"
+            )));
         }
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be greater than 0".into()));
@@ -359,5 +372,35 @@ pub fn global() -> &'static Cache {
     match INSTALLED.get() {
         Some(c) => c,
         None => DEFAULT.get_or_init(|| CacheBuilder::default().build_memory()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn builder_rejects_bad_settings_with_clear_errors() {
+        for b in [
+            Cache::builder().namespace(""),
+            Cache::builder().namespace("a b"),
+            Cache::builder().lock_ms(0),
+            Cache::builder().lock_ms(MAX_LOCK_MS + 1),
+            Cache::builder().command_timeout(Duration::ZERO),
+        ] {
+            let err = b.build().await.expect_err("invalid setting");
+            assert!(matches!(err, Error::Config(_)), "{err}");
+        }
+        assert!(Cache::builder().lock_ms(MAX_LOCK_MS).build().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn invalid_redis_url_is_an_error_without_the_url() {
+        let err = Cache::builder()
+            .redis("redis://:hunter2@[not a host")
+            .build()
+            .await
+            .expect_err("bad URL");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }
 }
