@@ -111,12 +111,9 @@ impl Cache {
     /// Unlike `#[invalidates]`, a backend failure (or an open circuit) is returned to the
     /// caller, not queued for retry.
     pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
-        match self
-            .inner
-            .store
-            .delete(&[self.full_key(rendered_key)])
-            .await
-        {
+        let full = self.full_key(rendered_key);
+        self.inner.flights.void(&full);
+        match self.inner.store.delete(&[full]).await {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),
             Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(

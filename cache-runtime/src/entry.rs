@@ -22,7 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAGIC: u8 = 0xCA;
 /// The envelope format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
-const HEADER: usize = 32;
+/// Length of the fixed header in bytes.
+pub(crate) const HEADER: usize = 32;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,23 @@ impl Header {
         v.extend_from_slice(&self.type_tag.to_le_bytes());
         v
     }
+
+    /// Writes the header over the first [`HEADER`] bytes of `buf` (a buffer made by
+    /// [`reserve`], with the payload after it).
+    pub(crate) fn write_over(&self, buf: &mut [u8]) {
+        let h = self.begin(0);
+        if let Some(dst) = buf.get_mut(..HEADER) {
+            dst.copy_from_slice(&h);
+        }
+    }
+}
+
+/// A buffer with room for a header (zeroed, see [`Header::write_over`]) and `payload_hint`
+/// payload bytes after it.
+pub(crate) fn reserve(payload_hint: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + payload_hint);
+    v.resize(HEADER, 0);
+    v
 }
 
 /// Why stored bytes could not be read as an envelope.

@@ -60,6 +60,14 @@ impl Flights {
         })
     }
 
+    /// Detaches the flight for `key`, if any: callers arriving from now on start a new one.
+    /// An invalidation calls it, so that no call starting after the invalidation returned
+    /// is handed the result of a load that started before it.
+    pub(crate) fn void(&self, key: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
     /// Keys being loaded now (for tests of boundedness).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -79,12 +87,6 @@ impl Leader<'_> {
         {
             map.remove(&self.key);
         }
-    }
-
-    /// Whether any follower is waiting; detaches the flight first (so the count is final).
-    pub(crate) fn has_followers(&self) -> bool {
-        self.detach();
-        self.tx.receiver_count() > 0
     }
 
     /// Publishes the outcome to the followers.
@@ -130,19 +132,22 @@ mod tests {
             panic!("second joiner follows")
         };
         assert_eq!(f.len(), 1);
-        assert!(leader.has_followers());
         leader.land(Landed::Value(Arc::from(&b"x"[..])));
         assert_eq!(f.len(), 0);
         assert!(matches!(follow(rx).await, Landed::Value(_)));
     }
 
     #[test]
-    fn lone_leader_has_no_followers() {
+    fn voided_flight_takes_no_new_followers() {
         let f = Flights::default();
-        let Role::Leader(leader) = f.join("k") else {
+        let Role::Leader(_leader) = f.join("k") else {
             panic!()
         };
-        assert!(!leader.has_followers());
+        f.void("k");
+        assert!(
+            matches!(f.join("k"), Role::Leader(_)),
+            "a caller after void leads a new flight"
+        );
     }
 
     #[tokio::test]
@@ -169,7 +174,6 @@ mod tests {
             panic!()
         };
         leader.detach();
-        assert!(leader.has_followers());
         let Role::Leader(second) = f.join("k") else {
             panic!("a caller after detach starts a new flight")
         };

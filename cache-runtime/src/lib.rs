@@ -49,6 +49,8 @@ mod flight;
 mod invalidation;
 pub mod key;
 mod load;
+mod protocol;
+mod spec;
 pub mod stats;
 mod store;
 

@@ -2,11 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
-
-use crate::private::FnSpec;
 
 /// Defines [`FnStats`] (a snapshot) and `Counters` (live atomics) from one field list.
 macro_rules! counters {
@@ -99,7 +97,34 @@ impl Stats {
     }
 }
 
-/// Counters found by [`Registry::for_spec`].
+/// Remembers one cache's counters for a function, so that the hit path finds them without a
+/// lock or a hash lookup.
+#[derive(Debug)]
+pub struct CounterSlot(OnceLock<(u64, Arc<Counters>)>);
+
+impl CounterSlot {
+    /// An empty slot.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        CounterSlot(OnceLock::new())
+    }
+
+    /// The counters of the registry `id`, if this slot holds them.
+    #[inline]
+    pub(crate) fn get(&self, id: u64) -> Option<&Counters> {
+        match self.0.get() {
+            Some((slot_id, c)) if *slot_id == id => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Keeps `counters` of registry `id` if the slot is still empty.
+    pub(crate) fn fill(&self, id: u64, counters: &Arc<Counters>) {
+        let _ = self.0.set((id, counters.clone()));
+    }
+}
+
+/// Counters found by [`Registry::for_slot`].
 pub(crate) enum CountersRef {
     /// Held by a function's static slot.
     Static(&'static Counters),
@@ -148,15 +173,15 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The counters of `spec`'s function: lock-free when the function's slot belongs to this
-    /// registry (the common case of one cache per function).
+    /// The counters of function `name`: lock-free when the function's static `slot` belongs
+    /// to this registry (the common case of one cache per function).
     #[inline]
-    pub(crate) fn for_spec(&self, spec: &'static FnSpec) -> CountersRef {
-        if let Some(c) = spec.slot.get(self.id) {
+    pub(crate) fn for_slot(&self, slot: &'static CounterSlot, name: &'static str) -> CountersRef {
+        if let Some(c) = slot.get(self.id) {
             return CountersRef::Static(c);
         }
-        let c = self.counters(spec.name);
-        spec.slot.fill(self.id, &c);
+        let c = self.counters(name);
+        slot.fill(self.id, &c);
         CountersRef::Shared(c)
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::backend::{AnyBackend, BackendResult, Raw};
 use crate::breaker::{Breaker, Permit};
 use crate::error::{BackendError, BackendErrorKind};
+use crate::stats::Counters;
 
 /// Why a backend call did not give an answer.
 #[derive(Debug)]
@@ -14,6 +15,17 @@ pub(crate) enum Fault {
     Skipped,
     /// The backend failed (connection, timeout, server error).
     Failed(BackendError),
+}
+
+/// Counts a backend fault (the caller then goes to the loader).
+pub(crate) fn fault(c: &Counters, name: &str, f: &Fault) {
+    match f {
+        Fault::Skipped => Counters::bump(&c.backend_skipped),
+        Fault::Failed(e) => {
+            Counters::bump(&c.backend_errors);
+            tracing::warn!(cache.fn = name, error = %e, "cache backend error; calling the loader directly");
+        }
+    }
 }
 
 struct ProbeGuard<'a> {
@@ -94,6 +106,10 @@ impl Store {
     ) -> Result<bool, Fault> {
         self.guarded(self.backend.fill(key, lease, value, px_ms))
             .await
+    }
+
+    pub(crate) async fn extend(&self, key: &str, lease: &[u8], px_ms: u64) -> Result<bool, Fault> {
+        self.guarded(self.backend.extend(key, lease, px_ms)).await
     }
 
     pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> Result<bool, Fault> {

@@ -124,14 +124,25 @@ impl Backend for MemoryBackend {
         ))
     }
 
+    async fn extend(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
+        Ok(self.compute(
+            key,
+            |cur| cur == Some(lease),
+            Some(Self::stored(lease, px_ms)),
+        ))
+    }
+
     async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
         Ok(self.compute(key, |cur| cur == Some(lease), None))
     }
 
     async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
+        // Through the same per-key compute as fill/release, so that a delete and a
+        // compare-and-set on one key are atomic with respect to each other (as the Lua
+        // scripts and `UNLINK` are on Redis).
         let mut n = 0;
         for k in keys {
-            if self.store.remove(k.as_str()).is_some() {
+            if self.compute(k, |cur| cur.is_some(), None) {
                 n += 1;
             }
         }

@@ -23,6 +23,16 @@ pub enum Raw {
     Shared(Arc<[u8]>),
 }
 
+impl Raw {
+    /// The bytes as a shared buffer (no copy for the memory backend).
+    pub(crate) fn into_shared(self) -> Arc<[u8]> {
+        match self {
+            Raw::Owned(v) => Arc::from(v),
+            Raw::Shared(a) => a,
+        }
+    }
+}
+
 impl Deref for Raw {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -53,6 +63,13 @@ pub trait Backend: Send + Sync {
         key: &str,
         lease: &[u8],
         value: &[u8],
+        px_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Sets the key's TTL to `px_ms` only if it still holds `lease`; true when extended.
+    fn extend(
+        &self,
+        key: &str,
+        lease: &[u8],
         px_ms: u64,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Deletes the key only if it still holds `lease`.
@@ -96,6 +113,12 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.fill(key, lease, value, px_ms).await,
             AnyBackend::Redis(b) => b.fill(key, lease, value, px_ms).await,
+        }
+    }
+    pub(crate) async fn extend(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.extend(key, lease, px_ms).await,
+            AnyBackend::Redis(b) => b.extend(key, lease, px_ms).await,
         }
     }
     pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {

@@ -20,6 +20,14 @@ end
 return 0
 ";
 
+/// Resets the key's TTL only if it still holds the caller's lease (the loader's watchdog).
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// Deletes the key only if it still holds the caller's lease.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -30,6 +38,7 @@ return 0
 
 struct Scripts {
     fill: Script,
+    extend: Script,
     release: Script,
 }
 
@@ -114,6 +123,7 @@ impl RedisBackend {
             conn,
             scripts: Arc::new(Scripts {
                 fill: Script::new(FILL),
+                extend: Script::new(EXTEND),
                 release: Script::new(RELEASE),
             }),
             addr,
@@ -188,6 +198,16 @@ impl Backend for RedisBackend {
         self.timed(async {
             let mut call = self.scripts.fill.key(key);
             call.arg(lease).arg(value).arg(px_ms);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn extend(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
+        self.timed(async {
+            let mut call = self.scripts.extend.key(key);
+            call.arg(lease).arg(px_ms);
             let n: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(n == 1)
         })

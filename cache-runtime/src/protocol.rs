@@ -1,0 +1,629 @@
+//! The miss path on bytes: in-process single flight, the one-key lease protocol, the
+//! compare-and-set fill, and what a load's result may be handed to other waiting calls.
+//!
+//! Nothing here is generic: every `#[cached]` function shares one copy of this code. The
+//! generic driver in [`load`](crate::load) asks [`Miss`] what to do next ([`Step`]), decodes
+//! bytes or runs the loader itself, and reports back.
+//!
+//! # Why a waiting call may take a result (the freshness argument)
+//!
+//! A call that starts after an invalidation returned must not get data older than the write
+//! before it. Results reach a call in three ways:
+//! * from the store: an invalidation deletes the key, and a load that took its lease before
+//!   the delete can no longer fill it (the fill is a compare-and-set on the lease token);
+//! * from this process's flight leader: a leader detaches its flight (no new followers) before
+//!   the backend operation that confirms its lease (the fill, or the compare-and-delete
+//!   release of a result that is not stored), and hands the result over only when that
+//!   operation found its lease still in place. A lease that survived from before the load
+//!   until after the detach means no invalidation of the key ran in between, so every
+//!   follower, having joined before the detach, started before any invalidation that could
+//!   make the result old;
+//! * an invalidation in this process also detaches the key's flight
+//!   ([`Flights::void`](crate::flight::Flights::void)) before it returns, so a later call
+//!   never joins a flight that began before it. This is what keeps a result of a load that
+//!   had no lease at all (the backend was failing) correct for this process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::backend::Raw;
+use crate::cache::Inner;
+use crate::entry::{self, Header, Kind};
+use crate::flight::{self, Landed, Leader, Role};
+use crate::spec::FnSpec;
+use crate::stats::Counters;
+use crate::store::{Fault, Store, fault};
+
+/// Longest pause between two polls of a key another process is loading.
+const MAX_POLL: Duration = Duration::from_millis(100);
+/// First pause between polls.
+const FIRST_POLL: Duration = Duration::from_millis(5);
+/// Freshness of an envelope handed to in-process followers without being stored.
+const SHARED_FRESH_MS: u64 = 60_000;
+/// A loader keeps its lease alive (extends it every `lock_ms / 3`) for at most this many
+/// lease lengths; waiting calls wait about that long before they load by themselves.
+pub(crate) const MAX_HOLD_LEASES: u64 = 10;
+
+/// What the driver does next.
+pub(crate) enum Step {
+    /// Decode this envelope (already checked: a fresh value or negative entry of the
+    /// function's type) and return it, or report [`Miss::undecodable`].
+    Decode(Arc<[u8]>),
+    /// Run the loader, then report its result with [`Miss::finish`].
+    Load,
+}
+
+/// A loader's result, encoded by the driver.
+pub(crate) enum Loaded {
+    /// A value: a buffer from [`entry::reserve`] with the payload after the header room.
+    Value(Vec<u8>),
+    /// `None` / `Ok(None)`.
+    Negative,
+    /// `Err`: never stored, never shared.
+    Error,
+    /// The value could not be serialized.
+    Unencodable(String),
+}
+
+/// How the coming load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Under our lease: store with a compare-and-set.
+    Leased,
+    /// The backend failed: load, store nothing, hand the result to this process's followers.
+    Degraded,
+    /// Without a lease, for this call alone (waits timed out, or the flight's leaders failed).
+    Alone,
+}
+
+/// The state of one call on the miss path.
+pub(crate) struct Miss<'a> {
+    inner: &'a Inner,
+    spec: &'static FnSpec,
+    c: Arc<Counters>,
+    full: String,
+    type_tag: u64,
+    lock_ms: u64,
+    mode: Mode,
+    /// Set when the backend failed: no lease protocol, only the in-process flight.
+    degraded: bool,
+    leader: Option<Leader<'a>>,
+    lease: Option<LeaseGuard>,
+    /// The envelope last handed to the driver, and whether it came from the flight leader.
+    candidate: Option<(Arc<[u8]>, bool)>,
+    leader_failed: bool,
+    counted_wait: bool,
+    /// When this call stops waiting for another process's lease.
+    wait_deadline: Option<Instant>,
+}
+
+/// Why stored bytes are not a usable entry for this function.
+pub(crate) enum Usable<'b> {
+    /// A value written with `codec`.
+    Value { codec: u8, payload: &'b [u8] },
+    /// A negative entry.
+    Negative,
+    /// Somebody's lease.
+    Lease,
+    /// Undecodable, foreign, stale or of another type: overwrite it.
+    Unusable(&'static str),
+}
+
+/// Classifies stored bytes for a function whose stored type has `type_tag`.
+#[inline]
+pub(crate) fn usable(bytes: &[u8], type_tag: u64) -> Usable<'_> {
+    let (h, payload) = match entry::decode(bytes) {
+        Ok(e) => e,
+        Err(entry::DecodeError::NotAnEnvelope) => return Usable::Unusable("not an envelope"),
+        Err(entry::DecodeError::Version(_)) => {
+            return Usable::Unusable("another envelope version");
+        }
+    };
+    if h.kind == Kind::Lease {
+        return Usable::Lease;
+    }
+    if h.fresh_until_ms < entry::now_ms() {
+        return Usable::Unusable("stale");
+    }
+    if h.type_tag != type_tag {
+        return Usable::Unusable("written for another type (two functions share a key?)");
+    }
+    match h.kind {
+        Kind::Value => Usable::Value {
+            codec: h.codec,
+            payload,
+        },
+        _ => Usable::Negative,
+    }
+}
+
+/// Counts an unusable entry (warned once per function).
+pub(crate) fn count_unusable(c: &Counters, name: &str, why: &'static str) {
+    Counters::bump(&c.decode_errors);
+    if Counters::first(&c.warned_decode) {
+        warn!(
+            cache.fn = name,
+            reason = why,
+            "cached entry unusable; reloading and overwriting it (warned once per function)"
+        );
+    } else {
+        debug!(cache.fn = name, reason = why, "cached entry unusable; reloading");
+    }
+}
+
+/// The stored TTL: uniform in `[secs, secs + jitter]`, in milliseconds.
+pub(crate) fn ttl_ms(secs: u64, jitter_secs: u64) -> u64 {
+    let base = secs.saturating_mul(1000);
+    if jitter_secs == 0 {
+        base
+    } else {
+        base.saturating_add(rand::random_range(0..=jitter_secs.saturating_mul(1000)))
+    }
+}
+
+impl<'a> Miss<'a> {
+    pub(crate) fn new(
+        inner: &'a Inner,
+        spec: &'static FnSpec,
+        full: String,
+        type_tag: u64,
+    ) -> Self {
+        Miss {
+            c: inner.stats.counters(spec.name),
+            lock_ms: spec.lock_ms.unwrap_or(inner.lock_ms).max(1),
+            inner,
+            spec,
+            full,
+            type_tag,
+            mode: Mode::Alone,
+            degraded: false,
+            leader: None,
+            lease: None,
+            candidate: None,
+            leader_failed: false,
+            counted_wait: false,
+            wait_deadline: None,
+        }
+    }
+
+    /// This function's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.c
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// How long a loader keeps its lease at most.
+    fn hold_cap(&self) -> Duration {
+        Duration::from_millis(self.lock_ms.saturating_mul(MAX_HOLD_LEASES))
+    }
+
+    fn fault(&mut self, f: &Fault) {
+        fault(&self.c, self.spec.name, f);
+    }
+
+    fn load(&mut self, mode: Mode) -> Step {
+        self.mode = mode;
+        Step::Load
+    }
+
+    /// After the hit path's `GET` gave no usable entry (`unusable`: why the bytes it found
+    /// cannot be used).
+    pub(crate) async fn start(
+        &mut self,
+        got: Result<Option<Raw>, Fault>,
+        unusable: Option<&'static str>,
+    ) -> Step {
+        match got {
+            Ok(Some(raw)) => {
+                if let Some(why) = unusable {
+                    count_unusable(&self.c, self.spec.name, why);
+                    // Remove exactly these bytes so the lease can be taken; a newer write stays.
+                    if let Err(f) = self.store().release(&self.full, &raw).await {
+                        self.fault(&f);
+                        self.degraded = true;
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(f) => {
+                self.fault(&f);
+                self.degraded = true;
+            }
+        }
+        Counters::bump(&self.c.misses);
+        debug!(cache.fn = self.spec.name, "cache miss");
+        self.join().await
+    }
+
+    /// Joins the key's flight: leads it, or waits for its leader.
+    async fn join(&mut self) -> Step {
+        // A leader goes on for at most about twice the hold cap (waiting for another
+        // process's lease, then loading under its own); a follower waits that long.
+        let patience = self.hold_cap() * 2 + Duration::from_millis(self.lock_ms * 2);
+        loop {
+            match self.inner.flights.join(&self.full) {
+                Role::Leader(leader) => {
+                    self.leader = Some(leader);
+                    if self.degraded {
+                        return self.load(Mode::Degraded);
+                    }
+                    return self.lease_path().await;
+                }
+                Role::Follower(rx) => {
+                    match tokio::time::timeout(patience, flight::follow(rx)).await {
+                        Ok(Landed::Value(bytes)) => {
+                            self.candidate = Some((bytes.clone(), true));
+                            return Step::Decode(bytes);
+                        }
+                        // The leader's loader failed and its error cannot be shared: the
+                        // waiters elect a new leader once (a transient failure still costs
+                        // one load); if that fails too, each runs its own loader rather
+                        // than queueing up behind one failing load after another.
+                        Ok(Landed::Failed) if self.leader_failed => {
+                            return self.load(Mode::Alone);
+                        }
+                        Ok(Landed::Failed) => self.leader_failed = true,
+                        Ok(Landed::Retry) => {}
+                        Err(_) => {
+                            Counters::bump(&self.c.lock_timeouts);
+                            warn!(
+                                cache.fn = self.spec.name,
+                                waited_ms = patience.as_millis() as u64,
+                                "the in-process loader of this key is stalled; loading without it"
+                            );
+                            return self.load(Mode::Alone);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the lease (then [`Step::Load`]), or waits for the process holding it until a
+    /// value appears ([`Step::Decode`]) or the lease is gone (then takes it).
+    async fn lease_path(&mut self) -> Step {
+        let wait_for = self.hold_cap() + Duration::from_millis(self.lock_ms * 2);
+        let deadline = *self
+            .wait_deadline
+            .get_or_insert_with(|| Instant::now() + wait_for);
+        let mut pause = FIRST_POLL;
+        loop {
+            // Armed before the request: if this call is dropped while `SET NX` is in flight,
+            // or the request times out after the server applied it, the guard releases the
+            // lease by its token (a no-op when we never got it).
+            let guard = LeaseGuard::new(
+                self.store().clone(),
+                &self.full,
+                entry::new_lease(self.lock_ms),
+                self.c.clone(),
+                self.spec.name,
+            );
+            match self
+                .store()
+                .try_lease(&self.full, &guard.lease, self.lock_ms)
+                .await
+            {
+                Ok(true) => {
+                    self.lease = Some(guard);
+                    return self.load(Mode::Leased);
+                }
+                Ok(false) => guard.disarm(),
+                Err(f) => {
+                    self.fault(&f);
+                    drop(guard); // outcome unknown: released in the background
+                    self.degraded = true;
+                    return self.load(Mode::Degraded);
+                }
+            }
+            if !self.counted_wait {
+                self.counted_wait = true;
+                Counters::bump(&self.c.lock_waits);
+                debug!(cache.fn = self.spec.name, "another loader holds the lease; waiting");
+            }
+            // Poll until a value appears, the key is free (the lease was released, expired
+            // or invalidated), or the deadline passes.
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    Counters::bump(&self.c.lock_timeouts);
+                    warn!(
+                        cache.fn = self.spec.name,
+                        lock_ms = self.lock_ms,
+                        "lease wait timed out; loading without the lease"
+                    );
+                    return self.load(Mode::Alone);
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(MAX_POLL);
+                match self.store().get(&self.full).await {
+                    Ok(Some(raw)) => match usable(&raw, self.type_tag) {
+                        Usable::Value { .. } | Usable::Negative => {
+                            let bytes = raw.into_shared();
+                            self.candidate = Some((bytes.clone(), false));
+                            return Step::Decode(bytes);
+                        }
+                        Usable::Lease => continue,
+                        Usable::Unusable(why) => {
+                            count_unusable(&self.c, self.spec.name, why);
+                            if let Err(f) = self.store().release(&self.full, &raw).await {
+                                self.fault(&f);
+                                self.degraded = true;
+                                return self.load(Mode::Degraded);
+                            }
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(f) => {
+                        self.fault(&f);
+                        self.degraded = true;
+                        return self.load(Mode::Degraded);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The driver decoded the last [`Step::Decode`] envelope and returns it.
+    pub(crate) fn accepted(mut self) {
+        if let (Some(leader), Some((bytes, false))) = (self.leader.take(), self.candidate.take()) {
+            // We led the flight and found the value another process stored: share it.
+            leader.land(Landed::Value(bytes));
+        }
+    }
+
+    /// The last [`Step::Decode`] envelope's payload does not decode into the function's type.
+    pub(crate) async fn undecodable(&mut self) -> Step {
+        let Some((bytes, from_flight)) = self.candidate.take() else {
+            return self.load(Mode::Alone);
+        };
+        count_unusable(
+            &self.c,
+            self.spec.name,
+            "payload does not decode into the function's type",
+        );
+        if !from_flight {
+            if let Err(f) = self.store().release(&self.full, &bytes).await {
+                self.fault(&f);
+                return self.load(if self.leader.is_some() {
+                    Mode::Degraded
+                } else {
+                    Mode::Alone
+                });
+            }
+        }
+        self.lease_path().await
+    }
+
+    /// While the loader runs under our lease: extends the lease every `lock_ms / 3` (a
+    /// compare-and-extend on our token), for at most [`MAX_HOLD_LEASES`] lease lengths. Ends
+    /// when the lease is lost (an invalidation deleted it) or the cap is reached; pending
+    /// forever is never needed, the driver stops polling it when the loader finishes.
+    pub(crate) fn keep_alive(&self) -> impl Future<Output = ()> + Send + '_ {
+        let lease = match (&self.mode, &self.lease) {
+            (Mode::Leased, Some(g)) => Some(g),
+            _ => None,
+        };
+        let every = Duration::from_millis((self.lock_ms / 3).max(1));
+        let until = Instant::now() + self.hold_cap();
+        async move {
+            let Some(g) = lease else { return };
+            loop {
+                tokio::time::sleep(every).await;
+                if Instant::now() + every > until {
+                    return;
+                }
+                match self.store().extend(&g.key, &g.lease, self.lock_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => return, // invalidated (or expired): the fill will fail
+                    Err(f) => fault(&self.c, self.spec.name, &f),
+                }
+            }
+        }
+    }
+
+    fn shared(&self, loaded: &Loaded, load_ms: u32) -> Option<Arc<[u8]>> {
+        self.envelope(loaded, SHARED_FRESH_MS, load_ms)
+            .map(Arc::from)
+    }
+
+    fn envelope(&self, loaded: &Loaded, fresh_ms: u64, load_ms: u32) -> Option<Vec<u8>> {
+        let now = entry::now_ms();
+        let header = |kind| Header {
+            kind,
+            codec: self.inner.codec.id(),
+            stored_at_ms: now,
+            fresh_until_ms: now.saturating_add(fresh_ms),
+            load_ms,
+            type_tag: self.type_tag,
+        };
+        match loaded {
+            Loaded::Value(buf) => {
+                let mut buf = buf.clone();
+                header(Kind::Value).write_over(&mut buf);
+                Some(buf)
+            }
+            Loaded::Negative => Some(header(Kind::Negative).begin(0)),
+            Loaded::Error | Loaded::Unencodable(_) => None,
+        }
+    }
+
+    /// After the loader returned: store (under the lease), release, and tell the followers.
+    pub(crate) async fn finish(mut self, loaded: Loaded, load_ms: u32) {
+        let landed = match self.mode {
+            Mode::Alone => return,
+            Mode::Degraded => {
+                // No lease: this result may only be handed to this process's followers; an
+                // invalidation here has detached the flight already (see the module docs).
+                match self.shared(&loaded, load_ms) {
+                    Some(bytes) => Landed::Value(bytes),
+                    None => Landed::Failed,
+                }
+            }
+            Mode::Leased => self.store_leased(loaded, load_ms).await,
+        };
+        if let Some(leader) = self.leader.take() {
+            leader.land(landed);
+        }
+    }
+
+    async fn store_leased(&mut self, loaded: Loaded, load_ms: u32) -> Landed {
+        let name = self.spec.name;
+        let Some(guard) = self.lease.take() else {
+            return Landed::Retry;
+        };
+        let secs = match &loaded {
+            Loaded::Error => {
+                debug!(cache.fn = name, "loader returned an error; nothing cached");
+                let _ = guard.release().await;
+                return Landed::Failed;
+            }
+            Loaded::Unencodable(e) => {
+                warn!(cache.fn = name, error = %e, "value cannot be serialized; not cached");
+                let _ = guard.release().await;
+                return Landed::Failed;
+            }
+            // Jitter spreads the expiry of values; a negative entry keeps its own TTL.
+            Loaded::Negative => self.spec.negative_ttl_secs.unwrap_or(self.spec.ttl_secs) * 1000,
+            Loaded::Value(_) => ttl_ms(self.spec.ttl_secs, self.spec.jitter_secs),
+        };
+        let bytes = self.envelope(&loaded, secs, load_ms);
+        let oversized = bytes
+            .as_ref()
+            .is_some_and(|b| b.len() > self.inner.max_value_bytes);
+        if oversized {
+            Counters::bump(&self.c.oversized);
+            if Counters::first(&self.c.warned_oversize) {
+                warn!(
+                    cache.fn = name,
+                    max = self.inner.max_value_bytes,
+                    "value larger than max_value_bytes; not cached (warned once per function)"
+                );
+            }
+        }
+        // From here on, callers arriving after a racing invalidation must not get this
+        // result: detach before the operation that confirms the lease.
+        if let Some(l) = &self.leader {
+            l.detach();
+        }
+        let bytes = match bytes {
+            Some(b) if secs > 0 && !oversized => b,
+            _ => {
+                // Not stored (`negative_ttl = 0`, too large): shared only when the lease was
+                // still ours when released, i.e. no invalidation ran during the load.
+                return match guard.release().await {
+                    Ok(true) => match self.shared(&loaded, load_ms) {
+                        Some(b) => Landed::Value(b),
+                        None => Landed::Failed,
+                    },
+                    _ => Landed::Retry,
+                };
+            }
+        };
+        match self
+            .store()
+            .fill(&self.full, &guard.lease, &bytes, secs)
+            .await
+        {
+            Ok(true) => {
+                guard.disarm();
+                Landed::Value(Arc::from(bytes))
+            }
+            Ok(false) => {
+                // Our lease is gone: the key was invalidated (or the lease expired) while
+                // we loaded. Our result may be older than that write: do not store or share.
+                guard.disarm();
+                if u64::from(load_ms) >= self.lock_ms * MAX_HOLD_LEASES {
+                    warn!(
+                        cache.fn = name,
+                        load_ms,
+                        lock_ms = self.lock_ms,
+                        "loader ran longer than the lease can be kept; its result is not cached"
+                    );
+                } else {
+                    debug!(cache.fn = name, "lease lost during load (invalidated); result not cached");
+                }
+                Landed::Retry
+            }
+            Err(f) => {
+                // Unknown whether it was written: the guard releases the lease if it is
+                // still there; followers start over.
+                self.fault(&f);
+                Landed::Retry
+            }
+        }
+    }
+}
+
+/// Releases a lease when dropped while armed (loader error, panic, the caller dropping the
+/// future, or an unknown outcome): compare-and-delete by token, in the background. A failed
+/// release is counted as a backend fault; the lease then expires after `lock_ms`.
+pub(crate) struct LeaseGuard {
+    store: Store,
+    key: String,
+    lease: Vec<u8>,
+    armed: bool,
+    counters: Arc<Counters>,
+    name: &'static str,
+}
+
+impl LeaseGuard {
+    fn new(
+        store: Store,
+        key: &str,
+        lease: Vec<u8>,
+        counters: Arc<Counters>,
+        name: &'static str,
+    ) -> Self {
+        LeaseGuard {
+            store,
+            key: key.to_owned(),
+            lease,
+            armed: true,
+            counters,
+            name,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Compare-and-delete now; `Ok(true)` when the key still held our lease.
+    async fn release(mut self) -> Result<bool, Fault> {
+        let result = self.store.release(&self.key, &self.lease).await;
+        // Disarmed only now: if this future is dropped mid-release, Drop releases again.
+        self.armed = false;
+        if let Err(f) = &result {
+            fault(&self.counters, self.name, f);
+        }
+        result
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime: the lease expires after lock_ms.
+        };
+        let store = self.store.clone();
+        let key = std::mem::take(&mut self.key);
+        let lease = std::mem::take(&mut self.lease);
+        let counters = self.counters.clone();
+        let name = self.name;
+        rt.spawn(async move {
+            if let Err(f) = store.release(&key, &lease).await {
+                fault(&counters, name, &f);
+            }
+        });
+    }
+}
