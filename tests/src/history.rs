@@ -290,10 +290,7 @@ impl Db {
                 let rows = db.rows.lock().unwrap_or_else(|p| p.into_inner());
                 rows.get(&id).copied().unwrap_or(0)
             }
-            Db::Redis(raw) => raw
-                .get_i64(&format!("history:row:{id}"))
-                .await
-                .unwrap_or(0) as u64,
+            Db::Redis(raw) => raw.get_i64(&format!("history:row:{id}")).await.unwrap_or(0) as u64,
         }
     }
 }
@@ -854,11 +851,8 @@ pub fn check(records: &[Record]) -> Report {
     report.loads = events.iter().filter(|e| e.kind == Kind::Load).count();
     report.cancellations = events.iter().filter(|e| e.end.is_none()).count();
 
-    let overlaps_fault = |start: u64, end: u64| {
-        faults
-            .iter()
-            .any(|f| f.start <= end && start <= f.end)
-    };
+    let overlaps_fault =
+        |start: u64, end: u64| faults.iter().any(|f| f.start <= end && start <= f.end);
 
     // Histories: their clock span, and whether they are clean.
     let mut spans: BTreeMap<u32, (u64, u64, bool)> = BTreeMap::new();
@@ -899,9 +893,7 @@ pub fn check(records: &[Record]) -> Report {
         }
         let newer: Vec<&&Event> = row_writes
             .iter()
-            .filter(|w| {
-                w.version > read.version && w.end.is_some_and(|end| end < read.start)
-            })
+            .filter(|w| w.version > read.version && w.end.is_some_and(|end| end < read.start))
             .collect();
         let after_failed_invalidation = newer
             .iter()
@@ -912,7 +904,9 @@ pub fn check(records: &[Record]) -> Report {
         let read_end = read.end.unwrap_or(u64::MAX);
         let mut context: Vec<Event> = row_writes
             .iter()
-            .filter(|w| w.version == read.version || (w.version > read.version && w.start <= read_end))
+            .filter(|w| {
+                w.version == read.version || (w.version > read.version && w.start <= read_end)
+            })
             .filter(|w| !std::ptr::eq(**w, *latest))
             .map(|w| (*w).clone())
             .collect();
