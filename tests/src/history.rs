@@ -908,7 +908,8 @@ pub fn check(records: &[Record]) -> Report {
             .any(|w| w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)))
             || overlaps_fault(read.start, read.end.unwrap_or(u64::MAX));
         // Context: the write that made the returned version and the newer writes up to the
-        // read's end (other than `latest`, shown separately).
+        // read's end (other than `latest`, shown separately; at most 5), and the last 4 loads
+        // that read the returned version before the read ended.
         let read_end = read.end.unwrap_or(u64::MAX);
         let mut context: Vec<Event> = row_writes
             .iter()
@@ -916,22 +917,22 @@ pub fn check(records: &[Record]) -> Report {
                 w.version == read.version || (w.version > read.version && w.start <= read_end)
             })
             .filter(|w| !std::ptr::eq(**w, *latest))
+            .take(5)
             .map(|w| (*w).clone())
             .collect();
-        context.extend(
-            events
-                .iter()
-                .filter(|e| {
-                    e.kind == Kind::Load
-                        && e.row == read.row
-                        && e.func == read.func
-                        && e.version == read.version
-                        && e.start <= read_end
-                })
-                .cloned(),
-        );
+        let mut loads: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                e.kind == Kind::Load
+                    && e.row == read.row
+                    && e.func == read.func
+                    && e.version == read.version
+                    && e.start <= read_end
+            })
+            .collect();
+        loads.sort_by_key(|e| e.start);
+        context.extend(loads.iter().rev().take(4).map(|e| (*e).clone()));
         context.sort_by_key(|e| e.start);
-        context.truncate(8);
         report.stale.push(Stale {
             read: read.clone(),
             write: (*latest).clone(),
