@@ -107,8 +107,9 @@ pub struct Event {
     pub start: u64,
     /// Clock after the call returned; `None` when it was cancelled.
     pub end: Option<u64>,
-    /// Write: the invalidation may have failed or been queued (the writer's function counted
-    /// backend errors, or fewer than 2 invalidations, on this cache during the call).
+    /// Completed write: the invalidation may have failed or been queued (the writer's function
+    /// counted backend errors, or fewer than 2 invalidations, on this cache during the call;
+    /// concurrent writes on the same cache make this a heuristic).
     pub suspect: bool,
 }
 
@@ -606,8 +607,9 @@ impl Task {
                 None
             };
             let after = self.cache.stats().function(WRITE_NAME);
-            let suspect = after.backend_errors != before.backend_errors
-                || after.invalidations < before.invalidations + 2;
+            let suspect = done
+                && (after.backend_errors != before.backend_errors
+                    || after.invalidations < before.invalidations + 2);
             push(
                 &self.log,
                 Record::Event(Event {
