@@ -30,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cache_runtime::{Cache, CacheBuilder};
 
+pub mod history;
+
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "CACHE_TESTS_REDIS_SERVER";
 

@@ -1,0 +1,80 @@
+//! One process of the cross-process history run (`tests/tests/history.rs`).
+//!
+//! Usage: `history-helper <cache-url> <db-url> <namespace> <seed> <process-index>
+//! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd>`
+//!
+//! Builds one Redis-backed `Cache` on `<cache-url>` (the cache server) and runs the
+//! [`cache_tests::history`] workload against the "database" on `<db-url>` (row versions and the
+//! logical clock are `INCR`s there), starting when the wall clock reaches `start-unix-ms` so that
+//! all processes run their histories side by side. Prints its history as JSON lines
+//! ([`cache_tests::history::Record`]) on stdout, ending with its cache counters.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::Cache;
+use cache_tests::history::{self, Cancel, Counts, Db, Record, Workload};
+use cache_tests::unix_ms;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: history-helper <cache-url> <db-url> <namespace> <seed> <process-index> \
+         <start-unix-ms> <duration-ms> <history-ms> <never|always|odd>"
+    );
+    std::process::exit(2)
+}
+
+fn arg<T: std::str::FromStr>(s: &str) -> T {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 9 {
+        usage();
+    }
+    let cancel = match args[8].as_str() {
+        "never" => Cancel::Never,
+        "always" => Cancel::Always,
+        "odd" => Cancel::OddHistories,
+        _ => usage(),
+    };
+    let work = Workload {
+        seed: arg(&args[3]),
+        cache_base: arg(&args[4]),
+        duration: Duration::from_millis(arg(&args[6])),
+        history_ms: arg(&args[7]),
+        readers_per_cache: 6,
+        writers_per_cache: 2,
+        max_loader_delay_ms: 6,
+        cancel,
+    };
+    let start_at: u64 = arg(&args[5]);
+    let cache = Cache::builder()
+        .redis(args[0].clone())
+        .namespace(args[2].clone())
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("building the cache failed: {e:?}"));
+    let db = Db::redis(&args[1]).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+
+    let now = unix_ms();
+    if start_at > now {
+        tokio::time::sleep(Duration::from_millis(start_at - now)).await;
+    }
+    history::run(&work, std::slice::from_ref(&cache), &db, &log).await;
+
+    let mut records = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
+    records.push(Record::Counts(Counts::of(&cache)));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for r in &records {
+        serde_json::to_writer(&mut out, r).expect("serializable record");
+        out.write_all(b"\n").expect("write stdout");
+    }
+    out.flush().expect("flush stdout");
+}

@@ -1,0 +1,197 @@
+//! Jepsen-style randomized history checker (see [`cache_tests::history`] for the model and the
+//! checks): readers and writers on a few rows through several caches, some calls cancelled,
+//! optionally Redis faults (pause / kill + restart); every operation is stamped with a global
+//! logical clock, and the merged history is checked for
+//! (a) freshness: a read that starts after a write completed returns that write's version or a
+//!     newer one, and
+//! (b) one load per (row, generation) across all caches, in histories without cancellations or
+//!     faults.
+//!
+//! Each test runs about 3 s of workload; `CHECKER_SECONDS=<secs>` runs longer and
+//! `CHECKER_SEED=<u64>` replays a seed (printed with the figures and on failure).
+//! The figures are printed on stderr (`-- --nocapture` to see them for passing tests).
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::Cache;
+use cache_tests::history::{self, Cancel, Counts, Db, Log, Record, Report, Workload};
+use cache_tests::{RedisServer, guard, unix_ms};
+use tokio::time::Instant;
+
+const DEFAULT_SECONDS: f64 = 3.0;
+const HISTORY_MS: u64 = 120;
+const CACHES: usize = 3;
+
+fn workload(seed: u64, cancel: Cancel, readers: u32, writers: u32) -> Workload {
+    Workload {
+        seed,
+        cache_base: 0,
+        duration: history::duration_from_env(DEFAULT_SECONDS),
+        history_ms: HISTORY_MS,
+        readers_per_cache: readers,
+        writers_per_cache: writers,
+        max_loader_delay_ms: 6,
+        cancel,
+    }
+}
+
+/// Runs `work` in this process on `caches`, with faults injected into `faults` (the caches'
+/// server) when given, then checks the history and prints the figures.
+async fn run_in_process(
+    test: &str,
+    work: &Workload,
+    caches: &[Cache],
+    faults: Option<(RedisServer, Duration)>,
+) -> Report {
+    let db = Db::local();
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let injector = faults.map(|(server, around)| {
+        tokio::spawn(history::inject_faults(
+            server,
+            db.clone(),
+            log.clone(),
+            work.seed,
+            around,
+            Instant::now() + work.duration,
+        ))
+    });
+    let histories = guard(
+        "the history workload",
+        history::run(work, caches, &db, &log),
+    )
+    .await;
+    // Keep the server alive (and running) until the end of the check.
+    let _server = match injector {
+        Some(task) => Some(guard("the fault injector", task).await.expect("fault task")),
+        None => None,
+    };
+    let mut records = std::mem::take(&mut *log.lock().unwrap());
+    records.extend(caches.iter().map(|c| Record::Counts(Counts::of(c))));
+    let report = history::check(&records);
+    eprintln!(
+        "{} (histories run: {histories})",
+        report.figures(test, caches[0].backend_kind(), work.seed)
+    );
+    report
+}
+
+async fn redis_caches(server: &RedisServer, n: usize, faulty: bool) -> Vec<Cache> {
+    let mut caches = Vec::new();
+    for _ in 0..n {
+        let mut b = Cache::builder().redis(server.url()).namespace("hist");
+        b = if faulty {
+            b.command_timeout(Duration::from_millis(200))
+                .connect_timeout(Duration::from_millis(200))
+                .circuit_breaker(2, Duration::from_millis(100))
+        } else {
+            // No faults: a generous timeout, so that a slow CI machine causes no backend errors.
+            b.command_timeout(Duration::from_secs(2))
+        };
+        caches.push(b.build().await.expect("redis cache"));
+    }
+    caches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_history_no_faults() {
+    let seed = history::seed_from_env();
+    let cache = Cache::builder().memory().build().await.unwrap();
+    let work = workload(seed, Cancel::Never, 16, 4);
+    let report = run_in_process("memory_history_no_faults", &work, &[cache], None).await;
+    report.assert_ok("memory_history_no_faults", "memory", seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_history_with_cancellations() {
+    let seed = history::seed_from_env();
+    let cache = Cache::builder().memory().build().await.unwrap();
+    let work = workload(seed, Cancel::Always, 16, 4);
+    let test = "memory_history_with_cancellations";
+    let report = run_in_process(test, &work, &[cache], None).await;
+    report.assert_ok(test, "memory", seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_three_caches() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, false).await;
+    let work = workload(seed, Cancel::OddHistories, 6, 2);
+    let test = "redis_history_three_caches";
+    let report = run_in_process(test, &work, &caches, None).await;
+    report.assert_ok(test, "redis", seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_with_faults() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, true).await;
+    let work = workload(seed, Cancel::OddHistories, 6, 2);
+    let test = "redis_history_with_faults";
+    let report = run_in_process(
+        test,
+        &work,
+        &caches,
+        Some((server, Duration::from_millis(200))),
+    )
+    .await;
+    assert!(report.faults > 0, "no fault was injected");
+    report.assert_ok(test, "redis", seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_across_processes() {
+    let seed = history::seed_from_env();
+    let cache_server = RedisServer::start();
+    let db_server = RedisServer::start();
+    let duration = history::duration_from_env(DEFAULT_SECONDS);
+    // Start together: every helper waits until this wall-clock time (after its own start-up).
+    let start_at = unix_ms() + 1_000;
+    let children: Vec<_> = (0..CACHES)
+        .map(|p| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_history-helper"))
+                .args([
+                    cache_server.url(),
+                    db_server.url(),
+                    "hist".to_owned(),
+                    seed.to_string(),
+                    p.to_string(),
+                    start_at.to_string(),
+                    duration.as_millis().to_string(),
+                    HISTORY_MS.to_string(),
+                    "odd".to_owned(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn history-helper")
+        })
+        .collect();
+    let mut records = Vec::new();
+    for child in children {
+        let out = guard("a history-helper process", child.wait_with_output())
+            .await
+            .expect("wait for helper");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "helper failed ({}):\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let record: Record = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad history line {line:?}: {e}"));
+            records.push(record);
+        }
+    }
+    let report = history::check(&records);
+    let test = "redis_history_across_processes";
+    eprintln!("{}", report.figures(test, "redis (3 processes)", seed));
+    report.assert_ok(test, "redis (3 processes)", seed);
+}
