@@ -50,6 +50,9 @@ pub const READ_NAME: &str = concat!(module_path!(), "::read_row");
 pub const READ0_NAME: &str = concat!(module_path!(), "::read_row0");
 /// Stats name of [`write_row`].
 pub const WRITE_NAME: &str = concat!(module_path!(), "::write_row");
+/// The second writer function's stats name: each writer task of a cache uses its own
+/// function, so that its counters tell exactly whether its own invalidation was delivered.
+pub const WRITE_B_NAME: &str = concat!(module_path!(), "::write_row_b");
 
 /// Row ids per history are `history * ROWS_STRIDE + 1 ..`.
 const ROWS_STRIDE: u64 = 8;
@@ -108,8 +111,9 @@ pub struct Event {
     /// Clock after the call returned; `None` when it was cancelled.
     pub end: Option<u64>,
     /// Completed write: the invalidation may have failed or been queued (the writer's function
-    /// counted backend errors, or fewer than 2 invalidations, on this cache during the call;
-    /// concurrent writes on the same cache make this a heuristic).
+    /// counted backend errors, or fewer than 2 invalidations, on this cache during the call).
+    /// Read: the reader's cache could not use Redis (its circuit was not closed at the read's
+    /// start or end), so invalidations by other caches could not reach it.
     pub suspect: bool,
 }
 
@@ -149,6 +153,9 @@ impl fmt::Display for Event {
         if self.kind == Kind::Write && self.suspect {
             f.write_str(" (invalidation suspect: backend error or queued)")?;
         }
+        if self.kind == Kind::Read && self.suspect {
+            f.write_str(" (this cache's circuit was open)")?;
+        }
         Ok(())
     }
 }
@@ -187,10 +194,11 @@ impl Counts {
     /// Counters of one cache.
     pub fn of(cache: &Cache) -> Counts {
         let s = cache.stats();
-        let (r, r0, w) = (
+        let (r, r0, w, wb) = (
             s.function(READ_NAME),
             s.function(READ0_NAME),
             s.function(WRITE_NAME),
+            s.function(WRITE_B_NAME),
         );
         let both = |f: fn(&FnStats) -> u64| f(&r) + f(&r0);
         Counts {
@@ -199,8 +207,8 @@ impl Counts {
             loads: both(|s| s.loads),
             lock_waits: both(|s| s.lock_waits),
             lock_timeouts: both(|s| s.lock_timeouts),
-            backend_errors: both(|s| s.backend_errors) + w.backend_errors,
-            invalidations: w.invalidations,
+            backend_errors: both(|s| s.backend_errors) + w.backend_errors + wb.backend_errors,
+            invalidations: w.invalidations + wb.invalidations,
         }
     }
 
@@ -372,6 +380,14 @@ pub async fn write_row(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: 
     written.store(v, SeqCst);
 }
 
+/// The same write as [`write_row`], under another name (see [`WRITE_B_NAME`]).
+#[invalidates("row:{id}", "row0:{id}", cache = cache)]
+pub async fn write_row_b(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+}
+
 /// When calls are cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cancel {
@@ -531,6 +547,8 @@ impl Task {
             };
             let cancel = self.cancel_after();
             let (delay_before_ms, delay_after_ms) = (self.delay(max_delay), self.delay(max_delay));
+            let closed = |c: &Cache| c.breaker_state() == cache_runtime::BreakerState::Closed;
+            let reachable_before = closed(&self.cache);
             let start = self.db.clock().await;
             let ctx = LoadCtx {
                 db: self.db.clone(),
@@ -557,6 +575,7 @@ impl Task {
                 Some(_) => Some(self.db.clock().await),
                 None => None,
             };
+            let degraded = !(reachable_before && closed(&self.cache));
             push(
                 &self.log,
                 Record::Event(Event {
@@ -570,7 +589,7 @@ impl Task {
                     call_start: start,
                     start,
                     end,
-                    suspect: false,
+                    suspect: degraded,
                 }),
             );
             let think = if self.rng.random_ratio(1, 3) {
@@ -591,9 +610,22 @@ impl Task {
             let cancel = self.cancel_after();
             let delay = self.delay(3);
             let written = AtomicU64::new(0);
-            let before = self.cache.stats().function(WRITE_NAME);
+            // Writer tasks alternate between two functions: with two writers per cache, each
+            // function's counters are this task's alone.
+            let (name, b) = if self.task % 2 == 0 {
+                (WRITE_NAME, false)
+            } else {
+                (WRITE_B_NAME, true)
+            };
+            let before = self.cache.stats().function(name);
             let start = self.db.clock().await;
-            let call = write_row(&self.cache, row, &self.db, delay, &written);
+            let call = async {
+                if b {
+                    write_row_b(&self.cache, row, &self.db, delay, &written).await
+                } else {
+                    write_row(&self.cache, row, &self.db, delay, &written).await
+                }
+            };
             let done = match cancel {
                 None => {
                     call.await;
@@ -606,7 +638,7 @@ impl Task {
             } else {
                 None
             };
-            let after = self.cache.stats().function(WRITE_NAME);
+            let after = self.cache.stats().function(name);
             let suspect = done
                 && (after.backend_errors != before.backend_errors
                     || after.invalidations < before.invalidations + 2);
@@ -771,9 +803,16 @@ impl Report {
     /// Excerpts of up to `n` stale reads of each function.
     pub fn stale_excerpt(&self, n: usize) -> String {
         let mut s = String::new();
-        let shown = [Func::Row, Func::Row0]
-            .into_iter()
-            .flat_map(|f| self.stale.iter().filter(move |v| v.read.func == f).take(n));
+        // Reads after delivered invalidations first: they are the failures.
+        let mut ordered: Vec<&Stale> = self.stale.iter().collect();
+        ordered.sort_by_key(|v| v.after_failed_invalidation);
+        let shown = [Func::Row, Func::Row0].into_iter().flat_map(|f| {
+            ordered
+                .clone()
+                .into_iter()
+                .filter(move |v| v.read.func == f)
+                .take(n)
+        });
         for v in shown {
             let _ = writeln!(
                 s,
@@ -813,10 +852,25 @@ impl Report {
 
     /// Panics with the figures and excerpts when (a) or, in clean histories, (b) failed.
     pub fn assert_ok(&self, test: &str, backend: &str, seed: u64) {
+        self.assert_ok_with(test, backend, seed, false)
+    }
+
+    /// Like [`Report::assert_ok`]; with `excuse_undelivered`, a stale read whose newer write's
+    /// invalidation could not be delivered (a backend error or a queued retry during the
+    /// write, or a write overlapping a fault window) is reported but not a failure: the
+    /// README's promise covers invalidations that reached Redis; a queued one holds for other
+    /// processes from its delivery on.
+    pub fn assert_ok_with(&self, test: &str, backend: &str, seed: u64, excuse_undelivered: bool) {
         let mut problems = Vec::new();
-        if !self.stale.is_empty() {
+        let failing = self
+            .stale
+            .iter()
+            .filter(|s| !(excuse_undelivered && s.after_failed_invalidation))
+            .count();
+        eprintln!("{}", self.figures(test, backend, seed));
+        if failing > 0 {
             problems.push(format!(
-                "(a) freshness: {} stale reads\n{}",
+                "(a) freshness: {} stale reads ({failing} after delivered invalidations)\n{}",
                 self.stale.len(),
                 self.stale_excerpt(2)
             ));
@@ -908,7 +962,7 @@ pub fn check(records: &[Record]) -> Report {
         let after_failed_invalidation = newer
             .iter()
             .any(|w| w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)))
-            || overlaps_fault(read.start, read.end.unwrap_or(u64::MAX));
+            || read.suspect;
         // Context: the write that made the returned version and the newer writes up to the
         // read's end (other than `latest`, shown separately; at most 5), and the last 4 loads
         // that read the returned version before the read ended.

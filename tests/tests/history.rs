@@ -139,7 +139,7 @@ async fn redis_history_with_faults() {
     )
     .await;
     assert!(report.faults > 0, "no fault was injected");
-    report.assert_ok(test, "redis", seed);
+    report.assert_ok_with(test, "redis", seed, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
