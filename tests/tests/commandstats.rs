@@ -53,13 +53,15 @@ async fn write(cache: &Cache, id: u64) -> Result<(), String> {
 }
 
 /// Commands the framework may issue (README, "Failure behaviour"), as `INFO commandstats` names
-/// them: plus `del` (called inside the release script), `script|load` (redis-rs loads a script
+/// them: plus `del` (called inside the release script), `pexpire` (inside the lease-extension
+/// script), `script|load` (redis-rs loads a script
 /// the server does not know yet) and `client|setinfo` (redis-rs's connection set-up). Connection
 /// commands a URL can ask for (`auth`, `hello`, `select`) are allowed too.
 const ALLOWED: &[&str] = &[
     "get",
     "set",
     "del",
+    "pexpire",
     "evalsha",
     "eval",
     "script|load",

@@ -335,7 +335,8 @@ async fn requirepass_right_password_works_wrong_password_falls_back_and_nothing_
 
 /// Exactly what the runtime needs, no more: `GET`, `SET` (lease `SET NX PX`), `EVALSHA` (plus
 /// `SCRIPT LOAD` on a server that does not know the script yet: redis-rs's `Script`), the
-/// commands called inside the two Lua scripts (`GET`, `SET`, `DEL`: ACLs apply inside scripts),
+/// commands called inside the three Lua scripts (`GET`, `SET`, `DEL`, `PEXPIRE`: ACLs apply inside
+/// scripts),
 /// `UNLINK` and `PING`; keys limited to the cache's namespace. (`EVAL` is never issued.)
 fn app_rules() -> Vec<String> {
     let mut rules = vec![
@@ -347,6 +348,7 @@ fn app_rules() -> Vec<String> {
         "+get",
         "+set",
         "+del",
+        "+pexpire",
         "+evalsha",
         "+script|load",
         "+unlink",
