@@ -230,7 +230,35 @@ async fn err_is_not_cached(env: TestEnv) {
     assert_eq!(loads.load(SeqCst), 3);
 }
 
+#[cached(key = "negjit:{id}", ttl = 60, jitter = 30, negative_ttl = 1, cache = cache)]
+async fn find_jittered(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<String> {
+    loads.fetch_add(1, SeqCst);
+    None
+}
+
+/// Jitter spreads value TTLs only: `negative_ttl = 1, jitter = 30` keeps "not found" for
+/// exactly 1 s, not up to 31 s.
+async fn jitter_does_not_stretch_negative_ttl(env: TestEnv) {
+    let loads = AtomicUsize::new(0);
+    for id in 0..20 {
+        assert_eq!(find_jittered(&env.cache, id, &loads).await, None);
+    }
+    if let Some(raw) = env.raw().await {
+        for id in 0..20 {
+            let pttl = raw.pttl(&env.cache.full_key(&format!("negjit:{id}"))).await;
+            assert!((1..=1000).contains(&pttl), "negative entry {id} has PTTL {pttl} ms");
+        }
+    }
+    // The TTL itself is the subject here: let 1 s pass, then every entry must be gone.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for id in 0..20 {
+        assert_eq!(find_jittered(&env.cache, id, &loads).await, None);
+    }
+    assert_eq!(loads.load(SeqCst), 40, "every negative entry expired after negative_ttl");
+}
+
 backend_tests!(
+    jitter_does_not_stretch_negative_ttl,
     none_is_cached_with_negative_ttl,
     ok_none_is_cached_with_negative_ttl,
     negative_ttl_defaults_to_ttl,

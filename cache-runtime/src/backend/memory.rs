@@ -47,6 +47,9 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryBackend {
     store: Moka<String, Stored>,
+    /// Tests: `try_lease` waits here after applying `SET NX`, as when a reply is lost.
+    #[cfg(test)]
+    pub(crate) after_lease: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -67,7 +70,11 @@ impl MemoryBackend {
             })
             .expire_after(PerEntryTtl)
             .build();
-        MemoryBackend { store }
+        MemoryBackend {
+            store,
+            #[cfg(test)]
+            after_lease: None,
+        }
     }
 
     fn stored(bytes: &[u8], px_ms: u64) -> Stored {
@@ -113,7 +120,12 @@ impl Backend for MemoryBackend {
     }
 
     async fn try_lease(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
-        Ok(self.compute(key, |cur| cur.is_none(), Some(Self::stored(lease, px_ms))))
+        let won = self.compute(key, |cur| cur.is_none(), Some(Self::stored(lease, px_ms)));
+        #[cfg(test)]
+        if let Some(gate) = &self.after_lease {
+            let _ = gate.acquire().await;
+        }
+        Ok(won)
     }
 
     async fn fill(&self, key: &str, lease: &[u8], value: &[u8], px_ms: u64) -> BackendResult<bool> {
@@ -153,6 +165,41 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod review_tests {
     use super::*;
+
+    /// A delete and a compare-and-set fill on the same key are atomic with respect to each
+    /// other (as `UNLINK` and the Lua fill are on Redis): whichever runs first, a key that held
+    /// the lease ends up empty. With `remove` outside moka's per-key compute lock, a fill could
+    /// check the lease, the delete run, and the fill then write the older value back.
+    #[test]
+    fn delete_and_fill_are_atomic() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = MemoryBackend::new(64 << 20);
+            for i in 0..20_000 {
+                let key = format!("k{i}");
+                assert!(b.try_lease(&key, b"L", 60_000).await.unwrap());
+                let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+                let (b1, k1, g1) = (b.clone(), key.clone(), barrier.clone());
+                let fill = tokio::spawn(async move {
+                    g1.wait();
+                    b1.fill(&k1, b"L", b"V", 60_000).await.unwrap()
+                });
+                let (b2, k2, g2) = (b.clone(), key.clone(), barrier);
+                let del = tokio::spawn(async move {
+                    g2.wait();
+                    b2.delete(&[k2]).await.unwrap()
+                });
+                let (_, _) = (fill.await.unwrap(), del.await.unwrap());
+                assert!(
+                    b.get(&key).await.unwrap().is_none(),
+                    "iteration {i}: the value survived a delete that ran after its lease"
+                );
+            }
+        });
+    }
 
     #[tokio::test]
     async fn review_huge_ttl_does_not_panic() {
