@@ -149,10 +149,13 @@ fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
 }
 
 /// The shape of a return type, from its last path segment: `Result<Option<_>, _>`,
-/// `Result<_, _>` (also aliases like `io::Result<T>`), `Option<_>`, else plain.
+/// `Result<_, _>` (also aliases like `io::Result<T>`, and any `..Result<..>` with generic
+/// arguments such as `ApiResult<T>`), `Option<_>`, else plain. An inferred plain shape is
+/// backed by a type-level check (see [`plain_check`]) that catches a `Result` or `Option`
+/// hidden behind any other alias.
 pub fn infer_shape(ty: &Type) -> Shape {
     match last_segment(ty) {
-        Some((name, args)) if name == "Result" => {
+        Some((name, args)) if is_result_name(name, args.is_some()) => {
             let first = args.and_then(|a| {
                 a.args.iter().find_map(|g| match g {
                     GenericArgument::Type(t) => Some(t),
@@ -167,6 +170,13 @@ pub fn infer_shape(ty: &Type) -> Shape {
         Some((name, _)) if name == "Option" => Shape::Opt,
         _ => Shape::Plain,
     }
+}
+
+/// `Result`, or a name ending with `Result` that takes generic arguments (`ApiResult<T>`);
+/// a bare `SearchResult` is more likely a struct than an alias.
+fn is_result_name(name: &Ident, has_args: bool) -> bool {
+    let name = name.unraw().to_string();
+    name == "Result" || (has_args && name.ends_with("Result"))
 }
 
 fn last_segment(ty: &Type) -> Option<(&Ident, Option<&syn::AngleBracketedGenericArguments>)> {
@@ -200,6 +210,8 @@ struct Parts<'a> {
     ret: TokenStream,
     ret_span: Span,
     shape: Shape,
+    /// The shape was read from the return type, not given with `returns = ..`.
+    shape_inferred: bool,
     name: TokenStream,
     /// `let __cache_handle = ...;` when `cache = expr` is given.
     handle_init: TokenStream,
@@ -222,6 +234,7 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
         ReturnType::Default => (quote!(()), func.sig.ident.span(), Shape::Plain),
         ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span(), infer_shape(ty)),
     };
+    let shape_inferred = common.returns.is_none();
     let shape = common.returns.unwrap_or(shape);
     let name = match &common.name {
         Some(n) => n.to_token_stream(),
@@ -261,6 +274,7 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
         ret,
         ret_span,
         shape,
+        shape_inferred,
         name,
         handle_init,
         handle_ref,
@@ -344,6 +358,22 @@ fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
     quote!(#krate::__private::#m)
 }
 
+/// Dead code that compiles only if the return type, inferred as plain from its
+/// name, does not resolve to `Result<_, _>` or `Option<_>` (an alias such as
+/// `type Answer = Result<User, ApiError>`); see `cache_runtime::shape_check`.
+/// Every token but the type's own is located at the return type, where the
+/// error is reported.
+fn plain_check(krate: &TokenStream, ret: &TokenStream, ret_span: Span) -> TokenStream {
+    let k = respan(krate, ret_span);
+    quote_spanned! {ret_span=>
+        #[allow(unused_imports, clippy::unit_arg)]
+        if false {
+            use #k::__private::PlainFallback as _;
+            #k::__private::expect_plain(#k::__private::Probe::<#ret>::new().kind());
+        }
+    }
+}
+
 fn expand_cached(
     func: &ItemFn,
     template: &Template,
@@ -357,6 +387,7 @@ fn expand_cached(
         ret,
         ret_span,
         shape,
+        shape_inferred,
         name,
         handle_init,
         handle_ref,
@@ -381,6 +412,11 @@ fn expand_cached(
     // type, so that an unsupported return type (not `Serialize`, not
     // matching `returns = ..`) is reported there, once.
     let ret_span = Span::call_site().located_at(ret_span);
+    let check = if shape_inferred && shape == Shape::Plain {
+        plain_check(&krate, &ret, ret_span)
+    } else {
+        TokenStream::new()
+    };
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
     let call = quote_spanned! {ret_span=>
@@ -400,6 +436,7 @@ fn expand_cached(
                 lock_ms: #lock_ms,
                 slot: #krate::__private::CounterSlot::new(),
             };
+            #check
             let __cache_key: ::std::string::String = #key;
             #handle_init
             #call
@@ -415,6 +452,7 @@ fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) ->
         ret,
         ret_span,
         shape,
+        shape_inferred: _,
         name,
         handle_init,
         handle_ref,
@@ -468,6 +506,15 @@ mod tests {
             shape(parse_quote!(anyhow::Result<core::option::Option<u8>>)),
             Shape::ResOpt
         );
+        // Aliases named `..Result<..>` are results too.
+        assert_eq!(shape(parse_quote!(ApiResult<u8>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(crate::DbResult<(), E>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(ApiResult<Option<u8>>)), Shape::ResOpt);
+        // Without generic arguments, a `..Result` is more likely a struct
+        // (`SearchResult`); the type-level check catches a hidden `Result`.
+        assert_eq!(shape(parse_quote!(SearchResult)), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Results<u8>)), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Option<ApiResult<u8>>)), Shape::Opt);
     }
 
     fn expand(
@@ -500,6 +547,39 @@ mod tests {
             out.contains(":: cache_runtime :: __private :: global ()"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn plain_check_only_for_inferred_plain() {
+        let item = quote!(
+            async fn get(id: u64) -> Answer {
+                todo!()
+            }
+        );
+        let out = expand(cached, quote!(key = "a:{id}", ttl = 5), item.clone());
+        assert!(
+            out.contains("expect_plain (:: cache_runtime :: __private :: Probe :: < Answer >"),
+            "{out}"
+        );
+        for returns in ["plain", "result"] {
+            let out = expand(
+                cached,
+                quote!(key = "a:{id}", ttl = 5, returns = #returns),
+                item.clone(),
+            );
+            assert!(!out.contains("expect_plain"), "{returns}: {out}");
+        }
+        let out = expand(
+            cached,
+            quote!(key = "a:{id}", ttl = 5),
+            quote!(
+                async fn get(id: u64) -> ApiResult<u64> {
+                    todo!()
+                }
+            ),
+        );
+        assert!(!out.contains("expect_plain"), "{out}");
+        assert!(out.contains("__private :: Res ,"), "{out}");
     }
 
     #[test]

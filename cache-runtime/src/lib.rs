@@ -49,6 +49,7 @@ mod flight;
 mod invalidation;
 pub mod key;
 mod load;
+mod shape_check;
 pub mod stats;
 mod store;
 

@@ -287,3 +287,6 @@ impl Drop for PendingInvalidation<'_> {
         }
     }
 }
+pub use crate::shape_check::{
+    IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, expect_plain,
+};

@@ -1,6 +1,6 @@
 //! Where `#[cached]` goes: inherent and trait-impl methods with `cache = self.cache`, generic
 //! functions, field-path placeholders, parameters named like the macro's own locals, and the
-//! return shapes (`io::Result`, aliases with `returns = ..`).
+//! return shapes (`io::Result`, `ApiResult<T>`, aliases with `returns = ..`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -280,7 +280,89 @@ async fn io_result_and_alias_shapes(env: TestEnv) {
     );
 }
 
+/// A serde-able error: a `Result` cached with the plain shape would store `Err` as a value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ApiError {
+    code: u16,
+}
+
+/// An alias whose last segment is not `Result` but ends with it.
+type ApiResult<T> = Result<T, ApiError>;
+
+#[cached(key = "api:{id}", ttl = 60, cache = cache)]
+async fn api_result(cache: &Cache, id: u64, loads: &AtomicUsize) -> ApiResult<String> {
+    let n = loads.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(ApiError {
+            code: 500 + n as u16,
+        }),
+        _ => Ok(format!("api-{id}")),
+    }
+}
+
+#[cached(key = "api_opt:{id}", ttl = 60, cache = cache)]
+async fn api_result_option(
+    cache: &Cache,
+    id: u64,
+    loads: &AtomicUsize,
+) -> ApiResult<Option<String>> {
+    loads.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(ApiError { code: 503 }),
+        1 => Ok(None),
+        _ => Ok(Some(format!("api-{id}"))),
+    }
+}
+
+async fn result_alias_by_name_never_caches_err(env: TestEnv) {
+    let loads = AtomicUsize::new(0);
+    assert_eq!(
+        api_result(&env.cache, 0, &loads).await,
+        Err(ApiError { code: 500 })
+    );
+    assert_eq!(
+        api_result(&env.cache, 0, &loads).await,
+        Err(ApiError { code: 501 }),
+        "the loader ran again: Err was not cached"
+    );
+    assert_eq!(loads.load(SeqCst), 2);
+    if let Some(raw) = env.raw().await {
+        assert!(!raw.exists("itest:api:0").await, "no entry for an Err");
+    }
+    assert_eq!(api_result(&env.cache, 7, &loads).await.unwrap(), "api-7");
+    assert_eq!(api_result(&env.cache, 7, &loads).await.unwrap(), "api-7");
+    assert_eq!(loads.load(SeqCst), 3, "Ok is cached");
+
+    let loads = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert!(api_result_option(&env.cache, 0, &loads).await.is_err());
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "ApiResult<Option<_>>: Err not cached"
+    );
+    for _ in 0..2 {
+        assert_eq!(api_result_option(&env.cache, 1, &loads).await, Ok(None));
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            api_result_option(&env.cache, 2, &loads)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("api-2")
+        );
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        4,
+        "ApiResult<Option<_>>: Ok(None) is a negative entry, Ok(Some) a value"
+    );
+}
+
 backend_tests!(
+    result_alias_by_name_never_caches_err,
     inherent_method_with_self_cache,
     trait_impl_method_with_self_cache,
     method_with_arc_cache,
