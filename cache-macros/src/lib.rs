@@ -59,7 +59,9 @@ use proc_macro::TokenStream;
 /// `returns = ".."`.
 ///
 /// The function must be `async`. It may be a free fn, a generic fn, or a
-/// method taking `&self` in an inherent or trait impl.
+/// method taking `&self` in an inherent or trait impl, including an
+/// `#[async_trait]` impl (there the macro caches the boxed `async` block that
+/// `#[async_trait]` generates).
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

@@ -1,6 +1,7 @@
-//! Where `#[cached]` goes: inherent and trait-impl methods with `cache = self.cache`, generic
-//! functions, field-path placeholders, parameters named like the macro's own locals, and the
-//! return shapes (`io::Result`, `ApiResult<T>`, aliases with `returns = ..`).
+//! Where `#[cached]` goes: inherent, trait-impl and `#[async_trait]` methods with
+//! `cache = self.cache`, generic functions, field-path placeholders, parameters named like the
+//! macro's own locals, and the return shapes (`io::Result`, `ApiResult<T>`, aliases with
+//! `returns = ..`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -361,7 +362,74 @@ async fn result_alias_by_name_never_caches_err(env: TestEnv) {
     );
 }
 
+// ---- #[async_trait] impls ----
+
+#[derive(Debug, PartialEq)]
+struct DbError;
+
+#[async_trait::async_trait]
+trait UserRepo {
+    async fn get(&self, id: u64) -> Result<Option<String>, DbError>;
+    async fn rename(&self, id: u64) -> Result<(), DbError>;
+}
+
+struct AsyncTraitRepo {
+    cache: Cache,
+    tenant: String,
+    loads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl UserRepo for AsyncTraitRepo {
+    #[cached(key = "at:{self.tenant}:{id}", ttl = 60, cache = self.cache)]
+    async fn get(&self, id: u64) -> Result<Option<String>, DbError> {
+        self.loads.fetch_add(1, SeqCst);
+        match id {
+            0 => Err(DbError),
+            1 => Ok(None),
+            _ => Ok(Some(format!("{}-{id}", self.tenant))),
+        }
+    }
+
+    #[invalidates("at:{self.tenant}:{id}", cache = self.cache)]
+    async fn rename(&self, id: u64) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+async fn async_trait_methods(env: TestEnv) {
+    let repo = AsyncTraitRepo {
+        cache: env.cache.clone(),
+        tenant: "t:1".into(),
+        loads: AtomicUsize::new(0),
+    };
+    let dyn_repo: &dyn UserRepo = &repo;
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(repo.loads.load(SeqCst), 1, "the second call is a hit");
+    if let Some(raw) = env.raw().await {
+        assert!(
+            raw.exists("itest:at:t%3A1:2").await,
+            "key rendered from self.tenant and id inside the async-trait future"
+        );
+    }
+    assert_eq!(repo.get(1).await, Ok(None));
+    assert_eq!(repo.get(1).await, Ok(None));
+    assert_eq!(repo.loads.load(SeqCst), 2, "Ok(None) is cached");
+    assert_eq!(repo.get(0).await, Err(DbError));
+    assert_eq!(repo.get(0).await, Err(DbError));
+    assert_eq!(repo.loads.load(SeqCst), 4, "Err is not cached");
+    dyn_repo.rename(2).await.unwrap();
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(
+        repo.loads.load(SeqCst),
+        5,
+        "#[invalidates] on an async-trait method deleted the key"
+    );
+}
+
 backend_tests!(
+    async_trait_methods,
     result_alias_by_name_never_caches_err,
     inherent_method_with_self_cache,
     trait_impl_method_with_self_cache,
