@@ -549,7 +549,7 @@ fn plain_check(krate: &TokenStream, ret: &TokenStream, ret_span: Span) -> TokenS
         #[allow(unused_imports, clippy::unit_arg)]
         if false {
             use #k::__private::PlainFallback as _;
-            #k::__private::expect_plain(#k::__private::Probe::<#ret>::new().kind());
+            #k::__private::expect_plain(#k::__private::Probe::<#ret>::new().__cache_shape_kind());
         }
     }
 }

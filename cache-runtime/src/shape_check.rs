@@ -8,14 +8,16 @@
 //!
 //! ```ignore
 //! use __private::PlainFallback as _;
-//! __private::expect_plain(__private::Probe::<ReturnType>::new().kind());
+//! __private::expect_plain(__private::Probe::<ReturnType>::new().__cache_shape_kind());
 //! ```
 //!
 //! Method resolution prefers an inherent method to a trait method at the same autoref step,
-//! so `kind()` is [`IsResult`] / [`IsOption`] when `ReturnType` resolves to
+//! so `__cache_shape_kind()` is [`IsResult`] / [`IsOption`] when `ReturnType` resolves to
 //! `core::result::Result<_, _>` / `core::option::Option<_>`, and [`IsPlain`] (the trait's
 //! fallback) otherwise. [`expect_plain`] accepts only [`IsPlain`]. In a generic function the
 //! return type is a type parameter, which matches neither inherent impl: plain, silently.
+//! The method has an unusual name so that a user's blanket trait with a `kind` method in scope
+//! cannot take precedence over (by-value receiver) or be ambiguous with the fallback.
 
 use std::marker::PhantomData;
 
@@ -39,26 +41,26 @@ pub struct IsOption;
 pub struct IsPlain;
 
 impl<T, E> Probe<Result<T, E>> {
-    /// Chosen over [`PlainFallback::kind`] because inherent methods come first.
+    /// Chosen over [`PlainFallback::__cache_shape_kind`] because inherent methods come first.
     #[inline]
-    pub fn kind(&self) -> IsResult {
+    pub fn __cache_shape_kind(&self) -> IsResult {
         IsResult
     }
 }
 
 impl<T> Probe<Option<T>> {
-    /// Chosen over [`PlainFallback::kind`] because inherent methods come first.
+    /// Chosen over [`PlainFallback::__cache_shape_kind`] because inherent methods come first.
     #[inline]
-    pub fn kind(&self) -> IsOption {
+    pub fn __cache_shape_kind(&self) -> IsOption {
         IsOption
     }
 }
 
-/// The fallback `kind()` for every other return type.
+/// The fallback `__cache_shape_kind()` for every other return type.
 pub trait PlainFallback {
     /// [`IsPlain`].
     #[inline]
-    fn kind(&self) -> IsPlain {
+    fn __cache_shape_kind(&self) -> IsPlain {
         IsPlain
     }
 }
@@ -92,15 +94,24 @@ mod tests {
 
     #[test]
     fn probe_sees_through_aliases() {
-        assert_eq!(name(Probe::<Answer>::new().kind()), "IsResult");
-        assert_eq!(name(Probe::<Option<u8>>::new().kind()), "IsOption");
-        assert_eq!(name(Probe::<u8>::new().kind()), "IsPlain");
-        assert_eq!(name(Probe::<Vec<Answer>>::new().kind()), "IsPlain");
-        expect_plain(Probe::<String>::new().kind());
+        assert_eq!(
+            name(Probe::<Answer>::new().__cache_shape_kind()),
+            "IsResult"
+        );
+        assert_eq!(
+            name(Probe::<Option<u8>>::new().__cache_shape_kind()),
+            "IsOption"
+        );
+        assert_eq!(name(Probe::<u8>::new().__cache_shape_kind()), "IsPlain");
+        assert_eq!(
+            name(Probe::<Vec<Answer>>::new().__cache_shape_kind()),
+            "IsPlain"
+        );
+        expect_plain(Probe::<String>::new().__cache_shape_kind());
     }
 
     fn generic<T>() -> &'static str {
-        name(Probe::<T>::new().kind())
+        name(Probe::<T>::new().__cache_shape_kind())
     }
 
     #[test]

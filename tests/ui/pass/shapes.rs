@@ -150,6 +150,17 @@ impl User {
     }
 }
 
+/// A blanket trait whose method could shadow the shape check's probe if the names met.
+pub trait Kind {
+    fn kind(self) -> u8
+    where
+        Self: Sized,
+    {
+        0
+    }
+}
+impl<T> Kind for T {}
+
 fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
@@ -170,4 +181,5 @@ fn main() {
     let _ = assert_send(answer_as_value(1));
     let _ = assert_send(search("q"));
     let _ = assert_send(User::by_id(1));
+    let _ = 1u8.kind();
 }
