@@ -12,8 +12,8 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
 use syn::{
-    AttrStyle, Attribute, Expr, FnArg, GenericArgument, Ident, Index, ItemFn, LitStr, Member, Pat,
-    PathArguments, ReturnType, Signature, Token, Type,
+    AttrStyle, Attribute, Expr, ExprAsync, ExprCall, FnArg, GenericArgument, Ident, Index, ItemFn,
+    LitStr, Member, Pat, PathArguments, ReturnType, Stmt, Token, Type, TypeParamBound,
 };
 
 use crate::attr::{self, Common, Ctxt, Shape};
@@ -26,7 +26,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(func) = parse_fn(&item, "cached", &mut ctxt) else {
         return with_errors(item, ctxt);
     };
-    let scope = check_signature(&func.sig, "cached", &mut ctxt);
+    let target = Target::new(&func);
+    let scope = check_signature(&target, "cached", &mut ctxt);
     let template = args
         .key
         .as_ref()
@@ -39,7 +40,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
                 negative_ttl: args.negative_ttl.map(|n| n.value),
                 lock_ms: args.lock_ms.map(|l| l.value),
             };
-            expand_cached(&func, &template, &spec, &args.common)
+            expand_cached(&target, &template, &spec, &args.common)
         }
         _ => with_errors(item, ctxt),
     }
@@ -52,7 +53,8 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(func) = parse_fn(&item, "invalidates", &mut ctxt) else {
         return with_errors(item, ctxt);
     };
-    let scope = check_signature(&func.sig, "invalidates", &mut ctxt);
+    let target = Target::new(&func);
+    let scope = check_signature(&target, "invalidates", &mut ctxt);
     let templates: Vec<Template> = args
         .templates
         .iter()
@@ -61,7 +63,7 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     if !ctxt.is_empty() || templates.is_empty() {
         return with_errors(item, ctxt);
     }
-    expand_invalidates(&func, &templates, &args.common)
+    expand_invalidates(&target, &templates, &args.common)
 }
 
 /// The original item followed by every collected error.
@@ -93,9 +95,141 @@ fn template_or_errors(lit: &LitStr, scope: &Scope, ctxt: &mut Ctxt) -> Option<Te
     }
 }
 
+/// The function the macro wraps: an `async fn` as written, or what
+/// `#[async_trait]` (which expands before the attributes on the impl's
+/// methods) leaves of one.
+struct Target<'a> {
+    func: &'a ItemFn,
+    /// `Some` for the `#[async_trait]` shape.
+    boxed: Option<BoxedAsync<'a>>,
+}
+
+impl<'a> Target<'a> {
+    fn new(func: &'a ItemFn) -> Self {
+        Target {
+            func,
+            boxed: BoxedAsync::from_fn(func),
+        }
+    }
+
+    fn is_async(&self) -> bool {
+        self.func.sig.asyncness.is_some() || self.boxed.is_some()
+    }
+}
+
+/// A non-async fn returning `Pin<Box<dyn Future<Output = T> + ..>>` whose
+/// body ends with `Box::pin(async move { .. })`: an `async fn` after
+/// `#[async_trait]` (recognised the way `tracing-attributes`' `AsyncInfo`
+/// does). The macro then works inside the `async` block, with `T` as the
+/// return type. async-trait keeps the receiver and the identifier parameters
+/// in the signature (it binds them again inside the block, `self` as
+/// `__self`), so templates and `cache = self.cache` name the signature's
+/// parameters, rendered before the block's own statements run.
+struct BoxedAsync<'a> {
+    /// Statements before the `Box::pin(..)` tail.
+    before: &'a [Stmt],
+    /// The `Box::pin(..)` call.
+    call: &'a ExprCall,
+    /// Its `async` block.
+    block: &'a ExprAsync,
+    /// `T` of `Future<Output = T>`.
+    output: &'a Type,
+}
+
+impl<'a> BoxedAsync<'a> {
+    fn from_fn(func: &'a ItemFn) -> Option<Self> {
+        if func.sig.asyncness.is_some() {
+            return None;
+        }
+        let ReturnType::Type(_, ret) = &func.sig.output else {
+            return None;
+        };
+        let output = boxed_future_output(ret)?;
+        let (last, before) = func.block.stmts.split_last()?;
+        let Stmt::Expr(Expr::Call(call), None) = last else {
+            return None;
+        };
+        let Expr::Path(path) = &*call.func else {
+            return None;
+        };
+        let segs = &path.path.segments;
+        let is_box_pin = segs.len() >= 2
+            && segs[segs.len() - 1].ident == "pin"
+            && segs[segs.len() - 2].ident == "Box";
+        if !is_box_pin || call.args.len() != 1 {
+            return None;
+        }
+        let Some(Expr::Async(block)) = call.args.first() else {
+            return None;
+        };
+        Some(BoxedAsync {
+            before,
+            call,
+            block,
+            output,
+        })
+    }
+
+    /// `Box::pin(async move { inner })`, keeping the call's path and the
+    /// block's attributes and capture mode.
+    fn rebuild(&self, inner: TokenStream) -> TokenStream {
+        let mut block = self.block.clone();
+        block.block.stmts = vec![Stmt::Expr(Expr::Verbatim(inner), None)];
+        let mut call = self.call.clone();
+        call.args = std::iter::once(Expr::Async(block)).collect();
+        let before = self.before;
+        quote! { #(#before)* #call }
+    }
+}
+
+/// `T` in `Pin<Box<dyn Future<Output = T> + ..>>` (any paths to `Pin`, `Box`
+/// and `Future`).
+fn boxed_future_output(ty: &Type) -> Option<&Type> {
+    fn first_type(args: Option<&syn::AngleBracketedGenericArguments>) -> Option<&Type> {
+        args?.args.iter().find_map(|g| match g {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+    }
+    let (pin, args) = last_segment(ty)?;
+    if pin != "Pin" {
+        return None;
+    }
+    let (boxed, args) = last_segment(first_type(args)?)?;
+    if boxed != "Box" {
+        return None;
+    }
+    let mut object = first_type(args)?;
+    while let Type::Group(syn::TypeGroup { elem, .. }) | Type::Paren(syn::TypeParen { elem, .. }) =
+        object
+    {
+        object = elem;
+    }
+    let Type::TraitObject(object) = object else {
+        return None;
+    };
+    object.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let seg = bound.path.segments.last()?;
+        let PathArguments::AngleBracketed(args) = &seg.arguments else {
+            return None;
+        };
+        if seg.ident != "Future" {
+            return None;
+        }
+        args.args.iter().find_map(|g| match g {
+            GenericArgument::AssocType(a) if a.ident == "Output" => Some(&a.ty),
+            _ => None,
+        })
+    })
+}
+
 /// Checks that the fn is async and collects the names a template may use.
-fn check_signature(sig: &Signature, attr: &str, ctxt: &mut Ctxt) -> Scope {
-    if sig.asyncness.is_none() {
+fn check_signature(target: &Target, attr: &str, ctxt: &mut Ctxt) -> Scope {
+    let sig = &target.func.sig;
+    if !target.is_async() {
         let what = if attr == "cached" {
             "on a miss it awaits the cache backend (Redis) and your loader, and concurrent \
              callers of the same key await one shared load"
@@ -149,10 +283,13 @@ fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
 }
 
 /// The shape of a return type, from its last path segment: `Result<Option<_>, _>`,
-/// `Result<_, _>` (also aliases like `io::Result<T>`), `Option<_>`, else plain.
+/// `Result<_, _>` (also aliases like `io::Result<T>`, and any `..Result<..>` with generic
+/// arguments such as `ApiResult<T>`), `Option<_>`, else plain. An inferred plain shape is
+/// backed by a type-level check (see [`plain_check`]) that catches a `Result` or `Option`
+/// hidden behind any other alias.
 pub fn infer_shape(ty: &Type) -> Shape {
     match last_segment(ty) {
-        Some((name, args)) if name == "Result" => {
+        Some((name, args)) if is_result_name(name, args.is_some()) => {
             let first = args.and_then(|a| {
                 a.args.iter().find_map(|g| match g {
                     GenericArgument::Type(t) => Some(t),
@@ -167,6 +304,13 @@ pub fn infer_shape(ty: &Type) -> Shape {
         Some((name, _)) if name == "Option" => Shape::Opt,
         _ => Shape::Plain,
     }
+}
+
+/// `Result`, or a name ending with `Result` that takes generic arguments (`ApiResult<T>`);
+/// a bare `SearchResult` is more likely a struct than an alias.
+fn is_result_name(name: &Ident, has_args: bool) -> bool {
+    let name = name.unraw().to_string();
+    name == "Result" || (has_args && name.ends_with("Result"))
 }
 
 fn last_segment(ty: &Type) -> Option<(&Ident, Option<&syn::AngleBracketedGenericArguments>)> {
@@ -200,6 +344,8 @@ struct Parts<'a> {
     ret: TokenStream,
     ret_span: Span,
     shape: Shape,
+    /// The shape was read from the return type, not given with `returns = ..`.
+    shape_inferred: bool,
     name: TokenStream,
     /// `let __cache_handle = ...;` when `cache = expr` is given.
     handle_init: TokenStream,
@@ -209,7 +355,10 @@ struct Parts<'a> {
     body: TokenStream,
 }
 
-fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
+/// `templates` are the templates in use (their parameters are not reported
+/// unused when only the key uses them).
+fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> Parts<'a> {
+    let func = target.func;
     let (outer_attrs, inner_attrs) = func
         .attrs
         .iter()
@@ -218,10 +367,18 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
         Some(p) => p.to_token_stream(),
         None => quote!(::cache_runtime),
     };
-    let (ret, ret_span, shape) = match &func.sig.output {
-        ReturnType::Default => (quote!(()), func.sig.ident.span(), Shape::Plain),
-        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span(), infer_shape(ty)),
+    let output = match &target.boxed {
+        Some(boxed) => Some(boxed.output),
+        None => match &func.sig.output {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some(&**ty),
+        },
     };
+    let (ret, ret_span, shape) = match output {
+        None => (quote!(()), func.sig.ident.span(), Shape::Plain),
+        Some(ty) => (ty.to_token_stream(), ty.span(), infer_shape(ty)),
+    };
+    let shape_inferred = common.returns.is_none();
     let shape = common.returns.unwrap_or(shape);
     let name = match &common.name {
         Some(n) => n.to_token_stream(),
@@ -234,7 +391,10 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
         Some(expr) => (handle_init(&krate, expr), quote!(&__cache_handle)),
         None => (TokenStream::new(), quote!(#krate::__private::global())),
     };
-    let stmts = &func.block.stmts;
+    let stmts = match &target.boxed {
+        None => func.block.stmts.clone(),
+        Some(boxed) => allow_unused_rebinds(&boxed.block.block.stmts, templates),
+    };
     let body = quote! {
         async move {
             #[allow(
@@ -261,11 +421,45 @@ fn parts<'a>(func: &'a ItemFn, common: &Common) -> Parts<'a> {
         ret,
         ret_span,
         shape,
+        shape_inferred,
         name,
         handle_init,
         handle_ref,
         body,
     }
+}
+
+/// The statements of an `#[async_trait]` block, where `let id = id;` (how
+/// async-trait moves a parameter into the block) gets
+/// `#[allow(unused_variables)]` when a template uses `id`: the key used the
+/// parameter even if the body does not, as it would in an `async fn`.
+fn allow_unused_rebinds(stmts: &[Stmt], templates: &[&Template]) -> Vec<Stmt> {
+    let used = |name: &Ident| {
+        templates.iter().any(|t| {
+            t.segments
+                .iter()
+                .any(|s| matches!(s, Segment::Part(p) if *name == p.root))
+        })
+    };
+    stmts
+        .iter()
+        .map(|stmt| {
+            let mut stmt = stmt.clone();
+            if let Stmt::Local(local) = &mut stmt
+                && let Pat::Ident(pat) = &local.pat
+                && pat.subpat.is_none()
+                && let Some(init) = &local.init
+                && let Expr::Path(path) = &*init.expr
+                && path.path.is_ident(&pat.ident)
+                && used(&pat.ident)
+            {
+                local
+                    .attrs
+                    .push(syn::parse_quote!(#[allow(unused_variables)]));
+            }
+            stmt
+        })
+        .collect()
 }
 
 fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
@@ -344,12 +538,29 @@ fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
     quote!(#krate::__private::#m)
 }
 
+/// Dead code that compiles only if the return type, inferred as plain from its
+/// name, does not resolve to `Result<_, _>` or `Option<_>` (an alias such as
+/// `type Answer = Result<User, ApiError>`); see `cache_runtime::shape_check`.
+/// Every token but the type's own is located at the return type, where the
+/// error is reported.
+fn plain_check(krate: &TokenStream, ret: &TokenStream, ret_span: Span) -> TokenStream {
+    let k = respan(krate, ret_span);
+    quote_spanned! {ret_span=>
+        #[allow(unused_imports, clippy::unit_arg)]
+        if false {
+            use #k::__private::PlainFallback as _;
+            #k::__private::expect_plain(#k::__private::Probe::<#ret>::new().__cache_shape_kind());
+        }
+    }
+}
+
 fn expand_cached(
-    func: &ItemFn,
+    target: &Target,
     template: &Template,
     spec: &CachedSpec,
     common: &Common,
 ) -> TokenStream {
+    let func = target.func;
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -357,11 +568,12 @@ fn expand_cached(
         ret,
         ret_span,
         shape,
+        shape_inferred,
         name,
         handle_init,
         handle_ref,
         body,
-    } = parts(func, common);
+    } = parts(target, &[template], common);
     let vis = &func.vis;
     let sig = &func.sig;
     let key = render_key(&krate, template);
@@ -381,6 +593,11 @@ fn expand_cached(
     // type, so that an unsupported return type (not `Serialize`, not
     // matching `returns = ..`) is reported there, once.
     let ret_span = Span::call_site().located_at(ret_span);
+    let check = if shape_inferred && shape == Shape::Plain {
+        plain_check(&krate, &ret, ret_span)
+    } else {
+        TokenStream::new()
+    };
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
     let call = quote_spanned! {ret_span=>
@@ -388,26 +605,35 @@ fn expand_cached(
             #handle_ref, &__CACHE_SPEC, __cache_key, #body
         ).await
     };
+    let inner = quote! {
+        static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
+            name: #name,
+            ttl_secs: #ttl,
+            jitter_secs: #jitter,
+            negative_ttl_secs: #negative_ttl,
+            lock_ms: #lock_ms,
+            slot: #krate::__private::CounterSlot::new(),
+        };
+        #check
+        let __cache_key: ::std::string::String = #key;
+        #handle_init
+        #call
+    };
+    let inner = match &target.boxed {
+        None => inner,
+        Some(boxed) => boxed.rebuild(inner),
+    };
     quote! {
         #(#outer_attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
-                name: #name,
-                ttl_secs: #ttl,
-                jitter_secs: #jitter,
-                negative_ttl_secs: #negative_ttl,
-                lock_ms: #lock_ms,
-                slot: #krate::__private::CounterSlot::new(),
-            };
-            let __cache_key: ::std::string::String = #key;
-            #handle_init
-            #call
+            #inner
         }
     }
 }
 
-fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) -> TokenStream {
+fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) -> TokenStream {
+    let func = target.func;
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -415,11 +641,12 @@ fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) ->
         ret,
         ret_span,
         shape,
+        shape_inferred: _,
         name,
         handle_init,
         handle_ref,
         body,
-    } = parts(func, common);
+    } = parts(target, &templates.iter().collect::<Vec<_>>(), common);
     let vis = &func.vis;
     let sig = &func.sig;
     let keys = templates.iter().map(|t| render_key(&krate, t));
@@ -427,19 +654,26 @@ fn expand_invalidates(func: &ItemFn, templates: &[Template], common: &Common) ->
     let ret_span = Span::call_site().located_at(ret_span);
     let succeeded =
         quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>(&__cache_out));
+    let inner = quote! {
+        static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
+            #krate::__private::InvalidateSpec { name: #name };
+        let __cache_keys = [#(#keys),*];
+        #handle_init
+        let __cache_out: #ret = #body.await;
+        if #succeeded {
+            #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys).await;
+        }
+        __cache_out
+    };
+    let inner = match &target.boxed {
+        None => inner,
+        Some(boxed) => boxed.rebuild(inner),
+    };
     quote! {
         #(#outer_attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
-                #krate::__private::InvalidateSpec { name: #name };
-            let __cache_keys = [#(#keys),*];
-            #handle_init
-            let __cache_out: #ret = #body.await;
-            if #succeeded {
-                #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys).await;
-            }
-            __cache_out
+            #inner
         }
     }
 }
@@ -468,6 +702,15 @@ mod tests {
             shape(parse_quote!(anyhow::Result<core::option::Option<u8>>)),
             Shape::ResOpt
         );
+        // Aliases named `..Result<..>` are results too.
+        assert_eq!(shape(parse_quote!(ApiResult<u8>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(crate::DbResult<(), E>)), Shape::Res);
+        assert_eq!(shape(parse_quote!(ApiResult<Option<u8>>)), Shape::ResOpt);
+        // Without generic arguments, a `..Result` is more likely a struct
+        // (`SearchResult`); the type-level check catches a hidden `Result`.
+        assert_eq!(shape(parse_quote!(SearchResult)), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Results<u8>)), Shape::Plain);
+        assert_eq!(shape(parse_quote!(Option<ApiResult<u8>>)), Shape::Opt);
     }
 
     fn expand(
@@ -500,6 +743,39 @@ mod tests {
             out.contains(":: cache_runtime :: __private :: global ()"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn plain_check_only_for_inferred_plain() {
+        let item = quote!(
+            async fn get(id: u64) -> Answer {
+                todo!()
+            }
+        );
+        let out = expand(cached, quote!(key = "a:{id}", ttl = 5), item.clone());
+        assert!(
+            out.contains("expect_plain (:: cache_runtime :: __private :: Probe :: < Answer >"),
+            "{out}"
+        );
+        for returns in ["plain", "result"] {
+            let out = expand(
+                cached,
+                quote!(key = "a:{id}", ttl = 5, returns = #returns),
+                item.clone(),
+            );
+            assert!(!out.contains("expect_plain"), "{returns}: {out}");
+        }
+        let out = expand(
+            cached,
+            quote!(key = "a:{id}", ttl = 5),
+            quote!(
+                async fn get(id: u64) -> ApiResult<u64> {
+                    todo!()
+                }
+            ),
+        );
+        assert!(!out.contains("expect_plain"), "{out}");
+        assert!(out.contains("__private :: Res ,"), "{out}");
     }
 
     #[test]
@@ -572,6 +848,102 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("__cache_k . lit (\"users:list\")"), "{out}");
+    }
+
+    /// What `#[async_trait]` 0.1.92 makes of
+    /// `async fn get(&self, id: u64) -> Result<Option<String>, E> { .. }`.
+    fn async_trait_item(body_tail: TokenStream) -> TokenStream {
+        quote!(
+            fn get<'life0, 'async_trait>(
+                &'life0 self,
+                id: u64,
+            ) -> ::core::pin::Pin<
+                Box<
+                    dyn ::core::future::Future<Output = Result<Option<String>, E>>
+                        + ::core::marker::Send
+                        + 'async_trait,
+                >,
+            >
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                #body_tail
+            }
+        )
+    }
+
+    #[test]
+    fn async_trait_shape() {
+        let item = async_trait_item(quote!(Box::pin(async move {
+            if let ::core::option::Option::Some(__ret) =
+                ::core::option::Option::None::<Result<Option<String>, E>>
+            {
+                #[allow(unreachable_code)]
+                return __ret;
+            }
+            let __self = self;
+            let id = id;
+            let __ret: Result<Option<String>, E> = { Ok(Some(__self.name.clone())) };
+            #[allow(unreachable_code)]
+            __ret
+        })));
+        let out = expand(
+            cached,
+            quote!(key = "u:{self.tenant}:{id}", ttl = 5, cache = self.cache),
+            item.clone(),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        let (sig, body) = out.split_once("Box :: pin (async move {").expect(&out);
+        assert!(!sig.contains("__CACHE_SPEC"), "{out}");
+        assert!(body.contains("__CACHE_SPEC"), "{out}");
+        assert!(body.contains("part (& self . tenant)"), "{out}");
+        assert!(body.contains("handle (& (self . cache))"), "{out}");
+        assert!(
+            body.contains("ResOpt , Result < Option < String > , E >"),
+            "{out}"
+        );
+        assert!(
+            body.contains("# [allow (unused_variables)] let id = id ;"),
+            "{out}"
+        );
+
+        let out = expand(invalidates, quote!("u:{id}"), item);
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("Box :: pin (async move {"), "{out}");
+        assert!(
+            out.contains("succeeded :: < :: cache_runtime :: __private :: ResOpt"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn not_async_trait_shape() {
+        // Right return type, but the body is not `Box::pin(async ..)`.
+        for tail in [
+            quote!(Box::pin(ready(Ok(None)))),
+            quote!(Box::new(async move { Ok(None) })),
+            quote!(let f = Box::pin(async move { Ok(None) }); f),
+            quote!(Box::pin(async move { Ok(None) });),
+        ] {
+            let out = expand(
+                cached,
+                quote!(key = "u:{id}", ttl = 5),
+                async_trait_item(tail),
+            );
+            assert!(out.contains("requires an `async fn`"), "{out}");
+        }
+        // `Box::pin(async ..)` but not a boxed future type.
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 5),
+            quote!(
+                fn get(id: u64) -> Box<dyn Future<Output = u64>> {
+                    Box::pin(async move { id })
+                }
+            ),
+        );
+        assert!(out.contains("requires an `async fn`"), "{out}");
     }
 
     #[test]

@@ -50,11 +50,18 @@ use proc_macro::TokenStream;
 ///
 /// `T`, `Option<T>` (`None` is cached as a negative entry), `Result<T, E>`
 /// (`Err` is never cached) and `Result<Option<T>, E>`, decided by the last
-/// path segment of the return type (so `io::Result<T>` works); `T` must be
-/// `Serialize + DeserializeOwned + Send + 'static`.
+/// path segment of the return type: `Result`, or any name ending in `Result`
+/// with generic arguments (so `io::Result<T>`, `anyhow::Result<T>` and
+/// `ApiResult<T>` work); `T` must be `Serialize + DeserializeOwned + Send +
+/// 'static`. When the shape is read as plain but the type resolves to a
+/// `Result` or `Option` (an alias such as `type Answer = Result<User, E>`),
+/// compilation fails rather than cache `Err`/`None` as a value: set
+/// `returns = ".."`.
 ///
 /// The function must be `async`. It may be a free fn, a generic fn, or a
-/// method taking `&self` in an inherent or trait impl.
+/// method taking `&self` in an inherent or trait impl, including an
+/// `#[async_trait]` impl (there the macro caches the boxed `async` block that
+/// `#[async_trait]` generates).
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

@@ -186,14 +186,24 @@ impl KeyPart for uuid::Uuid {
 }
 
 /// Longest encoded placeholder value kept as is (bytes). A longer one is replaced by
-/// `~h` and the 128-bit XXH3 hash of its encoding in hex (34 bytes), which bounds key
-/// length; two different long values collide only with probability about 2^-128.
+/// `~h` and the first 128 bits of the SHA-256 of its encoding, in lower-case hex (34 bytes
+/// in all), which bounds key length. SHA-256 (not a fast non-cryptographic hash) because
+/// placeholder values are often user-controlled: with a hash that is not collision
+/// resistant, a crafted search string could be made to render another user's key and share
+/// their entry. Finding two values with the same truncated digest takes about 2^64 work.
 pub const MAX_PART_LEN: usize = 128;
 
 fn hash_tail(s: &mut String, start: usize) {
-    let h = xxhash_rust::xxh3::xxh3_128(&s.as_bytes()[start..]);
+    use sha2::Digest as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(&s.as_bytes()[start..]);
     s.truncate(start);
-    let _ = write!(s, "~h{h:032x}");
+    s.reserve(34);
+    s.push_str("~h");
+    for &b in &digest[..16] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xF) as usize] as char);
+    }
 }
 
 /// Builds a rendered key from template literals and placeholder values (used by the macros).
@@ -277,6 +287,35 @@ mod tests {
         assert_eq!(a, render_key(&long_a), "stable");
         let short = "x".repeat(MAX_PART_LEN);
         assert_eq!(render_key(&short), format!("p:{short}"));
+    }
+
+    #[test]
+    fn long_part_hash_is_sha256_truncated() {
+        // SHA-256("a" * 500) = 69206a472a1f384259f2c387211f123d...; the key keeps the
+        // first 128 bits. A change of algorithm or truncation breaks this test (and every
+        // stored key with a long part).
+        let mut k = KeyBuf::new();
+        k.part("a".repeat(500).as_str());
+        assert_eq!(k.finish(), "~h69206a472a1f384259f2c387211f123d");
+        // The hash covers the encoded part: "a:" * 100 is hashed as "a%3A" * 100.
+        let mut k = KeyBuf::new();
+        k.part("a:".repeat(100).as_str());
+        let mut expected = String::new();
+        write_encoded(&mut expected, &"a:".repeat(100));
+        assert_eq!(expected, "a%3A".repeat(100));
+        assert_eq!(
+            k.finish(),
+            format!("~h{}", sha256_128_hex(expected.as_bytes()))
+        );
+    }
+
+    /// Reference: the first 16 bytes of SHA-256, lower-case hex.
+    fn sha256_128_hex(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[test]

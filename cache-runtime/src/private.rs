@@ -65,3 +65,6 @@ where
 pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[String]) {
     crate::invalidation::invalidate(cache, spec, keys).await
 }
+pub use crate::shape_check::{
+    IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, expect_plain,
+};

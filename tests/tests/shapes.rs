@@ -1,6 +1,7 @@
-//! Where `#[cached]` goes: inherent and trait-impl methods with `cache = self.cache`, generic
-//! functions, field-path placeholders, parameters named like the macro's own locals, and the
-//! return shapes (`io::Result`, aliases with `returns = ..`).
+//! Where `#[cached]` goes: inherent, trait-impl and `#[async_trait]` methods with
+//! `cache = self.cache`, generic functions, field-path placeholders, parameters named like the
+//! macro's own locals, and the return shapes (`io::Result`, `ApiResult<T>`, aliases with
+//! `returns = ..`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -280,7 +281,156 @@ async fn io_result_and_alias_shapes(env: TestEnv) {
     );
 }
 
+/// A serde-able error: a `Result` cached with the plain shape would store `Err` as a value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ApiError {
+    code: u16,
+}
+
+/// An alias whose last segment is not `Result` but ends with it.
+type ApiResult<T> = Result<T, ApiError>;
+
+#[cached(key = "api:{id}", ttl = 60, cache = cache)]
+async fn api_result(cache: &Cache, id: u64, loads: &AtomicUsize) -> ApiResult<String> {
+    let n = loads.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(ApiError {
+            code: 500 + n as u16,
+        }),
+        _ => Ok(format!("api-{id}")),
+    }
+}
+
+#[cached(key = "api_opt:{id}", ttl = 60, cache = cache)]
+async fn api_result_option(
+    cache: &Cache,
+    id: u64,
+    loads: &AtomicUsize,
+) -> ApiResult<Option<String>> {
+    loads.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(ApiError { code: 503 }),
+        1 => Ok(None),
+        _ => Ok(Some(format!("api-{id}"))),
+    }
+}
+
+async fn result_alias_by_name_never_caches_err(env: TestEnv) {
+    let loads = AtomicUsize::new(0);
+    assert_eq!(
+        api_result(&env.cache, 0, &loads).await,
+        Err(ApiError { code: 500 })
+    );
+    assert_eq!(
+        api_result(&env.cache, 0, &loads).await,
+        Err(ApiError { code: 501 }),
+        "the loader ran again: Err was not cached"
+    );
+    assert_eq!(loads.load(SeqCst), 2);
+    if let Some(raw) = env.raw().await {
+        assert!(!raw.exists("itest:api:0").await, "no entry for an Err");
+    }
+    assert_eq!(api_result(&env.cache, 7, &loads).await.unwrap(), "api-7");
+    assert_eq!(api_result(&env.cache, 7, &loads).await.unwrap(), "api-7");
+    assert_eq!(loads.load(SeqCst), 3, "Ok is cached");
+
+    let loads = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert!(api_result_option(&env.cache, 0, &loads).await.is_err());
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "ApiResult<Option<_>>: Err not cached"
+    );
+    for _ in 0..2 {
+        assert_eq!(api_result_option(&env.cache, 1, &loads).await, Ok(None));
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            api_result_option(&env.cache, 2, &loads)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("api-2")
+        );
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        4,
+        "ApiResult<Option<_>>: Ok(None) is a negative entry, Ok(Some) a value"
+    );
+}
+
+// ---- #[async_trait] impls ----
+
+#[derive(Debug, PartialEq)]
+struct DbError;
+
+#[async_trait::async_trait]
+trait UserRepo {
+    async fn get(&self, id: u64) -> Result<Option<String>, DbError>;
+    async fn rename(&self, id: u64) -> Result<(), DbError>;
+}
+
+struct AsyncTraitRepo {
+    cache: Cache,
+    tenant: String,
+    loads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl UserRepo for AsyncTraitRepo {
+    #[cached(key = "at:{self.tenant}:{id}", ttl = 60, cache = self.cache)]
+    async fn get(&self, id: u64) -> Result<Option<String>, DbError> {
+        self.loads.fetch_add(1, SeqCst);
+        match id {
+            0 => Err(DbError),
+            1 => Ok(None),
+            _ => Ok(Some(format!("{}-{id}", self.tenant))),
+        }
+    }
+
+    #[invalidates("at:{self.tenant}:{id}", cache = self.cache)]
+    async fn rename(&self, id: u64) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+async fn async_trait_methods(env: TestEnv) {
+    let repo = AsyncTraitRepo {
+        cache: env.cache.clone(),
+        tenant: "t:1".into(),
+        loads: AtomicUsize::new(0),
+    };
+    let dyn_repo: &dyn UserRepo = &repo;
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(repo.loads.load(SeqCst), 1, "the second call is a hit");
+    if let Some(raw) = env.raw().await {
+        assert!(
+            raw.exists("itest:at:t%3A1:2").await,
+            "key rendered from self.tenant and id inside the async-trait future"
+        );
+    }
+    assert_eq!(repo.get(1).await, Ok(None));
+    assert_eq!(repo.get(1).await, Ok(None));
+    assert_eq!(repo.loads.load(SeqCst), 2, "Ok(None) is cached");
+    assert_eq!(repo.get(0).await, Err(DbError));
+    assert_eq!(repo.get(0).await, Err(DbError));
+    assert_eq!(repo.loads.load(SeqCst), 4, "Err is not cached");
+    dyn_repo.rename(2).await.unwrap();
+    assert_eq!(dyn_repo.get(2).await, Ok(Some("t:1-2".to_owned())));
+    assert_eq!(
+        repo.loads.load(SeqCst),
+        5,
+        "#[invalidates] on an async-trait method deleted the key"
+    );
+}
+
 backend_tests!(
+    async_trait_methods,
+    result_alias_by_name_never_caches_err,
     inherent_method_with_self_cache,
     trait_impl_method_with_self_cache,
     method_with_arc_cache,

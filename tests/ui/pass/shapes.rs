@@ -91,6 +91,76 @@ async fn maybe(id: u64) -> Maybe<u64> {
     Some(id)
 }
 
+/// A serde-able error: the name of the alias, not the error type, decides the shape.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: u16,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[cached(key = "api:{id}", ttl = 60)]
+async fn api_result(id: u64) -> ApiResult<u64> {
+    if id == 0 {
+        return Err(ApiError { code: 500 });
+    }
+    Ok(id)
+}
+
+#[cached(key = "api_opt:{id}", ttl = 60)]
+async fn api_result_option(id: u64) -> ApiResult<Option<u64>> {
+    Ok(Some(id))
+}
+
+type Answer = Result<u64, ApiError>;
+
+/// An alias that hides `Result`, with the shape given explicitly.
+#[cached(key = "answer:{id}", ttl = 60, returns = "result")]
+async fn answer(id: u64) -> Answer {
+    Ok(id)
+}
+
+/// `returns = "plain"` is an explicit choice: `Err` is cached as a value, no check.
+#[cached(key = "answer_plain:{id}", ttl = 60, returns = "plain")]
+async fn answer_as_value(id: u64) -> Answer {
+    Ok(id)
+}
+
+/// A plain struct whose name ends with `Result` (no generic arguments): plain.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub hits: Vec<u64>,
+}
+
+#[cached(key = "search:{q}", ttl = 60)]
+async fn search(q: &str) -> SearchResult {
+    SearchResult {
+        hits: vec![q.len() as u64],
+    }
+}
+
+impl User {
+    /// A plain `Self` return in a method: the shape check sees `User`.
+    #[cached(key = "user_by_id:{id}", ttl = 60)]
+    async fn by_id(id: u64) -> Self {
+        User {
+            id,
+            name: "a".into(),
+        }
+    }
+}
+
+/// A blanket trait whose method could shadow the shape check's probe if the names met.
+pub trait Kind {
+    fn kind(self) -> u8
+    where
+        Self: Sized,
+    {
+        0
+    }
+}
+impl<T> Kind for T {}
+
 fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
@@ -105,4 +175,11 @@ fn main() {
     let _ = assert_send(alias_option(1));
     let _ = assert_send(io_result("/x"));
     let _ = assert_send(maybe(1));
+    let _ = assert_send(api_result(1));
+    let _ = assert_send(api_result_option(1));
+    let _ = assert_send(answer(1));
+    let _ = assert_send(answer_as_value(1));
+    let _ = assert_send(search("q"));
+    let _ = assert_send(User::by_id(1));
+    let _ = 1u8.kind();
 }
