@@ -123,7 +123,7 @@ impl Cache {
         }
     }
 
-    fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
+    pub(crate) fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
         let store = Store {
             backend,
             breaker: Arc::new(Breaker::new(b.breaker)),

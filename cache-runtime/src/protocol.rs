@@ -627,3 +627,53 @@ impl Drop for LeaseGuard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use crate::Cache;
+    use crate::backend::{AnyBackend, Backend, MemoryBackend};
+
+    #[crate::cached(key = "lost", ttl = 60, cache = cache, crate = crate)]
+    async fn lost_reply(cache: &Cache) -> u64 {
+        1
+    }
+
+    /// Item 8: the caller is dropped after `SET NX` was applied but before its reply arrived.
+    /// The lease must be released by its token, not left for everyone to wait on for `lock_ms`.
+    #[tokio::test]
+    async fn lease_whose_reply_was_lost_is_released() {
+        let gate = Arc::new(Semaphore::new(0));
+        let mut backend = MemoryBackend::new(1 << 20);
+        backend.after_lease = Some(gate.clone());
+        let cache = Cache::from_backend(
+            AnyBackend::Memory(backend.clone()),
+            &Cache::builder().lock_ms(600_000),
+        );
+        let full = cache.full_key("lost");
+        // The call gets stuck waiting for the lease's reply; its caller gives up.
+        let call = tokio::time::timeout(Duration::from_millis(50), lost_reply(&cache)).await;
+        assert!(call.is_err(), "the call was stuck in SET NX");
+        assert!(
+            backend.get(&full).await.unwrap().is_some(),
+            "SET NX was applied: the key holds a lease"
+        );
+        // The release runs in the background; wait for it (bounded).
+        for _ in 0..1000 {
+            if backend.get(&full).await.unwrap().is_none() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            backend.get(&full).await.unwrap().is_none(),
+            "the orphaned lease is still there: every caller would wait lock_ms for it"
+        );
+        gate.add_permits(1);
+    }
+}

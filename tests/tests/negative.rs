@@ -246,7 +246,10 @@ async fn jitter_does_not_stretch_negative_ttl(env: TestEnv) {
     if let Some(raw) = env.raw().await {
         for id in 0..20 {
             let pttl = raw.pttl(&env.cache.full_key(&format!("negjit:{id}"))).await;
-            assert!((1..=1000).contains(&pttl), "negative entry {id} has PTTL {pttl} ms");
+            assert!(
+                (1..=1000).contains(&pttl),
+                "negative entry {id} has PTTL {pttl} ms"
+            );
         }
     }
     // The TTL itself is the subject here: let 1 s pass, then every entry must be gone.
@@ -254,7 +257,11 @@ async fn jitter_does_not_stretch_negative_ttl(env: TestEnv) {
     for id in 0..20 {
         assert_eq!(find_jittered(&env.cache, id, &loads).await, None);
     }
-    assert_eq!(loads.load(SeqCst), 40, "every negative entry expired after negative_ttl");
+    assert_eq!(
+        loads.load(SeqCst),
+        40,
+        "every negative entry expired after negative_ttl"
+    );
 }
 
 backend_tests!(
