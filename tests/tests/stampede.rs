@@ -1,118 +1,136 @@
 //! Stampede protection inside one process: many concurrent calls on a cold key run the loader
 //! once and all get its value.
+//!
+//! The loader waits at a gate that opens only once all N callers have missed, so every caller
+//! really races the load: a serial run (each call a hit after the first) fails these tests
+//! (`misses == N`, `hits == 0`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
-use cache_tests::{TestEnv, backend_tests, guard};
-use tokio::sync::Barrier;
+use cache_tests::{TestEnv, backend_tests, eventually, guard};
+use tokio::sync::Semaphore;
+
+/// Counts loads; each load waits for a permit.
+struct Gate {
+    loads: AtomicUsize,
+    open: Semaphore,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            loads: AtomicUsize::new(0),
+            open: Semaphore::new(0),
+        })
+    }
+
+    async fn pass(&self) {
+        self.loads.fetch_add(1, SeqCst);
+        let _permit = self.open.acquire().await;
+    }
+
+    fn loads(&self) -> usize {
+        self.loads.load(SeqCst)
+    }
+}
 
 #[cached(key = "hot:{id}", ttl = 60, cache = cache)]
-async fn slow_load(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
-    loads.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+async fn hot(cache: &Cache, id: u64, gate: &Gate) -> String {
+    gate.pass().await;
     format!("hot-{id}")
 }
 
 #[cached(key = "hot_missing:{id}", ttl = 60, cache = cache)]
-async fn slow_missing(
-    cache: &Cache,
-    id: u64,
-    loads: &AtomicUsize,
-) -> Result<Option<String>, String> {
-    loads.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+async fn hot_missing(cache: &Cache, id: u64, gate: &Gate) -> Result<Option<String>, String> {
+    gate.pass().await;
     Ok(None)
 }
 
-/// Runs `n` tasks that start together (barrier) and each call `call()`; returns their outputs.
-async fn run_concurrently<T, F, Fut>(n: usize, call: F) -> Vec<T>
+/// Starts `n` calls, waits until all `n` have missed (by the function's `misses` counter),
+/// opens the gate, and returns their outputs.
+async fn stampede<T, F, Fut>(cache: &Cache, name: &str, gate: &Gate, n: usize, call: F) -> Vec<T>
 where
     T: Send + 'static,
-    F: Fn() -> Fut,
+    F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
 {
-    let barrier = Arc::new(Barrier::new(n));
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let barrier = barrier.clone();
-            let fut = call();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                fut.await
-            })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(call(i))).collect();
+    let c = cache.clone();
+    let name = name.to_owned();
+    eventually(
+        &format!("all {n} callers missed"),
+        Duration::from_secs(20),
+        || {
+            let (c, name) = (c.clone(), name.clone());
+            async move { c.stats().function(&name).misses == n as u64 }
+        },
+    )
+    .await;
+    gate.open.add_permits(10_000);
     let mut out = Vec::with_capacity(n);
-    for task in tasks {
-        out.push(
-            guard("a concurrent call", task)
-                .await
-                .expect("task panicked"),
-        );
+    for t in tasks {
+        out.push(guard("a concurrent call", t).await.expect("task panicked"));
     }
     out
 }
 
 async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
-    let loads = Arc::new(AtomicUsize::new(0));
-    let values = run_concurrently(100, || {
-        let (cache, loads) = (env.cache.clone(), loads.clone());
-        async move { slow_load(&cache, 1, &loads).await }
+    let gate = Gate::new();
+    let values = stampede(&env.cache, "stampede::hot", &gate, 100, |_| {
+        let (cache, gate) = (env.cache.clone(), gate.clone());
+        async move { hot(&cache, 1, &gate).await }
     })
     .await;
-    assert_eq!(values.len(), 100);
     assert!(
         values.iter().all(|v| v == "hot-1"),
         "every caller gets the value: {values:?}"
     );
-    assert_eq!(
-        loads.load(SeqCst),
-        1,
-        "100 concurrent calls on a cold key: exactly one loader run"
-    );
+    let s = env.cache.stats().function("stampede::hot");
+    assert_eq!((gate.loads(), s.misses, s.hits), (1, 100, 0), "{s:?}");
     // And it is cached now.
-    assert_eq!(slow_load(&env.cache, 1, &loads).await, "hot-1");
-    assert_eq!(loads.load(SeqCst), 1);
+    assert_eq!(hot(&env.cache, 1, &gate).await, "hot-1");
+    assert_eq!(gate.loads(), 1);
 }
 
 async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
-    let loads = Arc::new(AtomicUsize::new(0));
-    let values = run_concurrently(100, || {
-        let (cache, loads) = (env.cache.clone(), loads.clone());
-        async move { slow_missing(&cache, 1, &loads).await }
+    let gate = Gate::new();
+    let values = stampede(&env.cache, "stampede::hot_missing", &gate, 100, |_| {
+        let (cache, gate) = (env.cache.clone(), gate.clone());
+        async move { hot_missing(&cache, 1, &gate).await }
     })
     .await;
     assert!(
         values.iter().all(|v| *v == Ok(None)),
         "every caller gets Ok(None)"
     );
+    let s = env.cache.stats().function("stampede::hot_missing");
     assert_eq!(
-        loads.load(SeqCst),
-        1,
-        "100 concurrent calls for a missing row: one loader run"
+        (gate.loads(), s.misses, s.negative_hits),
+        (1, 100, 0),
+        "{s:?}"
     );
 }
 
 async fn stampede_is_per_key(env: TestEnv) {
-    let loads = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
-    // 10 keys x 10 callers each, all at once.
-    let values = run_concurrently(100, || {
-        let (cache, loads) = (env.cache.clone(), loads.clone());
-        let id = (next.fetch_add(1, SeqCst) % 10) as u64;
-        async move { (id, slow_load(&cache, 100 + id, &loads).await) }
+    let gate = Gate::new();
+    // 10 keys x 10 callers each, all racing.
+    let values = stampede(&env.cache, "stampede::hot", &gate, 100, |i| {
+        let (cache, gate) = (env.cache.clone(), gate.clone());
+        let id = 100 + (i % 10) as u64;
+        async move { (id, hot(&cache, id, &gate).await) }
     })
     .await;
     for (id, value) in &values {
-        assert_eq!(value, &format!("hot-{}", 100 + id));
+        assert_eq!(value, &format!("hot-{id}"));
     }
+    let s = env.cache.stats().function("stampede::hot");
     assert_eq!(
-        loads.load(SeqCst),
-        10,
-        "10 keys x 10 concurrent callers: one loader run per key"
+        (gate.loads(), s.misses, s.hits),
+        (10, 100, 0),
+        "one load per key: {s:?}"
     );
 }
 
