@@ -10,7 +10,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::flight::Flights;
-use crate::invalidation::{Retrier, RetryConfig};
+use crate::retry::{Retrier, RetryConfig};
 use crate::stats::{Registry, Stats};
 use crate::store::{Fault, Store};
 

@@ -47,6 +47,7 @@ pub mod entry;
 pub mod error;
 mod flight;
 mod invalidation;
+mod retry;
 pub mod key;
 mod load;
 pub mod stats;
