@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{Cache, cached, invalidates};
+use cache_runtime::{BreakerState, Cache, cached, invalidates};
 use cache_tests::{Proxy, RedisServer, TEST_NAMESPACE, eventually, guard};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -252,6 +252,13 @@ async fn invalidation_answered_loading_is_retried_until_the_server_is_ready() {
         (1, 0),
         "still queued, not given up: {waiting:?}"
     );
+    // Reachable but unusable: "try again later" replies count as breaker failures.
+    eventually(
+        "the circuit opens while the server is loading",
+        BOUND,
+        || async { cache.breaker_state() != BreakerState::Closed },
+    )
+    .await;
     assert_eq!(
         raw.get(&key).await.as_deref(),
         Some(&stale[..]),
