@@ -15,6 +15,13 @@ pub enum Error {
     AlreadyInstalled,
     /// The backend failed (connection refused, timeout, protocol error).
     Backend(BackendError),
+    /// [`Cache::shutdown`](crate::Cache::shutdown) could not deliver every queued invalidation
+    /// (its timeout passed, or the server refused them): `keys` entries may stay stale until
+    /// their TTL ends. They are also counted in `invalidations_failed`.
+    Undelivered {
+        /// Keys whose deletion was given up.
+        keys: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -23,6 +30,10 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "invalid cache configuration: {m}"),
             Error::AlreadyInstalled => f.write_str("a global cache is already installed"),
             Error::Backend(e) => write!(f, "cache backend error: {e}"),
+            Error::Undelivered { keys } => write!(
+                f,
+                "{keys} queued invalidation key(s) were not delivered before the cache shut down"
+            ),
         }
     }
 }

@@ -47,9 +47,9 @@ pub mod entry;
 pub mod error;
 mod flight;
 mod invalidation;
-mod retry;
 pub mod key;
 mod load;
+mod retry;
 pub mod stats;
 mod store;
 

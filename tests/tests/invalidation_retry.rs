@@ -346,3 +346,175 @@ fn queued_invalidation_outlives_the_runtime_that_queued_it() {
         assert_eq!(cache.stats().function(WRITE).invalidations_failed, 0);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recovery wakes the queue.
+
+/// When the backend recovers (here: the circuit closes after another function's successful
+/// call), the queue retries at once instead of finishing its backoff pause. The pause is set to
+/// a minute, longer than the hang guard: without the wake-up this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_flushes_the_queue_without_waiting_for_the_backoff() {
+    let server = RedisServer::start();
+    let raw = server.raw().await;
+    let proxy = Proxy::start(server.port()).await;
+    let cache = cache_via(proxy.url(), |b| {
+        b.circuit_breaker(1, Duration::from_millis(200))
+            .invalidation_retry_backoff(Duration::from_secs(60), Duration::from_secs(60))
+    })
+    .await;
+    let db = Db::new("v1");
+    let key = cache.full_key("item:1");
+    assert_eq!(read(&cache, 1, &db).await, "v1#1");
+    let stale = raw.get(&key).await.expect("v1 is cached");
+
+    proxy.cut();
+    assert_eq!(
+        guard(
+            "a write with Redis unreachable",
+            write(&cache, 1, &db, "v2")
+        )
+        .await,
+        Ok(1)
+    );
+    // The queue has tried once more and is now in its one-minute pause.
+    eventually("the retry queue made a failed attempt", BOUND, || async {
+        cache.stats().function(WRITE).invalidation_retries >= 1
+    })
+    .await;
+    let waiting = cache.stats().function(WRITE);
+    assert_eq!(waiting.invalidations_pending, 1, "{waiting:?}");
+    assert_eq!(
+        raw.get(&key).await.as_deref(),
+        Some(&stale[..]),
+        "the stale entry is still there"
+    );
+
+    proxy.heal();
+    // Another function's calls probe the backend and close the circuit.
+    eventually(
+        "the circuit closes after a successful read",
+        BOUND,
+        || async {
+            read(&cache, 2, &db).await;
+            cache.breaker_state() == BreakerState::Closed
+        },
+    )
+    .await;
+    eventually(
+        "the queued invalidation is delivered before its pause ends",
+        BOUND,
+        || async {
+            let s = cache.stats().function(WRITE);
+            s.invalidations_pending == 0 && s.invalidations == 1
+        },
+    )
+    .await;
+    assert_eq!(raw.get(&key).await, None, "the stale entry is gone");
+    assert_eq!(cache.stats().function(WRITE).invalidations_failed, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown.
+
+/// A service shutting down after an outage: `shutdown` delivers what waits in the queue and
+/// returns `Ok`; afterwards the stale entry is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_delivers_the_queued_invalidations() {
+    let server = RedisServer::start();
+    let raw = server.raw().await;
+    let proxy = Proxy::start(server.port()).await;
+    let cache = cache_via(proxy.url(), |b| b).await;
+    let db = Db::new("v1");
+    let key = cache.full_key("item:1");
+    assert_eq!(read(&cache, 1, &db).await, "v1#1");
+    let stale = raw.get(&key).await.expect("v1 is cached");
+
+    proxy.cut();
+    assert_eq!(
+        guard(
+            "a write with Redis unreachable",
+            write(&cache, 1, &db, "v2")
+        )
+        .await,
+        Ok(1)
+    );
+    assert_eq!(cache.stats().function(WRITE).invalidations_pending, 1);
+    assert_eq!(
+        raw.get(&key).await.as_deref(),
+        Some(&stale[..]),
+        "the stale entry is still there"
+    );
+
+    proxy.heal();
+    let shut = guard("shutdown", cache.shutdown(Duration::from_secs(5))).await;
+    assert!(shut.is_ok(), "{shut:?}");
+    assert_eq!(raw.get(&key).await, None, "the stale entry is gone");
+    let done = cache.stats().function(WRITE);
+    assert_eq!(
+        (
+            done.invalidations,
+            done.invalidations_pending,
+            done.invalidations_failed
+        ),
+        (1, 0, 0),
+        "{done:?}"
+    );
+    // A second call has nothing left to do.
+    assert!(cache.shutdown(Duration::ZERO).await.is_ok());
+}
+
+/// When Redis stays unreachable, `shutdown` gives up at its timeout and says how many keys
+/// were not delivered; after it, a failed invalidation is counted as failed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_timeout_reports_the_undelivered_keys() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = cache_via(proxy.url(), |b| b).await;
+    let db = Db::new("v1");
+    assert_eq!(read(&cache, 1, &db).await, "v1#1");
+
+    proxy.cut();
+    for id in [1, 2, 3] {
+        assert_eq!(
+            guard(
+                "a write with Redis unreachable",
+                write(&cache, id, &db, "v2")
+            )
+            .await,
+            Ok(id)
+        );
+    }
+    assert_eq!(cache.stats().function(WRITE).invalidations_pending, 3);
+
+    let err = guard("shutdown", cache.shutdown(Duration::from_millis(300)))
+        .await
+        .expect_err("Redis is unreachable: the keys cannot be delivered");
+    assert!(
+        matches!(err, cache_runtime::Error::Undelivered { keys: 3 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains('3'), "{err}");
+    let s = cache.stats().function(WRITE);
+    assert_eq!(
+        (
+            s.invalidations,
+            s.invalidations_pending,
+            s.invalidations_failed
+        ),
+        (0, 0, 3),
+        "{s:?}"
+    );
+
+    // After shutdown the queue is closed: the write still succeeds, its key is counted failed.
+    assert_eq!(
+        guard("a write after shutdown", write(&cache, 4, &db, "v3")).await,
+        Ok(4)
+    );
+    let s = cache.stats().function(WRITE);
+    assert_eq!(
+        (s.invalidations_pending, s.invalidations_failed),
+        (0, 4),
+        "{s:?}"
+    );
+}
