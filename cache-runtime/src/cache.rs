@@ -138,8 +138,9 @@ impl Cache {
     ///
     /// Afterwards the cache still works (lookups, loads, `#[invalidates]`,
     /// [`invalidate`](Self::invalidate)), but a failed `#[invalidates]` deletion is no longer
-    /// queued: it is logged and counted in `invalidations_failed` at once. The queue's worker
-    /// thread has ended. This applies to every clone of this cache; calling it again returns
+    /// queued: it is logged and counted in `invalidations_failed` at once (the queue's worker
+    /// thread stops retrying, and ends when the cache's last handle is dropped). This applies
+    /// to every clone of this cache; calling it again returns
     /// `Ok` at once (unless an invalidation failed in between).
     ///
     /// ```

@@ -11,7 +11,9 @@
 //!   on the first queued invalidation. It does not depend on the runtime of the caller that
 //!   queued (a `#[tokio::test]` runtime, a `block_on` in a sync context): that runtime may end
 //!   and the queued deletions are still delivered. When the cache's last handle is dropped, the
-//!   worker delivers what is queued (within the retry window) and ends.
+//!   worker delivers what is queued (within the retry window) and the thread ends. After a
+//!   shutdown the thread stops retrying but keeps its runtime until the cache is dropped,
+//!   because the shared Redis connection may have been re-established on it.
 //! * Shutdown ([`Retrier::shutdown`]): the queue is closed (a later failed invalidation is
 //!   counted in `invalidations_failed` at once, not queued), the worker retries what is queued
 //!   without long pauses, and ends when the queue is empty or the deadline passes; what it
@@ -203,11 +205,12 @@ impl Retrier {
         let (tx, rx) = mpsc::channel(self.cfg.capacity.max(1));
         let (ended_tx, ended_rx) = watch::channel(false);
         let (store, cfg, mode) = (self.store.clone(), self.cfg, self.mode.subscribe());
+        let mut cache_alive = self.mode.subscribe();
         let spawned = std::thread::Builder::new()
             .name("cache-invalidation-retry".into())
             .spawn(move || {
                 // Dropped last (also on a panic): the jobs still queued are settled first.
-                let _ended = SetOnDrop(ended_tx);
+                let ended = SetOnDrop(ended_tx);
                 let mut rx = rx;
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -220,8 +223,16 @@ impl Retrier {
                         return; // dropping `rx` settles the queued jobs as failed
                     }
                 };
-                rt.block_on(worker(rx, store, cfg, mode));
-                // Do not wait for tasks the backend left on this runtime (e.g. a reconnect).
+                rt.block_on(async {
+                    worker(rx, store, cfg, mode).await;
+                    ended.0.send_replace(true);
+                    // The backend may have started work on this runtime (redis-rs runs a
+                    // reconnect, and then the new connection's I/O, on the runtime of the call
+                    // that found the connection broken): keep running it for the cache's other
+                    // users until the cache's last handle is dropped.
+                    while cache_alive.changed().await.is_ok() {}
+                });
+                // Nobody is left to use what still runs here: do not wait for it.
                 rt.shutdown_background();
             });
         match spawned {
