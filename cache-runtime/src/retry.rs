@@ -16,8 +16,8 @@
 //!   because the shared Redis connection may have been re-established on it.
 //! * Shutdown ([`Retrier::shutdown`]): the queue is closed (a later failed invalidation is
 //!   counted in `invalidations_failed` at once, not queued), the worker retries what is queued
-//!   without long pauses, and ends when the queue is empty or the deadline passes; what it
-//!   could not deliver is counted as failed and reported.
+//!   at once and then without long pauses, and stops when the queue is empty or the deadline
+//!   passes; what it could not deliver is counted as failed and reported.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
