@@ -42,6 +42,8 @@ pub(crate) struct Breaker {
     /// Ms since `epoch` until which the circuit is open; 0 = closed.
     open_until: AtomicU64,
     probing: AtomicBool,
+    /// Signalled by the first successful call after failures (see [`Breaker::recovered`]).
+    recovered: tokio::sync::Notify,
 }
 
 /// Whether a call may use the backend.
@@ -63,6 +65,7 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            recovered: tokio::sync::Notify::new(),
         }
     }
 
@@ -95,14 +98,27 @@ impl Breaker {
     /// Records a successful backend call.
     #[inline]
     pub(crate) fn success(&self) {
+        let mut recovered = false;
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
+            recovered = true;
         }
         if self.open_until.load(Relaxed) != 0 {
             self.open_until.store(0, Release);
             self.probing.store(false, Release);
             tracing::info!("cache backend recovered; circuit closed");
+            recovered = true;
         }
+        if recovered {
+            self.recovered.notify_waiters();
+        }
+    }
+
+    /// Resolves at the next successful call that follows failures (the circuit closing, or
+    /// consecutive failures ending before it opened). Only futures that exist (and are polled
+    /// or [enabled](tokio::sync::futures::Notified::enable)) at that moment are woken.
+    pub(crate) fn recovered(&self) -> tokio::sync::futures::Notified<'_> {
+        self.recovered.notified()
     }
 
     /// Records a failed backend call (`probe`: it was the half-open probe).

@@ -10,7 +10,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::flight::Flights;
-use crate::invalidation::{Retrier, RetryConfig};
+use crate::retry::{Retrier, RetryConfig};
 use crate::stats::{Registry, Stats};
 use crate::store::{Fault, Store};
 
@@ -121,6 +121,42 @@ impl Cache {
                 "circuit open: the backend is skipped after repeated failures",
             ))),
         }
+    }
+
+    /// Delivers the invalidations waiting in the retry queue, then closes the queue: call it
+    /// when a service stops (after its server stopped taking requests), so that a write made
+    /// during a Redis outage does not leave a stale entry behind.
+    ///
+    /// Waits until every queued deletion is delivered (retrying at once, then at short
+    /// intervals) or `timeout` passes; then gives up the rest and returns
+    /// [`Error::Undelivered`] with the number of keys not delivered (also counted in
+    /// `invalidations_failed`, like keys given up during the wait). Returns at once when nothing
+    /// is queued.
+    ///
+    /// Afterwards the cache still works (lookups, loads, `#[invalidates]`,
+    /// [`invalidate`](Self::invalidate)), but a failed `#[invalidates]` deletion is no longer
+    /// queued: it is logged and counted in `invalidations_failed` at once (the queue's worker
+    /// thread stops retrying, and ends when the cache's last handle is dropped). This applies
+    /// to every clone of this cache; calling it again returns
+    /// `Ok` at once (unless an invalidation failed in between).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// use cache_runtime::Cache;
+    ///
+    /// let cache = Cache::builder().memory().build().await?;
+    /// // ... serve requests; on SIGTERM, stop the server, then:
+    /// match cache.shutdown(Duration::from_secs(5)).await {
+    ///     Ok(()) => {}
+    ///     Err(e) => eprintln!("some invalidations were lost: {e}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.retrier.shutdown(timeout).await
     }
 
     pub(crate) fn from_backend(backend: AnyBackend, b: &CacheBuilder) -> Cache {
@@ -285,10 +321,17 @@ impl CacheBuilder {
     /// How long a failed invalidation is retried in the background (default 5 minutes), and
     /// how many failed invalidation calls may wait (default 10 000).
     pub fn invalidation_retry(mut self, retry_for: Duration, max_queued: usize) -> Self {
-        self.retry = RetryConfig {
-            capacity: max_queued.max(1),
-            retry_for,
-        };
+        self.retry.capacity = max_queued.max(1);
+        self.retry.retry_for = retry_for;
+        self
+    }
+
+    /// Pauses between the retries of a failed invalidation: `first` after the first failed
+    /// retry, doubling up to `max` (default 50 ms and 2 s). Whatever the pause, the queue
+    /// retries at once when the backend recovers (the first successful call after failures).
+    pub fn invalidation_retry_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.retry.first_pause = first;
+        self.retry.max_pause = max;
         self
     }
 
@@ -312,6 +355,11 @@ impl CacheBuilder {
         }
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be greater than 0".into()));
+        }
+        if self.retry.first_pause.is_zero() || self.retry.max_pause < self.retry.first_pause {
+            return Err(Error::Config(
+                "invalidation_retry_backoff: the first pause must be greater than 0 and not above the max".into(),
+            ));
         }
         Ok(())
     }
@@ -384,6 +432,9 @@ mod tests {
             Cache::builder().lock_ms(0),
             Cache::builder().lock_ms(MAX_LOCK_MS + 1),
             Cache::builder().command_timeout(Duration::ZERO),
+            Cache::builder().invalidation_retry_backoff(Duration::ZERO, Duration::from_secs(1)),
+            Cache::builder()
+                .invalidation_retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),
         ] {
             let err = b.build().await.expect_err("invalid setting");
             assert!(matches!(err, Error::Config(_)), "{err}");

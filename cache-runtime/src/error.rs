@@ -15,6 +15,13 @@ pub enum Error {
     AlreadyInstalled,
     /// The backend failed (connection refused, timeout, protocol error).
     Backend(BackendError),
+    /// [`Cache::shutdown`](crate::Cache::shutdown) could not deliver every queued invalidation
+    /// (its timeout passed, or the server refused them): `keys` entries may stay stale until
+    /// their TTL ends. They are also counted in `invalidations_failed`.
+    Undelivered {
+        /// Keys whose deletion was given up.
+        keys: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -23,6 +30,10 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "invalid cache configuration: {m}"),
             Error::AlreadyInstalled => f.write_str("a global cache is already installed"),
             Error::Backend(e) => write!(f, "cache backend error: {e}"),
+            Error::Undelivered { keys } => write!(
+                f,
+                "{keys} queued invalidation key(s) were not delivered before the cache shut down"
+            ),
         }
     }
 }
@@ -59,8 +70,28 @@ pub enum BackendErrorKind {
     Connection,
     /// The command did not answer in time.
     Timeout,
-    /// Any other error reported by the server or the client library.
+    /// The server answered that it cannot serve the command for now: `-LOADING` (loading its
+    /// dataset), `-BUSY` (running a slow script), `-TRYAGAIN`, `-CLUSTERDOWN`, `-MASTERDOWN`,
+    /// `-READONLY` (a replica, e.g. a master demoted by a failover).
+    Unavailable,
+    /// Any other error reported by the server or the client library (e.g. `-NOPERM`,
+    /// `-WRONGTYPE`): retrying will not change it.
     Other,
+}
+
+impl BackendErrorKind {
+    /// Whether the same call may succeed later: the backend could not be reached, did not
+    /// answer in time, or answered "try again later" ([`Unavailable`](Self::Unavailable)).
+    /// Queued invalidations are retried on these (and given up on the others); they also count
+    /// as failures for the circuit breaker.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            BackendErrorKind::Connection
+                | BackendErrorKind::Timeout
+                | BackendErrorKind::Unavailable
+        )
+    }
 }
 
 impl BackendError {
@@ -92,10 +123,57 @@ impl From<redis::RedisError> for BackendError {
             BackendErrorKind::Timeout
         } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
             BackendErrorKind::Connection
+        } else if matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY")
+        ) {
+            // "Try again later" replies (redis-rs has no kind for BUSY: match the code).
+            BackendErrorKind::Unavailable
         } else {
             BackendErrorKind::Other
         };
         // redis-rs error messages do not include the URL or password.
         BackendError::new(kind, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error redis-rs gives for a server reply such as `-LOADING ...`.
+    fn from_reply(reply: &str) -> BackendError {
+        let value = redis::parse_redis_value(format!("{reply}\r\n").as_bytes()).expect("RESP");
+        BackendError::from(value.extract_error().expect_err("an error reply"))
+    }
+
+    #[test]
+    fn try_again_later_replies_are_transient_refusals_are_not() {
+        for reply in [
+            "-LOADING Redis is loading the dataset in memory",
+            "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "-TRYAGAIN Multiple keys request during rehashing of slot",
+            "-CLUSTERDOWN The cluster is down",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "-READONLY You can't write against a read only replica.",
+        ] {
+            let e = from_reply(reply);
+            assert_eq!(e.kind(), BackendErrorKind::Unavailable, "{reply}: {e}");
+            assert!(e.kind().is_transient(), "{reply}");
+        }
+        for reply in [
+            "-NOPERM User cache has no permissions to run the 'unlink' command",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value",
+            "-ERR unknown command 'UNLINK'",
+            "-NOSCRIPT No matching script. Please use EVAL.",
+            "-BUSYKEY Target key name already exists.",
+        ] {
+            let e = from_reply(reply);
+            assert_eq!(e.kind(), BackendErrorKind::Other, "{reply}: {e}");
+            assert!(!e.kind().is_transient(), "{reply}");
+        }
+        for kind in [BackendErrorKind::Connection, BackendErrorKind::Timeout] {
+            assert!(kind.is_transient(), "{kind:?}");
+        }
     }
 }

@@ -50,6 +50,7 @@ mod invalidation;
 pub mod key;
 mod load;
 mod protocol;
+mod retry;
 mod shape_check;
 mod spec;
 pub mod stats;

@@ -66,8 +66,12 @@ counters! {
     invalidations,
     /// Keys whose deletion failed and waits in the retry queue (a gauge).
     invalidations_pending,
-    /// Keys whose deletion was given up (retry window over, or queue full).
+    /// Keys whose deletion was given up (refused, retry window over, queue full, or not
+    /// delivered by [`Cache::shutdown`](crate::Cache::shutdown)).
     invalidations_failed,
+    /// Attempts of the retry queue that did not deliver (backend failed or circuit open);
+    /// each one is followed by a backoff pause.
+    invalidation_retries,
 }
 
 /// A snapshot of all functions' counters for one [`Cache`](crate::Cache), by function name.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::{AnyBackend, BackendResult, Raw};
 use crate::breaker::{Breaker, Permit};
-use crate::error::{BackendError, BackendErrorKind};
+use crate::error::BackendError;
 use crate::stats::Counters;
 
 /// Why a backend call did not give an answer.
@@ -68,10 +68,9 @@ impl Store {
                 Ok(v)
             }
             Err(e) => {
-                if matches!(
-                    e.kind(),
-                    BackendErrorKind::Connection | BackendErrorKind::Timeout
-                ) {
+                // Unreachable, too slow, or answering "try again later" (LOADING, BUSY, ...):
+                // skipping it for a while saves the calls a round trip that cannot succeed.
+                if e.kind().is_transient() {
                     self.breaker.failure(permit == Permit::Probe);
                 } else {
                     // The server answered (with an error reply such as WRONGTYPE or NOPERM):

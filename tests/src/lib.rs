@@ -761,6 +761,7 @@ impl Proxy {
                     tokio::spawn(proxy_connection(
                         client,
                         upstream,
+                        reachable.clone(),
                         blackhole.clone(),
                         reset_rx,
                     ));
@@ -823,6 +824,7 @@ impl Drop for Proxy {
 async fn proxy_connection(
     mut client: tokio::net::TcpStream,
     upstream: u16,
+    reachable: Arc<AtomicBool>,
     blackhole: Arc<AtomicBool>,
     mut reset: tokio::sync::watch::Receiver<u64>,
 ) {
@@ -834,7 +836,7 @@ async fn proxy_connection(
     };
     let (mut client_rx, mut client_tx) = client.split();
     let (mut server_rx, mut server_tx) = server.split();
-    let up = forward_unless_partitioned(&mut client_rx, &mut server_tx, &blackhole);
+    let up = forward_unless_partitioned(&mut client_rx, &mut server_tx, &reachable, &blackhole);
     let down = async {
         tokio::io::copy(&mut server_rx, &mut client_tx).await?;
         client_tx.shutdown().await
@@ -848,10 +850,13 @@ async fn proxy_connection(
 }
 
 /// Copies `from` to `to`, dropping what is read while `blackhole` is set; passes the end of
-/// stream on as a half-close.
+/// stream on as a half-close. Ends (without forwarding) at the first bytes read after a
+/// [`Proxy::cut`]: the reset that `cut` sends may reach this connection only after a poll that
+/// already started reads a command sent after the cut.
 async fn forward_unless_partitioned(
     from: &mut tokio::net::tcp::ReadHalf<'_>,
     to: &mut tokio::net::tcp::WriteHalf<'_>,
+    reachable: &AtomicBool,
     blackhole: &AtomicBool,
 ) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -861,6 +866,12 @@ async fn forward_unless_partitioned(
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
+        }
+        if !reachable.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "proxy cut",
+            ));
         }
         if blackhole.load(Ordering::SeqCst) {
             continue; // lost in the partition

@@ -12,11 +12,19 @@
 //!
 //! Listens on `127.0.0.1:$PORT` (default 3000). Logs with `tracing`; set `RUST_LOG` (default
 //! `info`; `RUST_LOG=debug` also shows cache misses, loads and database queries).
+//!
+//! On Ctrl-C or SIGTERM it stops taking requests, lets the ones in flight finish, then delivers
+//! the cache invalidations still queued after a Redis outage ([`Cache::shutdown`], up to 5 s)
+//! before it exits, so that a price changed during the outage leaves no stale entry behind.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use cache_runtime::Cache;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long the cache may take to deliver its queued invalidations at shutdown.
+const CACHE_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,15 +60,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cache ready"
     );
 
-    let router = examples::catalog::router(cache).await?;
+    let router = examples::catalog::router(cache.clone()).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "catalog service listening");
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            info!("shutting down");
-        })
+        .with_graceful_shutdown(stop_signal())
         .await?;
+    // No request runs any more: deliver what the cache still has to invalidate.
+    match cache.shutdown(CACHE_SHUTDOWN_TIMEOUT).await {
+        Ok(()) => info!("cache shut down"),
+        Err(e) => warn!(error = %e, "cache shut down; some entries may stay stale until their TTL"),
+    }
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and Kubernetes send).
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("Ctrl-C: shutting down"),
+        () = term => info!("SIGTERM: shutting down"),
+    }
 }
