@@ -48,7 +48,7 @@ fn is_plain(b: u8) -> bool {
 ///
 /// ```
 /// let mut out = String::new();
-/// cache_runtime::key::write_encoded(&mut out, "a:b c");
+/// cache_runtime::write_encoded(&mut out, "a:b c");
 /// assert_eq!(out, "a%3Ab%20c");
 /// ```
 pub fn write_encoded(out: &mut String, s: &str) {

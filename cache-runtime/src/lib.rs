@@ -39,34 +39,36 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod backend;
+mod backend;
 mod breaker;
-pub mod cache;
-pub mod codec;
-pub mod entry;
-pub mod error;
+mod cache;
+mod codec;
+mod entry;
+mod error;
 mod flight;
 mod invalidation;
-pub mod key;
+mod key;
 mod load;
 mod protocol;
 mod retry;
 mod shape_check;
 mod spec;
-pub mod stats;
+mod stats;
 mod store;
 
+/// What the `#[cached]` / `#[invalidates]` expansions call. Not a stable API.
 #[doc(hidden)]
-pub mod private;
-
-#[doc(hidden)]
-pub use private as __private;
+#[path = "private.rs"]
+pub mod __private;
 
 pub use breaker::BreakerState;
-pub use cache::{Cache, CacheBuilder, global, install};
+pub use cache::{
+    Cache, CacheBuilder, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES,
+    DEFAULT_NAMESPACE, MAX_LOCK_MS, global, install,
+};
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
-pub use key::KeyPart;
+pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
 pub use stats::{FnStats, Stats};
 
 /// Caches an async function's result under a key rendered from its arguments.

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use cache_runtime::key::MAX_PART_LEN;
+use cache_runtime::MAX_PART_LEN;
 use cache_runtime::{Cache, cached};
 use cache_tests::{Backend, Raw, TEST_NAMESPACE, TestEnv, guard};
 
