@@ -203,6 +203,11 @@ impl<'a> Miss<'a> {
         Duration::from_millis(self.lock_ms.saturating_mul(MAX_HOLD_LEASES))
     }
 
+    /// Whether the circuit is open now (the load could not have seen other processes).
+    fn degraded_by_open_circuit(&self) -> bool {
+        self.inner.store.breaker.state() != crate::BreakerState::Closed
+    }
+
     fn fault(&mut self, f: &Fault) {
         fault(&self.c, self.spec.name, f);
     }
@@ -461,9 +466,17 @@ impl<'a> Miss<'a> {
             Mode::Degraded => {
                 // No lease: this result may only be handed to this process's followers; an
                 // invalidation here has detached the flight already (see the module docs).
-                match self.shared(&loaded, load_ms) {
-                    Some(bytes) => Landed::Value(bytes),
-                    None => Landed::Failed,
+                // If the backend answers again (circuit closed), followers that joined since
+                // could have seen another process's invalidation: they load again instead.
+                if self.inner.store.breaker.state() == crate::BreakerState::Closed
+                    && !self.degraded_by_open_circuit()
+                {
+                    Landed::Retry
+                } else {
+                    match self.shared(&loaded, load_ms) {
+                        Some(bytes) => Landed::Value(bytes),
+                        None => Landed::Failed,
+                    }
                 }
             }
             Mode::Leased => self.store_leased(loaded, load_ms).await,
