@@ -12,10 +12,46 @@ use serde::de::DeserializeOwned;
 
 const CALLERS: usize = 20;
 
+/// Counts loads; each load waits until the test opens the gate (once all callers missed).
+struct Gate {
+    loads: AtomicUsize,
+    open: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            loads: AtomicUsize::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    async fn pass(&self) {
+        self.loads.fetch_add(1, SeqCst);
+        let _p = self.open.acquire().await;
+    }
+
+    fn load(&self, _: std::sync::atomic::Ordering) -> usize {
+        self.loads.load(SeqCst)
+    }
+
+    /// Opens the gate once `cache` counted `n` misses of `name`.
+    async fn open_when_missed(&self, cache: &Cache, name: &str, n: u64) {
+        let (c, name) = (cache.clone(), name.to_owned());
+        cache_tests::eventually("all callers missed", Duration::from_secs(10), || {
+            let (c, name) = (c.clone(), name.clone());
+            async move { c.stats().function(&name).misses == n }
+        })
+        .await;
+        self.open.add_permits(1000);
+    }
+}
+
 #[cached(key = "rv:neg0:{id}", ttl = 60, negative_ttl = 0, cache = cache)]
-async fn uncached_none(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<String> {
-    loads.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+async fn uncached_none(cache: &Cache, id: u64, loads: &Gate) -> Option<String> {
+    loads.pass().await;
     let _ = id;
     None
 }
@@ -23,7 +59,7 @@ async fn uncached_none(cache: &Cache, id: u64, loads: &AtomicUsize) -> Option<St
 /// `negative_ttl = 0`: `None` is not cached, but 20 callers arriving together should still
 /// share one load (single flight), not run the loader one after another.
 async fn uncached_none_stampede_loads_once(env: TestEnv) {
-    let loads = Arc::new(AtomicUsize::new(0));
+    let loads = Arc::new(Gate::default());
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
         let (cache, loads) = (env.cache.clone(), loads.clone());
@@ -31,6 +67,9 @@ async fn uncached_none_stampede_loads_once(env: TestEnv) {
             uncached_none(&cache, 1, &loads).await
         }));
     }
+    loads
+        .open_when_missed(&env.cache, "flight_outcomes::uncached_none", CALLERS as u64)
+        .await;
     let started = std::time::Instant::now();
     for t in tasks {
         assert_eq!(guard("caller", t).await.unwrap(), None);
@@ -45,15 +84,14 @@ async fn uncached_none_stampede_loads_once(env: TestEnv) {
 }
 
 #[cached(key = "rv:big:{id}", ttl = 60, cache = cache)]
-async fn oversized(cache: &Cache, id: u64, loads: &AtomicUsize) -> String {
-    loads.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+async fn oversized(cache: &Cache, id: u64, loads: &Gate) -> String {
+    loads.pass().await;
     "x".repeat(10_000 + id as usize)
 }
 
 /// A value over `max_value_bytes` is not cached; concurrent callers should still share one load.
 async fn oversized_stampede_loads_once(env: TestEnv) {
-    let loads = Arc::new(AtomicUsize::new(0));
+    let loads = Arc::new(Gate::default());
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
         let (cache, loads) = (env.cache.clone(), loads.clone());
@@ -61,6 +99,9 @@ async fn oversized_stampede_loads_once(env: TestEnv) {
             oversized(&cache, 1, &loads).await.len()
         }));
     }
+    loads
+        .open_when_missed(&env.cache, "flight_outcomes::oversized", CALLERS as u64)
+        .await;
     let started = std::time::Instant::now();
     for t in tasks {
         assert_eq!(guard("caller", t).await.unwrap(), 10_001);

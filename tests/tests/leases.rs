@@ -118,8 +118,13 @@ async fn loader_panic_waiters_get_value_from_next_load(env: TestEnv) {
     let waiters: Vec<_> = (0..10)
         .map(|_| spawn_load(&env, 2, Behaviour::Value, &loads))
         .collect();
-    // Give the waiters time to queue behind the leader (correctness does not depend on it).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All 10 waiters queue behind the leader (1 + 10 misses) before it is let go.
+    let c = env.cache.clone();
+    eventually("the waiters queued", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.stats().function("leases.load").misses == 11 }
+    })
+    .await;
     gate.release.notify_one();
 
     let err = guard("the panicking leader", leader)
@@ -135,8 +140,12 @@ async fn loader_panic_waiters_get_value_from_next_load(env: TestEnv) {
             "waiters get a value from their own/the next load"
         );
     }
+    // The waiters elected one new leader: exactly one more load.
     let after = loads.load(SeqCst);
-    assert!(after >= 2, "a load after the panic produced the value");
+    assert_eq!(
+        after, 2,
+        "one load after the panic produced the value for all waiters"
+    );
     assert_eq!(
         load(&env.cache, 2, Behaviour::Value, &loads).await,
         "value-2"
@@ -204,7 +213,13 @@ async fn cancelled_caller_waiters_proceed(env: TestEnv) {
     let waiters: Vec<_> = (0..10)
         .map(|_| spawn_load(&env, 5, Behaviour::Value, &loads))
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All 10 waiters queue behind the leader (1 + 10 misses) before it is let go.
+    let c = env.cache.clone();
+    eventually("the waiters queued", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.stats().function("leases.load").misses == 11 }
+    })
+    .await;
     caller.abort();
 
     for waiter in waiters {
@@ -213,7 +228,12 @@ async fn cancelled_caller_waiters_proceed(env: TestEnv) {
             .expect("waiter must not panic");
         assert_eq!(value, "value-5");
     }
+    // A waiter took over from the cancelled caller: exactly one more load.
     let after = loads.load(SeqCst);
+    assert_eq!(
+        after, 2,
+        "one load served the waiters of the cancelled caller"
+    );
     assert_eq!(
         load(&env.cache, 5, Behaviour::Value, &loads).await,
         "value-5"
