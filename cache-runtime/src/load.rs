@@ -49,8 +49,13 @@ where
     full.insert(0, ':');
     full.insert_str(0, &inner.namespace);
 
-    // The hit path: one GET, one decode, one counter.
-    let got = inner.store.get(&full).await;
+    // The hit path: one GET, one decode, one counter. (Unless this process has a queued
+    // invalidation for the key: then it deletes the key first, see `get_pending`.)
+    let got = if inner.retrier.pending.any() {
+        get_pending(cache, &full).await
+    } else {
+        inner.store.get(&full).await
+    };
     let unusable_why = match &got {
         Ok(Some(raw)) => {
             let u = protocol::usable(raw, entry::type_tag::<S::Value>());
@@ -71,6 +76,20 @@ where
     // Everything else is boxed: the miss path's state is much larger than the hit path's
     // and would otherwise make every call's future that large.
     Box::pin(miss::<S, R, Fut>(cache, spec, full, got, unusable_why, fut)).await
+}
+
+/// `GET`, when this process has queued invalidations: for a key among them, deliver the
+/// deletion now (a read here must not see an entry this process invalidated), and treat a
+/// failure like a failed `GET` (the call goes to the loader, without the cache).
+async fn get_pending(
+    cache: &Cache,
+    full: &str,
+) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
+    let inner = &*cache.inner;
+    if inner.retrier.pending.contains(full) {
+        inner.store.delete(&[full.to_owned()]).await?;
+    }
+    inner.store.get(full).await
 }
 
 /// The driver of the miss path: everything but decoding and running the loader happens in

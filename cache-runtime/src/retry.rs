@@ -19,7 +19,8 @@
 //!   at once and then without long pauses, and stops when the queue is empty or the deadline
 //!   passes; what it could not deliver is counted as failed and reported.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,8 +58,55 @@ impl Default for RetryConfig {
     }
 }
 
+/// Full keys whose deletion waits in the queue, with how many queued jobs hold each. A call of
+/// this process that reads such a key deletes it first (see [`crate::load`]), so this process
+/// never reads an entry it has already invalidated, even before the queue delivers. Bounded by
+/// the queue (a key leaves when its last job is delivered or given up).
+#[derive(Debug, Default)]
+pub(crate) struct PendingKeys {
+    count: AtomicUsize,
+    keys: Mutex<HashMap<String, u32>>,
+}
+
+impl PendingKeys {
+    /// Whether any deletion is pending (one relaxed load: the hit path asks this).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Relaxed) != 0
+    }
+
+    /// Whether the deletion of `key` is pending.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.contains_key(key)
+    }
+
+    fn add(&self, keys: &[String]) {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            *map.entry(k.clone()).or_insert(0) += 1;
+        }
+        self.count.store(map.len(), Relaxed);
+    }
+
+    fn remove(&self, keys: &[String]) {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(n) = map.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+        self.count.store(map.len(), Relaxed);
+    }
+}
+
 /// One failed call's keys. Dropped without [`Job::finish`] (a lost job), it counts as failed.
 struct Job {
+    /// The queue's pending keys, which this job's keys leave when it is settled.
+    pending: Arc<PendingKeys>,
     keys: Vec<String>,
     counters: Arc<Counters>,
     since: Instant,
@@ -81,6 +129,7 @@ impl Job {
             return;
         }
         let n = self.n();
+        self.pending.remove(&self.keys);
         self.counters.invalidations_pending.fetch_sub(n, Relaxed);
         if delivered {
             self.counters.invalidations.fetch_add(n, Relaxed);
@@ -127,6 +176,8 @@ pub(crate) struct Retrier {
     state: Mutex<State>,
     mode: watch::Sender<Mode>,
     given_up: Arc<AtomicU64>,
+    /// Keys whose deletion is queued.
+    pub(crate) pending: Arc<PendingKeys>,
 }
 
 impl Retrier {
@@ -141,12 +192,15 @@ impl Retrier {
             }),
             mode: watch::Sender::new(Mode::Normal),
             given_up: Arc::new(AtomicU64::new(0)),
+            pending: Arc::default(),
         }
     }
 
     /// Queues the deletion of `keys` (full keys) for retry.
     pub(crate) fn enqueue(&self, keys: Vec<String>, counters: Arc<Counters>) {
+        self.pending.add(&keys);
         let job = Job {
+            pending: self.pending.clone(),
             keys,
             counters,
             since: Instant::now(),

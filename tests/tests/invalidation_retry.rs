@@ -518,3 +518,30 @@ async fn shutdown_timeout_reports_the_undelivered_keys() {
         "{s:?}"
     );
 }
+
+/// A write whose invalidation was refused with `-LOADING` is queued; when the server is
+/// usable again, a read in the same process must not return the entry that write
+/// invalidated, even before the queue's worker delivers the deletion (it waits in a 60 s
+/// backoff here). The connection stays up throughout, so the read's `GET` reaches Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_queued_invalidation_is_seen_before_the_queue_delivers_it() {
+    let server = RedisServer::start();
+    let front = LoadingFront::start(server.port()).await;
+    let cache = cache_via(front.url(), |b| {
+        b.circuit_breaker(1000, Duration::from_millis(100))
+            .invalidation_retry_backoff(Duration::from_secs(60), Duration::from_secs(60))
+    })
+    .await;
+    let db = Db::new("v1");
+    assert_eq!(read(&cache, 7, &db).await, "v1#7");
+    front.set_loading(true);
+    assert_eq!(guard("write", write(&cache, 7, &db, "v2")).await, Ok(7));
+    let s = cache.stats().function(WRITE);
+    assert_eq!(s.invalidations_pending, 1, "{s:?}");
+    front.set_loading(false);
+    assert_eq!(
+        guard("read after the write", read(&cache, 7, &db)).await,
+        "v2#7",
+        "a read in the writing process saw the entry its own write invalidated"
+    );
+}
