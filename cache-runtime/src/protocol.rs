@@ -261,6 +261,15 @@ impl<'a> Miss<'a> {
                             self.candidate = Some((bytes.clone(), true));
                             return Step::Decode(bytes);
                         }
+                        // A Degraded leader's result is confirmed by no lease: it may be older
+                        // than an invalidation made in another process. Only a call that could
+                        // not reach the backend either takes it; one whose GET did reach it
+                        // (after any such invalidation) joins a new flight.
+                        Ok(Landed::Unconfirmed(bytes)) if self.degraded => {
+                            self.candidate = Some((bytes.clone(), true));
+                            return Step::Decode(bytes);
+                        }
+                        Ok(Landed::Unconfirmed(_)) => {}
                         // The leader's loader failed and its error cannot be shared: the
                         // waiters elect a new leader once (a transient failure still costs
                         // one load); if that fails too, each runs its own loader rather
@@ -341,6 +350,12 @@ impl<'a> Miss<'a> {
                 }
                 tokio::time::sleep(pause.min(deadline - now)).await;
                 pause = (pause * 2).min(MAX_POLL);
+                // A value this GET finds is handed to our followers (`accepted`): only those
+                // that joined before the GET may have it. One that joins later may have started
+                // after an invalidation that deleted it (in another process) while we decode.
+                if let Some(l) = &self.leader {
+                    l.detach();
+                }
                 match self.store().get(&self.full).await {
                     Ok(Some(raw)) => match usable(&raw, self.type_tag) {
                         Usable::Value { .. } | Usable::Negative => {
@@ -462,7 +477,7 @@ impl<'a> Miss<'a> {
                 // No lease: this result may only be handed to this process's followers; an
                 // invalidation here has detached the flight already (see the module docs).
                 match self.shared(&loaded, load_ms) {
-                    Some(bytes) => Landed::Value(bytes),
+                    Some(bytes) => Landed::Unconfirmed(bytes),
                     None => Landed::Failed,
                 }
             }
