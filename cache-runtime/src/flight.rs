@@ -13,6 +13,10 @@ pub(crate) enum Landed {
     /// An envelope (value or negative) for the followers to decode: the one the leader
     /// stored, or its result that could not be stored (no second round trip either way).
     Value(Arc<[u8]>),
+    /// A result loaded without a lease (the backend failed): nothing confirms that no
+    /// invalidation ran during the load, so only followers that could not reach the backend
+    /// themselves take it.
+    Unconfirmed(Arc<[u8]>),
     /// The loader returned an error or panicked: each follower runs its own loader.
     Failed,
     /// The leader gave up without a usable result (cancelled, or its lease was taken by an

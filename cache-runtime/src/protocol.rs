@@ -18,6 +18,10 @@
 //!   until after the detach means no invalidation of the key ran in between, so every
 //!   follower, having joined before the detach, started before any invalidation that could
 //!   make the result old;
+//! * a leader waiting on another process's lease detaches its flight before each poll `GET`:
+//!   the value it finds goes only to followers that joined before that `GET`;
+//! * a result loaded without a lease (the backend failed) is [`Landed::Unconfirmed`]: only
+//!   followers that could not reach the backend themselves take it;
 //! * an invalidation in this process also detaches the key's flight
 //!   ([`Flights::void`](crate::flight::Flights::void)) before it returns, so a later call
 //!   never joins a flight that began before it. This is what keeps a result of a load that
@@ -203,11 +207,6 @@ impl<'a> Miss<'a> {
         Duration::from_millis(self.lock_ms.saturating_mul(MAX_HOLD_LEASES))
     }
 
-    /// Whether the circuit is open now (the load could not have seen other processes).
-    fn degraded_by_open_circuit(&self) -> bool {
-        self.inner.store.breaker.state() != crate::BreakerState::Closed
-    }
-
     fn fault(&mut self, f: &Fault) {
         fault(&self.c, self.spec.name, f);
     }
@@ -266,6 +265,15 @@ impl<'a> Miss<'a> {
                             self.candidate = Some((bytes.clone(), true));
                             return Step::Decode(bytes);
                         }
+                        // A Degraded leader's result is confirmed by no lease: it may be older
+                        // than an invalidation made in another process. Only a call that could
+                        // not reach the backend either takes it; one whose GET did reach it
+                        // (after any such invalidation) joins a new flight.
+                        Ok(Landed::Unconfirmed(bytes)) if self.degraded => {
+                            self.candidate = Some((bytes.clone(), true));
+                            return Step::Decode(bytes);
+                        }
+                        Ok(Landed::Unconfirmed(_)) => {}
                         // The leader's loader failed and its error cannot be shared: the
                         // waiters elect a new leader once (a transient failure still costs
                         // one load); if that fails too, each runs its own loader rather
@@ -346,6 +354,12 @@ impl<'a> Miss<'a> {
                 }
                 tokio::time::sleep(pause.min(deadline - now)).await;
                 pause = (pause * 2).min(MAX_POLL);
+                // A value this GET finds is handed to our followers (`accepted`): only those
+                // that joined before the GET may have it. One that joins later may have started
+                // after an invalidation that deleted it (in another process) while we decode.
+                if let Some(l) = &self.leader {
+                    l.detach();
+                }
                 match self.store().get(&self.full).await {
                     Ok(Some(raw)) => match usable(&raw, self.type_tag) {
                         Usable::Value { .. } | Usable::Negative => {
@@ -466,17 +480,9 @@ impl<'a> Miss<'a> {
             Mode::Degraded => {
                 // No lease: this result may only be handed to this process's followers; an
                 // invalidation here has detached the flight already (see the module docs).
-                // If the backend answers again (circuit closed), followers that joined since
-                // could have seen another process's invalidation: they load again instead.
-                if self.inner.store.breaker.state() == crate::BreakerState::Closed
-                    && !self.degraded_by_open_circuit()
-                {
-                    Landed::Retry
-                } else {
-                    match self.shared(&loaded, load_ms) {
-                        Some(bytes) => Landed::Value(bytes),
-                        None => Landed::Failed,
-                    }
+                match self.shared(&loaded, load_ms) {
+                    Some(bytes) => Landed::Unconfirmed(bytes),
+                    None => Landed::Failed,
                 }
             }
             Mode::Leased => self.store_leased(loaded, load_ms).await,

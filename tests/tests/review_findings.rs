@@ -1,0 +1,388 @@
+//! Adversarial review of the miss path: interleavings where the README's promises break.
+//!
+//! Synchronisation is by gates (a semaphore the loader waits on, a condvar a decode waits on)
+//! and by waiting for counters, never by sleeping. "Processes" are separate `Cache` handles on
+//! one Redis server (each has its own in-process flight table).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached, invalidates};
+use cache_tests::{Proxy, RedisServer, eventually, guard};
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::sync::Semaphore;
+
+/// A row with a version, a load counter, and a gate the first load stops at (after reading).
+struct Db {
+    version: AtomicU64,
+    loads: AtomicUsize,
+    gate: Semaphore,
+}
+
+impl Db {
+    fn new() -> Arc<Db> {
+        Arc::new(Db {
+            version: AtomicU64::new(0),
+            loads: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+        })
+    }
+
+    async fn load(&self) -> u64 {
+        let n = self.loads.fetch_add(1, SeqCst);
+        let v = self.version.load(SeqCst);
+        if n == 0 {
+            let _p = self.gate.acquire().await;
+        }
+        v
+    }
+
+    fn open(&self) {
+        self.gate.add_permits(1000);
+    }
+
+    fn loads(&self) -> usize {
+        self.loads.load(SeqCst)
+    }
+}
+
+/// A std gate that one decode of [`Ver`] blocks on (decoding is synchronous user code; a large
+/// value takes a while to decode, this makes "a while" deterministic).
+struct DecodeGate {
+    armed: AtomicBool,
+    entered: AtomicBool,
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+static DECODE_GATE: DecodeGate = DecodeGate {
+    armed: AtomicBool::new(false),
+    entered: AtomicBool::new(false),
+    open: Mutex::new(false),
+    cv: Condvar::new(),
+};
+
+impl DecodeGate {
+    fn hit(&self) {
+        if self.armed.swap(false, SeqCst) {
+            self.entered.store(true, SeqCst);
+            // Hand this worker's queued tasks to another thread while blocked.
+            tokio::task::block_in_place(|| {
+                let mut open = self.open.lock().unwrap();
+                while !*open {
+                    open = self.cv.wait(open).unwrap();
+                }
+            });
+        }
+    }
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// A version number whose decoding passes through [`DECODE_GATE`].
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+struct Ver(u64);
+
+impl<'de> Deserialize<'de> for Ver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        DECODE_GATE.hit();
+        Ok(Ver(v))
+    }
+}
+
+fn stats(cache: &Cache, name: &str) -> cache_runtime::FnStats {
+    cache.stats().function(name)
+}
+
+/// Polls `fut` on this task until `ready_to_stop` holds right after a poll that returned
+/// `Pending` (so `fut` is parked at its next `.await`), and returns it still pending.
+async fn drive_until<F: Future>(
+    mut fut: Pin<Box<F>>,
+    mut ready_to_stop: impl FnMut() -> bool,
+) -> Pin<Box<F>> {
+    let outer = async {
+        loop {
+            let p = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+            if p.is_ready() {
+                panic!("the call finished before reaching the expected state");
+            }
+            if ready_to_stop() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    guard("driving a call to its wait", outer).await;
+    fut
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 1: a flight leader that found ANOTHER process's value hands it to followers that
+// joined after an invalidation (made in another process) had deleted that value.
+// ---------------------------------------------------------------------------------------
+
+#[cached(key = "f1:{id}", ttl = 300, cache = cache)]
+async fn f1_read(cache: &Cache, id: u64, db: &Db) -> Ver {
+    let _ = id;
+    Ver(db.load().await)
+}
+
+#[invalidates("f1:{id}", cache = cache)]
+async fn f1_write(cache: &Cache, id: u64, db: &Db) {
+    let _ = id;
+    db.version.fetch_add(1, SeqCst);
+}
+
+const F1: &str = "review_findings::f1_read";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_that_found_another_process_value_does_not_hand_it_to_later_callers() {
+    let server = RedisServer::start();
+    let mk = || async {
+        Cache::builder()
+            .redis(server.url())
+            .namespace("f1")
+            .build()
+            .await
+            .unwrap()
+    };
+    // Process A (the reader under test) and process B (loads first, then writes).
+    let (a, b) = (mk().await, mk().await);
+    // Whatever fails below, never leave a runtime worker blocked in a decode.
+    struct OpenOnDrop;
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            DECODE_GATE.release();
+        }
+    }
+    let _open = OpenOnDrop;
+    let db = Db::new();
+
+    // B takes the lease and loads version 0 (stopped at the gate).
+    let pb = {
+        let (b, db) = (b.clone(), db.clone());
+        tokio::spawn(async move { f1_read(&b, 1, &db).await })
+    };
+    let d = db.clone();
+    eventually("B is loading", Duration::from_secs(10), move || {
+        let d = d.clone();
+        async move { d.loads() == 1 }
+    })
+    .await;
+    // A's first call L leads A's flight and waits for B's lease.
+    let pl = {
+        let (a, db) = (a.clone(), db.clone());
+        tokio::spawn(async move { f1_read(&a, 1, &db).await })
+    };
+    let a2 = a.clone();
+    eventually(
+        "A waits for B's lease",
+        Duration::from_secs(10),
+        move || {
+            let a2 = a2.clone();
+            async move { stats(&a2, F1).lock_waits == 1 }
+        },
+    )
+    .await;
+    // B stores version 0; L finds it and is decoding it (held there).
+    DECODE_GATE.armed.store(true, SeqCst);
+    db.open();
+    assert_eq!(guard("B's call", pb).await.unwrap(), Ver(0));
+    eventually(
+        "L is decoding B's value",
+        Duration::from_secs(10),
+        || async { DECODE_GATE.entered.load(SeqCst) },
+    )
+    .await;
+
+    // The write, in process B: version 1, and the key is deleted in Redis.
+    f1_write(&b, 1, &db).await;
+    assert_eq!(stats(&b, "review_findings::f1_write").invalidations, 1);
+
+    // A call in A that starts after the write returned: its GET finds nothing; it joins L's
+    // flight (L has not detached it).
+    let a3 = a.clone();
+    let x = drive_until(Box::pin(f1_read(&a, 1, &db)), move || {
+        stats(&a3, F1).misses == 2
+    })
+    .await;
+    DECODE_GATE.release();
+    assert_eq!(
+        guard("L", pl).await.unwrap(),
+        Ver(0),
+        "L started before the write"
+    );
+    let got = guard("X", x).await;
+    assert_eq!(
+        got,
+        Ver(1),
+        "a call that started after the invalidation returned got the value it deleted \
+         (stats A {:?})",
+        stats(&a, F1)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 2: a Degraded leader (its own backend call failed once) hands its lease-less result
+// to followers whose own GET reached Redis after another process's invalidation.
+// ---------------------------------------------------------------------------------------
+
+#[cached(key = "f2:{id}", ttl = 300, cache = cache)]
+async fn f2_read(cache: &Cache, id: u64, db: &Db) -> u64 {
+    let _ = id;
+    db.load().await
+}
+
+#[invalidates("f2:{id}", cache = cache)]
+async fn f2_write(cache: &Cache, id: u64, db: &Db) {
+    let _ = id;
+    db.version.fetch_add(1, SeqCst);
+}
+
+const F2: &str = "review_findings::f2_read";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_after_a_write() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    // Process A reaches Redis through a proxy (to fail one call); process B directly.
+    let a = Cache::builder()
+        .redis(proxy.url())
+        .namespace("f2")
+        .command_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let b = Cache::builder()
+        .redis(server.url())
+        .namespace("f2")
+        .build()
+        .await
+        .unwrap();
+    a.invalidate("warm").await.unwrap(); // connected
+    let db = Db::new();
+
+    // L's GET is lost (partition; it times out): L leads A's flight in Degraded mode and
+    // loads version 0 without a lease (stopped at the gate).
+    proxy.partition();
+    let pl = {
+        let (a, db) = (a.clone(), db.clone());
+        tokio::spawn(async move { f2_read(&a, 1, &db).await })
+    };
+    let d = db.clone();
+    eventually("L is loading", Duration::from_secs(10), move || {
+        let d = d.clone();
+        async move { d.loads() == 1 }
+    })
+    .await;
+    proxy.heal();
+    // A reaches Redis again.
+    let a2 = a.clone();
+    eventually(
+        "A reaches Redis again",
+        Duration::from_secs(10),
+        move || {
+            let a2 = a2.clone();
+            async move { a2.invalidate("warm").await.is_ok() }
+        },
+    )
+    .await;
+    let faults_before = {
+        let s = stats(&a, F2);
+        s.backend_errors + s.backend_skipped
+    };
+
+    // The write in process B: version 1; the UNLINK reaches Redis.
+    f2_write(&b, 1, &db).await;
+    assert_eq!(stats(&b, "review_findings::f2_write").invalidations, 1);
+
+    // X starts after the write returned; its GET reaches Redis (nothing there) and it joins
+    // L's flight.
+    let a3 = a.clone();
+    let x = drive_until(Box::pin(f2_read(&a, 1, &db)), move || {
+        stats(&a3, F2).misses == 2
+    })
+    .await;
+    db.open();
+    assert_eq!(
+        guard("L", pl).await.unwrap(),
+        0,
+        "L started before the write"
+    );
+    let got = guard("X", x).await;
+    let s = stats(&a, F2);
+    assert_eq!(
+        s.backend_errors + s.backend_skipped,
+        faults_before,
+        "X reached Redis without a fault: {s:?}"
+    );
+    assert_eq!(
+        got, 1,
+        "a call that reached Redis after the invalidation returned got the result of a load \
+         that started before the write ({s:?})"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 3: a value that cannot be serialized (the loader succeeded) cannot be stored nor
+// handed over as bytes: it costs one load per caller (documented in the README); no caller
+// fails, hangs or gets a wrong value.
+// ---------------------------------------------------------------------------------------
+
+/// Serializes to an error (as a `HashMap` with non-string keys does in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct NoJson(u64);
+
+impl Serialize for NoJson {
+    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("not representable"))
+    }
+}
+
+#[cached(key = "f3:{id}", ttl = 300, cache = cache)]
+async fn f3_read(cache: &Cache, id: u64, db: &Db) -> NoJson {
+    let _ = id;
+    NoJson(db.load().await)
+}
+
+const F3: &str = "review_findings::f3_read";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unencodable_value_is_loaded_once_per_caller() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .namespace("f3")
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, db) = (cache.clone(), db.clone());
+        tasks.push(tokio::spawn(async move { f3_read(&c, 1, &db).await }));
+    }
+    let c = cache.clone();
+    eventually("all callers missed", Duration::from_secs(10), move || {
+        let c = c.clone();
+        async move { stats(&c, F3).misses == 8 }
+    })
+    .await;
+    db.open();
+    for t in tasks {
+        assert_eq!(guard("caller", t).await.unwrap(), NoJson(0));
+    }
+    assert_eq!(
+        db.loads(),
+        8,
+        "each caller loads its own (unshareable) value once ({:?})",
+        stats(&cache, F3)
+    );
+}
