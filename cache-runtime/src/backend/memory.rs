@@ -69,6 +69,11 @@ impl MemoryBackend {
                 u32::try_from(k.len() + v.bytes.len() + 64).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
+            // LRU, not moka's default TinyLFU admission: TinyLFU rejects brand-new keys when
+            // the store is full of hotter ones, and a new key's lease is always brand new. A
+            // rejected lease makes the fill fail, so nothing new would ever be cached and each
+            // waiting call would load in turn.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         MemoryBackend {
             store,
@@ -223,5 +228,36 @@ mod review_tests {
             "old lease must not fill"
         );
         assert!(b.fill("k", b"L2", b"V", 1000).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    /// A store full of hot entries still admits a new key's lease, so the load under it can
+    /// store its value (with TinyLFU admission, 95 of 100 new leases were dropped).
+    #[tokio::test]
+    async fn full_store_admits_new_leases() {
+        let b = MemoryBackend::new(64 * 1024);
+        for i in 0..2000 {
+            let k = format!("hot{i}");
+            let _ = b.try_lease(&k, b"L", 60_000).await;
+            let _ = b.fill(&k, b"L", &[0u8; 100], 60_000).await;
+            for _ in 0..5 {
+                let _ = b.get(&k).await;
+            }
+        }
+        b.store.run_pending_tasks();
+        let mut lost = 0;
+        for i in 0..100 {
+            let k = format!("new{i}");
+            assert!(b.try_lease(&k, b"L", 60_000).await.unwrap());
+            b.store.run_pending_tasks();
+            if !b.fill(&k, b"L", b"V", 60_000).await.unwrap() {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "{lost} of 100 new leases were dropped by a full store");
     }
 }
