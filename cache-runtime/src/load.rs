@@ -52,7 +52,8 @@ where
     // The hit path: one GET, one decode, one counter. (Unless this process has a queued
     // invalidation for the key: then it deletes the key first, see `get_pending`.)
     let got = if inner.retrier.pending.any() {
-        get_pending(cache, &full).await
+        // Boxed: rare, and it would otherwise grow every call's future.
+        Box::pin(get_pending(cache, &full)).await
     } else {
         inner.store.get(&full).await
     };
