@@ -2,7 +2,7 @@
 # Compile time of a crate with N `#[cached]` functions (default 50) against a cache-runtime
 # checkout: generates a binary crate (which calls each function) under target/compile-time/, builds its dependencies once,
 # then times 3 rebuilds of the crate alone (debug) and prints the best.
-#   scripts/compile_time.sh [path/to/cache-runtime] [N]
+#   scripts/compile_time.sh [path/to/cache-runtime] [N]        (PROFILE=release for --release)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runtime="$(cd "${1:-$root/cache-runtime}" && pwd)"
@@ -37,13 +37,15 @@ TOML
 } > "$dir/src/main.rs"
 rm -f "$dir/src/lib.rs"
 export CARGO_TARGET_DIR="$dir/target"
-cargo build --quiet --manifest-path "$dir/Cargo.toml"
+flags=(--quiet --manifest-path "$dir/Cargo.toml")
+[[ "${PROFILE:-debug}" == release ]] && flags+=(--release)
+cargo build "${flags[@]}"
 best=""
 for _ in 1 2 3; do
   touch "$dir/src/main.rs"
   start=$(date +%s.%N)
-  cargo build --quiet --manifest-path "$dir/Cargo.toml"
+  cargo build "${flags[@]}"
   t=$(echo "$(date +%s.%N) - $start" | bc)
   if [[ -z "$best" ]] || (( $(echo "$t < $best" | bc) )); then best=$t; fi
 done
-printf 'compile time of %s #[cached] fns against %s: best of 3 = %.2f s\n' "$n" "$runtime" "$best"
+printf 'compile time (%s) of %s #[cached] fns against %s: best of 3 = %.2f s\n' "${PROFILE:-debug}" "$n" "$runtime" "$best"

@@ -712,9 +712,9 @@ pub struct Stale {
     pub read: Event,
     /// The completed write with the highest version that ended before the read started.
     pub write: Event,
-    /// Whether a completed write with a newer version than the read returned (one that ended
-    /// before the read started) is suspect (its invalidation may have failed or been queued),
-    /// or overlaps a fault window.
+    /// Whether a completed write in another cache with a newer version than the read returned
+    /// (one that ended before the read started) is suspect (its invalidation may have failed or
+    /// been queued), overlaps a fault window, or the reader's circuit was open.
     pub after_failed_invalidation: bool,
     /// Context: the row's other writes and the loads that read the returned version.
     pub context: Vec<Event>,
@@ -959,10 +959,13 @@ pub fn check(records: &[Record]) -> Report {
             .iter()
             .filter(|w| w.version > read.version && w.end.is_some_and(|end| end < read.start))
             .collect();
-        let after_failed_invalidation = newer
-            .iter()
-            .any(|w| w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)))
-            || read.suspect;
+        // Excused (in fault runs) only through a write in ANOTHER cache (process) whose
+        // invalidation may not have been delivered, or that this cache could not see because
+        // its own circuit was open: the writing process itself must always see its writes.
+        let after_failed_invalidation = newer.iter().any(|w| {
+            w.cache != read.cache
+                && (w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)) || read.suspect)
+        });
         // Context: the write that made the returned version and the newer writes up to the
         // read's end (other than `latest`, shown separately; at most 5), and the last 4 loads
         // that read the returned version before the read ended.

@@ -258,6 +258,9 @@ mod admission_tests {
                 lost += 1;
             }
         }
-        assert_eq!(lost, 0, "{lost} of 100 new leases were dropped by a full store");
+        assert_eq!(
+            lost, 0,
+            "{lost} of 100 new leases were dropped by a full store"
+        );
     }
 }
