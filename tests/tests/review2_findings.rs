@@ -48,13 +48,14 @@ async fn async_trait_destructured_params_in_key() {
     assert_eq!(repo.sum((2, 1), &tag).await, 9);
     assert_eq!(repo.loads.load(SeqCst), 2, "(2, 1) renders another key");
     assert!(
-        cache
-            .stats()
-            .iter()
-            .any(|(_, s)| s.hits == 1),
+        cache.stats().iter().any(|(_, s)| s.hits == 1),
         "one hit counted"
     );
     repo.forget((1, 2), &tag).await;
     assert_eq!(repo.sum((1, 2), &tag).await, 9);
-    assert_eq!(repo.loads.load(SeqCst), 3, "the invalidation deleted sum:1:2:x:4");
+    assert_eq!(
+        repo.loads.load(SeqCst),
+        3,
+        "the invalidation deleted sum:1:2:x:4"
+    );
 }
