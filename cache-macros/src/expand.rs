@@ -170,6 +170,70 @@ impl<'a> BoxedAsync<'a> {
         })
     }
 
+    /// The parameters async-trait renamed to `__argN` because they were
+    /// patterns (`(a, b): (u32, u32)`), with those patterns: the block
+    /// destructures them again (`let (a, b) = __arg1;`).
+    fn destructured(&self) -> Vec<(&'a Pat, &'a Ident)> {
+        self.block
+            .block
+            .stmts
+            .iter()
+            .filter_map(|stmt| {
+                let Stmt::Local(local) = stmt else {
+                    return None;
+                };
+                if matches!(&local.pat, Pat::Ident(p) if p.subpat.is_none()) {
+                    return None;
+                }
+                let arg = arg_ident(&local.init.as_ref()?.expr)?;
+                arg.to_string()
+                    .starts_with("__arg")
+                    .then_some((&local.pat, arg))
+            })
+            .collect()
+    }
+
+    /// `let <pattern> = &__argN;` for each destructured parameter, so that a
+    /// key rendered before the block's own statements can name its bindings
+    /// (by reference; `mut` / `ref` dropped, as default binding modes require).
+    fn key_prelude(&self) -> TokenStream {
+        fn by_ref(pat: &Pat) -> Pat {
+            let mut pat = pat.clone();
+            strip_binding_modes(&mut pat);
+            pat
+        }
+        fn strip_binding_modes(pat: &mut Pat) {
+            match pat {
+                Pat::Ident(p) => {
+                    p.by_ref = None;
+                    p.mutability = None;
+                    if let Some((_, sub)) = &mut p.subpat {
+                        strip_binding_modes(sub);
+                    }
+                }
+                Pat::Tuple(p) => p.elems.iter_mut().for_each(strip_binding_modes),
+                Pat::TupleStruct(p) => p.elems.iter_mut().for_each(strip_binding_modes),
+                Pat::Slice(p) => p.elems.iter_mut().for_each(strip_binding_modes),
+                Pat::Struct(p) => p
+                    .fields
+                    .iter_mut()
+                    .for_each(|f| strip_binding_modes(&mut f.pat)),
+                Pat::Reference(p) => strip_binding_modes(&mut p.pat),
+                Pat::Paren(p) => strip_binding_modes(&mut p.pat),
+                Pat::Type(p) => strip_binding_modes(&mut p.pat),
+                _ => {}
+            }
+        }
+        let lets = self.destructured().into_iter().map(|(pat, arg)| {
+            let pat = by_ref(pat);
+            quote! {
+                #[allow(unused_variables, clippy::toplevel_ref_arg)]
+                let #pat = &#arg;
+            }
+        });
+        quote! { #(#lets)* }
+    }
+
     /// `Box::pin(async move { inner })`, keeping the call's path and the
     /// block's attributes and capture mode.
     fn rebuild(&self, inner: TokenStream) -> TokenStream {
@@ -179,6 +243,19 @@ impl<'a> BoxedAsync<'a> {
         call.args = std::iter::once(Expr::Async(block)).collect();
         let before = self.before;
         quote! { #(#before)* #call }
+    }
+}
+
+/// `x` in `x` or in `{ let x = x; x }` (how async-trait moves a parameter
+/// that a pattern destructures into its block).
+fn arg_ident(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Path(path) => path.path.get_ident(),
+        Expr::Block(block) => match block.block.stmts.last()? {
+            Stmt::Expr(Expr::Path(path), None) => path.path.get_ident(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -253,6 +330,11 @@ fn check_signature(target: &Target, attr: &str, ctxt: &mut Ctxt) -> Scope {
         match input {
             FnArg::Receiver(_) => scope.has_self = true,
             FnArg::Typed(pt) => collect_bindings(&pt.pat, &mut scope.names),
+        }
+    }
+    if let Some(boxed) = &target.boxed {
+        for (pat, _) in boxed.destructured() {
+            collect_bindings(pat, &mut scope.names);
         }
     }
     scope
@@ -446,12 +528,24 @@ fn allow_unused_rebinds(stmts: &[Stmt], templates: &[&Template]) -> Vec<Stmt> {
         .map(|stmt| {
             let mut stmt = stmt.clone();
             if let Stmt::Local(local) = &mut stmt
-                && let Pat::Ident(pat) = &local.pat
-                && pat.subpat.is_none()
                 && let Some(init) = &local.init
-                && let Expr::Path(path) = &*init.expr
-                && path.path.is_ident(&pat.ident)
-                && used(&pat.ident)
+                && let Some(arg) = arg_ident(&init.expr)
+                && (match &local.pat {
+                    Pat::Ident(pat) => {
+                        pat.subpat.is_none()
+                            && matches!(&*init.expr, Expr::Path(_))
+                            && *arg == pat.ident
+                            && used(&pat.ident)
+                    }
+                    // `let (a, b) = __arg1;`: a destructured parameter.
+                    pat => {
+                        arg.to_string().starts_with("__arg") && {
+                            let mut names = Vec::new();
+                            collect_bindings(pat, &mut names);
+                            names.iter().any(|n| used(&ident(n, Span::call_site())))
+                        }
+                    }
+                })
             {
                 local
                     .attrs
@@ -462,6 +556,16 @@ fn allow_unused_rebinds(stmts: &[Stmt], templates: &[&Template]) -> Vec<Stmt> {
         .collect()
 }
 
+/// What a key render needs before it under `#[async_trait]` (see
+/// [`BoxedAsync::key_prelude`]); nothing otherwise.
+fn key_prelude(target: &Target) -> TokenStream {
+    target
+        .boxed
+        .as_ref()
+        .map(BoxedAsync::key_prelude)
+        .unwrap_or_default()
+}
+
 fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
     // Located at the expression so that a wrong type is reported there.
     let span = Span::call_site().located_at(expr.span());
@@ -470,7 +574,7 @@ fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
 }
 
 /// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
-fn render_key(krate: &TokenStream, template: &Template) -> TokenStream {
+fn render_key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> TokenStream {
     let mut steps = Vec::new();
     for seg in &template.segments {
         match seg {
@@ -486,6 +590,7 @@ fn render_key(krate: &TokenStream, template: &Template) -> TokenStream {
     }
     quote! {
         {
+            #prelude
             let mut __cache_k = #krate::__private::KeyBuf::new();
             #(#steps)*
             __cache_k.finish()
@@ -576,7 +681,8 @@ fn expand_cached(
     } = parts(target, &[template], common);
     let vis = &func.vis;
     let sig = &func.sig;
-    let key = render_key(&krate, template);
+    let prelude = key_prelude(target);
+    let key = render_key(&krate, template, &prelude);
     let marker = marker(&krate, shape);
     let ttl = Literal::u64_unsuffixed(spec.ttl);
     let jitter = Literal::u64_unsuffixed(spec.jitter);
@@ -649,7 +755,8 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
     } = parts(target, &templates.iter().collect::<Vec<_>>(), common);
     let vis = &func.vis;
     let sig = &func.sig;
-    let keys = templates.iter().map(|t| render_key(&krate, t));
+    let prelude = key_prelude(target);
+    let keys = templates.iter().map(|t| render_key(&krate, t, &prelude));
     let marker = marker(&krate, shape);
     let ret_span = Span::call_site().located_at(ret_span);
     let succeeded =
