@@ -747,7 +747,7 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
         ret,
         ret_span,
         shape,
-        shape_inferred: _,
+        shape_inferred,
         name,
         handle_init,
         handle_ref,
@@ -759,8 +759,17 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
     let keys = templates.iter().map(|t| render_key(&krate, t, &prelude));
     let marker = marker(&krate, shape);
     let ret_span = Span::call_site().located_at(ret_span);
-    let succeeded =
-        quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>(&__cache_out));
+    let succeeded = if shape_inferred && shape == Shape::Plain {
+        // The name said "plain", but the type may be a `Result` behind an alias: a probe
+        // resolved by the compiler decides (`Ok` only for a `Result`).
+        quote_spanned! {ret_span=> {
+            #[allow(unused_imports)]
+            use #krate::__private::SucceededFallback as _;
+            #krate::__private::Probe::<#ret>::new().__cache_succeeded(&__cache_out)
+        }}
+    } else {
+        quote_spanned!(ret_span=> #krate::__private::succeeded::<#marker, #ret>(&__cache_out))
+    };
     let inner = quote! {
         static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
             #krate::__private::InvalidateSpec { name: #name };

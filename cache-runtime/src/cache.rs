@@ -137,8 +137,8 @@ impl Cache {
     /// [`invalidate`](Self::invalidate)), but a failed `#[invalidates]` deletion is no longer
     /// queued: it is logged and counted in `invalidations_failed` at once (the queue's worker
     /// thread stops retrying, and ends when the cache's last handle is dropped). This applies
-    /// to every clone of this cache; calling it again returns
-    /// `Ok` at once (unless an invalidation failed in between).
+    /// to every clone of this cache; calling it again reports only the keys given up during
+    /// that second call (none when nothing is queued).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -66,5 +66,5 @@ pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[St
     crate::invalidation::invalidate(cache, spec, keys).await
 }
 pub use crate::shape_check::{
-    IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, expect_plain,
+    IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, SucceededFallback, expect_plain,
 };

@@ -67,6 +67,27 @@ pub trait PlainFallback {
 
 impl<R> PlainFallback for Probe<R> {}
 
+impl<T, E> Probe<Result<T, E>> {
+    /// `#[invalidates]` on a return type inferred as plain that resolves to a `Result` (an
+    /// alias such as `type Outcome = Result<(), E>`): success is `Ok`. Chosen over
+    /// [`SucceededFallback::__cache_succeeded`] because inherent methods come first.
+    #[inline]
+    pub fn __cache_succeeded(&self, r: &Result<T, E>) -> bool {
+        r.is_ok()
+    }
+}
+
+/// The fallback `__cache_succeeded()`: any other return value is a success.
+pub trait SucceededFallback<R> {
+    /// Always true.
+    #[inline]
+    fn __cache_succeeded(&self, _: &R) -> bool {
+        true
+    }
+}
+
+impl<R> SucceededFallback<R> for Probe<R> {}
+
 /// Implemented only for [`IsPlain`]: the return type really is plain.
 #[diagnostic::on_unimplemented(
     message = "the return type is a `Result` (or `Option`) behind an alias, but `#[cached]` inferred the plain shape",
@@ -108,6 +129,9 @@ mod tests {
             "IsPlain"
         );
         expect_plain(Probe::<String>::new().__cache_shape_kind());
+        assert!(!Probe::<Answer>::new().__cache_succeeded(&Err(())));
+        assert!(Probe::<Answer>::new().__cache_succeeded(&Ok(1)));
+        assert!(Probe::<u8>::new().__cache_succeeded(&7));
     }
 
     fn generic<T>() -> &'static str {
