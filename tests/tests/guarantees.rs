@@ -78,63 +78,85 @@ fn misses(cache: &Cache, name: &str) -> u64 {
 const FIND: &str = "guarantees::find";
 const FIND_BIG: &str = "guarantees::find_big";
 
-/// Item 1: `find(7)` reads "no row" and stalls; `create(7)` returns; a `find(7)` that starts
-/// after it must not be handed the stalled load's `None` (it is not stored: negative_ttl = 0).
-async fn read_after_invalidation_does_not_join_older_flight(env: TestEnv) {
+/// Which reader a read-after-write scenario uses.
+#[derive(Clone, Copy)]
+enum Reader {
+    /// `find` (`negative_ttl = 0`: a `None` is not stored).
+    Find,
+    /// `find_big` (values over `max_value_bytes`: not stored).
+    FindBig,
+}
+
+impl Reader {
+    async fn call(self, cache: &Cache, id: u64, db: &Db) -> Option<String> {
+        match self {
+            Reader::Find => find(cache, id, db).await,
+            Reader::FindBig => find_big(cache, id, db).await,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Reader::Find => FIND,
+            Reader::FindBig => FIND_BIG,
+        }
+    }
+}
+
+/// The first read of row `id` (holding `before`) reads the row and stalls; `create(id,
+/// written)` returns; a read that starts after it must get the written row, not the stalled
+/// load's (unstored) result. Returns what that second read got.
+async fn read_after_write(
+    env: &TestEnv,
+    reader: Reader,
+    id: u64,
+    before: Option<&str>,
+    written: &str,
+) -> Option<String> {
     let db = Db::gated();
+    if let Some(row) = before {
+        db.rows.lock().unwrap().insert(id, row.to_owned());
+    }
     let cache = env.cache.clone();
-    let first = tokio::spawn({
+    let spawn_read = || {
         let (cache, db) = (cache.clone(), db.clone());
-        async move { find(&cache, 7, &db).await }
-    });
+        tokio::spawn(async move { reader.call(&cache, id, &db).await })
+    };
+    let first = spawn_read();
     guard("first load read its row", db.read_done.notified()).await;
-    create(&cache, 7, &db, "ada").await;
-    let second = tokio::spawn({
-        let (cache, db) = (cache.clone(), db.clone());
-        async move { find(&cache, 7, &db).await }
-    });
+    create(&cache, id, &db, written).await;
+    let second = spawn_read();
     eventually("the second call missed", Duration::from_secs(10), || {
         let c = cache.clone();
-        async move { misses(&c, FIND) == 2 }
+        async move { misses(&c, reader.name()) == 2 }
     })
     .await;
     db.open();
+    let got = guard("second call", second).await.unwrap();
+    // The first call started before the write: either answer is allowed for it.
+    let _ = guard("first call", first).await.unwrap();
+    got
+}
+
+/// Item 1: `find(7)` reads "no row" and stalls; `create(7)` returns; a `find(7)` that starts
+/// after it must not be handed the stalled load's `None` (it is not stored: negative_ttl = 0).
+async fn read_after_invalidation_does_not_join_older_flight(env: TestEnv) {
     assert_eq!(
-        guard("second call", second).await.unwrap().as_deref(),
+        read_after_write(&env, Reader::Find, 7, None, "ada")
+            .await
+            .as_deref(),
         Some("ada"),
         "a read that started after the invalidation returned got the older result"
     );
-    // The first call started before the write: either answer is allowed for it.
-    let _ = guard("first call", first).await.unwrap();
 }
 
 /// The same, for a value that is not stored because it is larger than `max_value_bytes`.
 async fn read_after_invalidation_does_not_get_older_oversized_result(env: TestEnv) {
-    let db = Db::gated();
-    db.rows.lock().unwrap().insert(8, "old".into());
-    let cache = env.cache.clone();
-    let first = tokio::spawn({
-        let (cache, db) = (cache.clone(), db.clone());
-        async move { find_big(&cache, 8, &db).await }
-    });
-    guard("first load read its row", db.read_done.notified()).await;
-    create(&cache, 8, &db, "new").await;
-    let second = tokio::spawn({
-        let (cache, db) = (cache.clone(), db.clone());
-        async move { find_big(&cache, 8, &db).await }
-    });
-    eventually("the second call missed", Duration::from_secs(10), || {
-        let c = cache.clone();
-        async move { misses(&c, FIND_BIG) == 2 }
-    })
-    .await;
-    db.open();
     assert_eq!(
-        guard("second call", second).await.unwrap(),
+        read_after_write(&env, Reader::FindBig, 8, Some("old"), "new").await,
         Some("new".repeat(1000)),
         "a read that started after the invalidation returned got the older (unstored) result"
     );
-    let _ = guard("first call", first).await.unwrap();
 }
 
 #[cached(key = "slow:{id}", ttl = 300, lock_ms = 100, cache = cache)]
