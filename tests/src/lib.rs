@@ -438,9 +438,16 @@ macro_rules! backend_tests {
 /// Awaits `fut`, panicking if it takes longer than [`HANG_GUARD`]. A hang guard, not a timing
 /// assertion: what it wraps is expected to finish in milliseconds.
 pub async fn guard<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(HANG_GUARD, fut).await {
+    guard_for(what, HANG_GUARD, fut).await
+}
+
+/// Like [`guard`], for something that legitimately runs for `expected` (a workload of a set
+/// length): it may take [`HANG_GUARD`] longer than that.
+pub async fn guard_for<F: Future>(what: &str, expected: Duration, fut: F) -> F::Output {
+    let bound = expected + HANG_GUARD;
+    match tokio::time::timeout(bound, fut).await {
         Ok(out) => out,
-        Err(_) => panic!("hang guard: {what} did not finish within {HANG_GUARD:?}"),
+        Err(_) => panic!("hang guard: {what} did not finish within {bound:?}"),
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cache_runtime::Cache;
 use cache_tests::history::{self, Cancel, Counts, Db, Log, Record, Report, Workload};
-use cache_tests::{RedisServer, guard, unix_ms};
+use cache_tests::{RedisServer, guard_for, unix_ms};
 use tokio::time::Instant;
 
 const DEFAULT_SECONDS: f64 = 3.0;
@@ -57,14 +57,19 @@ async fn run_in_process(
             Instant::now() + work.duration,
         ))
     });
-    let histories = guard(
+    let histories = guard_for(
         "the history workload",
+        work.duration,
         history::run(work, caches, &db, &log),
     )
     .await;
     // Keep the server alive (and running) until the end of the check.
     let _server = match injector {
-        Some(task) => Some(guard("the fault injector", task).await.expect("fault task")),
+        Some(task) => Some(
+            guard_for("the fault injector", work.duration, task)
+                .await
+                .expect("fault task"),
+        ),
         None => None,
     };
     let mut records = std::mem::take(&mut *log.lock().unwrap());
@@ -174,9 +179,13 @@ async fn redis_history_across_processes() {
         .collect();
     let mut records = Vec::new();
     for child in children {
-        let out = guard("a history-helper process", child.wait_with_output())
-            .await
-            .expect("wait for helper");
+        let out = guard_for(
+            "a history-helper process",
+            duration,
+            child.wait_with_output(),
+        )
+        .await
+        .expect("wait for helper");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
