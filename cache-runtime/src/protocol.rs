@@ -211,6 +211,13 @@ impl<'a> Miss<'a> {
         fault(&self.c, self.spec.name, f);
     }
 
+    /// The backend failed: count it, and load without the lease protocol from now on.
+    fn degrade(&mut self, f: &Fault) -> Step {
+        self.fault(f);
+        self.degraded = true;
+        self.load(Mode::Degraded)
+    }
+
     fn load(&mut self, mode: Mode) -> Step {
         self.mode = mode;
         Step::Load
@@ -328,10 +335,8 @@ impl<'a> Miss<'a> {
                 }
                 Ok(false) => guard.disarm(),
                 Err(f) => {
-                    self.fault(&f);
                     drop(guard); // outcome unknown: released in the background
-                    self.degraded = true;
-                    return self.load(Mode::Degraded);
+                    return self.degrade(&f);
                 }
             }
             if !self.counted_wait {
@@ -371,19 +376,13 @@ impl<'a> Miss<'a> {
                         Usable::Unusable(why) => {
                             count_unusable(&self.c, self.spec.name, why);
                             if let Err(f) = self.store().release(&self.full, &raw).await {
-                                self.fault(&f);
-                                self.degraded = true;
-                                return self.load(Mode::Degraded);
+                                return self.degrade(&f);
                             }
                             break;
                         }
                     },
                     Ok(None) => break,
-                    Err(f) => {
-                        self.fault(&f);
-                        self.degraded = true;
-                        return self.load(Mode::Degraded);
-                    }
+                    Err(f) => return self.degrade(&f),
                 }
             }
         }
@@ -409,12 +408,7 @@ impl<'a> Miss<'a> {
         );
         if !from_flight {
             if let Err(f) = self.store().release(&self.full, &bytes).await {
-                self.fault(&f);
-                return self.load(if self.leader.is_some() {
-                    Mode::Degraded
-                } else {
-                    Mode::Alone
-                });
+                return self.degrade(&f);
             }
         }
         self.lease_path().await

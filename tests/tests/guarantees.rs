@@ -242,17 +242,22 @@ async fn during_outage(cache: &Cache, id: u64, db: &Db) -> Option<String> {
 
 /// Item 2: with Redis unreachable (circuit open), 50 concurrent callers of one key run the
 /// loader once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outage_still_coalesces_callers() {
+/// A Redis cache whose server is gone: built with its circuit open (for an hour).
+async fn unreachable_redis_cache() -> Cache {
     let mut server = RedisServer::start();
     let url = server.url();
     server.kill();
-    let cache = Cache::builder()
+    Cache::builder()
         .redis(url)
         .circuit_breaker(1, Duration::from_secs(3600))
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_still_coalesces_callers() {
+    let cache = unreachable_redis_cache().await;
     assert_eq!(cache.breaker_state(), cache_runtime::BreakerState::Open);
     let db = Db::gated();
     let tasks: Vec<_> = (0..50)
@@ -289,15 +294,7 @@ async fn outage_still_coalesces_callers() {
 /// so a read after it does not get the result of the load that started before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_read_after_local_invalidation_is_fresh() {
-    let mut server = RedisServer::start();
-    let url = server.url();
-    server.kill();
-    let cache = Cache::builder()
-        .redis(url)
-        .circuit_breaker(1, Duration::from_secs(3600))
-        .build()
-        .await
-        .unwrap();
+    let cache = unreachable_redis_cache().await;
     let db = Db::gated();
     let first = tokio::spawn({
         let (cache, db) = (cache.clone(), db.clone());
