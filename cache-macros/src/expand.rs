@@ -707,8 +707,9 @@ fn expand_cached(
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
     let call = quote_spanned! {ret_span=>
-        #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _>(
-            #handle_ref, &__CACHE_SPEC, __cache_key, #body
+        #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
+            #handle_ref, &__CACHE_SPEC, __cache_key, ::core::option::Option::None,
+            move || (::std::vec::Vec::new(), #body)
         ).await
     };
     let inner = quote! {
@@ -718,6 +719,9 @@ fn expand_cached(
             jitter_secs: #jitter,
             negative_ttl_secs: #negative_ttl,
             lock_ms: #lock_ms,
+            stale_secs: 0,
+            early_refresh: 0.0,
+            timeout_ms: 0,
             slot: #krate::__private::CounterSlot::new(),
         };
         #check
@@ -777,7 +781,7 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
         #handle_init
         let __cache_out: #ret = #body.await;
         if #succeeded {
-            #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys).await;
+            #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys, &[]).await;
         }
         __cache_out
     };

@@ -14,7 +14,13 @@ use crate::stats::Counters;
 ///
 /// Before the delete, the keys' in-process flights are detached: a call that starts after
 /// this returns never joins a load that started before it.
-pub(crate) async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[String]) {
+pub(crate) async fn invalidate(
+    cache: &Cache,
+    spec: &'static InvalidateSpec,
+    keys: &[String],
+    tags: &[String],
+) {
+    let _ = tags;
     let inner = &cache.inner;
     let mut pending = PendingInvalidation {
         cache,

@@ -50,6 +50,7 @@ mod invalidation;
 mod key;
 mod load;
 mod protocol;
+mod refresh;
 mod retry;
 mod shape_check;
 mod spec;

@@ -33,14 +33,16 @@ fn decode<S: Shape<R>, R>(u: Usable<'_>) -> Result<R, &'static str> {
 }
 
 /// Entry point behind every `#[cached]` function.
-pub(crate) async fn get_or_load<S, R, Fut>(
+pub(crate) async fn get_or_load<S, R, F, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
     key: String,
-    fut: Fut,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    load: F,
 ) -> R
 where
     S: Shape<R>,
+    F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
 {
     let inner = &*cache.inner;
@@ -76,7 +78,16 @@ where
     };
     // Everything else is boxed: the miss path's state is much larger than the hit path's
     // and would otherwise make every call's future that large.
-    Box::pin(miss::<S, R, Fut>(cache, spec, full, got, unusable_why, fut)).await
+    Box::pin(miss::<S, R, F, Fut>(
+        cache,
+        spec,
+        full,
+        got,
+        unusable_why,
+        cache_if,
+        load,
+    ))
+    .await
 }
 
 /// `GET`, when this process has queued invalidations: for a key among them, deliver the
@@ -95,19 +106,23 @@ async fn get_pending(
 
 /// The driver of the miss path: everything but decoding and running the loader happens in
 /// [`Miss`], compiled once for all functions.
-async fn miss<S, R, Fut>(
+async fn miss<S, R, F, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
     full: String,
     got: Result<Option<crate::backend::Raw>, crate::store::Fault>,
     unusable_why: Option<&'static str>,
-    fut: Fut,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    load: F,
 ) -> R
 where
     S: Shape<R>,
+    F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
 {
     let inner = &*cache.inner;
+    let (tags, fut) = load();
+    let _ = (tags, cache_if);
     let type_tag = entry::type_tag::<S::Value>();
     let mut m = Miss::new(inner, spec, full, type_tag);
     let mut step = m.start(got, unusable_why).await;

@@ -50,20 +50,56 @@ pub fn global() -> &'static Cache {
 }
 
 /// The one runtime entry point of `#[cached]`.
+///
+/// `load` is called at most once, on a miss: it renders the entry's tags (templates of
+/// `tags = [..]`, without the namespace) and returns the body's future. `cache_if` decides
+/// whether a loaded value is stored (`cache_if = path`).
 #[inline]
-pub async fn cached<S, R, Fut>(cache: &Cache, spec: &'static FnSpec, key: String, fut: Fut) -> R
+pub async fn cached<S, R, F, Fut>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    key: String,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    load: F,
+) -> R
 where
     S: Shape<R>,
+    F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
 {
-    crate::load::get_or_load::<S, R, Fut>(cache, spec, key, fut).await
+    crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load).await
 }
 
-/// The one runtime entry point of `#[invalidates]`: deletes the rendered keys (queued for
-/// retry when the backend cannot be reached).
+/// The entry point of `#[cached]` functions with `stale`, `early_refresh` or `timeout_ms`:
+/// as [`cached`], but the body's future owns its arguments (`'static`), so that a refresh can
+/// run in the background after the call returned.
 #[inline]
-pub async fn invalidate(cache: &Cache, spec: &'static InvalidateSpec, keys: &[String]) {
-    crate::invalidation::invalidate(cache, spec, keys).await
+pub async fn cached_refresh<S, R, F, Fut>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    key: String,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    load: F,
+) -> R
+where
+    S: Shape<R>,
+    R: Send + 'static,
+    F: FnOnce() -> (Vec<String>, Fut),
+    Fut: Future<Output = R> + Send + 'static,
+{
+    crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load).await
+}
+
+/// The one runtime entry point of `#[invalidates]`: deletes the rendered keys and voids the
+/// entries carrying the rendered tags (queued for retry when the backend cannot be reached).
+#[inline]
+pub async fn invalidate(
+    cache: &Cache,
+    spec: &'static InvalidateSpec,
+    keys: &[String],
+    tags: &[String],
+) {
+    crate::invalidation::invalidate(cache, spec, keys, tags).await
 }
 pub use crate::shape_check::{
     IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, SucceededFallback, expect_plain,

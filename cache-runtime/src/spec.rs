@@ -19,6 +19,12 @@ pub struct FnSpec {
     pub negative_ttl_secs: Option<u64>,
     /// Lease length; `None` = the cache's default.
     pub lock_ms: Option<u64>,
+    /// Grace window after the TTL, seconds (`stale = N`); 0 = none.
+    pub stale_secs: u64,
+    /// XFetch's `B` (`early_refresh = B`); 0.0 = no early refresh.
+    pub early_refresh: f64,
+    /// Soft loader timeout in ms when a stale value exists (`timeout_ms = N`); 0 = none.
+    pub timeout_ms: u64,
     /// This function's counters in the first cache it ran against (lock-free hit path).
     pub slot: CounterSlot,
 }
