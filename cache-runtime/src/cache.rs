@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::flight::Flights;
 use crate::retry::{Retrier, RetryConfig};
-use crate::stats::{Registry, Stats};
+use crate::stats::{Counters, Registry, Stats};
 use crate::store::{Fault, Store};
 
 /// Default stampede lease length.
@@ -51,8 +51,33 @@ pub(crate) struct Inner {
     pub(crate) codec: Codec,
     pub(crate) max_value_bytes: usize,
     pub(crate) flights: Flights,
+    /// Background refreshes running in this process, one per key.
+    pub(crate) refreshing: Flights,
+    /// XFetch's random source when seeded ([`CacheBuilder::xfetch_seed`]).
+    pub(crate) rng: Option<std::sync::Mutex<rand::rngs::StdRng>>,
     pub(crate) stats: Registry,
     pub(crate) retrier: Retrier,
+}
+
+impl Inner {
+    /// A uniform draw in `(0, 1]` for XFetch.
+    pub(crate) fn uniform(&self) -> f64 {
+        use rand::Rng as _;
+        let x: f64 = match &self.rng {
+            Some(m) => m.lock().unwrap_or_else(|p| p.into_inner()).random(),
+            None => rand::random(),
+        };
+        1.0 - x
+    }
+
+    /// The full key of a tag's member set: `<namespace>:!tag:<rendered tag>`.
+    pub(crate) fn tag_key(&self, rendered: &str) -> String {
+        let mut k = String::with_capacity(self.namespace.len() + 6 + rendered.len());
+        k.push_str(&self.namespace);
+        k.push_str(":!tag:");
+        k.push_str(rendered);
+        k
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -123,6 +148,47 @@ impl Cache {
         }
     }
 
+    /// Voids every entry carrying the rendered tag `tag` (e.g. `"org:7"` for
+    /// `tags = ["org:{org_id}"]`), in this process's flights and in the backend: a read that
+    /// starts after this returned never gets an entry that carried the tag when it was
+    /// called, and a load of such an entry that is running now does not store its result.
+    ///
+    /// Deletes the tag's members in batches (`ZSCAN` + `UNLINK`, never `KEYS`): the cost is
+    /// proportional to the tag's members. Like [`invalidate`](Self::invalidate), a backend
+    /// failure is returned (the entries already deleted stay deleted), not queued.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cache_runtime::Error> {
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(key = "user:{id}", ttl = 60, tags = ["org:{org}"], cache = cache)]
+    /// async fn user(cache: &Cache, org: u64, id: u64) -> String {
+    ///     format!("user {id} of org {org}")
+    /// }
+    ///
+    /// let cache = Cache::builder().memory().build().await?;
+    /// user(&cache, 7, 1).await;
+    /// cache.invalidate_tag("org:7").await?;
+    /// assert_eq!(cache.stats().total().tag_invalidations, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+        let c = self.inner.stats.counters("cache_runtime::invalidate_tag");
+        match crate::invalidation::void_tag(self, &self.inner.tag_key(tag)).await {
+            Ok(()) => {
+                Counters::bump(&c.tag_invalidations);
+                Ok(())
+            }
+            Err(Fault::Failed(e)) => Err(Error::Backend(e)),
+            Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(
+                BackendErrorKind::Connection,
+                "circuit open: the backend is skipped after repeated failures",
+            ))),
+        }
+    }
+
     /// Delivers the invalidations waiting in the retry queue, then closes the queue: call it
     /// when a service stops (after its server stopped taking requests), so that a write made
     /// during a Redis outage does not leave a stale entry behind.
@@ -173,6 +239,10 @@ impl Cache {
                 codec: b.codec,
                 max_value_bytes: b.max_value_bytes,
                 flights: Flights::default(),
+                refreshing: Flights::default(),
+                rng: b.xfetch_seed.map(|seed| {
+                    std::sync::Mutex::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed))
+                }),
                 stats: Registry::default(),
             }),
         }
@@ -201,6 +271,7 @@ pub struct CacheBuilder {
     max_value_bytes: usize,
     breaker: BreakerConfig,
     retry: RetryConfig,
+    xfetch_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -233,6 +304,7 @@ impl Default for CacheBuilder {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
+            xfetch_seed: None,
         }
     }
 }
@@ -369,6 +441,13 @@ impl CacheBuilder {
             AnyBackend::Memory(MemoryBackend::new(self.memory_max_bytes)),
             self,
         )
+    }
+
+    /// Seeds the random source of early refresh (`early_refresh = B`), so that its decisions
+    /// repeat from run to run (tests). By default each decision draws from the thread's RNG.
+    pub fn xfetch_seed(mut self, seed: u64) -> Self {
+        self.xfetch_seed = Some(seed);
+        self
     }
 
     /// Builds the cache. For Redis, it opens one shared connection that reconnects by

@@ -14,6 +14,12 @@
 //! | 24..32 | type tag: a hash of the stored Rust type's name (0 for leases) |
 //! | 32.. | payload: serialized value (value), empty (negative), lease token (lease) |
 //!
+//! A value or negative entry that is being refreshed in the background (stale-while-revalidate,
+//! early refresh) carries a refresh lease: bit `0x80` is set in the kind byte and a 24-byte
+//! trailer follows the payload: the lease token (16 bytes) and the time it runs out (unix ms,
+//! 8 bytes big-endian, so that two times compare as byte strings, which the Lua scripts do).
+//! Readers ignore the trailer; only the refresh protocol reads it.
+//!
 //! The type tag keeps two functions (or two instantiations of a generic function) that
 //! render the same key from decoding each other's values: a mismatch is a miss.
 
@@ -24,6 +30,10 @@ const MAGIC: u8 = 0xCA;
 pub const FORMAT_VERSION: u8 = 1;
 /// Length of the fixed header in bytes.
 pub(crate) const HEADER: usize = 32;
+/// Bit of the kind byte set when a refresh lease trailer follows the payload.
+pub(crate) const REFRESHING: u8 = 0x80;
+/// Length of the refresh lease trailer: token (16) + runs-out-at (8, big-endian).
+pub(crate) const TRAILER: usize = 24;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +71,9 @@ pub struct Header {
     pub load_ms: u32,
     /// Hash of the stored type's name ([`type_tag`]).
     pub type_tag: u64,
+    /// When the entry's refresh lease runs out (unix ms); 0 when nobody refreshes it.
+    /// Read by [`decode`]; [`Header::begin`] never writes a refresh lease.
+    pub refresh_until_ms: u64,
 }
 
 impl Header {
@@ -128,6 +141,7 @@ pub fn new_lease(lock_ms: u64) -> Vec<u8> {
         fresh_until_ms: now.saturating_add(lock_ms),
         load_ms: 0,
         type_tag: 0,
+        refresh_until_ms: 0,
     }
     .begin(16);
     v.extend_from_slice(&rand::random::<u128>().to_le_bytes());
@@ -142,11 +156,22 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
     if bytes[1] != FORMAT_VERSION {
         return Err(DecodeError::Version(bytes[1]));
     }
-    let kind = match bytes[2] {
+    let refreshing = bytes[2] & REFRESHING != 0;
+    let kind = match bytes[2] & !REFRESHING {
         1 => Kind::Value,
         2 => Kind::Negative,
-        3 => Kind::Lease,
+        3 if !refreshing => Kind::Lease,
         _ => return Err(DecodeError::NotAnEnvelope),
+    };
+    let (end, refresh_until_ms) = if refreshing {
+        if bytes.len() < HEADER + TRAILER {
+            return Err(DecodeError::NotAnEnvelope);
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[bytes.len() - 8..]);
+        (bytes.len() - TRAILER, u64::from_be_bytes(b))
+    } else {
+        (bytes.len(), 0)
     };
     let u64_at = |i: usize| {
         let mut b = [0u8; 8];
@@ -162,8 +187,69 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
         fresh_until_ms: u64_at(12),
         load_ms: u32::from_le_bytes(l),
         type_tag: u64_at(24),
+        refresh_until_ms,
     };
-    Ok((header, &bytes[HEADER..]))
+    Ok((header, &bytes[HEADER..end]))
+}
+
+/// A new refresh lease token.
+pub(crate) fn new_token() -> [u8; 16] {
+    rand::random::<u128>().to_le_bytes()
+}
+
+/// The stored-at bytes of an envelope (identifies the version a caller read).
+pub(crate) fn stored_at_bytes(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.get(4..12)
+}
+
+/// Takes a refresh lease on the value or negative entry `cur` (the same steps as the Redis
+/// backend's Lua script): only if `cur` is still the version stored at `stored_at` and no
+/// other refresh lease runs past `now_ms`. Returns the new bytes, or `None` when not taken.
+pub(crate) fn embed_refresh(
+    cur: &[u8],
+    token: &[u8],
+    stored_at: &[u8],
+    now_ms: u64,
+    until_ms: u64,
+) -> Option<Vec<u8>> {
+    if cur.len() < HEADER || cur[0] != MAGIC || cur[1] != FORMAT_VERSION {
+        return None;
+    }
+    let mut kind = cur[2];
+    if kind & !REFRESHING == 3 || cur.get(4..12) != Some(stored_at) {
+        return None;
+    }
+    let mut body = cur;
+    if kind & REFRESHING != 0 {
+        if cur.len() < HEADER + TRAILER || cur[cur.len() - 8..] > now_ms.to_be_bytes()[..] {
+            return None;
+        }
+        body = &cur[..cur.len() - TRAILER];
+        kind &= !REFRESHING;
+    }
+    let mut v = Vec::with_capacity(body.len() + TRAILER);
+    v.extend_from_slice(body);
+    v[2] = kind | REFRESHING;
+    v.extend_from_slice(token);
+    v.extend_from_slice(&until_ms.to_be_bytes());
+    Some(v)
+}
+
+/// Whether `cur` carries the refresh lease `token`.
+pub(crate) fn holds_refresh(cur: &[u8], token: &[u8]) -> bool {
+    cur.len() >= HEADER + TRAILER
+        && cur[2] & REFRESHING != 0
+        && cur[cur.len() - TRAILER..cur.len() - 8] == *token
+}
+
+/// `cur` without its refresh lease, if it carries `token`.
+pub(crate) fn strip_refresh(cur: &[u8], token: &[u8]) -> Option<Vec<u8>> {
+    if !holds_refresh(cur, token) {
+        return None;
+    }
+    let mut v = cur[..cur.len() - TRAILER].to_vec();
+    v[2] &= !REFRESHING;
+    Some(v)
 }
 
 #[cfg(test)]
@@ -178,6 +264,7 @@ mod tests {
             fresh_until_ms: 20,
             load_ms: 3,
             type_tag: type_tag::<String>(),
+            refresh_until_ms: 0,
         }
     }
 
@@ -209,5 +296,31 @@ mod tests {
         assert_ne!(new_lease(100), new_lease(100));
         assert_eq!(decode(&new_lease(100)).unwrap().0.kind, Kind::Lease);
         assert_ne!(type_tag::<u16>(), type_tag::<u64>());
+    }
+
+    #[test]
+    fn refresh_lease_round_trip() {
+        let mut v = header(Kind::Value).begin(2);
+        v.extend_from_slice(b"42");
+        let at = stored_at_bytes(&v).unwrap().to_vec();
+        let t1 = [1u8; 16];
+        let leased = embed_refresh(&v, &t1, &at, 100, 200).unwrap();
+        let (h, payload) = decode(&leased).unwrap();
+        assert_eq!((h.kind, h.refresh_until_ms, payload), (Kind::Value, 200, &b"42"[..]));
+        assert!(holds_refresh(&leased, &t1));
+        // A second refresher is refused while the lease runs, and may take it once it ran out.
+        let t2 = [2u8; 16];
+        assert_eq!(embed_refresh(&leased, &t2, &at, 150, 300), None);
+        let retaken = embed_refresh(&leased, &t2, &at, 201, 300).unwrap();
+        assert!(holds_refresh(&retaken, &t2) && !holds_refresh(&retaken, &t1));
+        assert_eq!(decode(&retaken).unwrap().1, b"42");
+        // Another version (stored at another time) is not leased.
+        assert_eq!(embed_refresh(&v, &t1, &[9u8; 8], 100, 200), None);
+        // Leases and garbage are never refresh-leased.
+        assert_eq!(embed_refresh(&new_lease(10), &t1, &at, 100, 200), None);
+        assert_eq!(embed_refresh(b"junk", &t1, &at, 100, 200), None);
+        // Releasing restores the original bytes.
+        assert_eq!(strip_refresh(&leased, &t1).unwrap(), v);
+        assert_eq!(strip_refresh(&leased, &t2), None);
     }
 }

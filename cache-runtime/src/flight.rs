@@ -26,10 +26,12 @@ pub(crate) enum Landed {
 
 type Slot = watch::Receiver<Option<Landed>>;
 
+type Table = Arc<Mutex<HashMap<String, Slot>>>;
+
 /// The in-flight table of one cache.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Slot>>,
+    map: Table,
 }
 
 /// This task's role for a key.
@@ -43,14 +45,21 @@ pub(crate) enum Role<'a> {
 /// Held by the task loading a key; dropping it wakes the followers (with
 /// [`Landed::Failed`] while panicking, else [`Landed::Retry`]).
 pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+    /// The table (owned, so that a background refresh can hold a `Leader<'static>`).
+    map: Table,
     key: String,
     tx: watch::Sender<Option<Landed>>,
+    _flights: std::marker::PhantomData<&'a Flights>,
 }
 
 impl Flights {
     /// Joins the flight for `key`, becoming its leader if there is none.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
+        self.join_owned(key)
+    }
+
+    /// [`join`](Self::join), with a leader that does not borrow the table.
+    pub(crate) fn join_owned(&self, key: &str) -> Role<'static> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = map.get(key) {
             return Role::Follower(rx.clone());
@@ -58,9 +67,10 @@ impl Flights {
         let (tx, rx) = watch::channel(None);
         map.insert(key.to_owned(), rx);
         Role::Leader(Leader {
-            flights: self,
+            map: self.map.clone(),
             key: key.to_owned(),
             tx,
+            _flights: std::marker::PhantomData,
         })
     }
 
@@ -70,6 +80,13 @@ impl Flights {
     pub(crate) fn void(&self, key: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(key);
+    }
+
+    /// Detaches every flight (an invalidation whose keys are not known yet: a tag's members
+    /// while the backend cannot be reached).
+    pub(crate) fn void_all(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.clear();
     }
 
     /// Keys being loaded now (for tests of boundedness).
@@ -84,7 +101,7 @@ impl Leader<'_> {
     /// Called before the result is written, so that a caller arriving after an invalidation
     /// that races with the write never receives the older result from this flight.
     pub(crate) fn detach(&self) {
-        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map
             .get(&self.key)
             .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))

@@ -93,11 +93,16 @@ where
 /// `GET`, when this process has queued invalidations: for a key among them, deliver the
 /// deletion now (a read here must not see an entry this process invalidated), and treat a
 /// failure like a failed `GET` (the call goes to the loader, without the cache).
-async fn get_pending(
+pub(crate) async fn get_pending(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
     let inner = &*cache.inner;
+    // A queued tag invalidation may cover this key: deliver it first.
+    let tags = inner.retrier.pending.tags();
+    if !tags.is_empty() {
+        crate::invalidation::deliver(&inner.store, Some(&inner.flights), &tags).await?;
+    }
     if inner.retrier.pending.contains(full) {
         inner.store.delete(&[full.to_owned()]).await?;
     }
@@ -122,9 +127,9 @@ where
 {
     let inner = &*cache.inner;
     let (tags, fut) = load();
-    let _ = (tags, cache_if);
     let type_tag = entry::type_tag::<S::Value>();
     let mut m = Miss::new(inner, spec, full, type_tag);
+    m.set_tags(&tags);
     let mut step = m.start(got, unusable_why).await;
     while let Step::Decode(bytes) = step {
         match decode::<S, R>(protocol::usable(&bytes, type_tag)) {
@@ -144,6 +149,7 @@ where
         View::Value(v) => {
             let mut buf = entry::reserve(128);
             match inner.codec.encode(&mut buf, v) {
+                Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => Loaded::Unstorable(buf),
                 Ok(()) => Loaded::Value(buf),
                 Err(e) => Loaded::Unencodable(e.to_string()),
             }

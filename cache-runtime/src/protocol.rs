@@ -70,6 +70,8 @@ pub(crate) enum Loaded {
     Error,
     /// The value could not be serialized.
     Unencodable(String),
+    /// A value `cache_if` rejected: returned (and shared with this flight) but not stored.
+    Unstorable(Vec<u8>),
 }
 
 /// How the coming load runs.
@@ -94,6 +96,8 @@ pub(crate) struct Miss<'a> {
     mode: Mode,
     /// Set when the backend failed: no lease protocol, only the in-process flight.
     degraded: bool,
+    /// Full keys of the entry's tag sets (registered when the lease is won).
+    tags: Vec<String>,
     leader: Option<Leader<'a>>,
     lease: Option<LeaseGuard>,
     /// The envelope last handed to the driver, and whether it came from the flight leader.
@@ -158,6 +162,24 @@ pub(crate) fn count_unusable(c: &Counters, name: &str, why: &'static str) {
     }
 }
 
+/// How long a key lives in the store: its freshness plus the grace window.
+pub(crate) fn stored_ms(spec: &FnSpec, fresh_ms: u64) -> u64 {
+    fresh_ms.saturating_add(spec.stale_secs.saturating_mul(1000))
+}
+
+/// Until when a tag membership registered now must last (unix ms): as long as the entry can
+/// live, counted from a fill as late as the loader may hold its lease.
+pub(crate) fn member_until(spec: &FnSpec, lock_ms: u64) -> u64 {
+    let secs = spec
+        .ttl_secs
+        .max(spec.negative_ttl_secs.unwrap_or(0))
+        .saturating_add(spec.jitter_secs)
+        .saturating_add(spec.stale_secs);
+    entry::now_ms()
+        .saturating_add(secs.saturating_mul(1000))
+        .saturating_add(lock_ms.saturating_mul(MAX_HOLD_LEASES + 1))
+}
+
 /// The stored TTL: uniform in `[secs, secs + jitter]`, in milliseconds.
 pub(crate) fn ttl_ms(secs: u64, jitter_secs: u64) -> u64 {
     let base = secs.saturating_mul(1000);
@@ -184,6 +206,7 @@ impl<'a> Miss<'a> {
             type_tag,
             mode: Mode::Alone,
             degraded: false,
+            tags: Vec::new(),
             leader: None,
             lease: None,
             candidate: None,
@@ -191,6 +214,11 @@ impl<'a> Miss<'a> {
             counted_wait: false,
             wait_deadline: None,
         }
+    }
+
+    /// The entry's rendered tags (without the namespace).
+    pub(crate) fn set_tags(&mut self, tags: &[String]) {
+        self.tags = tags.iter().map(|t| self.inner.tag_key(t)).collect();
     }
 
     /// This function's counters.
@@ -330,6 +358,16 @@ impl<'a> Miss<'a> {
                 .await
             {
                 Ok(true) => {
+                    // Tag membership before the loader runs: a tag invalidation from now on
+                    // finds this key and deletes the lease (see `invalidation`).
+                    if !self.tags.is_empty() {
+                        let until = member_until(self.spec, self.lock_ms);
+                        if let Err(f) = self.store().tag_add_all(&self.tags, &self.full, until).await
+                        {
+                            drop(guard); // released in the background: nothing is stored
+                            return self.degrade(&f);
+                        }
+                    }
                     self.lease = Some(guard);
                     return self.load(Mode::Leased);
                 }
@@ -455,9 +493,10 @@ impl<'a> Miss<'a> {
             fresh_until_ms: now.saturating_add(fresh_ms),
             load_ms,
             type_tag: self.type_tag,
+            refresh_until_ms: 0,
         };
         match loaded {
-            Loaded::Value(buf) => {
+            Loaded::Value(buf) | Loaded::Unstorable(buf) => {
                 let mut buf = buf.clone();
                 header(Kind::Value).write_over(&mut buf);
                 Some(buf)
@@ -505,8 +544,11 @@ impl<'a> Miss<'a> {
             // Jitter spreads the expiry of values; a negative entry keeps its own TTL.
             Loaded::Negative => self.spec.negative_ttl_secs.unwrap_or(self.spec.ttl_secs) * 1000,
             Loaded::Value(_) => ttl_ms(self.spec.ttl_secs, self.spec.jitter_secs),
+            Loaded::Unstorable(_) => 0,
         };
         let bytes = self.envelope(&loaded, secs, load_ms);
+        // The key outlives its freshness by the grace window (`stale = N`).
+        let px = stored_ms(self.spec, secs);
         let oversized = bytes
             .as_ref()
             .is_some_and(|b| b.len() > self.inner.max_value_bytes);
@@ -541,7 +583,7 @@ impl<'a> Miss<'a> {
         };
         match self
             .store()
-            .fill(&self.full, &guard.lease, &bytes, secs)
+            .fill(&self.full, &guard.lease, &bytes, px)
             .await
         {
             Ok(true) => {

@@ -81,6 +81,15 @@ impl PendingKeys {
         keys.contains_key(key)
     }
 
+    /// The queued tag invalidations (marked keys, see [`crate::invalidation::deliver`]).
+    pub(crate) fn tags(&self) -> Vec<String> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.keys()
+            .filter(|k| crate::invalidation::is_tag_mark(k))
+            .cloned()
+            .collect()
+    }
+
     fn add(&self, keys: &[String]) {
         let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
@@ -400,7 +409,7 @@ async fn deliver(
 
         let result = tokio::select! {
             biased;
-            r = store.delete(&job.keys) => r,
+            r = crate::invalidation::deliver(store, None, &job.keys) => r,
             () = stopped(mode) => {
                 warn!(keys = job.n(), "shutdown deadline passed; queued invalidation given up");
                 return false;

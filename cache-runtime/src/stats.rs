@@ -72,6 +72,21 @@ counters! {
     /// Attempts of the retry queue that did not deliver (backend failed or circuit open);
     /// each one is followed by a backoff pause.
     invalidation_retries,
+    /// Calls answered by a stale value: in the grace window of `stale = N` (the refresh runs
+    /// in the background), after a soft timeout, or because a refresh failed (fail-safe).
+    /// Not counted in `hits`.
+    stale_served,
+    /// Background refreshes started by this process (stale-while-revalidate and early
+    /// refresh; each ran the loader once under the entry's refresh lease).
+    refreshes,
+    /// Of `refreshes`, those started early by XFetch (`early_refresh = B`) before expiry.
+    early_refreshes,
+    /// Refreshes whose loader returned `Err` or panicked: the stale value stays (fail-safe).
+    refresh_errors,
+    /// Calls that waited `timeout_ms` for a refresh and returned the stale value.
+    soft_timeouts,
+    /// Tags invalidated (`#[invalidates(.., tags = [..])]`, `Cache::invalidate_tag`).
+    tag_invalidations,
 }
 
 /// A snapshot of all functions' counters for one [`Cache`](crate::Cache), by function name.

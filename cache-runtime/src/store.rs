@@ -118,6 +118,64 @@ impl Store {
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64, Fault> {
         self.guarded(self.backend.delete(keys)).await
     }
+
+    pub(crate) async fn try_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        stored_at: &[u8],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, Fault> {
+        self.guarded(
+            self.backend
+                .try_refresh(key, token, stored_at, now_ms, until_ms),
+        )
+        .await
+    }
+
+    pub(crate) async fn fill_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> Result<bool, Fault> {
+        self.guarded(self.backend.fill_refresh(key, token, value, px_ms))
+            .await
+    }
+
+    pub(crate) async fn release_refresh(&self, key: &str, token: &[u8]) -> Result<bool, Fault> {
+        self.guarded(self.backend.release_refresh(key, token)).await
+    }
+
+    /// Registers `member` in every tag set of `tags` (full tag keys) until `expire_at_ms`.
+    pub(crate) async fn tag_add_all(
+        &self,
+        tags: &[String],
+        member: &str,
+        expire_at_ms: u64,
+    ) -> Result<(), Fault> {
+        let now = crate::entry::now_ms();
+        for t in tags {
+            self.guarded(self.backend.tag_add(t, member, expire_at_ms, now))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn tag_scan(
+        &self,
+        tag: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<(String, u64)>), Fault> {
+        self.guarded(self.backend.tag_scan(tag, cursor, count)).await
+    }
+
+    pub(crate) async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> Result<(), Fault> {
+        self.guarded(self.backend.tag_remove(tag, members)).await
+    }
 }
 
 #[cfg(test)]

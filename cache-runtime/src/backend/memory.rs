@@ -1,7 +1,8 @@
 //! The embedded in-process backend: a bounded `moka` cache with per-entry TTL and the same
 //! single-key atomic operations as the Redis backend.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::{CompResult, Op};
@@ -43,10 +44,74 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
     }
 }
 
+/// Members of one tag, by member and by the time they run out.
+#[derive(Default)]
+struct TagSet {
+    by_member: HashMap<String, u64>,
+    by_expiry: BTreeSet<(u64, String)>,
+}
+
+impl TagSet {
+    fn insert(&mut self, member: &str, expire_at_ms: u64) {
+        match self.by_member.get(member) {
+            Some(&old) if old >= expire_at_ms => return,
+            Some(&old) => {
+                self.by_expiry.remove(&(old, member.to_owned()));
+            }
+            None => {}
+        }
+        self.by_member.insert(member.to_owned(), expire_at_ms);
+        self.by_expiry.insert((expire_at_ms, member.to_owned()));
+    }
+
+    fn remove(&mut self, member: &str) -> bool {
+        match self.by_member.remove(member) {
+            Some(at) => self.by_expiry.remove(&(at, member.to_owned())),
+            None => false,
+        }
+    }
+
+    /// Drops members that ran out before `now_ms`; returns how many.
+    fn prune(&mut self, now_ms: u64) -> usize {
+        let mut n = 0;
+        while let Some((at, _)) = self.by_expiry.first() {
+            if *at >= now_ms {
+                break;
+            }
+            if let Some((_, m)) = self.by_expiry.pop_first() {
+                self.by_member.remove(&m);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn oldest(&mut self) -> Option<String> {
+        let (_, m) = self.by_expiry.pop_first()?;
+        self.by_member.remove(&m);
+        Some(m)
+    }
+}
+
+/// Tag sets of the memory backend. Bounded: members run out with their entries (pruned on
+/// every registration of the tag and by a sweep every [`SWEEP_EVERY`] registrations), and
+/// past `max_members` the oldest member is dropped together with its entry (dropping only
+/// the membership would let a later tag invalidation miss a live entry).
+#[derive(Default)]
+struct Tags {
+    sets: HashMap<String, TagSet>,
+    members: usize,
+    adds: u64,
+}
+
+const SWEEP_EVERY: u64 = 1024;
+
 /// In-process backend bounded by total bytes (keys + values).
 #[derive(Clone)]
 pub struct MemoryBackend {
     store: Moka<String, Stored>,
+    tags: Arc<Mutex<Tags>>,
+    max_members: usize,
     /// Tests: `try_lease` waits here after applying `SET NX`, as when a reply is lost.
     #[cfg(test)]
     pub(crate) after_lease: Option<std::sync::Arc<tokio::sync::Semaphore>>,
@@ -77,6 +142,9 @@ impl MemoryBackend {
             .build();
         MemoryBackend {
             store,
+            tags: Arc::default(),
+            // About the number of smallest entries the store holds.
+            max_members: usize::try_from(max_bytes / 100).unwrap_or(usize::MAX).max(1024),
             #[cfg(test)]
             after_lease: None,
         }
@@ -86,6 +154,39 @@ impl MemoryBackend {
         Stored {
             bytes: Arc::from(bytes),
             expires_at: Instant::now() + Duration::from_millis(px_ms),
+        }
+    }
+
+    /// Runs `f` on the live current bytes and expiry under the key's lock: `None` leaves the
+    /// entry alone, `Some(None)` removes it, `Some(Some(s))` stores `s`. True when changed.
+    fn compute_with(
+        &self,
+        key: &str,
+        f: impl FnOnce(Option<&Stored>) -> Option<Option<Stored>>,
+    ) -> bool {
+        let now = Instant::now();
+        let result = self.store.entry(key.to_owned()).and_compute_with(|cur| {
+            let live = cur.as_ref().map(|e| e.value()).filter(|s| s.live(now));
+            match f(live) {
+                None => Op::Nop,
+                Some(Some(s)) => Op::Put(s),
+                Some(None) => Op::Remove,
+            }
+        });
+        matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_)
+        )
+    }
+
+    fn tags(&self) -> std::sync::MutexGuard<'_, Tags> {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes entries whose tag membership was dropped to keep the tag sets bounded.
+    fn drop_entries(&self, keys: Vec<String>) {
+        for k in keys {
+            self.compute(&k, |cur| cur.is_some(), None);
         }
     }
 
@@ -164,6 +265,129 @@ impl Backend for MemoryBackend {
             }
         }
         Ok(n)
+    }
+
+    async fn try_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        stored_at: &[u8],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BackendResult<bool> {
+        Ok(self.compute_with(key, |cur| {
+            let cur = cur?;
+            let bytes = crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
+            Some(Some(Stored {
+                bytes: Arc::from(bytes),
+                expires_at: cur.expires_at,
+            }))
+        }))
+    }
+
+    async fn fill_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> BackendResult<bool> {
+        Ok(self.compute_with(key, |cur| {
+            crate::entry::holds_refresh(&cur?.bytes, token)
+                .then(|| Some(Self::stored(value, px_ms)))
+        }))
+    }
+
+    async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {
+        Ok(self.compute_with(key, |cur| {
+            let cur = cur?;
+            let bytes = crate::entry::strip_refresh(&cur.bytes, token)?;
+            Some(Some(Stored {
+                bytes: Arc::from(bytes),
+                expires_at: cur.expires_at,
+            }))
+        }))
+    }
+
+    async fn tag_add(
+        &self,
+        tag: &str,
+        member: &str,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> BackendResult<()> {
+        let mut dropped = Vec::new();
+        {
+            let mut t = self.tags();
+            let t = &mut *t;
+            t.adds += 1;
+            if t.adds % SWEEP_EVERY == 0 {
+                let mut pruned = 0;
+                t.sets.retain(|_, set| {
+                    pruned += set.prune(now_ms);
+                    !set.by_member.is_empty()
+                });
+                t.members -= pruned;
+            }
+            let set = t.sets.entry(tag.to_owned()).or_default();
+            let before = set.by_member.len();
+            let pruned = set.prune(now_ms);
+            set.insert(member, expire_at_ms);
+            t.members = t.members + set.by_member.len() + pruned - before;
+            // Over the bound: drop the oldest members of this tag, then of any other.
+            while t.members > self.max_members {
+                let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {
+                    Some(set) => set.oldest(),
+                    None => t
+                        .sets
+                        .iter_mut()
+                        .find(|(k, s)| k.as_str() != tag && !s.by_member.is_empty())
+                        .and_then(|(_, s)| s.oldest()),
+                };
+                match victim {
+                    Some(m) => {
+                        t.members -= 1;
+                        dropped.push(m);
+                    }
+                    None => break,
+                }
+            }
+            t.sets.retain(|_, s| !s.by_member.is_empty());
+        }
+        self.drop_entries(dropped);
+        Ok(())
+    }
+
+    async fn tag_scan(
+        &self,
+        tag: &str,
+        _cursor: u64,
+        _count: usize,
+    ) -> BackendResult<(u64, Vec<(String, u64)>)> {
+        // In process nothing waits on a long batch: the whole set at once.
+        let t = self.tags();
+        let members = t
+            .sets
+            .get(tag)
+            .map(|s| s.by_member.iter().map(|(m, at)| (m.clone(), *at)).collect())
+            .unwrap_or_default();
+        Ok((0, members))
+    }
+
+    async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> BackendResult<()> {
+        let mut t = self.tags();
+        let t = &mut *t;
+        if let Some(set) = t.sets.get_mut(tag) {
+            for (m, at) in members {
+                if set.by_member.get(m) == Some(at) && set.remove(m) {
+                    t.members -= 1;
+                }
+            }
+            if set.by_member.is_empty() {
+                t.sets.remove(tag);
+            }
+        }
+        Ok(())
     }
 }
 

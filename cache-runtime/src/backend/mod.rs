@@ -76,6 +76,54 @@ pub trait Backend: Send + Sync {
     fn release(&self, key: &str, lease: &[u8]) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Deletes the keys (values, negative entries and leases alike); returns how many existed.
     fn delete(&self, keys: &[String]) -> impl Future<Output = BackendResult<u64>> + Send;
+    /// Takes a refresh lease on the value stored at `stored_at` (see
+    /// [`entry::embed_refresh`](crate::entry::embed_refresh)), keeping the key's TTL.
+    fn try_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        stored_at: &[u8],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`.
+    fn fill_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Removes the refresh lease `token` (the value stays, with its TTL).
+    fn release_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Adds `member` to the tag set `tag` until `expire_at_ms` (unix ms), drops members that
+    /// ran out before `now_ms`, and keeps the set alive until its last member runs out.
+    fn tag_add(
+        &self,
+        tag: &str,
+        member: &str,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// One batch of the tag set's members (with their scores) from `cursor`; the next cursor
+    /// is 0 when the scan is complete.
+    fn tag_scan(
+        &self,
+        tag: &str,
+        cursor: u64,
+        count: usize,
+    ) -> impl Future<Output = BackendResult<(u64, Vec<(String, u64)>)>> + Send;
+    /// Removes members from the tag set, each only if it still has the score it was scanned
+    /// with (a member registered again meanwhile stays).
+    fn tag_remove(
+        &self,
+        tag: &str,
+        members: &[(String, u64)],
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 }
 
 /// The backend a [`Cache`](crate::Cache) was built with.
@@ -131,6 +179,66 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.delete(keys).await,
             AnyBackend::Redis(b) => b.delete(keys).await,
+        }
+    }
+    pub(crate) async fn try_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        stored_at: &[u8],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.try_refresh(key, token, stored_at, now_ms, until_ms).await,
+            AnyBackend::Redis(b) => b.try_refresh(key, token, stored_at, now_ms, until_ms).await,
+        }
+    }
+    pub(crate) async fn fill_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.fill_refresh(key, token, value, px_ms).await,
+            AnyBackend::Redis(b) => b.fill_refresh(key, token, value, px_ms).await,
+        }
+    }
+    pub(crate) async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.release_refresh(key, token).await,
+            AnyBackend::Redis(b) => b.release_refresh(key, token).await,
+        }
+    }
+    pub(crate) async fn tag_add(
+        &self,
+        tag: &str,
+        member: &str,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> BackendResult<()> {
+        match self {
+            AnyBackend::Memory(b) => b.tag_add(tag, member, expire_at_ms, now_ms).await,
+            AnyBackend::Redis(b) => b.tag_add(tag, member, expire_at_ms, now_ms).await,
+        }
+    }
+    pub(crate) async fn tag_scan(
+        &self,
+        tag: &str,
+        cursor: u64,
+        count: usize,
+    ) -> BackendResult<(u64, Vec<(String, u64)>)> {
+        match self {
+            AnyBackend::Memory(b) => b.tag_scan(tag, cursor, count).await,
+            AnyBackend::Redis(b) => b.tag_scan(tag, cursor, count).await,
+        }
+    }
+    pub(crate) async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> BackendResult<()> {
+        match self {
+            AnyBackend::Memory(b) => b.tag_remove(tag, members).await,
+            AnyBackend::Redis(b) => b.tag_remove(tag, members).await,
         }
     }
     pub(crate) fn kind(&self) -> &'static str {

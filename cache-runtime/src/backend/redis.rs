@@ -36,10 +36,94 @@ end
 return 0
 ";
 
+/// Takes a refresh lease (see `entry::embed_refresh`, which does the same on bytes): only on
+/// a value or negative entry still stored at ARGV[2] whose refresh lease (if any) ran out
+/// before ARGV[3]; appends the token ARGV[1] and the time it runs out (ARGV[4], 8 bytes
+/// big-endian), keeping the TTL.
+const TRY_REFRESH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.len(v) < 32 or string.byte(v, 1) ~= 202 or string.byte(v, 2) ~= 1 then
+  return 0
+end
+local k = string.byte(v, 3)
+if k % 128 == 3 or string.sub(v, 5, 12) ~= ARGV[2] then
+  return 0
+end
+if k >= 128 then
+  if string.len(v) < 56 then
+    return 0
+  end
+  local untl = 0
+  for i = -8, -1 do
+    untl = untl * 256 + string.byte(v, i)
+  end
+  if untl > tonumber(ARGV[3]) then
+    return 0
+  end
+  v = string.sub(v, 1, -25)
+  k = k - 128
+end
+v = string.sub(v, 1, 2) .. string.char(k + 128) .. string.sub(v, 4) .. ARGV[1] .. ARGV[4]
+redis.call('SET', KEYS[1], v, 'KEEPTTL')
+return 1
+";
+
+/// Writes the refreshed entry only if the key still carries the refresh lease ARGV[1].
+const FILL_REFRESH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.len(v) < 56 or string.byte(v, 3) < 128 or string.sub(v, -24, -9) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Removes the refresh lease ARGV[1], keeping the value and its TTL.
+const RELEASE_REFRESH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.len(v) < 56 or string.byte(v, 3) < 128 or string.sub(v, -24, -9) ~= ARGV[1] then
+  return 0
+end
+v = string.sub(v, 1, 2) .. string.char(string.byte(v, 3) - 128) .. string.sub(v, 4, -25)
+redis.call('SET', KEYS[1], v, 'KEEPTTL')
+return 1
+";
+
+/// Registers a tag member until ARGV[2] (unix ms, the score), drops members that ran out
+/// before ARGV[3], and keeps the set alive until its last member runs out.
+const TAG_ADD: &str = r"
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local want = tonumber(ARGV[2]) - tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < want then
+  redis.call('PEXPIRE', KEYS[1], want)
+end
+return 1
+";
+
+/// Removes members (ARGV: member, score, member, score, ...) still registered with the score
+/// they were scanned with.
+const TAG_REMOVE: &str = r"
+local n = 0
+for i = 1, #ARGV, 2 do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+";
+
 struct Scripts {
     fill: Script,
     extend: Script,
     release: Script,
+    try_refresh: Script,
+    fill_refresh: Script,
+    release_refresh: Script,
+    tag_add: Script,
+    tag_remove: Script,
 }
 
 /// Redis backend over one shared multiplexed connection.
@@ -125,6 +209,11 @@ impl RedisBackend {
                 fill: Script::new(FILL),
                 extend: Script::new(EXTEND),
                 release: Script::new(RELEASE),
+                try_refresh: Script::new(TRY_REFRESH),
+                fill_refresh: Script::new(FILL_REFRESH),
+                release_refresh: Script::new(RELEASE_REFRESH),
+                tag_add: Script::new(TAG_ADD),
+                tag_remove: Script::new(TAG_REMOVE),
             }),
             addr,
             timeout: opts.command_timeout,
@@ -235,6 +324,109 @@ impl Backend for RedisBackend {
             }
             let n: u64 = cmd.query_async(&mut self.conn()).await?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn try_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        stored_at: &[u8],
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BackendResult<bool> {
+        self.timed(async {
+            let mut call = self.scripts.try_refresh.key(key);
+            call.arg(token)
+                .arg(stored_at)
+                .arg(now_ms)
+                .arg(&until_ms.to_be_bytes()[..]);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn fill_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        value: &[u8],
+        px_ms: u64,
+    ) -> BackendResult<bool> {
+        self.timed(async {
+            let mut call = self.scripts.fill_refresh.key(key);
+            call.arg(token).arg(value).arg(px_ms);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {
+        self.timed(async {
+            let mut call = self.scripts.release_refresh.key(key);
+            call.arg(token);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn tag_add(
+        &self,
+        tag: &str,
+        member: &str,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> BackendResult<()> {
+        self.timed(async {
+            let mut call = self.scripts.tag_add.key(tag);
+            call.arg(member).arg(expire_at_ms).arg(now_ms);
+            let _: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tag_scan(
+        &self,
+        tag: &str,
+        cursor: u64,
+        count: usize,
+    ) -> BackendResult<(u64, Vec<(String, u64)>)> {
+        self.timed(async {
+            let (next, flat): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                .arg(tag)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut self.conn())
+                .await?;
+            let mut members = Vec::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(m), Some(score)) = (it.next(), it.next()) {
+                // Scores are unix ms (integers below 2^53): exact as doubles.
+                let score = score.parse::<f64>().unwrap_or(0.0) as u64;
+                members.push((m, score));
+            }
+            Ok((next, members))
+        })
+        .await
+    }
+
+    async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> BackendResult<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.timed(async {
+            let mut call = self.scripts.tag_remove.key(tag);
+            for (m, score) in members {
+                call.arg(m).arg(*score);
+            }
+            let _: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(())
         })
         .await
     }
