@@ -138,6 +138,7 @@ impl Cache {
     pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
         let full = self.full_key(rendered_key);
         self.inner.flights.void(&full);
+        self.inner.refreshing.void(&full);
         match self.inner.store.delete(&[full]).await {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),

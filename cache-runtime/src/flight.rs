@@ -24,7 +24,7 @@ pub(crate) enum Landed {
     Retry,
 }
 
-type Slot = watch::Receiver<Option<Landed>>;
+pub(crate) type Slot = watch::Receiver<Option<Landed>>;
 
 type Table = Arc<Mutex<HashMap<String, Slot>>>;
 
@@ -108,6 +108,11 @@ impl Leader<'_> {
         {
             map.remove(&self.key);
         }
+    }
+
+    /// A receiver of this flight's outcome (for a caller that started it in the background).
+    pub(crate) fn subscribe(&self) -> Slot {
+        self.tx.subscribe()
     }
 
     /// Publishes the outcome to the followers.

@@ -59,8 +59,9 @@ pub(crate) async fn invalidate(
     };
     for k in &pending.keys {
         inner.flights.void(k);
+        inner.refreshing.void(k);
     }
-    let result = deliver(&inner.store, Some(&inner.flights), &pending.keys).await;
+    let result = deliver(&inner.store, &[&inner.flights, &inner.refreshing], &pending.keys).await;
     let Some(c) = pending.counters.take() else {
         return;
     };
@@ -76,6 +77,7 @@ pub(crate) async fn invalidate(
                 // The tags' members are unknown until the backend answers: no load running
                 // in this process now may hand its result to a later call.
                 inner.flights.void_all();
+                inner.refreshing.void_all();
             }
             inner.retrier.enqueue(std::mem::take(&mut pending.keys), c);
         }
@@ -86,7 +88,7 @@ pub(crate) async fn invalidate(
 /// flights to detach for the members found.
 pub(crate) async fn deliver(
     store: &Store,
-    flights: Option<&Flights>,
+    flights: &[&Flights],
     keys: &[String],
 ) -> Result<(), Fault> {
     let (tags, plain): (Vec<&String>, Vec<&String>) =
@@ -109,17 +111,18 @@ pub(crate) fn is_tag_mark(key: &str) -> bool {
 /// Voids every member of the tag set `tag` (a full tag key): detaches their flights in this
 /// process, deletes them and unregisters them, batch by batch.
 pub(crate) async fn void_tag(cache: &Cache, tag: &str) -> Result<(), Fault> {
-    void_members(&cache.inner.store, Some(&cache.inner.flights), tag).await
+    let inner = &cache.inner;
+    void_members(&inner.store, &[&inner.flights, &inner.refreshing], tag).await
 }
 
-async fn void_members(store: &Store, flights: Option<&Flights>, tag: &str) -> Result<(), Fault> {
+async fn void_members(store: &Store, flights: &[&Flights], tag: &str) -> Result<(), Fault> {
     let mut cursor = 0;
     loop {
         let (next, members) = store.tag_scan(tag, cursor, TAG_BATCH).await?;
         // The memory backend answers in one batch; keep each round bounded anyway.
         for batch in members.chunks(TAG_BATCH) {
             let keys: Vec<String> = batch.iter().map(|(m, _)| m.clone()).collect();
-            if let Some(f) = flights {
+            for f in flights {
                 keys.iter().for_each(|k| f.void(k));
             }
             store.delete(&keys).await?;
@@ -146,6 +149,7 @@ impl Drop for PendingInvalidation<'_> {
             let keys = std::mem::take(&mut self.keys);
             if keys.iter().any(|k| is_tag_mark(k)) {
                 self.cache.inner.flights.void_all();
+                self.cache.inner.refreshing.void_all();
             }
             self.cache.inner.retrier.enqueue(keys, c);
         }

@@ -15,7 +15,7 @@ use crate::stats::Counters;
 
 /// Decodes a checked entry into the function's return value.
 #[inline]
-fn decode<S: Shape<R>, R>(u: Usable<'_>) -> Result<R, &'static str> {
+pub(crate) fn decode<S: Shape<R>, R>(u: Usable<'_>) -> Result<R, &'static str> {
     match u {
         Usable::Value { codec, payload } => match Codec::from_id(codec) {
             None => Err("payload written with a codec this build does not have"),
@@ -101,7 +101,8 @@ pub(crate) async fn get_pending(
     // A queued tag invalidation may cover this key: deliver it first.
     let tags = inner.retrier.pending.tags();
     if !tags.is_empty() {
-        crate::invalidation::deliver(&inner.store, Some(&inner.flights), &tags).await?;
+        crate::invalidation::deliver(&inner.store, &[&inner.flights, &inner.refreshing], &tags)
+            .await?;
     }
     if inner.retrier.pending.contains(full) {
         inner.store.delete(&[full.to_owned()]).await?;
@@ -111,7 +112,7 @@ pub(crate) async fn get_pending(
 
 /// The driver of the miss path: everything but decoding and running the loader happens in
 /// [`Miss`], compiled once for all functions.
-async fn miss<S, R, F, Fut>(
+pub(crate) async fn miss<S, R, F, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
     full: String,

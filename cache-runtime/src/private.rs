@@ -82,7 +82,7 @@ pub async fn cached_refresh<S, R, F, Fut>(
     load: F,
 ) -> R
 where
-    S: Shape<R>,
+    S: Shape<R> + 'static,
     R: Send + 'static,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,

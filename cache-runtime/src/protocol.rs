@@ -46,7 +46,7 @@ const MAX_POLL: Duration = Duration::from_millis(100);
 /// First pause between polls.
 const FIRST_POLL: Duration = Duration::from_millis(5);
 /// Freshness of an envelope handed to in-process followers without being stored.
-const SHARED_FRESH_MS: u64 = 60_000;
+pub(crate) const SHARED_FRESH_MS: u64 = 60_000;
 /// A loader keeps its lease alive (extends it every `lock_ms / 3`) for at most this many
 /// lease lengths; waiting calls wait about that long before they load by themselves.
 pub(crate) const MAX_HOLD_LEASES: u64 = 10;
@@ -159,6 +159,35 @@ pub(crate) fn count_unusable(c: &Counters, name: &str, why: &'static str) {
         );
     } else {
         debug!(cache.fn = name, reason = why, "cached entry unusable; reloading");
+    }
+}
+
+/// The envelope of a loader's result, fresh for `fresh_ms` from now; `None` for an error.
+pub(crate) fn envelope(
+    inner: &Inner,
+    type_tag: u64,
+    loaded: &Loaded,
+    fresh_ms: u64,
+    load_ms: u32,
+) -> Option<Vec<u8>> {
+    let now = entry::now_ms();
+    let header = |kind| Header {
+        kind,
+        codec: inner.codec.id(),
+        stored_at_ms: now,
+        fresh_until_ms: now.saturating_add(fresh_ms),
+        load_ms,
+        type_tag,
+        refresh_until_ms: 0,
+    };
+    match loaded {
+        Loaded::Value(buf) | Loaded::Unstorable(buf) => {
+            let mut buf = buf.clone();
+            header(Kind::Value).write_over(&mut buf);
+            Some(buf)
+        }
+        Loaded::Negative => Some(header(Kind::Negative).begin(0)),
+        Loaded::Error | Loaded::Unencodable(_) => None,
     }
 }
 
@@ -485,25 +514,7 @@ impl<'a> Miss<'a> {
     }
 
     fn envelope(&self, loaded: &Loaded, fresh_ms: u64, load_ms: u32) -> Option<Vec<u8>> {
-        let now = entry::now_ms();
-        let header = |kind| Header {
-            kind,
-            codec: self.inner.codec.id(),
-            stored_at_ms: now,
-            fresh_until_ms: now.saturating_add(fresh_ms),
-            load_ms,
-            type_tag: self.type_tag,
-            refresh_until_ms: 0,
-        };
-        match loaded {
-            Loaded::Value(buf) | Loaded::Unstorable(buf) => {
-                let mut buf = buf.clone();
-                header(Kind::Value).write_over(&mut buf);
-                Some(buf)
-            }
-            Loaded::Negative => Some(header(Kind::Negative).begin(0)),
-            Loaded::Error | Loaded::Unencodable(_) => None,
-        }
+        envelope(self.inner, self.type_tag, loaded, fresh_ms, load_ms)
     }
 
     /// After the loader returned: store (under the lease), release, and tell the followers.

@@ -1,9 +1,33 @@
-//! Freshness beyond TTL: stale-while-revalidate, XFetch early refresh and soft timeouts.
+//! Freshness beyond TTL: stale-while-revalidate (`stale = N`), fail-safe, XFetch early
+//! refresh (`early_refresh = B`) and soft loader timeouts (`timeout_ms = N`).
+//!
+//! A refreshable entry lives in the store `ttl + stale` seconds; the envelope's fresh-until
+//! marks the end of `ttl`. A hit past fresh-until (in the grace window) returns the stale
+//! value and starts ONE background refresh: in this process through the `refreshing` flight
+//! table, across processes through a refresh lease carried inside the entry itself (see
+//! [`entry`](crate::entry)): a one-key compare-and-set that only succeeds on the very version
+//! the caller read and only when no other refresh lease is running. The refresh stores its
+//! result with a compare-and-set on its token, so an invalidation (which deletes the key and
+//! the lease with it) voids the refresh exactly as it voids a load. A refresh whose loader
+//! fails removes its lease and leaves the stale value in place until the grace window ends
+//! (fail-safe).
+//!
+//! The refresh runs in a spawned task: the body's future owns its arguments
+//! (`cached_refresh` in the macro's expansion).
 
 use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use crate::cache::Cache;
-use crate::spec::{FnSpec, Shape};
+use crate::entry::{self, Header, Kind};
+use crate::flight::{self, Landed, Leader, Role, Slot};
+use crate::load;
+use crate::protocol::{self, Loaded, MAX_HOLD_LEASES, Usable};
+use crate::spec::{FnSpec, Shape, View};
+use crate::stats::Counters;
+use crate::store::{Store, fault};
 
 /// Entry point behind `#[cached]` functions with `stale`, `early_refresh` or `timeout_ms`.
 pub(crate) async fn get_or_load<S, R, F, Fut>(
@@ -14,10 +38,423 @@ pub(crate) async fn get_or_load<S, R, F, Fut>(
     load: F,
 ) -> R
 where
-    S: Shape<R>,
+    S: Shape<R> + 'static,
     R: Send + 'static,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,
 {
-    crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load).await
+    let inner = &*cache.inner;
+    let mut full = key;
+    full.insert(0, ':');
+    full.insert_str(0, &inner.namespace);
+    let got = if inner.retrier.pending.any() {
+        Box::pin(load::get_pending(cache, &full)).await
+    } else {
+        inner.store.get(&full).await
+    };
+    let type_tag = entry::type_tag::<S::Value>();
+    let mut unusable_why = None;
+    if let Ok(Some(raw)) = &got {
+        match entry::decode(raw) {
+            Ok((h, payload)) if h.kind != Kind::Lease && h.type_tag == type_tag => {
+                let now = entry::now_ms();
+                let fresh = h.fresh_until_ms >= now;
+                if fresh || spec.stale_secs > 0 {
+                    let negative = h.kind == Kind::Negative;
+                    let u = if negative {
+                        Usable::Negative
+                    } else {
+                        Usable::Value {
+                            codec: h.codec,
+                            payload,
+                        }
+                    };
+                    match load::decode::<S, R>(u) {
+                        Ok(r) => {
+                            let c = inner.stats.for_slot(&spec.slot, spec.name);
+                            let refreshing = h.refresh_until_ms > now;
+                            if fresh {
+                                Counters::bump(if negative { &c.negative_hits } else { &c.hits });
+                                if spec.early_refresh > 0.0
+                                    && !refreshing
+                                    && xfetch(cache, spec, &h, now)
+                                {
+                                    start::<S, R, F, Fut>(cache, spec, &full, raw, cache_if, load, true);
+                                }
+                                return r;
+                            }
+                            // The grace window: serve the stale value, refresh in the background.
+                            if refreshing || spec.timeout_ms == 0 {
+                                Counters::bump(&c.stale_served);
+                                if !refreshing {
+                                    start::<S, R, F, Fut>(
+                                        cache, spec, &full, raw, cache_if, load, false,
+                                    );
+                                }
+                                return r;
+                            }
+                            let rx = start::<S, R, F, Fut>(
+                                cache, spec, &full, raw, cache_if, load, false,
+                            );
+                            return Box::pin(soft_wait::<S, R>(cache, spec, r, rx)).await;
+                        }
+                        Err(why) => unusable_why = Some(why),
+                    }
+                } else {
+                    unusable_why = Some("stale");
+                }
+            }
+            _ => {
+                unusable_why = match protocol::usable(raw, type_tag) {
+                    Usable::Unusable(why) => Some(why),
+                    _ => None,
+                }
+            }
+        }
+    }
+    Box::pin(load::miss::<S, R, F, Fut>(
+        cache,
+        spec,
+        full,
+        got,
+        unusable_why,
+        cache_if,
+        load,
+    ))
+    .await
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh now with probability
+/// `P(now - load_ms * B * ln(U) >= fresh_until)`, `U ~ Uniform(0, 1]`.
+fn xfetch(cache: &Cache, spec: &FnSpec, h: &Header, now: u64) -> bool {
+    let u = cache.inner.uniform();
+    let gap = f64::from(h.load_ms) * spec.early_refresh * -u.ln();
+    now as f64 + gap >= h.fresh_until_ms as f64
+}
+
+/// Starts the background refresh of `full` (read as `raw`) unless this process runs one
+/// already; returns a receiver of its outcome (`None` without a tokio runtime).
+fn start<S, R, F, Fut>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    full: &str,
+    raw: &[u8],
+    cache_if: Option<fn(&S::Value) -> bool>,
+    load: F,
+    early: bool,
+) -> Option<Slot>
+where
+    S: Shape<R> + 'static,
+    R: Send + 'static,
+    F: FnOnce() -> (Vec<String>, Fut),
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let rt = tokio::runtime::Handle::try_current().ok()?;
+    let mut stored_at = [0u8; 8];
+    stored_at.copy_from_slice(entry::stored_at_bytes(raw)?);
+    match cache.inner.refreshing.join_owned(full) {
+        Role::Follower(rx) => Some(rx),
+        Role::Leader(leader) => {
+            let rx = leader.subscribe();
+            let (tags, fut) = load();
+            let job = Refresh {
+                cache: cache.clone(),
+                spec,
+                full: full.to_owned(),
+                stored_at,
+                tags,
+                early,
+            };
+            rt.spawn(job.run::<S, R, Fut>(cache_if, fut, leader));
+            Some(rx)
+        }
+    }
+}
+
+/// Waits up to `timeout_ms` for the refresh, else returns the stale value `stale`.
+async fn soft_wait<S: Shape<R>, R>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    stale: R,
+    rx: Option<Slot>,
+) -> R {
+    let c = cache.inner.stats.counters(spec.name);
+    if let Some(rx) = rx {
+        let wait = Duration::from_millis(spec.timeout_ms);
+        match tokio::time::timeout(wait, flight::follow(rx)).await {
+            Ok(Landed::Value(bytes)) => {
+                let type_tag = entry::type_tag::<S::Value>();
+                if let Ok(fresh) = load::decode::<S, R>(protocol::usable(&bytes, type_tag)) {
+                    Counters::bump(&c.misses);
+                    return fresh;
+                }
+            }
+            // The refresh failed, lost its lease or was voided: the stale value (fail-safe).
+            Ok(_) => {}
+            Err(_) => {
+                Counters::bump(&c.soft_timeouts);
+                debug!(
+                    cache.fn = spec.name,
+                    timeout_ms = spec.timeout_ms,
+                    "refresh slower than timeout_ms; serving the stale value"
+                );
+            }
+        }
+    }
+    Counters::bump(&c.stale_served);
+    stale
+}
+
+/// One background refresh.
+struct Refresh {
+    cache: Cache,
+    spec: &'static FnSpec,
+    full: String,
+    stored_at: [u8; 8],
+    tags: Vec<String>,
+    early: bool,
+}
+
+impl Refresh {
+    async fn run<S, R, Fut>(
+        self,
+        cache_if: Option<fn(&S::Value) -> bool>,
+        fut: Fut,
+        leader: Leader<'static>,
+    ) where
+        S: Shape<R>,
+        Fut: Future<Output = R>,
+    {
+        let landed = self.refresh::<S, R, Fut>(cache_if, fut, &leader).await;
+        leader.land(landed);
+    }
+
+    async fn refresh<S, R, Fut>(
+        &self,
+        cache_if: Option<fn(&S::Value) -> bool>,
+        fut: Fut,
+        leader: &Leader<'static>,
+    ) -> Landed
+    where
+        S: Shape<R>,
+        Fut: Future<Output = R>,
+    {
+        let inner = &*self.cache.inner;
+        let spec = self.spec;
+        let c = inner.stats.counters(spec.name);
+        let lock_ms = spec.lock_ms.unwrap_or(inner.lock_ms).max(1);
+        let token = entry::new_token();
+        let now = entry::now_ms();
+        let until = now.saturating_add(lock_ms.saturating_mul(MAX_HOLD_LEASES));
+        match inner
+            .store
+            .try_refresh(&self.full, &token, &self.stored_at, now, until)
+            .await
+        {
+            Ok(true) => {}
+            // Another process refreshes it, or the entry changed (refreshed, invalidated).
+            Ok(false) => return Landed::Retry,
+            Err(f) => {
+                fault(&c, spec.name, &f);
+                return Landed::Failed;
+            }
+        }
+        let mut guard = RefreshGuard {
+            store: inner.store.clone(),
+            key: self.full.clone(),
+            token,
+            armed: true,
+            counters: c.clone(),
+            name: spec.name,
+        };
+        Counters::bump(&c.refreshes);
+        if self.early {
+            Counters::bump(&c.early_refreshes);
+        }
+        debug!(cache.fn = spec.name, early = self.early, "refreshing in the background");
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|t| inner.tag_key(t)).collect();
+            let member_until = protocol::member_until(spec, lock_ms);
+            if let Err(f) = inner
+                .store
+                .tag_add_all(&tags, &self.full, member_until)
+                .await
+            {
+                fault(&c, spec.name, &f);
+                guard.release().await;
+                return Landed::Failed;
+            }
+        }
+        Counters::bump(&c.loads);
+        let started = Instant::now();
+        let r = fut.await;
+        let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let (loaded, fresh_ms) = match S::view(&r) {
+            View::Error => {
+                Counters::bump(&c.load_errors);
+                Counters::bump(&c.refresh_errors);
+                debug!(cache.fn = spec.name, "refresh failed; the stale value stays (fail-safe)");
+                guard.release().await;
+                return Landed::Failed;
+            }
+            View::Negative => (
+                Loaded::Negative,
+                spec.negative_ttl_secs.unwrap_or(spec.ttl_secs) * 1000,
+            ),
+            View::Value(v) => {
+                let mut buf = entry::reserve(128);
+                match inner.codec.encode(&mut buf, v) {
+                    Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => (Loaded::Unstorable(buf), 0),
+                    Ok(()) => (
+                        Loaded::Value(buf),
+                        protocol::ttl_ms(spec.ttl_secs, spec.jitter_secs),
+                    ),
+                    Err(_) => (Loaded::Unencodable(String::new()), 0),
+                }
+            }
+        };
+        let type_tag = entry::type_tag::<S::Value>();
+        let bytes = protocol::envelope(inner, type_tag, &loaded, fresh_ms, load_ms);
+        // Callers joining from now on wait for another refresh (see `protocol`'s docs).
+        leader.detach();
+        match bytes {
+            Some(b) if fresh_ms > 0 && b.len() <= inner.max_value_bytes => {
+                let px = protocol::stored_ms(spec, fresh_ms);
+                match inner.store.fill_refresh(&self.full, &token, &b, px).await {
+                    Ok(true) => {
+                        guard.armed = false;
+                        Landed::Value(b.into())
+                    }
+                    Ok(false) => {
+                        guard.armed = false;
+                        debug!(cache.fn = spec.name, "refresh lease lost (invalidated); not stored");
+                        Landed::Retry
+                    }
+                    Err(f) => {
+                        fault(&c, spec.name, &f);
+                        Landed::Retry
+                    }
+                }
+            }
+            // Not stored (`cache_if`, `negative_ttl = 0`, too large): the stale value stays;
+            // the result goes to this refresh's waiters when the lease was still ours.
+            _ => match guard.release().await {
+                true => protocol::envelope(
+                    inner,
+                    type_tag,
+                    &loaded,
+                    protocol::SHARED_FRESH_MS,
+                    load_ms,
+                )
+                .map_or(Landed::Failed, |b| Landed::Value(b.into())),
+                false => Landed::Retry,
+            },
+        }
+    }
+}
+
+/// Removes the refresh lease if the refresh ends without storing (loader error or panic,
+/// unknown outcome); counts a panic as a refresh error.
+struct RefreshGuard {
+    store: Store,
+    key: String,
+    token: [u8; 16],
+    armed: bool,
+    counters: std::sync::Arc<Counters>,
+    name: &'static str,
+}
+
+impl RefreshGuard {
+    /// Removes the lease now; true when it was still ours.
+    async fn release(&mut self) -> bool {
+        let r = self.store.release_refresh(&self.key, &self.token).await;
+        self.armed = false;
+        match r {
+            Ok(ours) => ours,
+            Err(f) => {
+                fault(&self.counters, self.name, &f);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if std::thread::panicking() {
+            Counters::bump(&self.counters.load_errors);
+            Counters::bump(&self.counters.refresh_errors);
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // The lease runs out by itself.
+        };
+        let store = self.store.clone();
+        let key = std::mem::take(&mut self.key);
+        let token = self.token;
+        let counters = self.counters.clone();
+        let name = self.name;
+        rt.spawn(async move {
+            if let Err(f) = store.release_refresh(&key, &token).await {
+                fault(&counters, name, &f);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::time::Duration;
+
+    use crate::Cache;
+    use crate::__private::{FnSpec, Plain, cached_refresh};
+    use crate::stats::CounterSlot;
+
+    static SPEC: FnSpec = FnSpec {
+        name: "refresh_test",
+        ttl_secs: 1,
+        jitter_secs: 0,
+        negative_ttl_secs: None,
+        lock_ms: None,
+        stale_secs: 30,
+        early_refresh: 0.0,
+        timeout_ms: 0,
+        slot: CounterSlot::new(),
+    };
+
+    async fn call(cache: &Cache, n: &Arc<AtomicU64>) -> u64 {
+        let n = n.clone();
+        cached_refresh::<Plain, u64, _, _>(cache, &SPEC, "k".into(), None, move || {
+            (Vec::new(), async move { n.fetch_add(1, SeqCst) + 1 })
+        })
+        .await
+    }
+
+    /// Smoke test of the grace window on the memory backend (the integration suites cover
+    /// both backends): after the TTL the stale value is served and one refresh replaces it.
+    #[tokio::test]
+    async fn grace_window_serves_stale_and_refreshes_once() {
+        let cache = Cache::builder().memory().build().await.unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        assert_eq!(call(&cache, &n).await, 1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for _ in 0..10 {
+            assert_eq!(call(&cache, &n).await, 1, "stale value served at once");
+        }
+        for _ in 0..200 {
+            if call(&cache, &n).await == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(call(&cache, &n).await, 2, "refreshed value");
+        assert_eq!(n.load(SeqCst), 2, "one refresh");
+        let s = cache.stats().function("refresh_test");
+        assert_eq!((s.refreshes, s.loads), (1, 2));
+        assert!(s.stale_served >= 10);
+    }
 }

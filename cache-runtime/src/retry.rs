@@ -409,7 +409,7 @@ async fn deliver(
 
         let result = tokio::select! {
             biased;
-            r = crate::invalidation::deliver(store, None, &job.keys) => r,
+            r = crate::invalidation::deliver(store, &[], &job.keys) => r,
             () = stopped(mode) => {
                 warn!(keys = job.n(), "shutdown deadline passed; queued invalidation given up");
                 return false;
