@@ -14,18 +14,58 @@
 //! A run is a sequence of short *histories*; each history uses fresh row ids, so every history
 //! starts with absent rows (and negative entries).
 //!
+//! **The freshness layer** (`stale`, `early_refresh`, `timeout_ms`, tags). Short histories
+//! cannot show `ttl = 1` running out, so a second set of *fresh rows* lives for the whole run:
+//! [`FRESH_GROUPS`] groups of [`FRESH_ROWS_PER_GROUP`] rows. Readers also call [`read_rowg`]
+//! (`ttl = 1, stale = 30`), [`read_rowe`] (`ttl = 1, early_refresh = 1.0`) and [`read_rowt`]
+//! (`ttl = 1, stale = 30, timeout_ms = 5`) on them, all tagged `grp:{g}`; their loaders have
+//! random delays, and about one in eight returns `Err` (fail-safe: a refresh that fails keeps
+//! the stale value). One long-lived writer per cache bumps a fresh row now and then (rarely
+//! enough that entries outlive their `ttl` and are served from the grace window or refreshed
+//! early) and invalidates it in one of four ways ([`Inval`]): the row's keys only
+//! ([`write_fresh_keys`]), its keys and its group's tag ([`write_fresh_keys_tag`]), ONLY its
+//! group's tag ([`write_fresh_tag`]: a load missing from the tag set would show as a stale
+//! read), or by hand with [`Cache::invalidate_tag`] after the write. Groups are written with
+//! different rates, so some entries are invalidated while refreshing and others live long.
+//!
 //! **Checks** ([`check`]):
 //! * (a) freshness: a completed read of row `r` that started at `s` returns a version `>= w`,
-//!   where `w` is the highest version of a write of `r` that *completed* before `s`.
-//! * (b) one load per generation: a generation of version `v` of row `r` lasts from the end of
-//!   the last write that made a version `<= v` to the start of the first write that made a
-//!   version `> v`. Loader runs that read `v`, ended inside the generation and belong to a read
-//!   call that *started* inside it are counted per (function, row, generation); in histories
-//!   without cancellations and without faults the count must be at most 1, across all caches.
-//!   (A read call that started before the generation may hold a lease taken before the write's
-//!   deletion: its result is then discarded by design and a second load is legitimate, so such
-//!   loads are shown in the broader "loader entry" distribution only.) For `read_row0` only
-//!   generations `v >= 1` are counted, since a `None` is never cached there.
+//!   where `w` is the highest version of a write of `r` that *completed* before `s`. For the
+//!   freshness layer this is the whole rule: a value served from the grace window (older than
+//!   its `ttl`) or by fail-safe is fine as long as no invalidation of its row completed before
+//!   the read started, i.e. as long as its version is that of the latest completed write. (Every
+//!   fresh write invalidates its own row's three keys, directly or through the tag.) Calls that
+//!   returned `Err` carry no version and are not checked.
+//! * (b) one load per generation (`row` and `row0`): a generation of version `v` of row `r`
+//!   lasts from the end of the last write that made a version `<= v` to the start of the first
+//!   write that made a version `> v`. Loader runs that read `v`, ended inside the generation and
+//!   belong to a read call that *started* inside it are counted per (function, row, generation);
+//!   in histories without cancellations and without faults the count must be at most 1, across
+//!   all caches. (A read call that started before the generation may hold a lease taken before
+//!   the write's deletion: its result is then discarded by design and a second load is
+//!   legitimate, so such loads are shown in the broader "loader entry" distribution only.) For
+//!   `read_row0` only generations `v >= 1` are counted, since a `None` is never cached there.
+//!   (b) does not apply to the fresh functions: a `ttl = 1` entry is reloaded (refreshed) at
+//!   the same version, and a group's tag invalidation reloads rows whose version did not change.
+//! * (c) one loader at a time per key (fresh functions): two loader runs of the same key must
+//!   not overlap in time unless an invalidation of that key (a write of the row, or a group-wide
+//!   invalidation of its group) ran between them (started before the second one began and ended
+//!   after the first one's read call started): the refresh lease, the miss lease and the
+//!   in-process flight tables together allow one loader per key and generation across caches.
+//!   For [`read_rowe`] (`early_refresh` without `stale`) an early refresh may still run when
+//!   the entry's TTL ends (the refresh lease lives inside the entry), so an overlap of an early
+//!   refresh with a miss load is counted separately, not as a failure.
+//! * (d) no miss without a cause (`stale` functions, [`read_rowg`] and [`read_rowt`]): after a
+//!   successful miss load of a key, the next miss load of that key (not a refresh) needs an
+//!   invalidation of the key in between, or the grace window's end (`ttl + stale` seconds, by
+//!   wall clock): within the grace window every call is served (stale or fresh) and refreshed
+//!   in the background, never a second miss.
+//!
+//! (c) and (d) are strict in histories without cancellations and faults (both loads' read
+//! calls), like (b).
+//!
+//! Loads tell whether they are a background refresh: a read call runs inside the task-local
+//! scope of its task; a refresh runs in a spawned task, outside of it.
 //!
 //! The same code drives the in-process runs (`tests/tests/history.rs`) and each process of the
 //! cross-process run (`src/bin/history_helper.rs`), so both produce the same [`Record`]s.
@@ -42,20 +82,64 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::{Raw, RedisServer};
+use crate::{Raw, RedisServer, unix_ms};
 
 /// Stats name of [`read_row`].
 pub const READ_NAME: &str = concat!(module_path!(), "::read_row");
 /// Stats name of [`read_row0`].
 pub const READ0_NAME: &str = concat!(module_path!(), "::read_row0");
+/// Stats name of [`read_rowg`].
+pub const READG_NAME: &str = concat!(module_path!(), "::read_rowg");
+/// Stats name of [`read_rowe`].
+pub const READE_NAME: &str = concat!(module_path!(), "::read_rowe");
+/// Stats name of [`read_rowt`].
+pub const READT_NAME: &str = concat!(module_path!(), "::read_rowt");
 /// Stats name of [`write_row`].
 pub const WRITE_NAME: &str = concat!(module_path!(), "::write_row");
 /// The second writer function's stats name: each writer task of a cache uses its own
 /// function, so that its counters tell exactly whether its own invalidation was delivered.
 pub const WRITE_B_NAME: &str = concat!(module_path!(), "::write_row_b");
+/// Stats name of [`write_fresh_keys`].
+pub const WRITE_FK_NAME: &str = concat!(module_path!(), "::write_fresh_keys");
+/// Stats name of [`write_fresh_keys_tag`].
+pub const WRITE_FKT_NAME: &str = concat!(module_path!(), "::write_fresh_keys_tag");
+/// Stats name of [`write_fresh_tag`].
+pub const WRITE_FT_NAME: &str = concat!(module_path!(), "::write_fresh_tag");
+/// Stats name under which [`Cache::invalidate_tag`] counts.
+pub const INVALIDATE_TAG_NAME: &str = "cache_runtime::invalidate_tag";
 
 /// Row ids per history are `history * ROWS_STRIDE + 1 ..`.
 const ROWS_STRIDE: u64 = 8;
+
+/// First id of the fresh rows (far above the histories' rows).
+pub const FRESH_BASE: u64 = 1 << 40;
+/// Groups of fresh rows (tag `grp:{g}`).
+pub const FRESH_GROUPS: u64 = 3;
+/// Fresh rows per group.
+pub const FRESH_ROWS_PER_GROUP: u64 = 3;
+/// Relative write rates of the groups: a hot group (entries rarely reach their `ttl`, often
+/// invalidated during a refresh), a warm one and a cold one (entries live for seconds and are
+/// served from the grace window and refreshed).
+const FRESH_GROUP_WEIGHTS: [u32; FRESH_GROUPS as usize] = [5, 3, 1];
+/// Id stride between groups.
+const FRESH_GROUP_STRIDE: u64 = 16;
+/// `ttl + stale` of the `stale` functions, ms (see check (d)).
+const GRACE_END_MS: u64 = 31_000;
+
+/// Whether `row` is a fresh row (read by the freshness-layer functions).
+pub fn is_fresh_row(row: u64) -> bool {
+    row >= FRESH_BASE
+}
+
+/// The group of a fresh row.
+pub fn group_of(row: u64) -> u64 {
+    (row - FRESH_BASE) / FRESH_GROUP_STRIDE
+}
+
+/// Fresh row `i` of group `g`.
+pub fn fresh_row(g: u64, i: u64) -> u64 {
+    FRESH_BASE + g * FRESH_GROUP_STRIDE + i + 1
+}
 
 /// Which cached function a read or load belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,14 +148,58 @@ pub enum Func {
     Row,
     /// [`read_row0`]: key `row0:{id}`, `ttl = 300, negative_ttl = 0`.
     Row0,
+    /// [`read_rowg`]: key `rowg:{id}`, `ttl = 1, stale = 30`, tag `grp:{g}`.
+    RowG,
+    /// [`read_rowe`]: key `rowe:{id}`, `ttl = 1, early_refresh = 1.0`, tag `grp:{g}`.
+    RowE,
+    /// [`read_rowt`]: key `rowt:{id}`, `ttl = 1, stale = 30, timeout_ms = 5`, tag `grp:{g}`.
+    RowT,
 }
 
 impl Func {
+    /// Every function.
+    pub const ALL: [Func; 5] = [Func::Row, Func::Row0, Func::RowG, Func::RowE, Func::RowT];
+    /// The freshness-layer functions (on the fresh rows).
+    pub const FRESH: [Func; 3] = [Func::RowG, Func::RowE, Func::RowT];
+
     fn prefix(self) -> &'static str {
         match self {
             Func::Row => "row",
             Func::Row0 => "row0",
+            Func::RowG => "rowg",
+            Func::RowE => "rowe",
+            Func::RowT => "rowt",
         }
+    }
+
+    /// Whether it is a freshness-layer function.
+    pub fn is_fresh(self) -> bool {
+        matches!(self, Func::RowG | Func::RowE | Func::RowT)
+    }
+
+    /// Whether its entries have a grace window (`stale`).
+    fn has_grace(self) -> bool {
+        matches!(self, Func::RowG | Func::RowT)
+    }
+}
+
+/// How a write of a fresh row invalidated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Inval {
+    /// `#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}")]`: the row's keys.
+    Keys,
+    /// The row's keys and `tags = ["grp:{g}"]`.
+    KeysAndTag,
+    /// Only `tags = ["grp:{g}"]`: the row's entries are found through the tag set alone.
+    Tag,
+    /// `Cache::invalidate_tag("grp:{g}")` called by hand after the write.
+    TagByHand,
+}
+
+impl Inval {
+    /// Whether it voids the whole group (every fresh row of the row's group).
+    pub fn group_wide(self) -> bool {
+        !matches!(self, Inval::Keys)
     }
 }
 
@@ -104,24 +232,62 @@ pub struct Event {
     pub cache: u32,
     /// Which task ran it.
     pub task: u32,
-    /// For a load: the start stamp of the read call that ran it; otherwise `start`.
+    /// For a load: the start stamp of the read call that ran it (for a background refresh:
+    /// of the call that started it); otherwise `start`.
     pub call_start: u64,
     /// Clock before the call (for a load: when the loader began).
     pub start: u64,
     /// Clock after the call returned; `None` when it was cancelled.
     pub end: Option<u64>,
     /// Completed write: the invalidation may have failed or been queued (the writer's function
-    /// counted backend errors, or fewer than 2 invalidations, on this cache during the call).
+    /// counted backend errors, or fewer invalidations than it makes, on this cache during the
+    /// call; `invalidate_tag` returned `Err`).
     /// Read: the reader's cache could not use Redis (its circuit was not closed at the read's
     /// start or end), so invalidations by other caches could not reach it.
     pub suspect: bool,
+    /// Load: a background refresh (ran outside the read call's task).
+    #[serde(default)]
+    pub refresh: bool,
+    /// Load: the loader returned `Err`; read: the call returned `Err` (no version).
+    #[serde(default)]
+    pub failed: bool,
+    /// Write of a fresh row: how it invalidated (`None`: a history row's [`write_row`]).
+    #[serde(default)]
+    pub inval: Option<Inval>,
+    /// Load: wall clock (unix ms) when the loader ended (check (d)'s grace window end).
+    #[serde(default)]
+    pub wall_ms: u64,
 }
 
 impl Event {
     fn key(&self) -> String {
-        match self.kind {
-            Kind::Write => format!("row:{0}+row0:{0}", self.row),
+        match (self.kind, self.inval) {
+            (Kind::Write, None) => format!("row:{0}+row0:{0}", self.row),
+            (Kind::Write, Some(Inval::Keys)) => format!("rowg+rowe+rowt:{}", self.row),
+            (Kind::Write, Some(Inval::KeysAndTag)) => {
+                format!(
+                    "rowg+rowe+rowt:{} +tag grp:{}",
+                    self.row,
+                    group_of(self.row)
+                )
+            }
+            (Kind::Write, Some(Inval::Tag)) => {
+                format!("tag grp:{} only (row {})", group_of(self.row), self.row)
+            }
+            (Kind::Write, Some(Inval::TagByHand)) => format!(
+                "invalidate_tag(grp:{}) (row {})",
+                group_of(self.row),
+                self.row
+            ),
             _ => format!("{}:{}", self.func.prefix(), self.row),
+        }
+    }
+
+    /// Whether this write invalidates the key of `row` of a fresh function.
+    fn invalidates_fresh(&self, row: u64) -> bool {
+        match self.inval {
+            None => false,
+            Some(i) => self.row == row || (i.group_wide() && group_of(self.row) == group_of(row)),
         }
     }
 }
@@ -135,11 +301,12 @@ impl fmt::Display for Event {
         let what = match self.kind {
             Kind::Read => "read ",
             Kind::Write => "WRITE",
+            Kind::Load if self.refresh => "  refresh",
             Kind::Load => "  load",
         };
         write!(
             f,
-            "[{:>7} .. {:>9}] cache#{} task#{:<3} {what} {:<16} version {}",
+            "[{:>7} .. {:>9}] cache#{} task#{:<4} {what} {:<16} version {}",
             self.start,
             end,
             self.cache,
@@ -147,6 +314,9 @@ impl fmt::Display for Event {
             self.key(),
             self.version
         )?;
+        if self.failed {
+            f.write_str(" (Err)")?;
+        }
         if self.kind == Kind::Load {
             write!(f, " (read call started at {})", self.call_start)?;
         }
@@ -174,41 +344,79 @@ pub struct FaultWindow {
 /// Counters of the cached and invalidating functions, summed over caches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// `hits + negative_hits` of both readers.
+    /// `hits + negative_hits` of the readers.
     pub hits: u64,
-    /// `misses` of both readers.
+    /// `misses` of the readers.
     pub misses: u64,
-    /// `loads` of both readers.
+    /// `loads` of the readers.
     pub loads: u64,
-    /// `lock_waits` of both readers.
+    /// `load_errors` of the readers.
+    #[serde(default)]
+    pub load_errors: u64,
+    /// `lock_waits` of the readers.
     pub lock_waits: u64,
-    /// `lock_timeouts` of both readers.
+    /// `lock_timeouts` of the readers.
     pub lock_timeouts: u64,
-    /// `backend_errors` of all three functions.
+    /// `backend_errors` of all functions.
     pub backend_errors: u64,
-    /// `invalidations` of the writer (keys deleted).
+    /// `invalidations` of the writers (keys deleted).
     pub invalidations: u64,
+    /// `tag_invalidations` of the writers and of `Cache::invalidate_tag`.
+    #[serde(default)]
+    pub tag_invalidations: u64,
+    /// `stale_served` of the readers (grace window, soft timeout, fail-safe).
+    #[serde(default)]
+    pub stale_served: u64,
+    /// `refreshes` of the readers (background refreshes that won the refresh lease).
+    #[serde(default)]
+    pub refreshes: u64,
+    /// `early_refreshes` of the readers (XFetch).
+    #[serde(default)]
+    pub early_refreshes: u64,
+    /// `refresh_errors` of the readers (a refresh's loader failed: fail-safe).
+    #[serde(default)]
+    pub refresh_errors: u64,
+    /// `soft_timeouts` of the readers (`timeout_ms`).
+    #[serde(default)]
+    pub soft_timeouts: u64,
 }
 
 impl Counts {
     /// Counters of one cache.
     pub fn of(cache: &Cache) -> Counts {
         let s = cache.stats();
-        let (r, r0, w, wb) = (
-            s.function(READ_NAME),
-            s.function(READ0_NAME),
-            s.function(WRITE_NAME),
-            s.function(WRITE_B_NAME),
-        );
-        let both = |f: fn(&FnStats) -> u64| f(&r) + f(&r0);
+        let readers: Vec<FnStats> = [READ_NAME, READ0_NAME, READG_NAME, READE_NAME, READT_NAME]
+            .iter()
+            .map(|n| s.function(n))
+            .collect();
+        let writers: Vec<FnStats> = [
+            WRITE_NAME,
+            WRITE_B_NAME,
+            WRITE_FK_NAME,
+            WRITE_FKT_NAME,
+            WRITE_FT_NAME,
+            INVALIDATE_TAG_NAME,
+        ]
+        .iter()
+        .map(|n| s.function(n))
+        .collect();
+        let r = |f: fn(&FnStats) -> u64| readers.iter().map(f).sum::<u64>();
+        let w = |f: fn(&FnStats) -> u64| writers.iter().map(f).sum::<u64>();
         Counts {
-            hits: both(|s| s.hits + s.negative_hits),
-            misses: both(|s| s.misses),
-            loads: both(|s| s.loads),
-            lock_waits: both(|s| s.lock_waits),
-            lock_timeouts: both(|s| s.lock_timeouts),
-            backend_errors: both(|s| s.backend_errors) + w.backend_errors + wb.backend_errors,
-            invalidations: w.invalidations + wb.invalidations,
+            hits: r(|s| s.hits + s.negative_hits),
+            misses: r(|s| s.misses),
+            loads: r(|s| s.loads),
+            load_errors: r(|s| s.load_errors),
+            lock_waits: r(|s| s.lock_waits),
+            lock_timeouts: r(|s| s.lock_timeouts),
+            backend_errors: r(|s| s.backend_errors) + w(|s| s.backend_errors),
+            invalidations: w(|s| s.invalidations),
+            tag_invalidations: w(|s| s.tag_invalidations),
+            stale_served: r(|s| s.stale_served),
+            refreshes: r(|s| s.refreshes),
+            early_refreshes: r(|s| s.early_refreshes),
+            refresh_errors: r(|s| s.refresh_errors),
+            soft_timeouts: r(|s| s.soft_timeouts),
         }
     }
 
@@ -217,10 +425,17 @@ impl Counts {
         self.hits += o.hits;
         self.misses += o.misses;
         self.loads += o.loads;
+        self.load_errors += o.load_errors;
         self.lock_waits += o.lock_waits;
         self.lock_timeouts += o.lock_timeouts;
         self.backend_errors += o.backend_errors;
         self.invalidations += o.invalidations;
+        self.tag_invalidations += o.tag_invalidations;
+        self.stale_served += o.stale_served;
+        self.refreshes += o.refreshes;
+        self.early_refreshes += o.early_refreshes;
+        self.refresh_errors += o.refresh_errors;
+        self.soft_timeouts += o.soft_timeouts;
     }
 }
 
@@ -311,7 +526,15 @@ fn push(log: &Log, r: Record) {
     log.lock().unwrap_or_else(|p| p.into_inner()).push(r);
 }
 
-/// What a loader needs to do its job and log itself.
+tokio::task_local! {
+    /// Set around every read call: a loader that runs outside of it is a background refresh
+    /// (the runtime spawns refreshes; a miss runs the loader in the caller's task).
+    static IN_READ_CALL: ();
+}
+
+/// What a loader needs to do its job and log itself. (`Clone`: a background refresh owns a
+/// copy.)
+#[derive(Clone)]
 pub struct LoadCtx {
     db: Db,
     log: Log,
@@ -322,10 +545,14 @@ pub struct LoadCtx {
     call_start: u64,
     delay_before_ms: u64,
     delay_after_ms: u64,
+    /// The loader returns `Err` (fresh functions only).
+    fail: bool,
 }
 
 impl LoadCtx {
-    async fn load(&self, id: u64) -> Option<u64> {
+    /// Reads row `id` between the two delays and logs the run; returns the version read.
+    async fn run(&self, id: u64) -> u64 {
+        let refresh = IN_READ_CALL.try_with(|_| ()).is_err();
         let start = self.db.clock().await;
         pause(self.delay_before_ms).await;
         let version = self.db.read(id).await;
@@ -345,9 +572,28 @@ impl LoadCtx {
                 start,
                 end: Some(end),
                 suspect: false,
+                refresh,
+                failed: self.fail,
+                inval: None,
+                wall_ms: unix_ms(),
             }),
         );
+        version
+    }
+
+    async fn load(&self, id: u64) -> Option<u64> {
+        let version = self.run(id).await;
         (version > 0).then_some(version)
+    }
+
+    async fn load_fresh(&self, id: u64) -> Result<Option<u64>, String> {
+        let version = self.run(id).await;
+        if self.fail {
+            return Err(format!(
+                "injected loader failure (row {id} at version {version})"
+            ));
+        }
+        Ok((version > 0).then_some(version))
     }
 }
 
@@ -372,6 +618,48 @@ pub async fn read_row0(cache: &Cache, id: u64, ctx: &LoadCtx) -> Option<u64> {
     ctx.load(id).await
 }
 
+/// Stale-while-revalidate on a fresh row: fresh for 1 s, then served from a 30 s grace window
+/// while ONE background refresh reloads it; in group `g`'s tag.
+#[cached(key = "rowg:{id}", ttl = 1, stale = 30, tags = ["grp:{g}"], cache = cache)]
+pub async fn read_rowg(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    ctx: &LoadCtx,
+) -> Result<Option<u64>, String> {
+    ctx.load_fresh(id).await
+}
+
+/// XFetch on a fresh row: hits near the end of the 1 s `ttl` refresh early; no grace window.
+#[cached(key = "rowe:{id}", ttl = 1, early_refresh = 1.0, tags = ["grp:{g}"], cache = cache)]
+pub async fn read_rowe(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    ctx: &LoadCtx,
+) -> Result<Option<u64>, String> {
+    ctx.load_fresh(id).await
+}
+
+/// Grace window with a soft timeout: a call in the grace window waits up to 5 ms for the
+/// refresh, then returns the stale value.
+#[cached(
+    key = "rowt:{id}",
+    ttl = 1,
+    stale = 30,
+    timeout_ms = 5,
+    tags = ["grp:{g}"],
+    cache = cache
+)]
+pub async fn read_rowt(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    ctx: &LoadCtx,
+) -> Result<Option<u64>, String> {
+    ctx.load_fresh(id).await
+}
+
 /// The write: bumps row `id`'s version in the body; the macro then deletes both keys.
 #[invalidates("row:{id}", "row0:{id}", cache = cache)]
 pub async fn write_row(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
@@ -386,6 +674,59 @@ pub async fn write_row_b(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written
     pause(delay_ms).await;
     let v = db.bump(id).await;
     written.store(v, SeqCst);
+}
+
+/// A write of a fresh row that deletes the row's three keys (no tag).
+#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", cache = cache)]
+pub async fn write_fresh_keys(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+}
+
+/// A write of a fresh row that deletes the row's keys and voids its group's tag.
+#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", tags = ["grp:{g}"], cache = cache)]
+pub async fn write_fresh_keys_tag(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    db: &Db,
+    delay_ms: u64,
+    written: &AtomicU64,
+) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+}
+
+/// A write of a fresh row invalidated ONLY through its group's tag.
+#[invalidates(tags = ["grp:{g}"], cache = cache)]
+pub async fn write_fresh_tag(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    db: &Db,
+    delay_ms: u64,
+    written: &AtomicU64,
+) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+}
+
+/// A write of a fresh row followed by `Cache::invalidate_tag("grp:{g}")` by hand.
+pub async fn write_fresh_by_hand(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    db: &Db,
+    delay_ms: u64,
+    written: &AtomicU64,
+) -> Result<(), cache_runtime::Error> {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+    cache.invalidate_tag(&format!("grp:{g}")).await
 }
 
 /// When calls are cancelled.
@@ -418,9 +759,42 @@ pub struct Workload {
     pub max_loader_delay_ms: u64,
     /// When calls are cancelled.
     pub cancel: Cancel,
+    /// Share of reads that go to the freshness-layer functions (fresh rows); 0 = none.
+    pub fresh_share: f64,
+    /// Mean pause between two writes of each cache's fresh-row writer, ms (0 = no writer).
+    /// Pick about `300 * caches` (all processes together), so that a cold group's entries
+    /// outlive their 1 s `ttl`.
+    pub fresh_write_ms: u64,
+    /// Longest loader delay of the fresh functions (before and after the read, each), ms.
+    pub max_fresh_delay_ms: u64,
 }
 
 impl Workload {
+    /// A workload with the defaults of the checker's tests: `readers` and `writers` per cache,
+    /// `caches` caches in all (across processes; it sets the fresh writers' pace).
+    pub fn new(
+        seed: u64,
+        duration: Duration,
+        cancel: Cancel,
+        readers: u32,
+        writers: u32,
+        caches: u32,
+    ) -> Workload {
+        Workload {
+            seed,
+            cache_base: 0,
+            duration,
+            history_ms: 120,
+            readers_per_cache: readers,
+            writers_per_cache: writers,
+            max_loader_delay_ms: 6,
+            cancel,
+            fresh_share: 0.4,
+            fresh_write_ms: 300 * u64::from(caches.max(1)),
+            max_fresh_delay_ms: 8,
+        }
+    }
+
     /// Rows of history `h` (3 or 4, the same in every process for a given seed).
     pub fn rows(&self, h: u32) -> Vec<u64> {
         let mut rng = StdRng::seed_from_u64(mix(self.seed, 0xFFFF, h, 0));
@@ -449,10 +823,38 @@ fn mix(seed: u64, cache: u32, history: u32, task: u32) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A seed for `CacheBuilder::xfetch_seed` of cache `cache_ix` (reproducible draws).
+pub fn xfetch_seed(seed: u64, cache_ix: u32) -> u64 {
+    mix(seed, cache_ix, 0xFFFC, 0)
+}
+
 /// Runs `work` on `caches` (each stands for a process) against `db`, history after history,
-/// starting now, logging to `log`; returns how many histories ran.
+/// starting now, logging to `log`; returns how many histories ran. Each cache's fresh-row
+/// writer runs alongside, across histories.
 pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
     let t0 = Instant::now();
+    let fresh_writers: Vec<_> = if work.fresh_share > 0.0 && work.fresh_write_ms > 0 {
+        caches
+            .iter()
+            .enumerate()
+            .map(|(i, cache)| {
+                let cache_ix = work.cache_base + i as u32;
+                let task = FreshWriter {
+                    cache: cache.clone(),
+                    cache_ix,
+                    task: work.readers_per_cache + work.writers_per_cache,
+                    db: db.clone(),
+                    log: log.clone(),
+                    rng: StdRng::seed_from_u64(mix(work.seed, cache_ix, 0xFFFD, 0)),
+                    work: work.clone(),
+                    t0,
+                };
+                tokio::spawn(task.run())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (mut h, mut ran) = (0u32, 0u32);
     while (u64::from(h) * work.history_ms) < work.duration.as_millis() as u64 {
         let deadline = t0 + Duration::from_millis(u64::from(h + 1) * work.history_ms);
@@ -463,6 +865,9 @@ pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
             ran += 1;
         }
         h += 1;
+    }
+    for w in fresh_writers {
+        w.await.expect("a fresh writer panicked");
     }
     ran
 }
@@ -483,7 +888,6 @@ async fn run_history(
         for t in 0..work.readers_per_cache + work.writers_per_cache {
             let rng = StdRng::seed_from_u64(mix(work.seed, cache_ix, h, t));
             let (cache, db, log, rows) = (cache.clone(), db.clone(), log.clone(), rows.clone());
-            let max_delay = work.max_loader_delay_ms;
             let history_ms = work.history_ms;
             let task = Task {
                 cache,
@@ -498,7 +902,7 @@ async fn run_history(
                 deadline,
             };
             tasks.push(if t < work.readers_per_cache {
-                tokio::spawn(task.reader(max_delay))
+                tokio::spawn(task.reader(work.clone()))
             } else {
                 tokio::spawn(task.writer(history_ms))
             });
@@ -522,31 +926,49 @@ struct Task {
     deadline: Instant,
 }
 
+/// A cancellation timeout for a call, if it is to be cancelled.
+fn cancel_after(rng: &mut StdRng, cancels: bool) -> Option<Duration> {
+    (cancels && rng.random_ratio(1, 10)).then(|| Duration::from_millis(rng.random_range(0..=6)))
+}
+
+/// A loader or write delay: 0 one time in three, else up to `max` ms.
+fn delay(rng: &mut StdRng, max: u64) -> u64 {
+    if rng.random_ratio(1, 3) {
+        0
+    } else {
+        rng.random_range(0..=max)
+    }
+}
+
 impl Task {
-    /// A cancellation timeout for this call, if it is to be cancelled.
-    fn cancel_after(&mut self) -> Option<Duration> {
-        (self.cancels && self.rng.random_ratio(1, 10))
-            .then(|| Duration::from_millis(self.rng.random_range(0..=6)))
-    }
-
-    fn delay(&mut self, max: u64) -> u64 {
-        if self.rng.random_ratio(1, 3) {
-            0
-        } else {
-            self.rng.random_range(0..=max)
-        }
-    }
-
-    async fn reader(mut self, max_delay: u64) {
+    async fn reader(mut self, work: Workload) {
         while Instant::now() < self.deadline {
-            let row = self.rows[self.rng.random_range(0..self.rows.len())];
-            let func = if self.rng.random_bool(0.5) {
-                Func::Row
+            let fresh = work.fresh_share > 0.0 && self.rng.random_bool(work.fresh_share);
+            let (func, row, group) = if fresh {
+                let func = Func::FRESH[self.rng.random_range(0..Func::FRESH.len())];
+                let g = self.rng.random_range(0..FRESH_GROUPS);
+                let i = self.rng.random_range(0..FRESH_ROWS_PER_GROUP);
+                (func, fresh_row(g, i), g)
             } else {
-                Func::Row0
+                let row = self.rows[self.rng.random_range(0..self.rows.len())];
+                let func = if self.rng.random_bool(0.5) {
+                    Func::Row
+                } else {
+                    Func::Row0
+                };
+                (func, row, 0)
             };
-            let cancel = self.cancel_after();
-            let (delay_before_ms, delay_after_ms) = (self.delay(max_delay), self.delay(max_delay));
+            let cancel = cancel_after(&mut self.rng, self.cancels);
+            let max_delay = if fresh {
+                work.max_fresh_delay_ms
+            } else {
+                work.max_loader_delay_ms
+            };
+            let (delay_before_ms, delay_after_ms) = (
+                delay(&mut self.rng, max_delay),
+                delay(&mut self.rng, max_delay),
+            );
+            let fail = fresh && self.rng.random_ratio(1, 8);
             let closed = |c: &Cache| c.breaker_state() == cache_runtime::BreakerState::Closed;
             let reachable_before = closed(&self.cache);
             let start = self.db.clock().await;
@@ -560,13 +982,17 @@ impl Task {
                 call_start: start,
                 delay_before_ms,
                 delay_after_ms,
+                fail,
             };
-            let call = async {
+            let call = IN_READ_CALL.scope((), async {
                 match func {
-                    Func::Row => read_row(&self.cache, row, &ctx).await,
-                    Func::Row0 => read_row0(&self.cache, row, &ctx).await,
+                    Func::Row => Ok(read_row(&self.cache, row, &ctx).await),
+                    Func::Row0 => Ok(read_row0(&self.cache, row, &ctx).await),
+                    Func::RowG => read_rowg(&self.cache, group, row, &ctx).await,
+                    Func::RowE => read_rowe(&self.cache, group, row, &ctx).await,
+                    Func::RowT => read_rowt(&self.cache, group, row, &ctx).await,
                 }
-            };
+            });
             let got = match cancel {
                 None => Some(call.await),
                 Some(after) => tokio::time::timeout(after, call).await.ok(),
@@ -576,6 +1002,7 @@ impl Task {
                 None => None,
             };
             let degraded = !(reachable_before && closed(&self.cache));
+            let failed = matches!(got, Some(Err(_)));
             push(
                 &self.log,
                 Record::Event(Event {
@@ -583,13 +1010,17 @@ impl Task {
                     func,
                     history: self.history,
                     row,
-                    version: got.flatten().unwrap_or(0),
+                    version: got.and_then(Result::ok).flatten().unwrap_or(0),
                     cache: self.cache_ix,
                     task: self.task,
                     call_start: start,
                     start,
                     end,
                     suspect: degraded,
+                    refresh: false,
+                    failed,
+                    inval: None,
+                    wall_ms: 0,
                 }),
             );
             let think = if self.rng.random_ratio(1, 3) {
@@ -607,8 +1038,8 @@ impl Task {
         pause(self.rng.random_range(0..=history_ms / 2)).await;
         while Instant::now() < self.deadline {
             let row = self.rows[self.rng.random_range(0..self.rows.len())];
-            let cancel = self.cancel_after();
-            let delay = self.delay(3);
+            let cancel = cancel_after(&mut self.rng, self.cancels);
+            let delay = delay(&mut self.rng, 3);
             let written = AtomicU64::new(0);
             // Writer tasks alternate between two functions: with two writers per cache, each
             // function's counters are this task's alone.
@@ -656,10 +1087,157 @@ impl Task {
                     start,
                     end,
                     suspect,
+                    refresh: false,
+                    failed: false,
+                    inval: None,
+                    wall_ms: 0,
                 }),
             );
             let think = self.rng.random_range(2..=(history_ms / 8).max(3));
             pause(think).await;
+        }
+    }
+}
+
+/// One cache's writer of the fresh rows, for the whole run (one task per cache, so that the
+/// counters of its four ways to invalidate are its own).
+struct FreshWriter {
+    cache: Cache,
+    cache_ix: u32,
+    task: u32,
+    db: Db,
+    log: Log,
+    rng: StdRng,
+    work: Workload,
+    t0: Instant,
+}
+
+impl FreshWriter {
+    async fn run(mut self) {
+        let end_at = self.t0 + self.work.duration;
+        let histories = (self.work.duration.as_millis() as u64).div_ceil(self.work.history_ms);
+        let total: u32 = FRESH_GROUP_WEIGHTS.iter().sum();
+        // The last group-wide invalidation: its group's entries were reloaded right after it,
+        // so they leave their `ttl` (and are refreshed) about 1 s later.
+        let mut last_group_wide: Option<(u64, Instant)> = None;
+        loop {
+            // One write in three aims at the refreshes after the last group-wide
+            // invalidation (to void refreshes while they run); the others come at random.
+            let aimed = match last_group_wide {
+                Some((g, at)) if self.rng.random_ratio(1, 3) => {
+                    let target = at + Duration::from_millis(self.rng.random_range(990..=1030));
+                    (target > Instant::now()).then_some((g, target))
+                }
+                _ => None,
+            };
+            match aimed {
+                Some((_, target)) => tokio::time::sleep_until(target).await,
+                None => pause(self.rng.random_range(0..=2 * self.work.fresh_write_ms)).await,
+            }
+            if Instant::now() >= end_at {
+                return;
+            }
+            // The history this write falls in (for the cancellation rule and for "clean").
+            let elapsed = self.t0.elapsed().as_millis() as u64;
+            let history = (elapsed / self.work.history_ms).min(histories.saturating_sub(1)) as u32;
+            let g = match aimed {
+                Some((g, _)) => g,
+                None => {
+                    let mut pick = self.rng.random_range(0..total);
+                    let mut g = 0u64;
+                    for (i, w) in FRESH_GROUP_WEIGHTS.iter().enumerate() {
+                        if pick < *w {
+                            g = i as u64;
+                            break;
+                        }
+                        pick -= w;
+                    }
+                    g
+                }
+            };
+            let row = fresh_row(g, self.rng.random_range(0..FRESH_ROWS_PER_GROUP));
+            let inval = match self.rng.random_range(0..10) {
+                0..=2 => Inval::Keys,
+                3..=4 => Inval::KeysAndTag,
+                5..=7 => Inval::Tag,
+                _ => Inval::TagByHand,
+            };
+            if inval.group_wide() {
+                last_group_wide = Some((g, Instant::now()));
+            }
+            let cancel = cancel_after(&mut self.rng, self.work.cancels(history));
+            let delay = delay(&mut self.rng, 3);
+            let written = AtomicU64::new(0);
+            let name = match inval {
+                Inval::Keys => WRITE_FK_NAME,
+                Inval::KeysAndTag => WRITE_FKT_NAME,
+                Inval::Tag => WRITE_FT_NAME,
+                Inval::TagByHand => INVALIDATE_TAG_NAME,
+            };
+            let before = self.cache.stats().function(name);
+            let start = self.db.clock().await;
+            let (cache, db) = (&self.cache, &self.db);
+            let call = async {
+                match inval {
+                    Inval::Keys => {
+                        write_fresh_keys(cache, row, db, delay, &written).await;
+                        true
+                    }
+                    Inval::KeysAndTag => {
+                        write_fresh_keys_tag(cache, g, row, db, delay, &written).await;
+                        true
+                    }
+                    Inval::Tag => {
+                        write_fresh_tag(cache, g, row, db, delay, &written).await;
+                        true
+                    }
+                    Inval::TagByHand => write_fresh_by_hand(cache, g, row, db, delay, &written)
+                        .await
+                        .is_ok(),
+                }
+            };
+            let done = match cancel {
+                None => Some(call.await),
+                Some(after) => tokio::time::timeout(after, call).await.ok(),
+            };
+            let end = match done {
+                Some(_) => Some(self.db.clock().await),
+                None => None,
+            };
+            let after = self.cache.stats().function(name);
+            let (keys, tags) = match inval {
+                Inval::Keys => (3, 0),
+                Inval::KeysAndTag => (3, 1),
+                Inval::Tag | Inval::TagByHand => (0, 1),
+            };
+            let suspect = match done {
+                None => false,
+                Some(ok) => {
+                    !ok || after.backend_errors != before.backend_errors
+                        || after.invalidations < before.invalidations + keys
+                        || after.tag_invalidations < before.tag_invalidations + tags
+                }
+            };
+            push(
+                &self.log,
+                Record::Event(Event {
+                    kind: Kind::Write,
+                    func: Func::RowG,
+                    history,
+                    row,
+                    version: written.load(SeqCst),
+                    cache: self.cache_ix,
+                    task: self.task,
+                    call_start: start,
+                    start,
+                    end,
+                    suspect,
+                    refresh: false,
+                    failed: false,
+                    inval: Some(inval),
+                    wall_ms: 0,
+                }),
+            );
         }
     }
 }
@@ -720,6 +1298,18 @@ pub struct Stale {
     pub context: Vec<Event>,
 }
 
+/// A violation of (c) (two loader runs of one key at once) or (d) (a second miss load without
+/// a cause).
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// What happened.
+    pub what: String,
+    /// Both loads' read calls ran in clean histories (no cancellations, no faults).
+    pub clean: bool,
+    /// The loads and the key's invalidating writes around them.
+    pub events: Vec<Event>,
+}
+
 /// What [`check`] found.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -727,15 +1317,26 @@ pub struct Report {
     pub histories: usize,
     /// Completed reads.
     pub reads: usize,
+    /// Of `reads`, of the freshness-layer functions.
+    pub fresh_reads: usize,
+    /// Of `reads`, those that returned `Err` (a loader failure reached the caller).
+    pub read_errors: usize,
     /// Writes (completed and in doubt).
     pub writes: usize,
+    /// Of `writes`, of the fresh rows, by how they invalidated: keys, keys + tag, tag only,
+    /// `invalidate_tag` by hand.
+    pub fresh_writes: [usize; 4],
     /// Loader runs logged.
     pub loads: usize,
+    /// Of `loads`, background refreshes.
+    pub refresh_loads: usize,
+    /// Of `loads`, those that returned `Err`.
+    pub failed_loads: usize,
     /// Cancelled calls (reads and writes).
     pub cancellations: usize,
     /// Faults injected.
     pub faults: usize,
-    /// Histories without cancellations or faults (where (b) is strict).
+    /// Histories without cancellations or faults (where (b), (c) and (d) are strict).
     pub clean_histories: usize,
     /// Freshness violations, per function.
     pub stale: Vec<Stale>,
@@ -747,6 +1348,27 @@ pub struct Report {
     pub loads_entry_all: BTreeMap<usize, usize>,
     /// Clean generations with more than one load, with their loads.
     pub double_loads: Vec<(String, Vec<Event>)>,
+    /// (c): most loader runs of one fresh key at once (not separated by an invalidation), in
+    /// clean histories and in all.
+    pub max_concurrent_clean: usize,
+    /// See `max_concurrent_clean`.
+    pub max_concurrent_all: usize,
+    /// (c): overlapping loader runs of one key that an invalidation between them explains.
+    pub overlaps_invalidated: usize,
+    /// Loader runs of fresh keys that an invalidation of their key overlapped (the race the
+    /// refresh and miss leases must win), and of those, background refreshes.
+    pub loads_raced: (usize, usize),
+    /// (c): `read_rowe` early refreshes overlapping a miss load (the entry's TTL ran out while
+    /// the early refresh ran; not a failure).
+    pub overlaps_at_expiry: usize,
+    /// (c) violations.
+    pub overlaps: Vec<Finding>,
+    /// (d): successful miss loads of `stale` keys, and those that followed an earlier one.
+    pub miss_loads: usize,
+    /// (d): second miss loads explained by an invalidation of the key between them.
+    pub reloads_invalidated: usize,
+    /// (d) violations.
+    pub reloads: Vec<Finding>,
     /// Counters summed over caches.
     pub counts: Counts,
 }
@@ -767,36 +1389,116 @@ impl Report {
         self.stale.iter().filter(|s| s.read.func == func).count()
     }
 
-    /// The figures, one paragraph.
-    pub fn figures(&self, test: &str, backend: &str, seed: u64) -> String {
-        let after_failed = self
-            .stale
+    /// Stale reads that a suspect invalidation or a fault excuses in fault runs.
+    pub fn stale_after_failed(&self) -> usize {
+        self.stale
             .iter()
             .filter(|s| s.after_failed_invalidation)
-            .count();
+            .count()
+    }
+
+    /// (c) violations in clean histories.
+    pub fn overlaps_clean(&self) -> usize {
+        self.overlaps.iter().filter(|f| f.clean).count()
+    }
+
+    /// (d) violations in clean histories.
+    pub fn reloads_clean(&self) -> usize {
+        self.reloads.iter().filter(|f| f.clean).count()
+    }
+
+    /// The figures, one paragraph.
+    pub fn figures(&self, test: &str, backend: &str, seed: u64) -> String {
+        let by_func: Vec<String> = Func::ALL
+            .iter()
+            .map(|f| format!("{}: {}", f.prefix(), self.stale_by_func(*f)))
+            .collect();
+        let c = &self.counts;
         format!(
-            "[{test}] backend={backend} seed={seed}: histories={} (clean {}), reads={}, writes={}, loads={}, \
-             cancellations={}, faults={}, stale reads={} (row: {}, row0/negative_ttl=0: {}; after a \
-             suspect/failed invalidation or a fault: {}), max loads per generation: clean={} all={} \
-             (loader-entry count: {}), distribution clean={:?} all={:?} entry={:?}; counters: {:?}",
+            "[{test}] backend={backend} seed={seed}: histories={} (clean {}), reads={} (fresh \
+             functions {}, Err {}), writes={} (fresh rows: keys {}, keys+tag {}, tag only {}, \
+             invalidate_tag {}), loads={} (refreshes {}, Err {}), cancellations={}, faults={}, \
+             stale reads={} ({}; after a suspect/failed invalidation or a fault: {}), \
+             (b) max loads per generation: clean={} all={} (loader-entry count: {}), \
+             distribution clean={:?} all={:?} entry={:?}; (c) max loads of one fresh key at \
+             once: clean={} all={} (loads overlapped by an invalidation of their key {}, of which \
+             refreshes {}; overlaps explained by an invalidation {}, early refresh \
+             at expiry {}, unexplained {} of which clean {}); (d) miss loads of stale keys {} \
+             (after an invalidation {}, unexplained {} of which clean {}); refreshes: \
+             refreshes={} early={} errors={} stale_served={} soft_timeouts={} \
+             tag_invalidations={}; counters: {:?}",
             self.histories,
             self.clean_histories,
             self.reads,
+            self.fresh_reads,
+            self.read_errors,
             self.writes,
+            self.fresh_writes[0],
+            self.fresh_writes[1],
+            self.fresh_writes[2],
+            self.fresh_writes[3],
             self.loads,
+            self.refresh_loads,
+            self.failed_loads,
             self.cancellations,
             self.faults,
             self.stale.len(),
-            self.stale_by_func(Func::Row),
-            self.stale_by_func(Func::Row0),
-            after_failed,
+            by_func.join(", "),
+            self.stale_after_failed(),
             self.max_loads_clean(),
             self.max_loads_all(),
             self.loads_entry_all.keys().max().copied().unwrap_or(0),
             self.loads_clean,
             self.loads_all,
             self.loads_entry_all,
+            self.max_concurrent_clean,
+            self.max_concurrent_all,
+            self.loads_raced.0,
+            self.loads_raced.1,
+            self.overlaps_invalidated,
+            self.overlaps_at_expiry,
+            self.overlaps.len(),
+            self.overlaps_clean(),
+            self.miss_loads,
+            self.reloads_invalidated,
+            self.reloads.len(),
+            self.reloads_clean(),
+            c.refreshes,
+            c.early_refreshes,
+            c.refresh_errors,
+            c.stale_served,
+            c.soft_timeouts,
+            c.tag_invalidations,
             self.counts,
+        )
+    }
+
+    /// The header of [`Report::table_row`].
+    pub fn table_header() -> &'static str {
+        "| test | histories | reads | writes | cancellations | faults | stale reads (excused) | \
+         max loads/generation (clean) | max loads of a key at once (clean) | refreshes (early, \
+         Err) | stale served | soft timeouts |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    }
+
+    /// One Markdown table row of the figures.
+    pub fn table_row(&self, test: &str) -> String {
+        let c = &self.counts;
+        format!(
+            "| {test} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} ({}, {}) | {} | {} |",
+            self.histories,
+            self.reads,
+            self.writes,
+            self.cancellations,
+            self.faults,
+            self.stale.len(),
+            self.stale_after_failed(),
+            self.max_loads_clean(),
+            self.max_concurrent_clean,
+            c.refreshes,
+            c.early_refreshes,
+            c.refresh_errors,
+            c.stale_served,
+            c.soft_timeouts,
         )
     }
 
@@ -806,7 +1508,7 @@ impl Report {
         // Reads after delivered invalidations first: they are the failures.
         let mut ordered: Vec<&Stale> = self.stale.iter().collect();
         ordered.sort_by_key(|v| v.after_failed_invalidation);
-        let shown = [Func::Row, Func::Row0].into_iter().flat_map(|f| {
+        let shown = Func::ALL.into_iter().flat_map(|f| {
             ordered
                 .clone()
                 .into_iter()
@@ -850,7 +1552,19 @@ impl Report {
         s
     }
 
-    /// Panics with the figures and excerpts when (a) or, in clean histories, (b) failed.
+    fn findings_excerpt(findings: &[Finding], n: usize) -> String {
+        let mut s = String::new();
+        for f in findings.iter().filter(|f| f.clean).take(n) {
+            let _ = writeln!(s, "{}:", f.what);
+            for e in &f.events {
+                let _ = writeln!(s, "  {e}");
+            }
+        }
+        s
+    }
+
+    /// Panics with the figures and excerpts when (a) or, in clean histories, (b), (c) or (d)
+    /// failed.
     pub fn assert_ok(&self, test: &str, backend: &str, seed: u64) {
         self.assert_ok_with(test, backend, seed, false)
     }
@@ -883,6 +1597,23 @@ impl Report {
                 self.double_load_excerpt(2)
             ));
         }
+        if self.overlaps_clean() > 0 {
+            problems.push(format!(
+                "(c) one loader at a time per key: {} overlapping loader runs without an \
+                 invalidation between them in histories without cancellations or faults\n{}",
+                self.overlaps_clean(),
+                Self::findings_excerpt(&self.overlaps, 2)
+            ));
+        }
+        if self.reloads_clean() > 0 {
+            problems.push(format!(
+                "(d) no miss without a cause: {} miss loads of a `stale` key without an \
+                 invalidation since its previous miss load, in histories without cancellations \
+                 or faults\n{}",
+                self.reloads_clean(),
+                Self::findings_excerpt(&self.reloads, 2)
+            ));
+        }
         assert!(
             problems.is_empty(),
             "history checker failed; replay with CHECKER_SEED={seed}\n{}\n{}",
@@ -892,7 +1623,7 @@ impl Report {
     }
 }
 
-/// Checks (a) and (b) on the merged records of a run.
+/// Checks (a), (b), (c) and (d) on the merged records of a run.
 pub fn check(records: &[Record]) -> Report {
     let mut report = Report::default();
     let mut events = Vec::new();
@@ -905,12 +1636,27 @@ pub fn check(records: &[Record]) -> Report {
         }
     }
     report.faults = faults.len();
-    report.reads = events
-        .iter()
-        .filter(|e| e.kind == Kind::Read && e.end.is_some())
-        .count();
-    report.writes = events.iter().filter(|e| e.kind == Kind::Write).count();
-    report.loads = events.iter().filter(|e| e.kind == Kind::Load).count();
+    for e in &events {
+        match e.kind {
+            Kind::Read if e.end.is_some() => {
+                report.reads += 1;
+                report.fresh_reads += usize::from(e.func.is_fresh());
+                report.read_errors += usize::from(e.failed);
+            }
+            Kind::Read => {}
+            Kind::Write => {
+                report.writes += 1;
+                if let Some(i) = e.inval {
+                    report.fresh_writes[i as usize] += 1;
+                }
+            }
+            Kind::Load => {
+                report.loads += 1;
+                report.refresh_loads += usize::from(e.refresh);
+                report.failed_loads += usize::from(e.failed);
+            }
+        }
+    }
     report.cancellations = events.iter().filter(|e| e.end.is_none()).count();
 
     let overlaps_fault =
@@ -934,17 +1680,25 @@ pub fn check(records: &[Record]) -> Report {
     report.histories = spans.len();
     report.clean_histories = clean.len();
 
-    // Writes by row.
+    // Writes by row; loads by (function, row).
     let mut writes: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.kind == Kind::Write) {
         writes.entry(e.row).or_default().push(e);
     }
+    let mut loads_by: HashMap<(Func, u64), Vec<&Event>> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == Kind::Load) {
+        loads_by.entry((e.func, e.row)).or_default().push(e);
+    }
+    for loads in loads_by.values_mut() {
+        loads.sort_by_key(|e| e.start);
+    }
     let no_writes = Vec::new();
+    let no_loads = Vec::new();
 
     // (a) Freshness.
     for read in events
         .iter()
-        .filter(|e| e.kind == Kind::Read && e.end.is_some())
+        .filter(|e| e.kind == Kind::Read && e.end.is_some() && !e.failed)
     {
         let row_writes = writes.get(&read.row).unwrap_or(&no_writes);
         let latest = row_writes
@@ -966,32 +1720,32 @@ pub fn check(records: &[Record]) -> Report {
             w.cache != read.cache
                 && (w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)) || read.suspect)
         });
-        // Context: the write that made the returned version and the newer writes up to the
-        // read's end (other than `latest`, shown separately; at most 5), and the last 4 loads
-        // that read the returned version before the read ended.
-        let read_end = read.end.unwrap_or(u64::MAX);
-        let mut context: Vec<Event> = row_writes
-            .iter()
-            .filter(|w| {
-                w.version == read.version || (w.version > read.version && w.start <= read_end)
-            })
-            .filter(|w| !std::ptr::eq(**w, *latest))
-            .take(5)
-            .map(|w| (*w).clone())
-            .collect();
-        let mut loads: Vec<&Event> = events
-            .iter()
-            .filter(|e| {
-                e.kind == Kind::Load
-                    && e.row == read.row
-                    && e.func == read.func
-                    && e.version == read.version
-                    && e.start <= read_end
-            })
-            .collect();
-        loads.sort_by_key(|e| e.start);
-        context.extend(loads.iter().rev().take(4).map(|e| (*e).clone()));
-        context.sort_by_key(|e| e.start);
+        // Context (for the first stale reads only: a broken build may have thousands):
+        // the write that made the returned version and the newer writes up to the read's end
+        // (other than `latest`, shown separately; at most 5), and the last 4 loads that read
+        // the returned version before the read ended.
+        let mut context = Vec::new();
+        if report.stale.len() < 200 {
+            let read_end = read.end.unwrap_or(u64::MAX);
+            context = row_writes
+                .iter()
+                .filter(|w| {
+                    w.version == read.version || (w.version > read.version && w.start <= read_end)
+                })
+                .filter(|w| !std::ptr::eq(**w, *latest))
+                .take(5)
+                .map(|w| (*w).clone())
+                .collect();
+            let loads: Vec<&Event> = loads_by
+                .get(&(read.func, read.row))
+                .unwrap_or(&no_loads)
+                .iter()
+                .filter(|e| e.version == read.version && e.start <= read_end)
+                .copied()
+                .collect();
+            context.extend(loads.iter().rev().take(4).map(|e| (*e).clone()));
+            context.sort_by_key(|e| e.start);
+        }
         report.stale.push(Stale {
             read: read.clone(),
             write: (*latest).clone(),
@@ -1000,9 +1754,9 @@ pub fn check(records: &[Record]) -> Report {
         });
     }
 
-    // (b) Loads per generation.
+    // (b) Loads per generation (`row`, `row0`).
     let mut rows: BTreeSet<(u32, u64)> = BTreeSet::new();
-    for e in &events {
+    for e in events.iter().filter(|e| !is_fresh_row(e.row)) {
         rows.insert((e.history, e.row));
     }
     for &(history, row) in &rows {
@@ -1016,6 +1770,7 @@ pub fn check(records: &[Record]) -> Report {
             continue;
         }
         for func in [Func::Row, Func::Row0] {
+            let func_loads = loads_by.get(&(func, row)).unwrap_or(&no_loads);
             for v in 0..=max_version {
                 if func == Func::Row0 && v == 0 {
                     continue;
@@ -1039,14 +1794,14 @@ pub fn check(records: &[Record]) -> Report {
                 if !bounded || from >= to {
                     continue;
                 }
-                let loads = events.iter().filter(|e| {
-                    e.kind == Kind::Load
-                        && e.func == func
-                        && e.row == row
-                        && e.version == v
-                        && e.end.is_some_and(|end| end < to)
-                });
-                let by_call: Vec<&Event> = loads.clone().filter(|e| e.call_start > from).collect();
+                let loads = func_loads
+                    .iter()
+                    .filter(|e| e.version == v && e.end.is_some_and(|end| end < to));
+                let by_call: Vec<&Event> = loads
+                    .clone()
+                    .filter(|e| e.call_start > from)
+                    .copied()
+                    .collect();
                 let by_entry = loads.filter(|e| e.start > from).count();
                 if by_entry > 0 {
                     *report.loads_entry_all.entry(by_entry).or_default() += 1;
@@ -1074,6 +1829,124 @@ pub fn check(records: &[Record]) -> Report {
                     }
                 }
             }
+        }
+    }
+
+    // (c) and (d) on the fresh functions' keys.
+    let fresh_writes: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == Kind::Write && e.inval.is_some())
+        .collect();
+    let mut keys: Vec<&(Func, u64)> = loads_by.keys().filter(|(f, _)| f.is_fresh()).collect();
+    keys.sort();
+    for &(func, row) in keys {
+        let loads = &loads_by[&(func, row)];
+        let invalidators: Vec<&Event> = fresh_writes
+            .iter()
+            .filter(|w| w.invalidates_fresh(row))
+            .copied()
+            .collect();
+        // An invalidation of the key that may have deleted it (and the lease or refresh lease
+        // in it) after `first`'s read call started and before `second`'s loader began.
+        let invalidated_between = |first: &Event, second: &Event| {
+            invalidators
+                .iter()
+                .any(|w| w.start < second.start && w.end.unwrap_or(u64::MAX) > first.call_start)
+        };
+        let context = |first: &Event, second: &Event| {
+            let mut shown: Vec<Event> = invalidators
+                .iter()
+                .filter(|w| {
+                    w.end.unwrap_or(u64::MAX) >= first.call_start.saturating_sub(50)
+                        && w.start <= second.end.unwrap_or(u64::MAX)
+                })
+                .take(6)
+                .map(|w| (*w).clone())
+                .collect();
+            shown.push(first.clone());
+            shown.push(second.clone());
+            shown.sort_by_key(|e| e.start);
+            shown
+        };
+        let both_clean =
+            |a: &Event, b: &Event| clean.contains(&a.history) && clean.contains(&b.history);
+
+        for &load in loads {
+            let end = load.end.unwrap_or(u64::MAX);
+            if invalidators
+                .iter()
+                .any(|w| w.start < end && w.end.unwrap_or(u64::MAX) > load.start)
+            {
+                report.loads_raced.0 += 1;
+                report.loads_raced.1 += usize::from(load.refresh);
+            }
+        }
+        // (c) Sweep in start order, keeping the loads still running.
+        let mut active: Vec<&Event> = Vec::new();
+        for &second in loads {
+            active.retain(|first| first.end.unwrap_or(u64::MAX) > second.start);
+            let (mut at_once, mut at_once_clean) = (1usize, 1usize);
+            for &first in &active {
+                if invalidated_between(first, second) {
+                    report.overlaps_invalidated += 1;
+                    continue;
+                }
+                if func == Func::RowE && first.refresh != second.refresh {
+                    report.overlaps_at_expiry += 1;
+                    continue;
+                }
+                let is_clean = both_clean(first, second);
+                at_once += 1;
+                at_once_clean += usize::from(is_clean);
+                if report.overlaps.len() < 1000 {
+                    report.overlaps.push(Finding {
+                        what: format!(
+                            "{}:{row} (group {}): two loader runs at once without an \
+                             invalidation between them",
+                            func.prefix(),
+                            group_of(row)
+                        ),
+                        clean: is_clean,
+                        events: context(first, second),
+                    });
+                }
+            }
+            report.max_concurrent_all = report.max_concurrent_all.max(at_once);
+            if clean.contains(&second.history) {
+                report.max_concurrent_clean = report.max_concurrent_clean.max(at_once_clean);
+            }
+            active.push(second);
+        }
+
+        // (d) Miss loads of `stale` keys.
+        if !func.has_grace() {
+            continue;
+        }
+        let mut previous: Option<&Event> = None;
+        for &load in loads.iter().filter(|e| !e.refresh) {
+            if !load.failed {
+                report.miss_loads += 1;
+            }
+            if let Some(prev) = previous
+                && prev.end.unwrap_or(u64::MAX) < load.start
+            {
+                if invalidated_between(prev, load) {
+                    report.reloads_invalidated += 1;
+                } else if load.wall_ms < prev.wall_ms + GRACE_END_MS && report.reloads.len() < 1000
+                {
+                    report.reloads.push(Finding {
+                        what: format!(
+                            "{}:{row} (group {}): a miss load after a successful one, without \
+                             an invalidation between them (within the grace window)",
+                            func.prefix(),
+                            group_of(row)
+                        ),
+                        clean: both_clean(prev, load),
+                        events: context(prev, load),
+                    });
+                }
+            }
+            previous = (!load.failed).then_some(load);
         }
     }
     report

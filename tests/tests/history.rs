@@ -24,17 +24,11 @@ const DEFAULT_SECONDS: f64 = 3.0;
 const HISTORY_MS: u64 = 120;
 const CACHES: usize = 3;
 
-fn workload(seed: u64, cancel: Cancel, readers: u32, writers: u32) -> Workload {
-    Workload {
-        seed,
-        cache_base: 0,
-        duration: history::duration_from_env(DEFAULT_SECONDS),
-        history_ms: HISTORY_MS,
-        readers_per_cache: readers,
-        writers_per_cache: writers,
-        max_loader_delay_ms: 6,
-        cancel,
-    }
+fn workload(seed: u64, cancel: Cancel, readers: u32, writers: u32, caches: usize) -> Workload {
+    let duration = history::duration_from_env(DEFAULT_SECONDS);
+    let mut work = Workload::new(seed, duration, cancel, readers, writers, caches as u32);
+    work.history_ms = HISTORY_MS;
+    work
 }
 
 /// Runs `work` in this process on `caches`, with faults injected into `faults` (the caches'
@@ -76,16 +70,20 @@ async fn run_in_process(
     records.extend(caches.iter().map(|c| Record::Counts(Counts::of(c))));
     let report = history::check(&records);
     eprintln!(
-        "{} (histories run: {histories})",
-        report.figures(test, caches[0].backend_kind(), work.seed)
+        "{} (histories run: {histories})\n{}",
+        report.figures(test, caches[0].backend_kind(), work.seed),
+        report.table_row(test)
     );
     report
 }
 
-async fn redis_caches(server: &RedisServer, n: usize, faulty: bool) -> Vec<Cache> {
+async fn redis_caches(server: &RedisServer, n: usize, faulty: bool, seed: u64) -> Vec<Cache> {
     let mut caches = Vec::new();
-    for _ in 0..n {
-        let mut b = Cache::builder().redis(server.url()).namespace("hist");
+    for i in 0..n {
+        let mut b = Cache::builder()
+            .redis(server.url())
+            .namespace("hist")
+            .xfetch_seed(history::xfetch_seed(seed, i as u32));
         b = if faulty {
             b.command_timeout(Duration::from_millis(200))
                 .connect_timeout(Duration::from_millis(200))
@@ -99,11 +97,20 @@ async fn redis_caches(server: &RedisServer, n: usize, faulty: bool) -> Vec<Cache
     caches
 }
 
+async fn memory_cache(seed: u64) -> Cache {
+    Cache::builder()
+        .memory()
+        .xfetch_seed(history::xfetch_seed(seed, 0))
+        .build()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_history_no_faults() {
     let seed = history::seed_from_env();
-    let cache = Cache::builder().memory().build().await.unwrap();
-    let work = workload(seed, Cancel::Never, 16, 4);
+    let cache = memory_cache(seed).await;
+    let work = workload(seed, Cancel::Never, 16, 4, 1);
     let report = run_in_process("memory_history_no_faults", &work, &[cache], None).await;
     report.assert_ok("memory_history_no_faults", "memory", seed);
 }
@@ -111,8 +118,8 @@ async fn memory_history_no_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_history_with_cancellations() {
     let seed = history::seed_from_env();
-    let cache = Cache::builder().memory().build().await.unwrap();
-    let work = workload(seed, Cancel::Always, 16, 4);
+    let cache = memory_cache(seed).await;
+    let work = workload(seed, Cancel::Always, 16, 4, 1);
     let test = "memory_history_with_cancellations";
     let report = run_in_process(test, &work, &[cache], None).await;
     report.assert_ok(test, "memory", seed);
@@ -122,8 +129,8 @@ async fn memory_history_with_cancellations() {
 async fn redis_history_three_caches() {
     let seed = history::seed_from_env();
     let server = RedisServer::start();
-    let caches = redis_caches(&server, CACHES, false).await;
-    let work = workload(seed, Cancel::OddHistories, 6, 2);
+    let caches = redis_caches(&server, CACHES, false, seed).await;
+    let work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
     let test = "redis_history_three_caches";
     let report = run_in_process(test, &work, &caches, None).await;
     report.assert_ok(test, "redis", seed);
@@ -133,8 +140,8 @@ async fn redis_history_three_caches() {
 async fn redis_history_with_faults() {
     let seed = history::seed_from_env();
     let server = RedisServer::start();
-    let caches = redis_caches(&server, CACHES, true).await;
-    let work = workload(seed, Cancel::OddHistories, 6, 2);
+    let caches = redis_caches(&server, CACHES, true, seed).await;
+    let work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
     let test = "redis_history_with_faults";
     let report = run_in_process(
         test,
@@ -168,6 +175,7 @@ async fn redis_history_across_processes() {
                     duration.as_millis().to_string(),
                     HISTORY_MS.to_string(),
                     "odd".to_owned(),
+                    CACHES.to_string(),
                 ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -201,6 +209,10 @@ async fn redis_history_across_processes() {
     }
     let report = history::check(&records);
     let test = "redis_history_across_processes";
-    eprintln!("{}", report.figures(test, "redis (3 processes)", seed));
+    eprintln!(
+        "{}\n{}",
+        report.figures(test, "redis (3 processes)", seed),
+        report.table_row(test)
+    );
     report.assert_ok(test, "redis (3 processes)", seed);
 }

@@ -1,7 +1,7 @@
 //! One process of the cross-process history run (`tests/tests/history.rs`).
 //!
 //! Usage: `history-helper <cache-url> <db-url> <namespace> <seed> <process-index>
-//! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd>`
+//! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes>`
 //!
 //! Builds one Redis-backed `Cache` on `<cache-url>` (the cache server) and runs the
 //! [`cache_tests::history`] workload against the "database" on `<db-url>` (row versions and the
@@ -20,7 +20,7 @@ use cache_tests::unix_ms;
 fn usage() -> ! {
     eprintln!(
         "usage: history-helper <cache-url> <db-url> <namespace> <seed> <process-index> \
-         <start-unix-ms> <duration-ms> <history-ms> <never|always|odd>"
+         <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes>"
     );
     std::process::exit(2)
 }
@@ -32,7 +32,7 @@ fn arg<T: std::str::FromStr>(s: &str) -> T {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 9 {
+    if args.len() != 10 {
         usage();
     }
     let cancel = match args[8].as_str() {
@@ -41,20 +41,18 @@ async fn main() {
         "odd" => Cancel::OddHistories,
         _ => usage(),
     };
-    let work = Workload {
-        seed: arg(&args[3]),
-        cache_base: arg(&args[4]),
-        duration: Duration::from_millis(arg(&args[6])),
-        history_ms: arg(&args[7]),
-        readers_per_cache: 6,
-        writers_per_cache: 2,
-        max_loader_delay_ms: 6,
-        cancel,
-    };
+    let seed: u64 = arg(&args[3]);
+    let cache_base: u32 = arg(&args[4]);
+    let processes: u32 = arg(&args[9]);
+    let duration = Duration::from_millis(arg(&args[6]));
+    let mut work = Workload::new(seed, duration, cancel, 6, 2, processes);
+    work.cache_base = cache_base;
+    work.history_ms = arg(&args[7]);
     let start_at: u64 = arg(&args[5]);
     let cache = Cache::builder()
         .redis(args[0].clone())
         .namespace(args[2].clone())
+        .xfetch_seed(history::xfetch_seed(seed, cache_base))
         .command_timeout(Duration::from_secs(2))
         .build()
         .await
