@@ -547,6 +547,21 @@ pub struct LoadCtx {
     delay_after_ms: u64,
     /// The loader returns `Err` (fresh functions only).
     fail: bool,
+    /// Fresh functions: writes of the row from inside the loader (see [`LoadCtx::run`]), and
+    /// whether the read call may be cancelled (then a miss load makes none: a write dropped
+    /// mid-flight would not be logged).
+    race: Option<Race>,
+}
+
+/// A write of the loaded row from inside a fresh function's loader, right after it read the
+/// row's version: the load's result is then older than a completed invalidation and must not
+/// be stored (one refresh in four, one miss load in twenty).
+#[derive(Clone)]
+struct Race {
+    writes: FreshWrites,
+    draw: u32,
+    inval: Inval,
+    cancellable: bool,
 }
 
 impl LoadCtx {
@@ -556,6 +571,15 @@ impl LoadCtx {
         let start = self.db.clock().await;
         pause(self.delay_before_ms).await;
         let version = self.db.read(id).await;
+        if let Some(race) = &self.race {
+            let odds = if refresh { 25 } else { 5 };
+            if race.draw < odds && (refresh || !race.cancellable) {
+                let task = RACE_TASK + self.task;
+                race.writes
+                    .write(task, self.history, id, race.inval, 0, None)
+                    .await;
+            }
+        }
         pause(self.delay_after_ms).await;
         let end = self.db.clock().await;
         push(
@@ -596,6 +620,9 @@ impl LoadCtx {
         Ok((version > 0).then_some(version))
     }
 }
+
+/// Task number of a write made from inside a loader: this plus the reader's task number.
+pub const RACE_TASK: u32 = 10_000;
 
 /// Sleeps `ms` milliseconds (workload shape only, never synchronisation); 0 = yield once.
 async fn pause(ms: u64) {
@@ -833,19 +860,25 @@ pub fn xfetch_seed(seed: u64, cache_ix: u32) -> u64 {
 /// writer runs alongside, across histories.
 pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
     let t0 = Instant::now();
+    let fresh: Vec<FreshWrites> = caches
+        .iter()
+        .enumerate()
+        .map(|(i, cache)| FreshWrites {
+            cache: cache.clone(),
+            cache_ix: work.cache_base + i as u32,
+            db: db.clone(),
+            log: log.clone(),
+            lock: Arc::default(),
+        })
+        .collect();
     let fresh_writers: Vec<_> = if work.fresh_share > 0.0 && work.fresh_write_ms > 0 {
-        caches
+        fresh
             .iter()
-            .enumerate()
-            .map(|(i, cache)| {
-                let cache_ix = work.cache_base + i as u32;
+            .map(|writes| {
                 let task = FreshWriter {
-                    cache: cache.clone(),
-                    cache_ix,
+                    writes: writes.clone(),
                     task: work.readers_per_cache + work.writers_per_cache,
-                    db: db.clone(),
-                    log: log.clone(),
-                    rng: StdRng::seed_from_u64(mix(work.seed, cache_ix, 0xFFFD, 0)),
+                    rng: StdRng::seed_from_u64(mix(work.seed, writes.cache_ix, 0xFFFD, 0)),
                     work: work.clone(),
                     t0,
                 };
@@ -861,7 +894,7 @@ pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
         // A history whose time is already over (the previous one overran, e.g. a lease wait
         // of `lock_ms`) is skipped, so that every process keeps to the same schedule.
         if deadline > Instant::now() {
-            run_history(work, h, caches, db, log, deadline).await;
+            run_history(work, h, caches, &fresh, db, log, deadline).await;
             ran += 1;
         }
         h += 1;
@@ -876,6 +909,7 @@ async fn run_history(
     work: &Workload,
     h: u32,
     caches: &[Cache],
+    fresh: &[FreshWrites],
     db: &Db,
     log: &Log,
     deadline: Instant,
@@ -900,6 +934,7 @@ async fn run_history(
                 rng,
                 cancels,
                 deadline,
+                fresh: fresh[i].clone(),
             };
             tasks.push(if t < work.readers_per_cache {
                 tokio::spawn(task.reader(work.clone()))
@@ -924,6 +959,7 @@ struct Task {
     rng: StdRng,
     cancels: bool,
     deadline: Instant,
+    fresh: FreshWrites,
 }
 
 /// A cancellation timeout for a call, if it is to be cancelled.
@@ -983,6 +1019,12 @@ impl Task {
                 delay_before_ms,
                 delay_after_ms,
                 fail,
+                race: fresh.then(|| Race {
+                    writes: self.fresh.clone(),
+                    draw: self.rng.random_range(0..100),
+                    inval: random_inval(&mut self.rng),
+                    cancellable: cancel.is_some(),
+                }),
             };
             let call = IN_READ_CALL.scope((), async {
                 match func {
@@ -1099,14 +1141,120 @@ impl Task {
     }
 }
 
-/// One cache's writer of the fresh rows, for the whole run (one task per cache, so that the
-/// counters of its four ways to invalidate are its own).
-struct FreshWriter {
+/// What a write of a fresh row needs: the cache it invalidates through, and a lock that
+/// serialises this cache's fresh writes (the fresh writer's and those made from inside
+/// loaders), so that the counter deltas of each write's invalidating function are its own.
+#[derive(Clone)]
+pub struct FreshWrites {
     cache: Cache,
     cache_ix: u32,
-    task: u32,
     db: Db,
     log: Log,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl FreshWrites {
+    /// Writes `row` (of group `g`) and invalidates it the `inval` way; logs the write.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        task: u32,
+        history: u32,
+        row: u64,
+        inval: Inval,
+        delay: u64,
+        cancel: Option<Duration>,
+    ) {
+        let g = group_of(row);
+        let _serial = self.lock.lock().await;
+        let written = AtomicU64::new(0);
+        let name = match inval {
+            Inval::Keys => WRITE_FK_NAME,
+            Inval::KeysAndTag => WRITE_FKT_NAME,
+            Inval::Tag => WRITE_FT_NAME,
+            Inval::TagByHand => INVALIDATE_TAG_NAME,
+        };
+        let before = self.cache.stats().function(name);
+        let start = self.db.clock().await;
+        let (cache, db) = (&self.cache, &self.db);
+        let call = async {
+            match inval {
+                Inval::Keys => {
+                    write_fresh_keys(cache, row, db, delay, &written).await;
+                    true
+                }
+                Inval::KeysAndTag => {
+                    write_fresh_keys_tag(cache, g, row, db, delay, &written).await;
+                    true
+                }
+                Inval::Tag => {
+                    write_fresh_tag(cache, g, row, db, delay, &written).await;
+                    true
+                }
+                Inval::TagByHand => write_fresh_by_hand(cache, g, row, db, delay, &written)
+                    .await
+                    .is_ok(),
+            }
+        };
+        let done = match cancel {
+            None => Some(call.await),
+            Some(after) => tokio::time::timeout(after, call).await.ok(),
+        };
+        let end = match done {
+            Some(_) => Some(self.db.clock().await),
+            None => None,
+        };
+        let after = self.cache.stats().function(name);
+        let (keys, tags) = match inval {
+            Inval::Keys => (3, 0),
+            Inval::KeysAndTag => (3, 1),
+            Inval::Tag | Inval::TagByHand => (0, 1),
+        };
+        let suspect = match done {
+            None => false,
+            Some(ok) => {
+                !ok || after.backend_errors != before.backend_errors
+                    || after.invalidations < before.invalidations + keys
+                    || after.tag_invalidations < before.tag_invalidations + tags
+            }
+        };
+        push(
+            &self.log,
+            Record::Event(Event {
+                kind: Kind::Write,
+                func: Func::RowG,
+                history,
+                row,
+                version: written.load(SeqCst),
+                cache: self.cache_ix,
+                task,
+                call_start: start,
+                start,
+                end,
+                suspect,
+                refresh: false,
+                failed: false,
+                inval: Some(inval),
+                wall_ms: 0,
+            }),
+        );
+    }
+}
+
+/// A random way to invalidate a fresh write.
+fn random_inval(rng: &mut StdRng) -> Inval {
+    match rng.random_range(0..10) {
+        0..=2 => Inval::Keys,
+        3..=4 => Inval::KeysAndTag,
+        5..=7 => Inval::Tag,
+        _ => Inval::TagByHand,
+    }
+}
+
+/// One cache's writer of the fresh rows, for the whole run.
+struct FreshWriter {
+    writes: FreshWrites,
+    task: u32,
     rng: StdRng,
     work: Workload,
     t0: Instant,
@@ -1156,88 +1304,15 @@ impl FreshWriter {
                 }
             };
             let row = fresh_row(g, self.rng.random_range(0..FRESH_ROWS_PER_GROUP));
-            let inval = match self.rng.random_range(0..10) {
-                0..=2 => Inval::Keys,
-                3..=4 => Inval::KeysAndTag,
-                5..=7 => Inval::Tag,
-                _ => Inval::TagByHand,
-            };
+            let inval = random_inval(&mut self.rng);
             if inval.group_wide() {
                 last_group_wide = Some((g, Instant::now()));
             }
             let cancel = cancel_after(&mut self.rng, self.work.cancels(history));
             let delay = delay(&mut self.rng, 3);
-            let written = AtomicU64::new(0);
-            let name = match inval {
-                Inval::Keys => WRITE_FK_NAME,
-                Inval::KeysAndTag => WRITE_FKT_NAME,
-                Inval::Tag => WRITE_FT_NAME,
-                Inval::TagByHand => INVALIDATE_TAG_NAME,
-            };
-            let before = self.cache.stats().function(name);
-            let start = self.db.clock().await;
-            let (cache, db) = (&self.cache, &self.db);
-            let call = async {
-                match inval {
-                    Inval::Keys => {
-                        write_fresh_keys(cache, row, db, delay, &written).await;
-                        true
-                    }
-                    Inval::KeysAndTag => {
-                        write_fresh_keys_tag(cache, g, row, db, delay, &written).await;
-                        true
-                    }
-                    Inval::Tag => {
-                        write_fresh_tag(cache, g, row, db, delay, &written).await;
-                        true
-                    }
-                    Inval::TagByHand => write_fresh_by_hand(cache, g, row, db, delay, &written)
-                        .await
-                        .is_ok(),
-                }
-            };
-            let done = match cancel {
-                None => Some(call.await),
-                Some(after) => tokio::time::timeout(after, call).await.ok(),
-            };
-            let end = match done {
-                Some(_) => Some(self.db.clock().await),
-                None => None,
-            };
-            let after = self.cache.stats().function(name);
-            let (keys, tags) = match inval {
-                Inval::Keys => (3, 0),
-                Inval::KeysAndTag => (3, 1),
-                Inval::Tag | Inval::TagByHand => (0, 1),
-            };
-            let suspect = match done {
-                None => false,
-                Some(ok) => {
-                    !ok || after.backend_errors != before.backend_errors
-                        || after.invalidations < before.invalidations + keys
-                        || after.tag_invalidations < before.tag_invalidations + tags
-                }
-            };
-            push(
-                &self.log,
-                Record::Event(Event {
-                    kind: Kind::Write,
-                    func: Func::RowG,
-                    history,
-                    row,
-                    version: written.load(SeqCst),
-                    cache: self.cache_ix,
-                    task: self.task,
-                    call_start: start,
-                    start,
-                    end,
-                    suspect,
-                    refresh: false,
-                    failed: false,
-                    inval: Some(inval),
-                    wall_ms: 0,
-                }),
-            );
+            self.writes
+                .write(self.task, history, row, inval, delay, cancel)
+                .await;
         }
     }
 }
