@@ -26,7 +26,13 @@
 //! ([`write_fresh_keys`]), its keys and its group's tag ([`write_fresh_keys_tag`]), ONLY its
 //! group's tag ([`write_fresh_tag`]: a load missing from the tag set would show as a stale
 //! read), or by hand with [`Cache::invalidate_tag`] after the write. Groups are written with
-//! different rates, so some entries are invalidated while refreshing and others live long.
+//! different rates, so some entries are invalidated while refreshing and others live long;
+//! one write in three is aimed at the moment the last group-wide invalidation's reloads leave
+//! their `ttl`. And to race every kind of store against a completed invalidation on purpose,
+//! one refresh in four and one miss load in twenty write their own row from inside the loader,
+//! right after reading its version (a write like the fresh writer's, logged as task
+//! [`RACE_TASK`]` + reader`): that load's result is then older than a completed invalidation,
+//! and storing it would show as stale reads.
 //!
 //! **Checks** ([`check`]):
 //! * (a) freshness: a completed read of row `r` that started at `s` returns a version `>= w`,
@@ -35,7 +41,11 @@
 //!   its `ttl`) or by fail-safe is fine as long as no invalidation of its row completed before
 //!   the read started, i.e. as long as its version is that of the latest completed write. (Every
 //!   fresh write invalidates its own row's three keys, directly or through the tag.) Calls that
-//!   returned `Err` carry no version and are not checked.
+//!   returned `Err` carry no version and are not checked. In runs with faults, a stale read is
+//!   excused (reported, not a failure) when a newer write's invalidation may not have been
+//!   delivered and the write ran in another process (the writing process delivers its queued
+//!   invalidations before it reads), or when the write's `Cache::invalidate_tag` returned `Err`
+//!   (it queues nothing: the caller is told).
 //! * (b) one load per generation (`row` and `row0`): a generation of version `v` of row `r`
 //!   lasts from the end of the last write that made a version `<= v` to the start of the first
 //!   write that made a version `> v`. Loader runs that read `v`, ended inside the generation and
@@ -54,12 +64,15 @@
 //!   in-process flight tables together allow one loader per key and generation across caches.
 //!   For [`read_rowe`] (`early_refresh` without `stale`) an early refresh may still run when
 //!   the entry's TTL ends (the refresh lease lives inside the entry), so an overlap of an early
-//!   refresh with a miss load is counted separately, not as a failure.
+//!   refresh with a miss load is counted separately, not as a failure. So is a load that ran
+//!   *alone*: its read call saw two loads of the key fail in its process while it waited, and
+//!   the runtime's waiters then each run their own loader rather than queue up behind one
+//!   failing load after another (by design, see `protocol.rs`).
 //! * (d) no miss without a cause (`stale` functions, [`read_rowg`] and [`read_rowt`]): after a
 //!   successful miss load of a key, the next miss load of that key (not a refresh) needs an
 //!   invalidation of the key in between, or the grace window's end (`ttl + stale` seconds, by
 //!   wall clock): within the grace window every call is served (stale or fresh) and refreshed
-//!   in the background, never a second miss.
+//!   in the background, never a second miss. (Loads that ran alone, as in (c), excepted.)
 //!
 //! (c) and (d) are strict in histories without cancellations and faults (both loads' read
 //! calls), like (b).
@@ -1436,12 +1449,17 @@ pub struct Report {
     /// (c): `read_rowe` early refreshes overlapping a miss load (the entry's TTL ran out while
     /// the early refresh ran; not a failure).
     pub overlaps_at_expiry: usize,
+    /// (c): overlapping loader runs where one of them ran alone after two failed loads of
+    /// the key in its process (see `check`).
+    pub overlaps_after_failures: usize,
     /// (c) violations.
     pub overlaps: Vec<Finding>,
     /// (d): successful miss loads of `stale` keys, and those that followed an earlier one.
     pub miss_loads: usize,
     /// (d): second miss loads explained by an invalidation of the key between them.
     pub reloads_invalidated: usize,
+    /// (d): second miss loads that ran alone after two failed loads.
+    pub reloads_after_failures: usize,
     /// (d) violations.
     pub reloads: Vec<Finding>,
     /// Counters summed over caches.
@@ -1498,8 +1516,9 @@ impl Report {
              distribution clean={:?} all={:?} entry={:?}; (c) max loads of one fresh key at \
              once: clean={} all={} (loads overlapped by an invalidation of their key {}, of which \
              refreshes {}; overlaps explained by an invalidation {}, early refresh \
-             at expiry {}, unexplained {} of which clean {}); (d) miss loads of stale keys {} \
-             (after an invalidation {}, unexplained {} of which clean {}); refreshes: \
+             at expiry {}, after two failed loads {}, unexplained {} of which clean {}); (d) miss \
+             loads of stale keys {} (after an invalidation {}, after two failed loads {}, \
+             unexplained {} of which clean {}); refreshes: \
              refreshes={} early={} errors={} stale_served={} soft_timeouts={} \
              tag_invalidations={}; counters: {:?}",
             self.histories,
@@ -1532,10 +1551,12 @@ impl Report {
             self.loads_raced.1,
             self.overlaps_invalidated,
             self.overlaps_at_expiry,
+            self.overlaps_after_failures,
             self.overlaps.len(),
             self.overlaps_clean(),
             self.miss_loads,
             self.reloads_invalidated,
+            self.reloads_after_failures,
             self.reloads.len(),
             self.reloads_clean(),
             c.refreshes,
@@ -1790,10 +1811,16 @@ pub fn check(records: &[Record]) -> Report {
             .collect();
         // Excused (in fault runs) only through a write in ANOTHER cache (process) whose
         // invalidation may not have been delivered, or that this cache could not see because
-        // its own circuit was open: the writing process itself must always see its writes.
+        // its own circuit was open: the writing process itself must always see its writes
+        // (a failed `#[invalidates]` is queued, and delivered before this process reads the
+        // key). Except `Cache::invalidate_tag` by hand: it returns its failure to the caller
+        // and queues nothing, so after an `Err` no process is promised the invalidation.
         let after_failed_invalidation = newer.iter().any(|w| {
-            w.cache != read.cache
-                && (w.suspect || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX)) || read.suspect)
+            (w.inval == Some(Inval::TagByHand) && w.suspect)
+                || (w.cache != read.cache
+                    && (w.suspect
+                        || overlaps_fault(w.start, w.end.unwrap_or(u64::MAX))
+                        || read.suspect))
         });
         // Context (for the first stale reads only: a broken build may have thousands):
         // the write that made the returned version and the newer writes up to the read's end
@@ -1938,13 +1965,41 @@ pub fn check(records: &[Record]) -> Report {
                 .take(6)
                 .map(|w| (*w).clone())
                 .collect();
+            shown.extend(
+                loads
+                    .iter()
+                    .filter(|e| {
+                        e.failed
+                            && e.end.unwrap_or(0) > first.call_start.min(second.call_start)
+                            && e.start < second.start
+                    })
+                    .take(4)
+                    .map(|e| (*e).clone()),
+            );
             shown.push(first.clone());
             shown.push(second.clone());
             shown.sort_by_key(|e| e.start);
+            shown.dedup();
             shown
         };
         let both_clean =
             |a: &Event, b: &Event| clean.contains(&a.history) && clean.contains(&b.history);
+        // A load run "alone": its read call saw two loads of the key in its process fail
+        // (`Err`) while it waited, before its loader began. The runtime's waiters then stop
+        // electing leaders and each runs its own loader (`Mode::Alone` in the protocol: a
+        // failing loader is not queued behind), so loads at once are expected.
+        let failed: Vec<&Event> = loads.iter().filter(|e| e.failed).copied().collect();
+        let alone = |load: &Event| {
+            failed
+                .iter()
+                .filter(|f| {
+                    f.cache == load.cache
+                        && f.end
+                            .is_some_and(|end| load.call_start < end && end < load.start)
+                })
+                .count()
+                >= 2
+        };
 
         for &load in loads {
             let end = load.end.unwrap_or(u64::MAX);
@@ -1968,6 +2023,10 @@ pub fn check(records: &[Record]) -> Report {
                 }
                 if func == Func::RowE && first.refresh != second.refresh {
                     report.overlaps_at_expiry += 1;
+                    continue;
+                }
+                if alone(first) || alone(second) {
+                    report.overlaps_after_failures += 1;
                     continue;
                 }
                 let is_clean = both_clean(first, second);
@@ -2007,6 +2066,8 @@ pub fn check(records: &[Record]) -> Report {
             {
                 if invalidated_between(prev, load) {
                     report.reloads_invalidated += 1;
+                } else if alone(load) {
+                    report.reloads_after_failures += 1;
                 } else if load.wall_ms < prev.wall_ms + GRACE_END_MS && report.reloads.len() < 1000
                 {
                     report.reloads.push(Finding {
