@@ -3,7 +3,7 @@
 //! variants interleaved round by round.
 //!
 //! ```text
-//! cargo run --release -p examples --bin bench                      # ~1.5 minutes; writes docs/bench.svg
+//! cargo run --release -p examples --bin bench                      # ~2 minutes; writes docs/bench.svg
 //! cargo run --release -p examples --bin bench -- --quick           # a few seconds
 //! cargo run --release -p examples --bin bench -- --json target/bench.json --svg /tmp/bench.svg
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p examples --bin bench   # an existing server
@@ -21,6 +21,12 @@
 //!   (MessagePack) over a `ConnectionManager`.
 //! * Cold-key stampede: 64 concurrent callers, a 50 ms loader: loader runs and wall time.
 //! * Memory backend hit path (ns/op).
+//! * The freshness layer, on both backends: the hit path of a function with `stale = N` and
+//!   `tags = [..]` against the same function without them (the plain `#[cached]` msgpack
+//!   case); a grace-window hit (the entry past its `ttl`, its refresh running elsewhere and
+//!   never finishing: every measured call is served stale, checked on `stale_served`) against
+//!   a plain hit; and a steady hot key (16 tasks on one key, `ttl = 1`, a 20 ms loader) with
+//!   and without XFetch (`early_refresh = 1.0`): the share of calls that waited for a loader.
 //!
 //! Each timed slice runs one case for a fixed time; a round runs every case once, in an order
 //! that rotates from round to round, so a slow moment of the machine is spread over all cases.
@@ -45,6 +51,14 @@ const KEYS: u64 = 64;
 const STAMPEDE_LOADER_MS: u64 = 50;
 /// Entry TTL (seconds): long enough that nothing expires during a run.
 const TTL_SECS: u64 = 3600;
+/// Tasks on the one hot key of the early-refresh cases.
+const HOT_TASKS: usize = 16;
+/// Loader time of the hot-key cases.
+const HOT_LOADER_MS: u64 = 20;
+/// A call this slow most likely waited for a loader (three quarters of [`HOT_LOADER_MS`]; a
+/// hit takes well under 1 ms, but a busy machine's scheduling delays can reach this too: the
+/// exact figure is the function's `misses`, each of which waited for a load).
+const HOT_WAIT_MS: u64 = 15;
 
 // ---------------------------------------------------------------------------------------------
 // The value
@@ -157,23 +171,33 @@ enum Variant {
     MemHandJson,
     MemOursMsgpack,
     MemHandMsgpack,
+    /// `#[cached]` msgpack with `stale` and `tags`: a fresh hit.
+    RedisOursFresh,
+    /// `#[cached]` msgpack with `ttl = 1, stale = N`, in its grace window, its refresh held.
+    RedisOursStale,
+    MemOursFresh,
+    MemOursStale,
 }
 
-const VARIANTS: usize = 9;
+const VARIANTS: usize = 13;
 
 impl Variant {
-    const REDIS: [Variant; 5] = [
+    const REDIS: [Variant; 7] = [
         Variant::RedisOursJson,
         Variant::RedisHandJson,
         Variant::RedisOursMsgpack,
         Variant::RedisHandMsgpack,
         Variant::RedisCachedCrate,
+        Variant::RedisOursFresh,
+        Variant::RedisOursStale,
     ];
-    const MEMORY: [Variant; 4] = [
+    const MEMORY: [Variant; 6] = [
         Variant::MemOursJson,
         Variant::MemHandJson,
         Variant::MemOursMsgpack,
         Variant::MemHandMsgpack,
+        Variant::MemOursFresh,
+        Variant::MemOursStale,
     ];
     const STAMPEDE: [Variant; 3] = [
         Variant::RedisOursMsgpack,
@@ -192,6 +216,8 @@ impl Variant {
             Variant::MemHandJson => "hand-written json",
             Variant::MemOursMsgpack => "#[cached] msgpack",
             Variant::MemHandMsgpack => "hand-written msgpack",
+            Variant::RedisOursFresh | Variant::MemOursFresh => "#[cached] stale+tags msgpack",
+            Variant::RedisOursStale | Variant::MemOursStale => "#[cached] grace-window hit",
         }
     }
 
@@ -200,7 +226,9 @@ impl Variant {
             Variant::MemOursJson
             | Variant::MemHandJson
             | Variant::MemOursMsgpack
-            | Variant::MemHandMsgpack => "memory",
+            | Variant::MemHandMsgpack
+            | Variant::MemOursFresh
+            | Variant::MemOursStale => "memory",
             _ => "redis",
         }
     }
@@ -245,6 +273,22 @@ async fn load(v: Variant, id: u64) -> Result<Item, BenchError> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     Ok(sample_item(id))
+}
+
+/// Closed once the grace-window variants' entries are past their `ttl`: their refreshes then
+/// never finish (the first grace-window call of each key starts one, which holds the entry's
+/// refresh lease), so every later call is a grace-window hit.
+static STALE_GATE_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Refreshes held at the gate.
+static HELD_REFRESHES: AtomicU64 = AtomicU64::new(0);
+
+/// The grace-window variants' loader: [`load`], or wait forever once the gate is closed.
+async fn load_gated(v: Variant, id: u64) -> Result<Item, BenchError> {
+    if STALE_GATE_CLOSED.load(Ordering::SeqCst) {
+        HELD_REFRESHES.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    load(v, id).await
 }
 
 /// A hand-written cache-aside over one shared `ConnectionManager`.
@@ -377,6 +421,83 @@ async fn ours_mem_msgpack(id: u64) -> Result<Item, BenchError> {
     load(Variant::MemOursMsgpack, id).await
 }
 
+/// [`ours_redis_msgpack`] with a grace window and tags (never used on the hit path).
+#[cached(
+    key = "item-fresh:{id}",
+    ttl = 3600,
+    stale = 60,
+    tags = ["items", "item:{id}"],
+    cache = ctx().redis_msgpack,
+    name = "redis_fresh"
+)]
+async fn ours_redis_fresh(id: u64) -> Result<Item, BenchError> {
+    load(Variant::RedisOursFresh, id).await
+}
+
+/// [`ours_mem_msgpack`] with a grace window and tags.
+#[cached(
+    key = "item-fresh:{id}",
+    ttl = 3600,
+    stale = 60,
+    tags = ["items", "item:{id}"],
+    cache = ctx().mem_msgpack,
+    name = "mem_fresh"
+)]
+async fn ours_mem_fresh(id: u64) -> Result<Item, BenchError> {
+    load(Variant::MemOursFresh, id).await
+}
+
+/// Past its 1 s `ttl` during the hit path: a grace-window hit whose refresh (started by the
+/// warm-up, holding the refresh lease for `lock_ms * 10`) never finishes.
+#[cached(
+    key = "item-stale:{id}",
+    ttl = 1,
+    stale = 3600,
+    lock_ms = 60000,
+    cache = ctx().redis_msgpack,
+    name = "redis_stale"
+)]
+async fn ours_redis_stale(id: u64) -> Result<Item, BenchError> {
+    load_gated(Variant::RedisOursStale, id).await
+}
+
+/// [`ours_redis_stale`] on the memory backend.
+#[cached(
+    key = "item-stale:{id}",
+    ttl = 1,
+    stale = 3600,
+    lock_ms = 60000,
+    cache = ctx().mem_msgpack,
+    name = "mem_stale"
+)]
+async fn ours_mem_stale(id: u64) -> Result<Item, BenchError> {
+    load_gated(Variant::MemOursStale, id).await
+}
+
+/// Loader of the hot-key cases: [`HOT_LOADER_MS`] per run.
+async fn hot_load(id: u64) -> Result<Item, BenchError> {
+    tokio::time::sleep(Duration::from_millis(HOT_LOADER_MS)).await;
+    Ok(sample_item(id))
+}
+
+/// A hot key with `ttl = 1` and no early refresh: every second, the callers wait for a load.
+#[cached(key = "hot:{id}", ttl = 1, cache = ctx().redis_msgpack, name = "hot_plain")]
+async fn hot_plain(id: u64) -> Result<Item, BenchError> {
+    hot_load(id).await
+}
+
+/// The same with XFetch (`early_refresh = 1.0`): a hit near expiry refreshes in the background.
+#[cached(
+    key = "hot-xfetch:{id}",
+    ttl = 1,
+    early_refresh = 1.0,
+    cache = ctx().redis_msgpack,
+    name = "hot_xfetch"
+)]
+async fn hot_xfetch(id: u64) -> Result<Item, BenchError> {
+    hot_load(id).await
+}
+
 #[concurrent_cached(
     map_error = r##"|e| BenchError(format!("{e:?}"))"##,
     ty = "cached::AsyncRedisCache<u64, Item>",
@@ -406,6 +527,10 @@ async fn call(v: Variant, id: u64) -> Result<Item, BenchError> {
         Variant::MemOursMsgpack => ours_mem_msgpack(id).await,
         Variant::MemHandJson => ctx().hand_mem_json.get(id).await,
         Variant::MemHandMsgpack => ctx().hand_mem_msgpack.get(id).await,
+        Variant::RedisOursFresh => ours_redis_fresh(id).await,
+        Variant::RedisOursStale => ours_redis_stale(id).await,
+        Variant::MemOursFresh => ours_mem_fresh(id).await,
+        Variant::MemOursStale => ours_mem_stale(id).await,
     }
 }
 
@@ -631,6 +756,121 @@ async fn stampede(v: Variant, id: u64) -> Stampede {
     }
 }
 
+/// One hot-key case: [`HOT_TASKS`] tasks calling one key in a loop.
+#[derive(Debug, Serialize)]
+struct HotRow {
+    case: String,
+    early_refresh: Option<f64>,
+    tasks: usize,
+    ttl_secs: u64,
+    loader_ms: u64,
+    seconds: f64,
+    calls: u64,
+    /// Calls of at least [`HOT_WAIT_MS`]: most likely they waited for a loader.
+    waited: u64,
+    waited_fraction: f64,
+    /// The function's `misses` over `calls`.
+    misses: u64,
+    miss_fraction: f64,
+    loads: u64,
+    refreshes: u64,
+    early_refreshes: u64,
+    p999_us: f64,
+    max_ms: f64,
+}
+
+/// Runs the hot-key case `xfetch` on key `id` for `dur` (after one call that loads it).
+async fn hot(xfetch: bool, id: u64, dur: Duration) -> Result<HotRow, BenchError> {
+    let name = if xfetch { "hot_xfetch" } else { "hot_plain" };
+    let hot_call = move || async move {
+        if xfetch {
+            hot_xfetch(id).await
+        } else {
+            hot_plain(id).await
+        }
+    };
+    hot_call().await?;
+    let cache = &ctx().redis_msgpack;
+    let before = cache.stats().function(name);
+    let start = Instant::now();
+    let deadline = start + dur;
+    let handles: Vec<_> = (0..HOT_TASKS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut hist = Hist::new();
+                let (mut calls, mut waited, mut errors) = (0u64, 0u64, 0u64);
+                let mut t0 = Instant::now();
+                while t0 < deadline {
+                    let r = hot_call().await;
+                    let t1 = Instant::now();
+                    match r {
+                        Ok(item) => {
+                            std::hint::black_box(item);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    let took = t1 - t0;
+                    hist.record(took.as_nanos() as u64);
+                    calls += 1;
+                    waited += u64::from(took >= Duration::from_millis(HOT_WAIT_MS));
+                    t0 = t1;
+                }
+                (hist, calls, waited, errors)
+            })
+        })
+        .collect();
+    let mut hist = Hist::new();
+    let (mut calls, mut waited, mut errors) = (0, 0, 0);
+    for h in handles {
+        let (h, c, w, e) = h.await.map_err(|e| BenchError(e.to_string()))?;
+        hist.merge(&h);
+        calls += c;
+        waited += w;
+        errors += e;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if errors > 0 {
+        return Err(BenchError(format!("{name}: {errors} calls failed")));
+    }
+    let after = cache.stats().function(name);
+    let misses = after.misses - before.misses;
+    Ok(HotRow {
+        case: if xfetch {
+            "redis, early_refresh = 1.0".to_owned()
+        } else {
+            "redis, no early refresh".to_owned()
+        },
+        early_refresh: xfetch.then_some(1.0),
+        tasks: HOT_TASKS,
+        ttl_secs: 1,
+        loader_ms: HOT_LOADER_MS,
+        seconds,
+        calls,
+        waited,
+        waited_fraction: waited as f64 / calls.max(1) as f64,
+        misses,
+        miss_fraction: misses as f64 / calls.max(1) as f64,
+        loads: after.loads - before.loads,
+        refreshes: after.refreshes - before.refreshes,
+        early_refreshes: after.early_refreshes - before.early_refreshes,
+        p999_us: hist.quantile(0.999) as f64 / 1e3,
+        max_ms: hist.quantile(1.0) as f64 / 1e6,
+    })
+}
+
+/// The grace-window variants' counters over the measured hit path.
+#[derive(Debug, Serialize)]
+struct StaleCheck {
+    case: String,
+    /// Measured calls (all rounds, both concurrencies).
+    calls: u64,
+    stale_served: u64,
+    hits: u64,
+    misses: u64,
+    /// Refreshes started (and held at the gate) over the whole run.
+    refreshes: u64,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The report
 
@@ -640,6 +880,8 @@ struct Report {
     hit_path: Vec<HitRow>,
     stampede: Vec<StampedeRow>,
     ratios: Vec<Ratio>,
+    serve_stale: Vec<StaleCheck>,
+    early_refresh: Vec<HotRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -814,12 +1056,12 @@ fn print_report(r: &Report) {
     );
     println!();
     println!(
-        "{:<32} {:>5} {:>12} {:>10} {:>9} {:>9}",
+        "{:<36} {:>5} {:>12} {:>10} {:>9} {:>9}",
         "hit path", "tasks", "ops/s", "ns/op", "p50 µs", "p99 µs"
     );
     for h in &r.hit_path {
         println!(
-            "{:<32} {:>5} {:>12.0} {:>10.0} {:>9.1} {:>9.1}{}",
+            "{:<36} {:>5} {:>12.0} {:>10.0} {:>9.1} {:>9.1}{}",
             h.case,
             h.tasks,
             h.ops_per_sec,
@@ -867,13 +1109,60 @@ fn print_report(r: &Report) {
             _ => String::new(),
         };
         println!(
-            "  {:<64} {:>6.3}x  (totals {:>6.3}x, {:>+7.0} ns/op, p50 {:>5.3}x){}",
+            "  {:<76} {:>6.3}x  (totals {:>6.3}x, {:>+7.0} ns/op, p50 {:>5.3}x){}",
             q.what,
             q.time_ratio_median_round,
             q.time_ratio,
             q.ns_per_op_difference,
             q.p50_ratio,
             verdict
+        );
+    }
+    println!();
+    println!("grace-window hits (every measured call must be served stale):");
+    for c in &r.serve_stale {
+        println!(
+            "  {:<32} {} calls: stale_served {}, hits {}, misses {}; refreshes held {}{}",
+            c.case,
+            c.calls,
+            c.stale_served,
+            c.hits,
+            c.misses,
+            c.refreshes,
+            if c.stale_served == c.calls && c.hits == 0 && c.misses == 0 {
+                ""
+            } else {
+                "  NOT ALL GRACE-WINDOW HITS"
+            }
+        );
+    }
+    println!();
+    println!(
+        "early refresh: {HOT_TASKS} tasks on one hot key, ttl 1 s, {HOT_LOADER_MS} ms loader; \
+         calls that waited for a loader: misses (exact), and calls >= {HOT_WAIT_MS} ms"
+    );
+    println!(
+        "{:<36} {:>10} {:>20} {:>20} {:>9} {:>9} {:>8}",
+        "",
+        "calls",
+        "misses / calls",
+        format!("calls >= {HOT_WAIT_MS} ms"),
+        "refreshes",
+        "p99.9 µs",
+        "max ms"
+    );
+    for h in &r.early_refresh {
+        println!(
+            "{:<36} {:>10} {:>7} ({:>9.5} %) {:>7} ({:>9.5} %) {:>9} {:>9.0} {:>8.1}",
+            h.case,
+            h.calls,
+            h.misses,
+            h.miss_fraction * 100.0,
+            h.waited,
+            h.waited_fraction * 100.0,
+            h.refreshes,
+            h.p999_us,
+            h.max_ms
         );
     }
     println!();
@@ -1170,11 +1459,13 @@ struct Args {
     only: Vec<String>,
     /// Skip the stampede.
     no_stampede: bool,
+    /// Skip the hot-key (early refresh) cases.
+    no_early_refresh: bool,
 }
 
 const USAGE: &str = "usage: cargo run --release -p examples --bin bench -- \
     [--quick] [--json PATH] [--svg PATH | --no-svg] [--rounds N] [--slice-ms MS] \
-    [--only NAME-PART]... [--no-stampede]";
+    [--only NAME-PART]... [--no-stampede] [--no-early-refresh]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -1185,6 +1476,7 @@ fn parse_args() -> Result<Args, String> {
         slice_ms: None,
         only: Vec::new(),
         no_stampede: false,
+        no_early_refresh: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -1196,6 +1488,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-svg" => args.svg = None,
             "--only" => args.only.push(value("--only")?),
             "--no-stampede" => args.no_stampede = true,
+            "--no-early-refresh" => args.no_early_refresh = true,
             "--rounds" => {
                 args.rounds = Some(value("--rounds")?.parse().map_err(|e| format!("{e}"))?)
             }
@@ -1334,6 +1627,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "cached 4.x fn".to_owned(),
             std::mem::size_of_val(&cached_crate_item(0)),
         ),
+        (
+            "#[cached] stale+tags fn".to_owned(),
+            std::mem::size_of_val(&ours_redis_fresh(0)),
+        ),
     ];
 
     // Fill every hot key of every variant and check each returns the right value.
@@ -1354,6 +1651,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("{v:?}: second call was not a hit").into());
         }
     }
+
+    // The grace-window variants: past their 1 s `ttl` from now on, their refreshes held.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    STALE_GATE_CLOSED.store(true, Ordering::SeqCst);
 
     let cases: Vec<Case> = [1, TASKS]
         .into_iter()
@@ -1386,6 +1687,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         run_slice(case, Duration::from_millis(30), 0).await;
     }
     let loads_before: Vec<u64> = all.iter().map(|&v| loads(v)).collect();
+    let stale_fns = [
+        (Variant::RedisOursStale, &ctx().redis_msgpack, "redis_stale"),
+        (Variant::MemOursStale, &ctx().mem_msgpack, "mem_stale"),
+    ];
+    let stale_before: Vec<_> = stale_fns
+        .iter()
+        .map(|(_, cache, name)| cache.stats().function(name))
+        .collect();
     // Cases that are compared with each other (same backend, same concurrency) run next to
     // each other; the order of the groups and inside each group changes every round.
     let groups: Vec<Vec<usize>> = [
@@ -1442,6 +1751,39 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let extra = loads(v) - before;
         if extra > 0 {
             eprintln!("bench: warning: {v:?} ran its loader {extra} times during the hit path");
+        }
+    }
+
+    let serve_stale: Vec<StaleCheck> = stale_fns
+        .iter()
+        .zip(&stale_before)
+        .map(|((v, cache, name), before)| {
+            let after = cache.stats().function(name);
+            StaleCheck {
+                case: format!("{} {}", v.backend(), v.label()),
+                calls: accs
+                    .iter()
+                    .filter(|a| a.case.variant == *v)
+                    .map(|a| a.ops)
+                    .sum(),
+                stale_served: after.stale_served - before.stale_served,
+                hits: after.hits - before.hits,
+                misses: after.misses - before.misses,
+                refreshes: after.refreshes,
+            }
+        })
+        .collect();
+
+    // Early refresh: one hot key, with and without XFetch, one after the other.
+    let hot_secs = if args.quick { 2 } else { 6 };
+    let mut early_refresh = Vec::new();
+    if !args.no_early_refresh {
+        eprintln!(
+            "bench: hot key, {HOT_TASKS} tasks, ttl 1 s, {HOT_LOADER_MS} ms loader: {hot_secs} s \
+             without and {hot_secs} s with early_refresh = 1.0"
+        );
+        for xfetch in [false, true] {
+            early_refresh.push(hot(xfetch, 2_000_000, Duration::from_secs(hot_secs)).await?);
         }
     }
 
@@ -1542,6 +1884,36 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
 
+    // The freshness layer: `stale` + `tags` on a fresh hit, and a grace-window hit, against
+    // the plain function.
+    for tasks in [1, TASKS] {
+        let t = Some((1.05, "<= 1.05x"));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursFresh, tasks),
+            c(RedisOursMsgpack, tasks),
+            t,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(MemOursFresh, tasks),
+            c(MemOursMsgpack, tasks),
+            t,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursStale, tasks),
+            c(RedisOursMsgpack, tasks),
+            None,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(MemOursStale, tasks),
+            c(MemOursMsgpack, tasks),
+            None,
+        ));
+    }
+
     let ratios: Vec<Ratio> = ratios.into_iter().flatten().collect();
     let mut command = String::from("cargo run --release -p examples --bin bench");
     let passed: Vec<String> = std::env::args().skip(1).collect();
@@ -1574,6 +1946,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         hit_path,
         stampede: stampede_rows,
         ratios,
+        serve_stale,
+        early_refresh,
     };
     print_report(&report);
     let s = &report.stampede;
