@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt as _;
 use syn::parse::{ParseStream, Parser as _};
-use syn::spanned::Spanned as _;
 use syn::{Expr, ExprPath, Ident, Lit, LitStr, Path, Token, UnOp};
 
 use crate::template::did_you_mean;
@@ -29,6 +28,12 @@ impl Ctxt {
     /// Records an error at `span`.
     pub fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
         self.errors.push(syn::Error::new(span, msg));
+    }
+
+    /// Records an error spanning all of `tokens` (from its first to its last
+    /// token, also on stable compilers, where spans cannot be joined).
+    pub fn error_spanned(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+        self.errors.push(syn::Error::new_spanned(tokens, msg));
     }
 
     /// Whether no error has been recorded.
@@ -284,8 +289,8 @@ fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) -> Opt
     {
         return Some(s.clone());
     }
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+                value,
         format!(
             "`{name}` expects a string literal, found {}: write `{name} = {example}`",
             kind_of(value)
@@ -327,8 +332,8 @@ fn expect_int(
                     None
                 }
                 _ => {
-                    ctxt.error(
-                    value.span(),
+                    ctxt.error_spanned(
+                value,
                     format!(
                         "`{name}` expects an integer number of {unit}, found {}: write `{name} = {example}`",
                         kind_of(value)
@@ -339,15 +344,15 @@ fn expect_int(
             }
         }
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!("`{name}` cannot be negative: it is a number of {unit}"),
             );
             None
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` expects an integer literal ({unit}), found {}: write e.g. `{name} = {example}`",
                     kind_of(value)
@@ -364,8 +369,8 @@ fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
             return Some(p.path.clone());
         }
     }
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+                value,
         format!(
             "`crate` expects a path to the cache runtime crate, found {}: write e.g. `crate = ::cache_runtime`",
             kind_of(value)
@@ -460,8 +465,8 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
                 None
             }
             _ => {
-                ctxt.error(
-                    value.span(),
+                ctxt.error_spanned(
+                value,
                     format!(
                         "`{name}` expects a float literal such as `1.0`, found {}",
                         kind_of(value)
@@ -471,8 +476,8 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
             }
         },
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` must be greater than 0: {meaning}; e.g. `{name} = 1.0`, \
                      or omit it"
@@ -481,8 +486,8 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
             None
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` expects a float literal such as `1.0`, found {}: \
                      write e.g. `{name} = 1.0`",
@@ -515,8 +520,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
             return Vec::new();
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` expects a list of string literals in brackets, found {}: \
                      write e.g. {example}",
@@ -527,8 +532,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
         }
     };
     if elems.is_empty() {
-        ctxt.error(
-            value.span(),
+        ctxt.error_spanned(
+                value,
             format!("`{name} = []` lists no tag: omit it, or name tags as in {example}"),
         );
     }
@@ -547,8 +552,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
                     tags.push(s.clone());
                 }
             }
-            _ => ctxt.error(
-                e.span(),
+            _ => ctxt.error_spanned(
+                e,
                 format!(
                     "each tag in `{name} = [..]` must be a string literal (a template like a \
                      key's), found {}: write e.g. {example}",
@@ -581,8 +586,8 @@ fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPat
         }
         _ => format!(", e.g. `{name} = is_cacheable`"),
     };
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+                value,
         format!(
             "`{name}` expects a path to a function `fn(&T) -> bool` (T: the cached value), \
              found {}{hint}",

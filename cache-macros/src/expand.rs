@@ -773,6 +773,10 @@ fn expand_cached(
     };
     let negative_ttl = option(spec.negative_ttl);
     let lock_ms = option(spec.lock_ms);
+    // Every token of the call and its `.await` is located at the return
+    // type, so that an unsupported return type (not `Serialize`, not
+    // matching `returns = ..`) is reported there, once.
+    let ret_span = Span::call_site().located_at(ret_span);
     let cache_if = match &spec.cache_if {
         // Located at the path, so that a function of the wrong signature is
         // reported there; the coercion to `fn(&T) -> bool` happens at `Some(..)`.
@@ -780,12 +784,9 @@ fn expand_cached(
             let span = Span::call_site().located_at(path.span());
             quote_spanned!(span=> ::core::option::Option::Some(#path))
         }
-        None => quote!(::core::option::Option::None),
+        // At the return type like the call: its type names the stored value.
+        None => quote_spanned!(ret_span=> ::core::option::Option::None),
     };
-    // Every token of the call and its `.await` is located at the return
-    // type, so that an unsupported return type (not `Serialize`, not
-    // matching `returns = ..`) is reported there, once.
-    let ret_span = Span::call_site().located_at(ret_span);
     let check = if shape_inferred && shape == Shape::Plain {
         plain_check(&krate, &ret, ret_span)
     } else {

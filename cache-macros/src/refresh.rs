@@ -78,7 +78,8 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
     for input in &mut sig.inputs {
         match input {
             FnArg::Receiver(r) => {
-                let span = Span::call_site().located_at(r.span());
+                // At `self`: on stable compilers a span cannot cover `&self`.
+                let span = Span::call_site().located_at(r.self_token.span);
                 let by_ref = match &r.kind {
                     ReceiverKind::Reference(_, _, Some(_)) => Some(true),
                     ReceiverKind::Reference(..) => Some(false),
@@ -90,8 +91,8 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     _ => None,
                 };
                 if by_ref == Some(true) {
-                    ctxt.error(
-                        r.span(),
+                    ctxt.error_spanned(
+                        &*r,
                         format!(
                             "`#[cached]` with {with} cannot take `&mut self`: {WHY}, and a \
                              `&mut` borrow can be neither copied nor kept after the call; \
@@ -143,8 +144,8 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         if names.iter().any(|n| mentions(&body_tokens, n)) {
                             let pat = &*pt.pat;
                             let ty = &*pt.ty;
-                            ctxt.error(
-                                pat.span(),
+                            ctxt.error_spanned(
+                                pat,
                                 format!(
                                     "the destructured parameter `{}` cannot be used with \
                                      {with}: {WHY}, which the macro makes by parameter name; \
@@ -162,13 +163,34 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                 if !mentions(&body_tokens, &pi.ident.to_string()) {
                     continue;
                 }
-                let x = pi.ident.clone();
-                let name = x.unraw();
-                match ungroup(&pt.ty) {
+                let name = pi.ident.unraw();
+                // The parameter as the copy names it: call-site hygiene (it
+                // resolves to the parameter), located at the type, so that a
+                // missing `Clone` is reported there, without a suggestion to
+                // rewrite the parameter's name.
+                let x = Ident::new(&pi.ident.to_string(), span);
+                let x = if pi.ident.to_string().starts_with("r#") {
+                    Ident::new_raw(&name.to_string(), span)
+                } else {
+                    x
+                };
+                let ty = &*pt.ty;
+                let borrowed = |ctxt: &mut Ctxt, ty: &Type| {
+                    ctxt.error_spanned(
+                        ty,
+                        format!(
+                            "parameter `{name}: {}` cannot be used with {with}: {WHY}, and a \
+                             copy of a borrow (`&T`, or a type with a lifetime) still borrows \
+                             from the caller; take an owned type instead (e.g. `String` \
+                             rather than `&str` inside it), or remove {with}",
+                            tokens_str(quote!(#ty)),
+                        ),
+                    );
+                };
+                match ungroup(ty) {
                     Type::Reference(rf) if rf.mutability.is_some() => {
-                        let ty = &*pt.ty;
-                        ctxt.error(
-                            pt.ty.span(),
+                        ctxt.error_spanned(
+                            ty,
                             format!(
                                 "parameter `{name}: {}` cannot be used with {with}: {WHY}, and \
                                  a `&mut` borrow can be neither copied nor kept after the call; \
@@ -181,9 +203,14 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     }
                     Type::Reference(rf) => {
                         let elem = &*rf.elem;
+                        if borrows(elem) {
+                            borrowed(ctxt, ty);
+                            ok = false;
+                            continue;
+                        }
                         if mentions(&quote!(#elem), "impl") {
-                            ctxt.error(
-                                pt.ty.span(),
+                            ctxt.error_spanned(
+                                ty,
                                 format!(
                                     "parameter `{name}: &impl ..` cannot be used with {with} \
                                      yet: {WHY}, and the macro needs to name the type of the \
@@ -196,22 +223,28 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         }
                         let mutability = pi.mutability.take();
                         let own = format_ident!("__cache_own_{}", name);
+                        let param = &pi.ident;
                         let elem = anonymize_lifetimes(elem);
                         copies.extend(quote_spanned! {span=>
                             let #own = ::std::borrow::ToOwned::to_owned(#x);
                         });
                         rebinds.extend(quote! {
-                            let #mutability #x: &'_ #elem = ::core::borrow::Borrow::borrow(&#own);
+                            let #mutability #param: &'_ #elem = ::core::borrow::Borrow::borrow(&#own);
                         });
+                    }
+                    _ if borrows(ty) => {
+                        borrowed(ctxt, ty);
+                        ok = false;
                     }
                     _ => {
                         let mutability = pi.mutability.take();
                         let arg = format_ident!("__cache_arg_{}", name);
+                        let param = &pi.ident;
                         copies.extend(quote_spanned! {span=>
                             let #arg = ::core::clone::Clone::clone(&#x);
                         });
                         rebinds.extend(quote! {
-                            let #mutability #x = #arg;
+                            let #mutability #param = #arg;
                         });
                     }
                 }
@@ -247,14 +280,73 @@ fn tokens_str(tokens: TokenStream) -> String {
         .replace(":: ", "::")
 }
 
-/// Whether an identifier `name` occurs anywhere in `tokens` (a conservative
-/// "the body may use this parameter").
+/// Whether an identifier `name` occurs anywhere in `tokens`, or a string
+/// literal captures it as a format argument (`"{name}"`, `"{name:?}"`): a
+/// conservative "the body may use this parameter".
 fn mentions(tokens: &TokenStream, name: &str) -> bool {
     tokens.clone().into_iter().any(|tt| match tt {
         TokenTree::Ident(i) => i == name,
         TokenTree::Group(g) => mentions(&g.stream(), name),
+        TokenTree::Literal(l) => format_args_of(&l.to_string())
+            .iter()
+            .any(|r| l.to_string()[r.clone()] == *name),
         _ => false,
     })
+}
+
+/// Byte ranges of the inline arguments of a format string: `x` in `{x}` or
+/// `{x:>8}`, not in `{{x}}`.
+fn format_args_of(s: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' if bytes.get(i + 1) == Some(&b'{') => i += 2,
+            b'{' => {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                {
+                    end += 1;
+                }
+                if end > start
+                    && !bytes[start].is_ascii_digit()
+                    && matches!(bytes.get(end), Some(b'}' | b':'))
+                {
+                    out.push(start..end);
+                }
+                i = end.max(i + 1);
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Whether `ty` holds a borrow: a reference or a lifetime other than
+/// `'static` (not counting fn pointers and `Fn(..)` bounds, whose
+/// references are their arguments').
+fn borrows(ty: &Type) -> bool {
+    struct Find(bool);
+    impl VisitMut for Find {
+        fn visit_type_reference_mut(&mut self, _: &mut syn::TypeReference) {
+            self.0 = true;
+        }
+        fn visit_lifetime_mut(&mut self, lt: &mut Lifetime) {
+            self.0 |= lt.ident != "static";
+        }
+        fn visit_type_fn_ptr_mut(&mut self, _: &mut syn::TypeFnPtr) {}
+        fn visit_parenthesized_generic_arguments_mut(
+            &mut self,
+            _: &mut syn::ParenthesizedGenericArguments,
+        ) {
+        }
+        fn visit_bound_lifetimes_mut(&mut self, _: &mut syn::BoundLifetimes) {}
+    }
+    let mut find = Find(false);
+    find.visit_type_mut(&mut ty.clone());
+    find.0
 }
 
 /// `ty` with every named lifetime but `'static` replaced by `'_`, for a
@@ -316,10 +408,40 @@ impl ReplaceSelf {
                     new.set_span(g.span());
                     out.push(TokenTree::Group(new));
                 }
+                TokenTree::Literal(lit) => out.push(self.literal(lit)),
                 tt => out.push(tt),
             }
         }
         out.into_iter().collect()
+    }
+
+    /// `"{self}"` / `"{self:?}"` in a format string → `"{__cache_this}"`.
+    fn literal(&mut self, lit: proc_macro2::Literal) -> TokenTree {
+        let text = lit.to_string();
+        if !format_args_of(&text).iter().any(|r| &text[r.clone()] == "self") {
+            return TokenTree::Literal(lit);
+        }
+        let Ok(s) = syn::parse2::<syn::LitStr>(TokenTree::Literal(lit.clone()).into()) else {
+            return TokenTree::Literal(lit);
+        };
+        let value = s.value();
+        let mut new = String::new();
+        let mut last = 0;
+        for r in format_args_of(&value) {
+            if &value[r.clone()] == "self" {
+                new.push_str(&value[last..r.start]);
+                new.push_str("__cache_this");
+                last = r.end;
+            }
+        }
+        if last == 0 {
+            return TokenTree::Literal(lit);
+        }
+        new.push_str(&value[last..]);
+        self.replaced = true;
+        let mut out = proc_macro2::Literal::string(&new);
+        out.set_span(Span::call_site().located_at(lit.span()));
+        TokenTree::Literal(out)
     }
 }
 
