@@ -134,7 +134,13 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                 }
             }
             FnArg::Typed(pt) => {
-                let span = Span::call_site().located_at(pt.ty.span());
+                // At the type (for `&T`, at `T`: on stable compilers a span
+                // cannot cover `&T`).
+                let at = match ungroup(&pt.ty) {
+                    Type::Reference(rf) => rf.elem.span(),
+                    ty => ty.span(),
+                };
+                let span = Span::call_site().located_at(at);
                 let pi = match &mut *pt.pat {
                     Pat::Ident(pi) if pi.subpat.is_none() && pi.by_ref.is_none() => pi,
                     Pat::Wild(_) => continue,
@@ -306,7 +312,8 @@ fn format_args_of(s: &str) -> Vec<std::ops::Range<usize>> {
             b'{' => {
                 let start = i + 1;
                 let mut end = start;
-                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
                 {
                     end += 1;
                 }
@@ -330,8 +337,11 @@ fn format_args_of(s: &str) -> Vec<std::ops::Range<usize>> {
 fn borrows(ty: &Type) -> bool {
     struct Find(bool);
     impl VisitMut for Find {
-        fn visit_type_reference_mut(&mut self, _: &mut syn::TypeReference) {
-            self.0 = true;
+        fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
+            match &r.lifetime {
+                Some(lt) if lt.ident == "static" => self.visit_type_mut(&mut r.elem),
+                _ => self.0 = true,
+            }
         }
         fn visit_lifetime_mut(&mut self, lt: &mut Lifetime) {
             self.0 |= lt.ident != "static";
@@ -379,10 +389,7 @@ impl ReplaceSelf {
         if ident == "self" {
             // Call-site hygiene, so that it resolves to the macro's binding;
             // located at the original token for error messages.
-            *ident = Ident::new(
-                "__cache_this",
-                Span::call_site().located_at(ident.span()),
-            );
+            *ident = Ident::new("__cache_this", Span::call_site().located_at(ident.span()));
             self.replaced = true;
         }
     }
@@ -418,7 +425,10 @@ impl ReplaceSelf {
     /// `"{self}"` / `"{self:?}"` in a format string → `"{__cache_this}"`.
     fn literal(&mut self, lit: proc_macro2::Literal) -> TokenTree {
         let text = lit.to_string();
-        if !format_args_of(&text).iter().any(|r| &text[r.clone()] == "self") {
+        if !format_args_of(&text)
+            .iter()
+            .any(|r| &text[r.clone()] == "self")
+        {
             return TokenTree::Literal(lit);
         }
         let Ok(s) = syn::parse2::<syn::LitStr>(TokenTree::Literal(lit.clone()).into()) else {
@@ -468,5 +478,127 @@ impl VisitMut for ReplaceSelf {
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
         mac.tokens = self.tokens(std::mem::take(&mut mac.tokens));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn format_args() {
+        let args = |s: &str| -> Vec<String> {
+            format_args_of(s)
+                .into_iter()
+                .map(|r| s[r].to_string())
+                .collect()
+        };
+        assert_eq!(
+            args("{a} {b:?} {c:>8} {{d}} {} {0} {1:?} {e_1}"),
+            ["a", "b", "c", "e_1"]
+        );
+        assert_eq!(args("\"{self}/{self:#?}\""), ["self", "self"]);
+        assert!(args("{{self}}").is_empty());
+        assert!(args("{ a }").is_empty());
+    }
+
+    #[test]
+    fn mentions_idents_and_format_args() {
+        let body = quote!(let x = y + 1; println!("{z} {{w}}"); f(|v| v.0));
+        for name in ["x", "y", "z", "v", "f", "println"] {
+            assert!(mentions(&body, name), "{name}");
+        }
+        for name in ["w", "q", "self"] {
+            assert!(!mentions(&body, name), "{name}");
+        }
+    }
+
+    #[test]
+    fn borrowing_types() {
+        for ty in [
+            quote!(&str),
+            quote!(Option<&str>),
+            quote!(Cow<'a, str>),
+            quote!(Box<dyn Display + 'a>),
+            quote!((u32, &[u8])),
+        ] {
+            assert!(borrows(&parse_quote!(#ty)), "{ty}");
+        }
+        for ty in [
+            quote!(String),
+            quote!(Option<String>),
+            quote!(&'static str),
+            quote!(fn(&str) -> bool),
+            quote!(Box<dyn Fn(&str) -> bool + Send>),
+            quote!(Arc<dyn for<'x> Fn(&'x str) + 'static>),
+            quote!(T),
+        ] {
+            assert!(!borrows(&parse_quote!(#ty)), "{ty}");
+        }
+    }
+
+    #[test]
+    fn anonymized_lifetimes() {
+        let ty = anonymize_lifetimes(&parse_quote!(Foo<'a, &'b str, &'static str>));
+        assert_eq!(
+            quote!(#ty).to_string(),
+            quote!(Foo<'_, &'_ str, &'static str>).to_string()
+        );
+    }
+
+    fn replace_in(body: TokenStream) -> (String, bool) {
+        let mut block: Block = parse_quote!({ #body });
+        let mut r = ReplaceSelf { replaced: false };
+        r.visit_block_mut(&mut block);
+        (quote!(#block).to_string(), r.replaced)
+    }
+
+    #[test]
+    fn replace_self() {
+        let (out, replaced) = replace_in(quote! {
+            let a = self.x + self::helper(Self::C);
+            let f = move || self.y;
+            format!("{} {self} {self:?} {{self}}", self.z);
+            fn nested(s: &S) -> u64 { s.x }
+            impl S { fn m(&self) -> u64 { self.x } }
+            self
+        });
+        assert!(replaced);
+        assert!(
+            out.contains("__cache_this . x + self :: helper (Self :: C)"),
+            "{out}"
+        );
+        assert!(out.contains("move | | __cache_this . y"), "{out}");
+        assert!(
+            out.contains(
+                r#"format ! ("{} {__cache_this} {__cache_this:?} {{self}}" , __cache_this . z)"#
+            ),
+            "{out}"
+        );
+        assert!(out.contains("fn m (& self) -> u64 { self . x }"), "{out}");
+        assert!(out.ends_with("__cache_this }"), "{out}");
+
+        let (out, replaced) = replace_in(quote!(self::helper(Self::C)));
+        assert!(!replaced, "{out}");
+    }
+
+    #[test]
+    fn describe_args() {
+        let ids = |names: &[&str]| -> Vec<Ident> {
+            names
+                .iter()
+                .map(|n| Ident::new(n, Span::call_site()))
+                .collect()
+        };
+        assert_eq!(describe(&ids(&["stale"])), "`stale`");
+        assert_eq!(
+            describe(&ids(&["stale", "timeout_ms"])),
+            "`stale` and `timeout_ms`"
+        );
+        assert_eq!(
+            describe(&ids(&["stale", "early_refresh", "timeout_ms"])),
+            "`stale`, `early_refresh` and `timeout_ms`"
+        );
     }
 }
