@@ -8,17 +8,21 @@
 //!   `let x = __cache_arg_x;`
 //! - `x: &T` → `let __cache_own_x = ToOwned::to_owned(x);`, and in the block
 //!   `let x: &'_ T = Borrow::borrow(&__cache_own_x);` (the body sees `&T`;
-//!   the annotation picks `T` among the `Borrow` impls of the owned type)
+//!   the annotation picks `T` among the `Borrow` impls of the owned type);
+//!   a `&'static T` is copied as it is
 //! - `&self` → `let __cache_self = Clone::clone(self);`, and in the block
 //!   `let __cache_this: &Self = &__cache_self;`, with every `self` of the
 //!   body replaced by `__cache_this` (as async-trait's `ReplaceSelf` does);
 //!   `self`, `self: Arc<Self>` → cloned the same way, owned by the block.
 //!
 //! Only the parameters the body mentions are copied (a parameter used only by
-//! the key or the tags needs no `Clone`). A missing `Clone` or `'static` is
-//! left to the compiler, with the copy spanned at the parameter's type so the
-//! error points there. `&mut` parameters and destructured parameters that the
-//! body uses cannot be copied: a compile error says why.
+//! the key or the tags needs no `Clone`). A missing `Clone` is left to the
+//! compiler, with the copy spanned at the parameter's type so the error
+//! points there. `&mut` parameters, types that visibly borrow
+//! (`Option<&str>`, `Cow<'a, str>`) and destructured parameters that the
+//! body uses cannot be copied into a `'static` future: a compile error says
+//! why. (A borrow hidden behind a generic or an alias is reported by the
+//! compiler as "`'1` must outlive `'static`" at the return type.)
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
@@ -207,7 +211,9 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         );
                         ok = false;
                     }
-                    Type::Reference(rf) => {
+                    Type::Reference(rf)
+                        if !rf.lifetime.as_ref().is_some_and(|l| l.ident == "static") =>
+                    {
                         let elem = &*rf.elem;
                         if borrows(elem) {
                             borrowed(ctxt, ty);
