@@ -212,7 +212,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         ok = false;
                     }
                     Type::Reference(rf)
-                        if !rf.lifetime.as_ref().is_some_and(|l| l.ident == "static") =>
+                        if rf.lifetime.as_ref().is_none_or(|l| l.ident != "static") =>
                     {
                         let elem = &*rf.elem;
                         if borrows(elem) {
