@@ -306,7 +306,10 @@ mod tests {
         let t1 = [1u8; 16];
         let leased = embed_refresh(&v, &t1, &at, 100, 200).unwrap();
         let (h, payload) = decode(&leased).unwrap();
-        assert_eq!((h.kind, h.refresh_until_ms, payload), (Kind::Value, 200, &b"42"[..]));
+        assert_eq!(
+            (h.kind, h.refresh_until_ms, payload),
+            (Kind::Value, 200, &b"42"[..])
+        );
         assert!(holds_refresh(&leased, &t1));
         // A second refresher is refused while the lease runs, and may take it once it ran out.
         let t2 = [2u8; 16];

@@ -144,7 +144,9 @@ impl MemoryBackend {
             store,
             tags: Arc::default(),
             // About the number of smallest entries the store holds.
-            max_members: usize::try_from(max_bytes / 100).unwrap_or(usize::MAX).max(1024),
+            max_members: usize::try_from(max_bytes / 100)
+                .unwrap_or(usize::MAX)
+                .max(1024),
             #[cfg(test)]
             after_lease: None,
         }
@@ -277,7 +279,8 @@ impl Backend for MemoryBackend {
     ) -> BackendResult<bool> {
         Ok(self.compute_with(key, |cur| {
             let cur = cur?;
-            let bytes = crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
+            let bytes =
+                crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
             Some(Some(Stored {
                 bytes: Arc::from(bytes),
                 expires_at: cur.expires_at,
@@ -331,9 +334,10 @@ impl Backend for MemoryBackend {
             }
             let set = t.sets.entry(tag.to_owned()).or_default();
             let before = set.by_member.len();
-            let pruned = set.prune(now_ms);
+            set.prune(now_ms);
             set.insert(member, expire_at_ms);
-            t.members = t.members + set.by_member.len() + pruned - before;
+            // members - pruned + inserted, where inserted = after - (before - pruned).
+            t.members = (t.members + set.by_member.len()) - before;
             // Over the bound: drop the oldest members of this tag, then of any other.
             while t.members > self.max_members {
                 let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {

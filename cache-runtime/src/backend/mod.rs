@@ -235,7 +235,11 @@ impl AnyBackend {
             AnyBackend::Redis(b) => b.tag_scan(tag, cursor, count).await,
         }
     }
-    pub(crate) async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> BackendResult<()> {
+    pub(crate) async fn tag_remove(
+        &self,
+        tag: &str,
+        members: &[(String, u64)],
+    ) -> BackendResult<()> {
         match self {
             AnyBackend::Memory(b) => b.tag_remove(tag, members).await,
             AnyBackend::Redis(b) => b.tag_remove(tag, members).await,
