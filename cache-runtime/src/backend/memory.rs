@@ -296,7 +296,7 @@ impl Backend for MemoryBackend {
         px_ms: u64,
     ) -> BackendResult<bool> {
         Ok(self.compute_with(key, |cur| {
-            crate::entry::holds_refresh(&cur?.bytes, token)
+            crate::entry::holds_live_refresh(&cur?.bytes, token, crate::entry::now_ms())
                 .then(|| Some(Self::stored(value, px_ms)))
         }))
     }

@@ -86,7 +86,8 @@ pub trait Backend: Send + Sync {
         now_ms: u64,
         until_ms: u64,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
-    /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`.
+    /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`
+    /// and the lease has not run out (see [`entry::holds_live_refresh`](crate::entry::holds_live_refresh)).
     fn fill_refresh(
         &self,
         key: &str,
