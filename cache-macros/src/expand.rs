@@ -17,7 +17,8 @@ use syn::{
 };
 
 use crate::attr::{self, Common, Ctxt, Shape};
-use crate::template::{Placeholder, Scope, Segment, Template};
+use crate::refresh::{self, Owned};
+use crate::template::{Kind, Placeholder, Scope, Segment, Template};
 
 /// Expands `#[cached(args)] item`.
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -31,7 +32,30 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let template = args
         .key
         .as_ref()
-        .and_then(|lit| template_or_errors(lit, &scope, &mut ctxt));
+        .and_then(|lit| template_or_errors(lit, &scope, Kind::Key, &mut ctxt));
+    let tags: Vec<Template> = args
+        .tags
+        .iter()
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Tag, &mut ctxt))
+        .collect();
+    let owned = match (&target.boxed, args.refresh_args.first()) {
+        (_, None) => None,
+        (Some(_), Some(first)) => {
+            let with = refresh::describe(&args.refresh_args);
+            ctxt.error(
+                first.span(),
+                format!(
+                    "{with} on an `#[async_trait]` method is not supported yet: the refresh \
+                     runs in the background after the call returned, so it needs owned copies \
+                     of the arguments, which the macro cannot yet take out of the block \
+                     `#[async_trait]` generates; use a native `async fn` in the trait \
+                     (without `#[async_trait]`), or remove {with}"
+                ),
+            );
+            None
+        }
+        (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),
+    };
     match (ctxt.is_empty(), template, args.ttl) {
         (true, Some(template), Some(ttl)) => {
             let spec = CachedSpec {
@@ -39,8 +63,12 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
                 jitter: args.jitter.map_or(0, |j| j.value),
                 negative_ttl: args.negative_ttl.map(|n| n.value),
                 lock_ms: args.lock_ms.map(|l| l.value),
+                stale: args.stale.map_or(0, |s| s.value),
+                early_refresh: args.early_refresh.unwrap_or(0.0),
+                timeout_ms: args.timeout_ms.map_or(0, |t| t.value),
+                cache_if: args.cache_if,
             };
-            expand_cached(&target, &template, &spec, &args.common)
+            expand_cached(&target, &template, &tags, &spec, owned, &args.common)
         }
         _ => with_errors(item, ctxt),
     }
@@ -58,12 +86,17 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     let templates: Vec<Template> = args
         .templates
         .iter()
-        .filter_map(|lit| template_or_errors(lit, &scope, &mut ctxt))
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Key, &mut ctxt))
         .collect();
-    if !ctxt.is_empty() || templates.is_empty() {
+    let tags: Vec<Template> = args
+        .tags
+        .iter()
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Tag, &mut ctxt))
+        .collect();
+    if !ctxt.is_empty() || (templates.is_empty() && tags.is_empty()) {
         return with_errors(item, ctxt);
     }
-    expand_invalidates(&target, &templates, &args.common)
+    expand_invalidates(&target, &templates, &tags, &args.common)
 }
 
 /// The original item followed by every collected error.
@@ -85,8 +118,13 @@ fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemFn> {
     }
 }
 
-fn template_or_errors(lit: &LitStr, scope: &Scope, ctxt: &mut Ctxt) -> Option<Template> {
-    match Template::from_lit(lit, scope) {
+fn template_or_errors(
+    lit: &LitStr,
+    scope: &Scope,
+    kind: Kind,
+    ctxt: &mut Ctxt,
+) -> Option<Template> {
+    match Template::from_lit(lit, scope, kind) {
         Ok(t) => Some(t),
         Err(errors) => {
             errors.into_iter().for_each(|e| ctxt.push(e));
@@ -342,7 +380,7 @@ fn check_signature(target: &Target, attr: &str, ctxt: &mut Ctxt) -> Scope {
 
 /// Names bound by a parameter pattern: `x`, `mut x`, and the bindings
 /// inside destructuring patterns such as `(a, b)` or `Point { x, y }`.
-fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
+pub(crate) fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
     match pat {
         Pat::Ident(p) => {
             names.push(p.ident.to_string());
@@ -416,6 +454,10 @@ struct CachedSpec {
     jitter: u64,
     negative_ttl: Option<u64>,
     lock_ms: Option<u64>,
+    stale: u64,
+    early_refresh: f64,
+    timeout_ms: u64,
+    cache_if: Option<syn::ExprPath>,
 }
 
 /// Pieces shared by both expansions.
@@ -433,8 +475,8 @@ struct Parts<'a> {
     handle_init: TokenStream,
     /// An expression of type `&Cache`.
     handle_ref: TokenStream,
-    /// `async move { fake-return; BODY }`.
-    body: TokenStream,
+    /// The body's statements (of the `async` block under `#[async_trait]`).
+    stmts: Vec<Stmt>,
 }
 
 /// `templates` are the templates in use (their parameters are not reported
@@ -477,8 +519,28 @@ fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> P
         None => func.block.stmts.clone(),
         Some(boxed) => allow_unused_rebinds(&boxed.block.block.stmts, templates),
     };
-    let body = quote! {
+    Parts {
+        outer_attrs,
+        inner_attrs,
+        krate,
+        ret,
+        ret_span,
+        shape,
+        shape_inferred,
+        name,
+        handle_init,
+        handle_ref,
+        stmts,
+    }
+}
+
+/// `async move { rebinds; fake-return; stmts }`: the body as a future. The
+/// fake return edge gives `return` statements in the body the function's
+/// return type, as in the original `async fn`.
+fn async_body(ret: &TokenStream, rebinds: &TokenStream, stmts: &[Stmt]) -> TokenStream {
+    quote! {
         async move {
+            #rebinds
             #[allow(
                 unknown_lints,
                 unreachable_code,
@@ -495,19 +557,6 @@ fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> P
             }
             #(#stmts)*
         }
-    };
-    Parts {
-        outer_attrs,
-        inner_attrs,
-        krate,
-        ret,
-        ret_span,
-        shape,
-        shape_inferred,
-        name,
-        handle_init,
-        handle_ref,
-        body,
     }
 }
 
@@ -659,13 +708,39 @@ fn plain_check(krate: &TokenStream, ret: &TokenStream, ret_span: Span) -> TokenS
     }
 }
 
+/// `::std::vec::Vec::new()` or `::std::vec::Vec::from([tag, ..])`: the rendered
+/// tags, in the load closure (only called on a miss).
+fn render_tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) -> TokenStream {
+    if tags.is_empty() {
+        return quote!(::std::vec::Vec::new());
+    }
+    let tags = tags.iter().map(|t| render_key(krate, t, prelude));
+    quote!(::std::vec::Vec::from([#(#tags),*]))
+}
+
+/// `let name: [String; N] = [rendered, ..];` (N may be 0).
+fn let_rendered(
+    name: &str,
+    krate: &TokenStream,
+    templates: &[Template],
+    prelude: &TokenStream,
+) -> TokenStream {
+    let name = Ident::new(name, Span::call_site());
+    let n = Literal::usize_unsuffixed(templates.len());
+    let items = templates.iter().map(|t| render_key(krate, t, prelude));
+    quote! { let #name: [::std::string::String; #n] = [#(#items),*]; }
+}
+
 fn expand_cached(
     target: &Target,
     template: &Template,
+    tags: &[Template],
     spec: &CachedSpec,
+    owned: Option<Owned>,
     common: &Common,
 ) -> TokenStream {
     let func = target.func;
+    let used: Vec<&Template> = std::iter::once(template).chain(tags).collect();
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -677,15 +752,18 @@ fn expand_cached(
         name,
         handle_init,
         handle_ref,
-        body,
-    } = parts(target, &[template], common);
+        stmts,
+    } = parts(target, &used, common);
     let vis = &func.vis;
-    let sig = &func.sig;
     let prelude = key_prelude(target);
     let key = render_key(&krate, template, &prelude);
+    let tags_vec = render_tags(&krate, tags, &prelude);
     let marker = marker(&krate, shape);
     let ttl = Literal::u64_unsuffixed(spec.ttl);
     let jitter = Literal::u64_unsuffixed(spec.jitter);
+    let stale = Literal::u64_unsuffixed(spec.stale);
+    let early_refresh = Literal::f64_unsuffixed(spec.early_refresh);
+    let timeout_ms = Literal::u64_unsuffixed(spec.timeout_ms);
     let option = |v: Option<u64>| match v {
         Some(v) => {
             let v = Literal::u64_unsuffixed(v);
@@ -699,6 +777,16 @@ fn expand_cached(
     // type, so that an unsupported return type (not `Serialize`, not
     // matching `returns = ..`) is reported there, once.
     let ret_span = Span::call_site().located_at(ret_span);
+    let cache_if = match &spec.cache_if {
+        // Located at the path, so that a function of the wrong signature is
+        // reported there; the coercion to `fn(&T) -> bool` happens at `Some(..)`.
+        Some(path) => {
+            let span = Span::call_site().located_at(path.span());
+            quote_spanned!(span=> ::core::option::Option::Some(#path))
+        }
+        // At the return type like the call: its type names the stored value.
+        None => quote_spanned!(ret_span=> ::core::option::Option::None),
+    };
     let check = if shape_inferred && shape == Shape::Plain {
         plain_check(&krate, &ret, ret_span)
     } else {
@@ -706,11 +794,39 @@ fn expand_cached(
     };
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
-    let call = quote_spanned! {ret_span=>
-        #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
-            #handle_ref, &__CACHE_SPEC, __cache_key, ::core::option::Option::None,
-            move || (::std::vec::Vec::new(), #body)
-        ).await
+    let (sig, call) = match &owned {
+        None => {
+            let body = async_body(&ret, &TokenStream::new(), &stmts);
+            let call = quote_spanned! {ret_span=>
+                #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                    move || (#tags_vec, #body)
+                ).await
+            };
+            (&func.sig, call)
+        }
+        Some(owned) => {
+            // The body may run in the background after the call returned: the
+            // closure borrows the parameters and gives the block owned copies.
+            let Owned {
+                copies,
+                rebinds,
+                stmts,
+                sig,
+            } = owned;
+            let body = async_body(&ret, rebinds, stmts);
+            let call = quote_spanned! {ret_span=>
+                #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                    || {
+                        let __cache_tags: ::std::vec::Vec<::std::string::String> = #tags_vec;
+                        #copies
+                        (__cache_tags, #body)
+                    }
+                ).await
+            };
+            (sig, call)
+        }
     };
     let inner = quote! {
         static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
@@ -719,9 +835,9 @@ fn expand_cached(
             jitter_secs: #jitter,
             negative_ttl_secs: #negative_ttl,
             lock_ms: #lock_ms,
-            stale_secs: 0,
-            early_refresh: 0.0,
-            timeout_ms: 0,
+            stale_secs: #stale,
+            early_refresh: #early_refresh,
+            timeout_ms: #timeout_ms,
             slot: #krate::__private::CounterSlot::new(),
         };
         #check
@@ -742,8 +858,14 @@ fn expand_cached(
     }
 }
 
-fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) -> TokenStream {
+fn expand_invalidates(
+    target: &Target,
+    templates: &[Template],
+    tags: &[Template],
+    common: &Common,
+) -> TokenStream {
     let func = target.func;
+    let used: Vec<&Template> = templates.iter().chain(tags).collect();
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -755,12 +877,14 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
         name,
         handle_init,
         handle_ref,
-        body,
-    } = parts(target, &templates.iter().collect::<Vec<_>>(), common);
+        stmts,
+    } = parts(target, &used, common);
     let vis = &func.vis;
     let sig = &func.sig;
     let prelude = key_prelude(target);
-    let keys = templates.iter().map(|t| render_key(&krate, t, &prelude));
+    let keys = let_rendered("__cache_keys", &krate, templates, &prelude);
+    let tags = let_rendered("__cache_tags", &krate, tags, &prelude);
+    let body = async_body(&ret, &TokenStream::new(), &stmts);
     let marker = marker(&krate, shape);
     let ret_span = Span::call_site().located_at(ret_span);
     let succeeded = if shape_inferred && shape == Shape::Plain {
@@ -777,11 +901,14 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
     let inner = quote! {
         static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
             #krate::__private::InvalidateSpec { name: #name };
-        let __cache_keys = [#(#keys),*];
+        #keys
+        #tags
         #handle_init
         let __cache_out: #ret = #body.await;
         if #succeeded {
-            #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys, &[]).await;
+            #krate::__private::invalidate(
+                #handle_ref, &__CACHE_INV_SPEC, &__cache_keys, &__cache_tags,
+            ).await;
         }
         __cache_out
     };
@@ -1077,5 +1204,305 @@ mod tests {
         );
         assert!(out.contains("can only be applied"), "{out}");
         assert!(out.starts_with("struct S ;"), "{out}");
+    }
+
+    #[test]
+    fn tags_and_cache_if_without_refresh() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "user:{id}",
+                ttl = 60,
+                tags = ["org:{user.org}", "users"],
+                cache_if = is_active
+            ),
+            quote!(
+                async fn get(id: u64, user: User) -> Option<User> {
+                    Some(user)
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("__private :: cached :: <"), "{out}");
+        assert!(!out.contains("cached_refresh"), "{out}");
+        assert!(
+            out.contains(":: core :: option :: Option :: Some (is_active)"),
+            "{out}"
+        );
+        // Tags are rendered in the load closure, before the body's block.
+        let (before, after) = out.split_once("move || (").expect(&out);
+        assert!(!before.contains("org:"), "{out}");
+        let (tags, body) = after.split_once("async move").expect(&out);
+        assert!(tags.starts_with(":: std :: vec :: Vec :: from (["), "{out}");
+        assert!(tags.contains("__cache_k . part (& user . org)"), "{out}");
+        assert!(tags.contains("__cache_k . lit (\"users\")"), "{out}");
+        assert!(body.contains("Some (user)"), "{out}");
+        assert!(out.contains("stale_secs : 0"), "{out}");
+        assert!(out.contains("early_refresh : 0.0"), "{out}");
+        assert!(out.contains("timeout_ms : 0"), "{out}");
+
+        let out = expand(
+            cached,
+            quote!(key = "user:{id}", ttl = 60),
+            quote!(
+                async fn get(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(
+            out.contains("move || (:: std :: vec :: Vec :: new () , async move"),
+            "{out}"
+        );
+        assert!(out.contains("Option :: None"), "{out}");
+    }
+
+    #[test]
+    fn refresh_expansion() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "user:{region}:{id}",
+                ttl = 60,
+                stale = 30,
+                early_refresh = 1.0,
+                timeout_ms = 200,
+                tags = ["region:{region}"]
+            ),
+            quote!(
+                pub async fn get<'a>(region: &'a str, id: u64, mut n: u32, only_key: u8) -> String {
+                    n += 1;
+                    format!("{region}/{n}/{}", id)
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("__private :: cached_refresh :: <"), "{out}");
+        assert!(out.contains("stale_secs : 30"), "{out}");
+        assert!(out.contains("early_refresh : 1.0"), "{out}");
+        assert!(out.contains("timeout_ms : 200"), "{out}");
+        // `mut` moves from the signature to the block's binding.
+        let (sig, rest) = out.split_once('{').expect(&out);
+        assert!(sig.contains("n : u32"), "{sig}");
+        assert!(!sig.contains("mut"), "{sig}");
+        // The closure is not `move`: it borrows the parameters to render the tags and
+        // make the copies.
+        let (_, closure) = rest.split_once("|| {").expect(&out);
+        let (copies, block) = closure.split_once("async move").expect(&out);
+        assert!(
+            copies.contains(
+                "let __cache_own_region = :: std :: borrow :: ToOwned :: to_owned (region)"
+            ),
+            "{copies}"
+        );
+        assert!(
+            copies.contains("let __cache_arg_id = :: core :: clone :: Clone :: clone (& id)"),
+            "{copies}"
+        );
+        assert!(copies.contains("__cache_arg_n"), "{copies}");
+        // Only the key uses `only_key`: not copied.
+        assert!(!copies.contains("only_key"), "{copies}");
+        assert!(
+            block.contains(
+                "let region : & '_ str = :: core :: borrow :: Borrow :: borrow (& __cache_own_region)"
+            ),
+            "{block}"
+        );
+        assert!(block.contains("let id = __cache_arg_id ;"), "{block}");
+        assert!(block.contains("let mut n = __cache_arg_n ;"), "{block}");
+    }
+
+    #[test]
+    fn refresh_method_replaces_self() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "u:{self.tenant}:{id}",
+                ttl = 60,
+                stale = 5,
+                cache = self.cache
+            ),
+            quote!(
+                async fn get(&self, id: u64) -> String {
+                    format!("{}/{}", self.tenant, self::helper(Self::X, id))
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        // The key and the handle read the real `self`, before the body.
+        assert!(out.contains("part (& self . tenant)"), "{out}");
+        assert!(out.contains("handle (& (self . cache))"), "{out}");
+        assert!(
+            out.contains("let __cache_self = :: core :: clone :: Clone :: clone (self) ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("let __cache_this : & Self = & __cache_self ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("__cache_this . tenant , self :: helper (Self :: X , id)"),
+            "{out}"
+        );
+
+        // A body without `self` does not clone the receiver.
+        let out = expand(
+            cached,
+            quote!(key = "u:{self.tenant}:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn get(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("__cache_self"), "{out}");
+
+        // `mut self` by value: cloned, and owned by the block.
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn take(mut self, id: u64) -> u64 {
+                    self.n += id;
+                    self.n
+                }
+            ),
+        );
+        assert!(out.contains("async fn take (self , id : u64)"), "{out}");
+        assert!(out.contains("clone (& self)"), "{out}");
+        assert!(
+            out.contains("let mut __cache_this = __cache_self ;"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn refresh_errors() {
+        let errors = |args: TokenStream, item: TokenStream| -> Vec<String> {
+            let out = expand(cached, args, item);
+            out.split("compile_error !")
+                .skip(1)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let e = errors(
+            quote!(key = "u:{id}", ttl = 60, stale = 5, timeout_ms = 9),
+            quote!(
+                async fn get(&mut self, id: u64, buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
+                    buf.push(a + b);
+                    self.n
+                }
+            ),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("cannot take `&mut self`"), "{e:?}");
+        assert!(e[0].contains("`stale` and `timeout_ms`"), "{e:?}");
+        assert!(
+            e[0].contains("needs owned copies of the arguments"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("parameter `buf: &mut Vec<u8>`"), "{e:?}");
+        assert!(e[2].contains("destructured parameter `(a, b)`"), "{e:?}");
+        assert!(e[2].contains("`arg: (u8, u8)`"), "{e:?}");
+
+        // The same parameters are fine when the body does not use them.
+        let e = errors(
+            quote!(key = "u:{a}", ttl = 60, early_refresh = 1.0),
+            quote!(
+                async fn get(&mut self, buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
+                    1
+                }
+            ),
+        );
+        assert!(e.is_empty(), "{e:?}");
+
+        let e = errors(
+            quote!(key = "u:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn get(id: u64, name: Option<&str>, label: &impl Display) -> String {
+                    format!("{id}{name:?}{label}")
+                }
+            ),
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("`name: Option<&str>`"), "{e:?}");
+        assert!(e[0].contains("still borrows"), "{e:?}");
+        assert!(e[1].contains("`label: &impl ..`"), "{e:?}");
+    }
+
+    #[test]
+    fn refresh_on_async_trait_is_an_error() {
+        let item = async_trait_item(quote!(Box::pin(async move {
+            let __self = self;
+            let id = id;
+            let __ret: Result<Option<String>, E> = { Ok(None) };
+            #[allow(unreachable_code)]
+            __ret
+        })));
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 5, stale = 10),
+            item.clone(),
+        );
+        assert!(
+            out.contains("on an `#[async_trait]` method is not supported yet"),
+            "{out}"
+        );
+        // Tags are fine there.
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 5, tags = ["t:{id}"]),
+            item,
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("Vec :: from (["), "{out}");
+    }
+
+    #[test]
+    fn invalidates_with_tags() {
+        let out = expand(
+            invalidates,
+            quote!("user:{id}", tags = ["org:{org}", "users"]),
+            quote!(
+                async fn moved(id: u64, org: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("let __cache_keys : [:: std :: string :: String ; 1] = ["),
+            "{out}"
+        );
+        assert!(
+            out.contains("let __cache_tags : [:: std :: string :: String ; 2] = ["),
+            "{out}"
+        );
+        assert!(out.contains("& __cache_keys , & __cache_tags"), "{out}");
+
+        let out = expand(
+            invalidates,
+            quote!(tags = ["users"]),
+            quote!(
+                async fn wipe() {}
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("let __cache_keys : [:: std :: string :: String ; 0] = [] ;"),
+            "{out}"
+        );
+
+        let out = expand(
+            invalidates,
+            quote!("u:{id}", tags = ["org:{org}"]),
+            quote!(
+                async fn moved(id: u64, org_id: u64) {}
+            ),
+        );
+        assert!(
+            out.contains("unknown parameter `org` in tag template"),
+            "{out}"
+        );
     }
 }
