@@ -9,7 +9,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt as _;
 use syn::parse::{ParseStream, Parser as _};
 use syn::spanned::Spanned as _;
-use syn::{Expr, Ident, Lit, LitStr, Path, Token, UnOp};
+use syn::{Expr, ExprPath, Ident, Lit, LitStr, Path, Token, UnOp};
 
 use crate::template::did_you_mean;
 
@@ -115,6 +115,20 @@ pub struct CachedArgs {
     pub negative_ttl: Option<Int>,
     /// `lock_ms = N`.
     pub lock_ms: Option<Int>,
+    /// `stale = N` (seconds > 0).
+    pub stale: Option<Int>,
+    /// `early_refresh = B` (finite, > 0).
+    pub early_refresh: Option<f64>,
+    /// `timeout_ms = N` (> 0, only with `stale`).
+    pub timeout_ms: Option<Int>,
+    /// `tags = ["tmpl", ..]`, in order.
+    pub tags: Vec<LitStr>,
+    /// `cache_if = path`.
+    pub cache_if: Option<ExprPath>,
+    /// The `stale`, `early_refresh` and `timeout_ms` arguments as written
+    /// (even when their value was rejected): they make the body run in the
+    /// background, which constrains the function's parameters.
+    pub refresh_args: Vec<Ident>,
     /// `cache`, `name`, `returns`, `crate`.
     pub common: Common,
 }
@@ -124,6 +138,8 @@ pub struct CachedArgs {
 pub struct InvalidatesArgs {
     /// The key templates, in order.
     pub templates: Vec<LitStr>,
+    /// `tags = ["tmpl", ..]`, in order.
+    pub tags: Vec<LitStr>,
     /// `cache`, `name`, `returns`, `crate`.
     pub common: Common,
 }
@@ -134,12 +150,17 @@ const CACHED_ARGS: &[&str] = &[
     "jitter",
     "negative_ttl",
     "lock_ms",
+    "stale",
+    "early_refresh",
+    "timeout_ms",
+    "tags",
+    "cache_if",
     "cache",
     "name",
     "returns",
     "crate",
 ];
-const INVALIDATES_ARGS: &[&str] = &["cache", "name", "returns", "crate"];
+const INVALIDATES_ARGS: &[&str] = &["tags", "cache", "name", "returns", "crate"];
 
 /// One comma-separated argument as written.
 enum RawArg {
@@ -250,6 +271,8 @@ fn kind_of(e: &Expr) -> &'static str {
             _ => "a literal",
         },
         Expr::Path(_) => "a path",
+        Expr::Closure(_) => "a closure",
+        Expr::Array(_) => "a list",
         _ => "an expression",
     }
 }
@@ -367,6 +390,205 @@ fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
         msg.push_str(&format!("; did you mean \"{best}\"?"));
     }
     ctxt.error(s.span(), msg);
+    None
+}
+
+/// An integer argument that must be greater than 0; `zero` explains why 0
+/// is rejected.
+fn expect_positive(
+    name: &Ident,
+    value: &Expr,
+    unit: &str,
+    example: u64,
+    zero: &str,
+    ctxt: &mut Ctxt,
+) -> Option<Int> {
+    let v = expect_int(name, value, unit, example, ctxt)?;
+    if v.value == 0 {
+        ctxt.error(v.span, format!("`{name} = 0` has no meaning: {zero}"));
+        return None;
+    }
+    Some(v)
+}
+
+/// `early_refresh = B`: a float literal greater than 0.
+fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
+    let meaning = "it is XFetch's `B`, which scales how early before expiry a hit may \
+                   refresh the entry in the background (1.0 is the paper's optimum)";
+    match ungroup(value) {
+        Expr::Lit(l) => match &l.lit {
+            Lit::Float(f) => {
+                let v = f.base10_parse::<f64>().ok().filter(|v| v.is_finite());
+                match v {
+                    Some(v) if v > 0.0 => Some(v),
+                    Some(_) => {
+                        ctxt.error(
+                            f.span(),
+                            format!(
+                                "`{name} = {}` has no meaning: {meaning}; omit it, \
+                                 or give a value greater than 0, e.g. `{name} = 1.0`",
+                                f.token()
+                            ),
+                        );
+                        None
+                    }
+                    None => {
+                        ctxt.error(f.span(), format!("`{name}` is out of range for f64"));
+                        None
+                    }
+                }
+            }
+            Lit::Int(i) => {
+                let digits = i.base10_digits();
+                ctxt.error(
+                    i.span(),
+                    format!(
+                        "`{name}` expects a float literal such as `1.0`, found an integer: \
+                         write `{name} = {digits}.0`"
+                    ),
+                );
+                None
+            }
+            Lit::Str(s) if s.value().trim().parse::<f64>().is_ok() => {
+                ctxt.error(
+                    s.span(),
+                    format!(
+                        "`{name}` expects a float literal such as `1.0`, found a string \
+                         literal: remove the quotes"
+                    ),
+                );
+                None
+            }
+            _ => {
+                ctxt.error(
+                    value.span(),
+                    format!(
+                        "`{name}` expects a float literal such as `1.0`, found {}",
+                        kind_of(value)
+                    ),
+                );
+                None
+            }
+        },
+        Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
+            ctxt.error(
+                value.span(),
+                format!(
+                    "`{name}` must be greater than 0: {meaning}; e.g. `{name} = 1.0`, \
+                     or omit it"
+                ),
+            );
+            None
+        }
+        _ => {
+            ctxt.error(
+                value.span(),
+                format!(
+                    "`{name}` expects a float literal such as `1.0`, found {}: \
+                     write e.g. `{name} = 1.0`",
+                    kind_of(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `tags = ["tmpl", ..]`: a bracketed list of string literals. Each
+/// element that is not a string literal is reported; the string literals
+/// among them are still returned, so their templates are checked too.
+fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
+    let example = "`tags = [\"org:{org_id}\", \"users\"]`";
+    let elems = match ungroup(value) {
+        Expr::Array(a) => &a.elems,
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            ctxt.error(
+                s.span(),
+                format!(
+                    "`{name}` expects a list of string literals in brackets, even for one tag: \
+                     write `{name} = [{}]`",
+                    s.token()
+                ),
+            );
+            return Vec::new();
+        }
+        _ => {
+            ctxt.error(
+                value.span(),
+                format!(
+                    "`{name}` expects a list of string literals in brackets, found {}: \
+                     write e.g. {example}",
+                    kind_of(value)
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    if elems.is_empty() {
+        ctxt.error(
+            value.span(),
+            format!("`{name} = []` lists no tag: omit it, or name tags as in {example}"),
+        );
+    }
+    let mut tags: Vec<LitStr> = Vec::new();
+    for e in elems {
+        match ungroup(e) {
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Str(s), ..
+            }) => {
+                if tags.iter().any(|t| t.value() == s.value()) {
+                    ctxt.error(
+                        s.span(),
+                        format!("duplicate tag {}: list it once", s.token()),
+                    );
+                } else {
+                    tags.push(s.clone());
+                }
+            }
+            _ => ctxt.error(
+                e.span(),
+                format!(
+                    "each tag in `{name} = [..]` must be a string literal (a template like a \
+                     key's), found {}: write e.g. {example}",
+                    kind_of(e)
+                ),
+            ),
+        }
+    }
+    tags
+}
+
+/// `cache_if = path`: a path to a `fn(&T) -> bool`.
+fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPath> {
+    if let Expr::Path(p) = ungroup(value) {
+        if p.attrs.is_empty() {
+            return Some(p.clone());
+        }
+    }
+    let hint = match ungroup(value) {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) if syn::parse_str::<Path>(&s.value()).is_ok() => {
+            format!(": remove the quotes, `{name} = {}`", s.value())
+        }
+        Expr::Closure(_) => {
+            format!(
+                ": move the closure into a named `fn is_cacheable(value: &T) -> bool` \
+                 and write `{name} = is_cacheable`"
+            )
+        }
+        _ => format!(", e.g. `{name} = is_cacheable`"),
+    };
+    ctxt.error(
+        value.span(),
+        format!(
+            "`{name}` expects a path to a function `fn(&T) -> bool` (T: the cached value), \
+             found {}{hint}",
+            kind_of(value)
+        ),
+    );
     None
 }
 
@@ -496,9 +718,52 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
                     args.lock_ms = None;
                 }
             }
+            "stale" => {
+                args.refresh_args.push(name.clone());
+                args.stale = expect_positive(
+                    &name,
+                    &value,
+                    "seconds",
+                    60,
+                    "`stale` is a grace window in seconds after `ttl` in which a call gets the \
+                     stale value at once while one background refresh reloads it; omit it, or \
+                     give seconds > 0, e.g. `stale = 60`",
+                    ctxt,
+                );
+            }
+            "early_refresh" => {
+                args.refresh_args.push(name.clone());
+                args.early_refresh = expect_float(&name, &value, ctxt);
+            }
+            "timeout_ms" => {
+                args.refresh_args.push(name.clone());
+                args.timeout_ms = expect_positive(
+                    &name,
+                    &value,
+                    "milliseconds",
+                    200,
+                    "`timeout_ms` is how long (in milliseconds) a call waits for the loader \
+                     before it returns the stale value; omit it to always wait, or give \
+                     milliseconds > 0, e.g. `timeout_ms = 200`",
+                    ctxt,
+                );
+            }
+            "tags" => args.tags = expect_tags(&name, &value, ctxt),
+            "cache_if" => args.cache_if = expect_fn_path(&name, &value, ctxt),
             _ => {
                 common_arg(&name, &value, &mut args.common, ctxt);
             }
+        }
+    }
+    if let Some(timeout) = args.refresh_args.iter().find(|a| *a == "timeout_ms") {
+        if !args.refresh_args.iter().any(|a| a == "stale") {
+            ctxt.error(
+                timeout.span(),
+                "`timeout_ms` needs `stale = N`: the soft timeout returns the stale value when \
+                 the loader runs longer, and without `stale` no entry outlives its `ttl`, so \
+                 there is never a stale value to return and the timeout could never apply; \
+                 add `stale = N` (grace seconds after `ttl`), or remove `timeout_ms`",
+            );
         }
     }
     if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter) {
@@ -572,7 +837,13 @@ pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArg
                     unknown_argument(&name, INVALIDATES_ARGS, "invalidates", ctxt);
                     continue;
                 }
-                if seen.first(&name, ctxt) {
+                if !seen.first(&name, ctxt) {
+                    continue;
+                }
+                if n == "tags" {
+                    any_template = true;
+                    args.tags = expect_tags(&name, &value, ctxt);
+                } else {
                     common_arg(&name, &value, &mut args.common, ctxt);
                 }
             }
@@ -581,8 +852,8 @@ pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArg
     if !any_template && !syntax_error {
         ctxt.error(
             Span::call_site(),
-            "`#[invalidates]` needs at least one key template to delete, \
-             e.g. `#[invalidates(\"user:{id}\")]`",
+            "`#[invalidates]` needs at least one key template to delete or `tags = [..]` to \
+             void, e.g. `#[invalidates(\"user:{id}\")]` or `#[invalidates(tags = [\"org:{org_id}\"])]`",
         );
     }
     args

@@ -17,7 +17,8 @@ use syn::{
 };
 
 use crate::attr::{self, Common, Ctxt, Shape};
-use crate::template::{Placeholder, Scope, Segment, Template};
+use crate::refresh::{self, Owned};
+use crate::template::{Kind, Placeholder, Scope, Segment, Template};
 
 /// Expands `#[cached(args)] item`.
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -31,7 +32,30 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let template = args
         .key
         .as_ref()
-        .and_then(|lit| template_or_errors(lit, &scope, &mut ctxt));
+        .and_then(|lit| template_or_errors(lit, &scope, Kind::Key, &mut ctxt));
+    let tags: Vec<Template> = args
+        .tags
+        .iter()
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Tag, &mut ctxt))
+        .collect();
+    let owned = match (&target.boxed, args.refresh_args.first()) {
+        (_, None) => None,
+        (Some(_), Some(first)) => {
+            let with = refresh::describe(&args.refresh_args);
+            ctxt.error(
+                first.span(),
+                format!(
+                    "{with} on an `#[async_trait]` method is not supported yet: the refresh \
+                     runs in the background after the call returned, so it needs owned copies \
+                     of the arguments, which the macro cannot yet take out of the block \
+                     `#[async_trait]` generates; use a native `async fn` in the trait \
+                     (without `#[async_trait]`), or remove {with}"
+                ),
+            );
+            None
+        }
+        (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),
+    };
     match (ctxt.is_empty(), template, args.ttl) {
         (true, Some(template), Some(ttl)) => {
             let spec = CachedSpec {
@@ -39,8 +63,12 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
                 jitter: args.jitter.map_or(0, |j| j.value),
                 negative_ttl: args.negative_ttl.map(|n| n.value),
                 lock_ms: args.lock_ms.map(|l| l.value),
+                stale: args.stale.map_or(0, |s| s.value),
+                early_refresh: args.early_refresh.unwrap_or(0.0),
+                timeout_ms: args.timeout_ms.map_or(0, |t| t.value),
+                cache_if: args.cache_if,
             };
-            expand_cached(&target, &template, &spec, &args.common)
+            expand_cached(&target, &template, &tags, &spec, owned, &args.common)
         }
         _ => with_errors(item, ctxt),
     }
@@ -58,12 +86,17 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     let templates: Vec<Template> = args
         .templates
         .iter()
-        .filter_map(|lit| template_or_errors(lit, &scope, &mut ctxt))
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Key, &mut ctxt))
         .collect();
-    if !ctxt.is_empty() || templates.is_empty() {
+    let tags: Vec<Template> = args
+        .tags
+        .iter()
+        .filter_map(|lit| template_or_errors(lit, &scope, Kind::Tag, &mut ctxt))
+        .collect();
+    if !ctxt.is_empty() || (templates.is_empty() && tags.is_empty()) {
         return with_errors(item, ctxt);
     }
-    expand_invalidates(&target, &templates, &args.common)
+    expand_invalidates(&target, &templates, &tags, &args.common)
 }
 
 /// The original item followed by every collected error.
@@ -85,8 +118,13 @@ fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemFn> {
     }
 }
 
-fn template_or_errors(lit: &LitStr, scope: &Scope, ctxt: &mut Ctxt) -> Option<Template> {
-    match Template::from_lit(lit, scope) {
+fn template_or_errors(
+    lit: &LitStr,
+    scope: &Scope,
+    kind: Kind,
+    ctxt: &mut Ctxt,
+) -> Option<Template> {
+    match Template::from_lit(lit, scope, kind) {
         Ok(t) => Some(t),
         Err(errors) => {
             errors.into_iter().for_each(|e| ctxt.push(e));
@@ -342,7 +380,7 @@ fn check_signature(target: &Target, attr: &str, ctxt: &mut Ctxt) -> Scope {
 
 /// Names bound by a parameter pattern: `x`, `mut x`, and the bindings
 /// inside destructuring patterns such as `(a, b)` or `Point { x, y }`.
-fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
+pub(crate) fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
     match pat {
         Pat::Ident(p) => {
             names.push(p.ident.to_string());
@@ -416,6 +454,10 @@ struct CachedSpec {
     jitter: u64,
     negative_ttl: Option<u64>,
     lock_ms: Option<u64>,
+    stale: u64,
+    early_refresh: f64,
+    timeout_ms: u64,
+    cache_if: Option<syn::ExprPath>,
 }
 
 /// Pieces shared by both expansions.
@@ -433,8 +475,8 @@ struct Parts<'a> {
     handle_init: TokenStream,
     /// An expression of type `&Cache`.
     handle_ref: TokenStream,
-    /// `async move { fake-return; BODY }`.
-    body: TokenStream,
+    /// The body's statements (of the `async` block under `#[async_trait]`).
+    stmts: Vec<Stmt>,
 }
 
 /// `templates` are the templates in use (their parameters are not reported
@@ -477,8 +519,28 @@ fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> P
         None => func.block.stmts.clone(),
         Some(boxed) => allow_unused_rebinds(&boxed.block.block.stmts, templates),
     };
-    let body = quote! {
+    Parts {
+        outer_attrs,
+        inner_attrs,
+        krate,
+        ret,
+        ret_span,
+        shape,
+        shape_inferred,
+        name,
+        handle_init,
+        handle_ref,
+        stmts,
+    }
+}
+
+/// `async move { rebinds; fake-return; stmts }`: the body as a future. The
+/// fake return edge gives `return` statements in the body the function's
+/// return type, as in the original `async fn`.
+fn async_body(ret: &TokenStream, rebinds: &TokenStream, stmts: &[Stmt]) -> TokenStream {
+    quote! {
         async move {
+            #rebinds
             #[allow(
                 unknown_lints,
                 unreachable_code,
@@ -495,19 +557,6 @@ fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> P
             }
             #(#stmts)*
         }
-    };
-    Parts {
-        outer_attrs,
-        inner_attrs,
-        krate,
-        ret,
-        ret_span,
-        shape,
-        shape_inferred,
-        name,
-        handle_init,
-        handle_ref,
-        body,
     }
 }
 
@@ -659,13 +708,39 @@ fn plain_check(krate: &TokenStream, ret: &TokenStream, ret_span: Span) -> TokenS
     }
 }
 
+/// `::std::vec::Vec::new()` or `::std::vec::Vec::from([tag, ..])`: the rendered
+/// tags, in the load closure (only called on a miss).
+fn render_tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) -> TokenStream {
+    if tags.is_empty() {
+        return quote!(::std::vec::Vec::new());
+    }
+    let tags = tags.iter().map(|t| render_key(krate, t, prelude));
+    quote!(::std::vec::Vec::from([#(#tags),*]))
+}
+
+/// `let name: [String; N] = [rendered, ..];` (N may be 0).
+fn let_rendered(
+    name: &str,
+    krate: &TokenStream,
+    templates: &[Template],
+    prelude: &TokenStream,
+) -> TokenStream {
+    let name = Ident::new(name, Span::call_site());
+    let n = Literal::usize_unsuffixed(templates.len());
+    let items = templates.iter().map(|t| render_key(krate, t, prelude));
+    quote! { let #name: [::std::string::String; #n] = [#(#items),*]; }
+}
+
 fn expand_cached(
     target: &Target,
     template: &Template,
+    tags: &[Template],
     spec: &CachedSpec,
+    owned: Option<Owned>,
     common: &Common,
 ) -> TokenStream {
     let func = target.func;
+    let used: Vec<&Template> = std::iter::once(template).chain(tags).collect();
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -677,15 +752,18 @@ fn expand_cached(
         name,
         handle_init,
         handle_ref,
-        body,
-    } = parts(target, &[template], common);
+        stmts,
+    } = parts(target, &used, common);
     let vis = &func.vis;
-    let sig = &func.sig;
     let prelude = key_prelude(target);
     let key = render_key(&krate, template, &prelude);
+    let tags_vec = render_tags(&krate, tags, &prelude);
     let marker = marker(&krate, shape);
     let ttl = Literal::u64_unsuffixed(spec.ttl);
     let jitter = Literal::u64_unsuffixed(spec.jitter);
+    let stale = Literal::u64_unsuffixed(spec.stale);
+    let early_refresh = Literal::f64_unsuffixed(spec.early_refresh);
+    let timeout_ms = Literal::u64_unsuffixed(spec.timeout_ms);
     let option = |v: Option<u64>| match v {
         Some(v) => {
             let v = Literal::u64_unsuffixed(v);
@@ -695,6 +773,15 @@ fn expand_cached(
     };
     let negative_ttl = option(spec.negative_ttl);
     let lock_ms = option(spec.lock_ms);
+    let cache_if = match &spec.cache_if {
+        // Located at the path, so that a function of the wrong signature is
+        // reported there; the coercion to `fn(&T) -> bool` happens at `Some(..)`.
+        Some(path) => {
+            let span = Span::call_site().located_at(path.span());
+            quote_spanned!(span=> ::core::option::Option::Some(#path))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     // Every token of the call and its `.await` is located at the return
     // type, so that an unsupported return type (not `Serialize`, not
     // matching `returns = ..`) is reported there, once.
@@ -706,11 +793,39 @@ fn expand_cached(
     };
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
-    let call = quote_spanned! {ret_span=>
-        #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
-            #handle_ref, &__CACHE_SPEC, __cache_key, ::core::option::Option::None,
-            move || (::std::vec::Vec::new(), #body)
-        ).await
+    let (sig, call) = match &owned {
+        None => {
+            let body = async_body(&ret, &TokenStream::new(), &stmts);
+            let call = quote_spanned! {ret_span=>
+                #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                    move || (#tags_vec, #body)
+                ).await
+            };
+            (&func.sig, call)
+        }
+        Some(owned) => {
+            // The body may run in the background after the call returned: the
+            // closure borrows the parameters and gives the block owned copies.
+            let Owned {
+                copies,
+                rebinds,
+                stmts,
+                sig,
+            } = owned;
+            let body = async_body(&ret, rebinds, stmts);
+            let call = quote_spanned! {ret_span=>
+                #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                    || {
+                        let __cache_tags: ::std::vec::Vec<::std::string::String> = #tags_vec;
+                        #copies
+                        (__cache_tags, #body)
+                    }
+                ).await
+            };
+            (sig, call)
+        }
     };
     let inner = quote! {
         static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
@@ -719,9 +834,9 @@ fn expand_cached(
             jitter_secs: #jitter,
             negative_ttl_secs: #negative_ttl,
             lock_ms: #lock_ms,
-            stale_secs: 0,
-            early_refresh: 0.0,
-            timeout_ms: 0,
+            stale_secs: #stale,
+            early_refresh: #early_refresh,
+            timeout_ms: #timeout_ms,
             slot: #krate::__private::CounterSlot::new(),
         };
         #check
@@ -742,8 +857,14 @@ fn expand_cached(
     }
 }
 
-fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) -> TokenStream {
+fn expand_invalidates(
+    target: &Target,
+    templates: &[Template],
+    tags: &[Template],
+    common: &Common,
+) -> TokenStream {
     let func = target.func;
+    let used: Vec<&Template> = templates.iter().chain(tags).collect();
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -755,12 +876,14 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
         name,
         handle_init,
         handle_ref,
-        body,
-    } = parts(target, &templates.iter().collect::<Vec<_>>(), common);
+        stmts,
+    } = parts(target, &used, common);
     let vis = &func.vis;
     let sig = &func.sig;
     let prelude = key_prelude(target);
-    let keys = templates.iter().map(|t| render_key(&krate, t, &prelude));
+    let keys = let_rendered("__cache_keys", &krate, templates, &prelude);
+    let tags = let_rendered("__cache_tags", &krate, tags, &prelude);
+    let body = async_body(&ret, &TokenStream::new(), &stmts);
     let marker = marker(&krate, shape);
     let ret_span = Span::call_site().located_at(ret_span);
     let succeeded = if shape_inferred && shape == Shape::Plain {
@@ -777,11 +900,14 @@ fn expand_invalidates(target: &Target, templates: &[Template], common: &Common) 
     let inner = quote! {
         static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
             #krate::__private::InvalidateSpec { name: #name };
-        let __cache_keys = [#(#keys),*];
+        #keys
+        #tags
         #handle_init
         let __cache_out: #ret = #body.await;
         if #succeeded {
-            #krate::__private::invalidate(#handle_ref, &__CACHE_INV_SPEC, &__cache_keys, &[]).await;
+            #krate::__private::invalidate(
+                #handle_ref, &__CACHE_INV_SPEC, &__cache_keys, &__cache_tags,
+            ).await;
         }
         __cache_out
     };

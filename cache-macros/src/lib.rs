@@ -3,10 +3,13 @@
 //! Use them through `cache-runtime`, which re-exports both
 //! (`use cache_runtime::{cached, invalidates};`); the generated code calls
 //! `::cache_runtime::__private`. Parsing lives in `attr` (arguments) and
-//! `template` (key templates); code generation in `expand`.
+//! `template` (key and tag templates); code generation in `expand`, with
+//! `refresh` for the owned arguments of a body that may run in the
+//! background (`stale`, `early_refresh`, `timeout_ms`).
 
 mod attr;
 mod expand;
+mod refresh;
 mod template;
 
 use proc_macro::TokenStream;

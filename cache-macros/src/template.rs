@@ -24,6 +24,33 @@ fn is_part_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
 }
 
+/// What a template renders: the entry's key, or one of its tags. Both
+/// follow the same rules; only the wording of the messages differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `key = ".."` of `#[cached]`, the templates of `#[invalidates]`.
+    Key,
+    /// `tags = [..]`.
+    Tag,
+}
+
+impl Kind {
+    /// `"key"` or `"tag"`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Key => "key",
+            Kind::Tag => "tag",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Kind::Key => "\"user:{id}\"",
+            Kind::Tag => "\"org:{org_id}\"",
+        }
+    }
+}
+
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -85,13 +112,17 @@ impl TemplateError {
 
 /// Parses template text into segments. Returns every error found, not only
 /// the first.
-pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
+pub fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>> {
     let mut errors = Vec::new();
+    let noun = kind.noun();
     if text.is_empty() {
         errors.push(TemplateError::new(
             0..0,
-            "empty key template: a key needs at least a literal prefix or a placeholder, \
-             e.g. \"user:{id}\"",
+            format!(
+                "empty {noun} template: a {noun} needs at least a literal prefix or a \
+                 placeholder, e.g. {}",
+                kind.example()
+            ),
         ));
         return Err(errors);
     }
@@ -113,8 +144,10 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
             b'}' => {
                 errors.push(TemplateError::new(
                     i..i + 1,
-                    "unmatched `}` in key template: write `}}` for a literal `}`, \
-                     or add the `{` that opens the placeholder",
+                    format!(
+                        "unmatched `}}` in {noun} template: write `}}}}` for a literal `}}`, \
+                         or add the `{{` that opens the placeholder"
+                    ),
                 ));
                 i += 1;
             }
@@ -129,7 +162,7 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
                     (Some(c), r) if r.is_none_or(|r| r > c) => {
                         let end = start + 1 + c + 1;
                         let inner = &text[start + 1..end - 1];
-                        match parse_placeholder(inner, start..end) {
+                        match parse_placeholder(inner, start..end, kind) {
                             Ok(p) => {
                                 if !lit.is_empty() {
                                     segments.push(Segment::Lit(std::mem::take(&mut lit)));
@@ -143,8 +176,10 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
                     _ => {
                         errors.push(TemplateError::new(
                             start..start + 1,
-                            "unclosed `{` in key template: close the placeholder with `}`, \
-                             or write `{{` for a literal `{`",
+                            format!(
+                                "unclosed `{{` in {noun} template: close the placeholder with \
+                                 `}}`, or write `{{{{` for a literal `{{`"
+                            ),
                         ));
                         i = start + 1;
                     }
@@ -164,7 +199,7 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
         return Err(errors);
     }
 
-    check_separators(&segments, &mut errors);
+    check_separators(&segments, kind, &mut errors);
     if errors.is_empty() {
         Ok(segments)
     } else {
@@ -174,7 +209,8 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
 
 /// Two placeholders need a literal between them that contains a character an
 /// encoded part never contains, so the rendering stays injective.
-fn check_separators(segments: &[Segment], errors: &mut Vec<TemplateError>) {
+fn check_separators(segments: &[Segment], kind: Kind, errors: &mut Vec<TemplateError>) {
+    let noun = kind.noun();
     let mut prev: Option<&Placeholder> = None;
     let mut between: Option<&str> = None;
     for seg in segments {
@@ -187,7 +223,7 @@ fn check_separators(segments: &[Segment], errors: &mut Vec<TemplateError>) {
                             prev.range.start..p.range.end,
                             format!(
                                 "placeholders `{}` and `{}` have no separator between them, \
-                                 so different arguments could render the same key \
+                                 so different arguments could render the same {noun} \
                                  (\"1\" + \"23\" = \"12\" + \"3\"); put a separator such as `:` \
                                  between them: `{}:{}`",
                                 prev.display(),
@@ -203,7 +239,7 @@ fn check_separators(segments: &[Segment], errors: &mut Vec<TemplateError>) {
                                     "the separator `{sep}` between `{}` and `{}` consists only of \
                                      characters that an encoded key part may contain \
                                      ([{PART_CHARS}]), so different arguments could render the \
-                                     same key; use a separator with another character, such as \
+                                     same {noun}; use a separator with another character, such as \
                                      `:` (e.g. `{}:{}`)",
                                     prev.display(),
                                     p.display(),
@@ -222,12 +258,19 @@ fn check_separators(segments: &[Segment], errors: &mut Vec<TemplateError>) {
     }
 }
 
-fn parse_placeholder(inner: &str, range: Range<usize>) -> Result<Placeholder, TemplateError> {
+fn parse_placeholder(
+    inner: &str,
+    range: Range<usize>,
+    kind: Kind,
+) -> Result<Placeholder, TemplateError> {
     if inner.is_empty() {
         return Err(TemplateError::new(
             range,
-            "empty placeholder `{}` in key template: name a parameter, e.g. `{id}`, \
-             or write `{{}}` for literal braces",
+            format!(
+                "empty placeholder `{{}}` in {} template: name a parameter, e.g. `{{id}}`, \
+                 or write `{{{{}}}}` for literal braces",
+                kind.noun()
+            ),
         ));
     }
     let invalid = |why: &str| {
@@ -369,7 +412,7 @@ pub struct Scope {
 }
 
 /// Checks each placeholder's root against the function's parameters.
-pub fn check_names(segments: &[Segment], scope: &Scope) -> Vec<TemplateError> {
+pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<TemplateError> {
     let mut errors = Vec::new();
     for seg in segments {
         let Segment::Part(p) = seg else { continue };
@@ -391,8 +434,10 @@ pub fn check_names(segments: &[Segment], scope: &Scope) -> Vec<TemplateError> {
             continue;
         }
         let mut msg = format!(
-            "unknown parameter `{}` in key template: `{}` has no parameter of that name",
-            p.root, scope.fn_name
+            "unknown parameter `{}` in {} template: `{}` has no parameter of that name",
+            p.root,
+            kind.noun(),
+            scope.fn_name
         );
         let mut candidates: Vec<&str> = scope.names.iter().map(String::as_str).collect();
         if scope.has_self {
@@ -471,10 +516,10 @@ impl Template {
     /// Parses and checks `lit`; every error is turned into a `syn::Error`
     /// spanned at the offending part of the literal where the compiler
     /// allows it, else at the whole literal.
-    pub fn from_lit(lit: &LitStr, scope: &Scope) -> Result<Template, Vec<syn::Error>> {
+    pub fn from_lit(lit: &LitStr, scope: &Scope, kind: Kind) -> Result<Template, Vec<syn::Error>> {
         let text = lit.value();
-        let result = parse(&text).and_then(|segments| {
-            let errors = check_names(&segments, scope);
+        let result = parse(&text, kind).and_then(|segments| {
+            let errors = check_names(&segments, scope, kind);
             if errors.is_empty() {
                 Ok(segments)
             } else {
@@ -538,6 +583,15 @@ fn subspan(lit: &LitStr, value: &str, range: Range<usize>) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Key templates, the common case of the tests below.
+    fn parse(text: &str) -> Result<Vec<Segment>, Vec<TemplateError>> {
+        super::parse(text, Kind::Key)
+    }
+
+    fn check_names(segments: &[Segment], scope: &Scope) -> Vec<TemplateError> {
+        super::check_names(segments, scope, Kind::Key)
+    }
 
     fn lit(s: &str) -> Segment {
         Segment::Lit(s.to_string())
