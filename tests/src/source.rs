@@ -164,11 +164,7 @@ impl Source {
 
     /// Waits until one more gated run has reached the gate (consumes that signal).
     pub async fn entered(&self) {
-        self.entered
-            .acquire()
-            .await
-            .expect("never closed")
-            .forget();
+        self.entered.acquire().await.expect("never closed").forget();
     }
 
     /// Runs numbered `from` and later return `Err`.

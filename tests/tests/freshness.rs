@@ -116,10 +116,14 @@ async fn grace_burst_of_64_serves_stale_and_refreshes_once(env: TestEnv) {
     );
 
     src.open(1);
-    eventually("the refreshed value is served", Duration::from_secs(10), || {
-        let (cache, src) = (env.cache.clone(), src.clone());
-        async move { burst_row(&cache, 1, &src).await == v(1, 2) }
-    })
+    eventually(
+        "the refreshed value is served",
+        Duration::from_secs(10),
+        || {
+            let (cache, src) = (env.cache.clone(), src.clone());
+            async move { burst_row(&cache, 1, &src).await == v(1, 2) }
+        },
+    )
     .await;
     let s = stats(&env.cache, BURST);
     assert_eq!(src.runs(), 2, "no second refresh");
@@ -209,9 +213,12 @@ async fn grace_burst_across_two_os_processes_runs_one_refresh() {
             .expect("spawn fresh-helper")
     };
 
-    let prime = guard("the priming helper", helper("prime", 0, 1).wait_with_output())
-        .await
-        .expect("prime helper");
+    let prime = guard(
+        "the priming helper",
+        helper("prime", 0, 1).wait_with_output(),
+    )
+    .await
+    .expect("prime helper");
     assert!(prime.status.success(), "prime helper: {}", prime.status);
     assert_eq!(counter.get_i64("fresh:loads").await, Some(1));
     // Both bursts start together, past the entry's 1 s TTL (and after the helpers' start-up).
@@ -285,7 +292,11 @@ async fn grace_burst_across_two_os_processes_runs_one_refresh() {
         Some(2),
         "the prime load and ONE refresh across both processes"
     );
-    assert_eq!((refreshes, loads), (1, 1), "one refresh, in one of the processes");
+    assert_eq!(
+        (refreshes, loads),
+        (1, 1),
+        "one refresh, in one of the processes"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,8 +342,7 @@ async fn failing_refresh_serves_stale_until_grace_ends(env: TestEnv) {
         || {
             let (c, s2) = (c.clone(), s2.clone());
             async move {
-                s2.finished() == s2.runs()
-                    && stats(&c, FAILSAFE).refresh_errors == s2.failures()
+                s2.finished() == s2.runs() && stats(&c, FAILSAFE).refresh_errors == s2.failures()
             }
         },
     )
@@ -340,17 +350,17 @@ async fn failing_refresh_serves_stale_until_grace_ends(env: TestEnv) {
     let s = stats(&env.cache, FAILSAFE);
     println!("fail-safe: {calls} calls in the grace window, {s:?}");
     assert_eq!(src.runs(), 1 + src.failures(), "every refresh failed");
-    assert_eq!(s.refresh_errors, src.failures(), "each failed refresh counted once");
+    assert_eq!(
+        s.refresh_errors,
+        src.failures(),
+        "each failed refresh counted once"
+    );
     assert_eq!(
         (s.refreshes, s.load_errors, s.loads),
         (s.refresh_errors, s.refresh_errors, 1 + s.refresh_errors),
         "{s:?}"
     );
-    assert_eq!(
-        (s.stale_served, s.hits, s.misses),
-        (calls, 0, 1),
-        "{s:?}"
-    );
+    assert_eq!((s.stale_served, s.hits, s.misses), (calls, 0, 1), "{s:?}");
 
     // The grace window ends 3 s after the store: the key is gone, the error reaches the caller.
     tokio::time::sleep(Duration::from_millis(3_100).saturating_sub(stored.elapsed())).await;
@@ -408,7 +418,11 @@ async fn panicking_refresh_keeps_serving_stale(env: TestEnv) {
     println!("panicking refresh: {calls} calls, {s:?}");
     assert_eq!(src.runs(), 1 + src.panics());
     assert_eq!(s.refresh_errors, src.panics(), "each panic counted once");
-    assert_eq!((s.load_errors, s.misses, s.hits), (s.refresh_errors, 1, 0), "{s:?}");
+    assert_eq!(
+        (s.load_errors, s.misses, s.hits),
+        (s.refresh_errors, 1, 0),
+        "{s:?}"
+    );
     assert_eq!(s.stale_served, calls, "{s:?}");
 }
 
@@ -439,7 +453,11 @@ async fn invalidation_in_grace_window_voids_stale_and_running_refresh(env: TestE
 
     src.gate_next(); // run 2 = the refresh
     let before_refresh = alive_tasks();
-    assert_eq!(inv_row(&env.cache, 1, &src).await, v(1, 1), "stale, starts the refresh");
+    assert_eq!(
+        inv_row(&env.cache, 1, &src).await,
+        v(1, 1),
+        "stale, starts the refresh"
+    );
     guard("the refresh's loader read version 1", src.entered()).await;
     src.ungate();
 
@@ -545,14 +563,10 @@ async fn xfetch_hot_key_never_waits_on_a_loader(env: TestEnv) {
             .expect("caller panicked");
     }
     let s2 = src.clone();
-    eventually(
-        "the last refresh finished",
-        Duration::from_secs(10),
-        || {
-            let s2 = s2.clone();
-            async move { s2.finished() == s2.runs() }
-        },
-    )
+    eventually("the last refresh finished", Duration::from_secs(10), || {
+        let s2 = s2.clone();
+        async move { s2.finished() == s2.runs() }
+    })
     .await;
     let s = stats(&env.cache, XF);
     let calls = calls.load(SeqCst);
@@ -574,7 +588,12 @@ async fn xfetch_hot_key_never_waits_on_a_loader(env: TestEnv) {
     );
     assert_eq!(
         (s.refreshes, s.loads, src.runs(), s.load_errors),
-        (s.early_refreshes, 1 + s.early_refreshes, 1 + s.early_refreshes, 0),
+        (
+            s.early_refreshes,
+            1 + s.early_refreshes,
+            1 + s.early_refreshes,
+            0
+        ),
         "{s:?}"
     );
 }
@@ -616,9 +635,11 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
         hits += 1;
     }
     println!("xfetch near expiry: the early refresh started at hit {hits}");
-    eventually("the early refresh's task ended", Duration::from_secs(10), || async {
-        alive_tasks() <= before
-    })
+    eventually(
+        "the early refresh's task ended",
+        Duration::from_secs(10),
+        || async { alive_tasks() <= before },
+    )
     .await;
     let s = stats(&env.cache, "freshness::xf_near");
     assert_eq!(
@@ -653,7 +674,11 @@ async fn soft_timeout_returns_stale_and_refresh_lands_later(env: TestEnv) {
     src.gate_next();
 
     let t0 = Instant::now();
-    let value = guard("the call with timeout_ms = 50", soft_row(&env.cache, 1, &src)).await;
+    let value = guard(
+        "the call with timeout_ms = 50",
+        soft_row(&env.cache, 1, &src),
+    )
+    .await;
     let elapsed = t0.elapsed();
     assert_eq!(value, v(1, 1));
     assert_eq!(
@@ -670,7 +695,13 @@ async fn soft_timeout_returns_stale_and_refresh_lands_later(env: TestEnv) {
     assert_eq!(src.finished(), 1, "the loader is still blocked");
     let s = stats(&env.cache, SOFT);
     assert_eq!(
-        (s.soft_timeouts, s.stale_served, s.hits, s.misses, s.refreshes),
+        (
+            s.soft_timeouts,
+            s.stale_served,
+            s.hits,
+            s.misses,
+            s.refreshes
+        ),
         (1, 1, 0, 1, 1),
         "{s:?}"
     );
@@ -721,11 +752,19 @@ async fn refresh_within_timeout_returns_fresh_value(env: TestEnv) {
     });
     guard("the refresh's loader starts", src.entered()).await;
     src.open(1);
-    let value = guard("the waiting call", call).await.expect("call panicked");
+    let value = guard("the waiting call", call)
+        .await
+        .expect("call panicked");
     assert_eq!(value, v(1, 2), "the refreshed value, not the stale one");
     let s = stats(&env.cache, SOFT_WAIT);
     assert_eq!(
-        (s.misses, s.stale_served, s.soft_timeouts, s.hits, s.refreshes),
+        (
+            s.misses,
+            s.stale_served,
+            s.soft_timeouts,
+            s.hits,
+            s.refreshes
+        ),
         (2, 0, 0, 0, 1),
         "{s:?}"
     );
@@ -761,7 +800,11 @@ async fn soft_timeout_returns_stale_at_once_when_another_process_refreshes() {
     )
     .await;
     assert_eq!(value, v(1, 1));
-    assert_eq!(src.finished(), 1, "returned while the other refresh is blocked");
+    assert_eq!(
+        src.finished(),
+        1,
+        "returned while the other refresh is blocked"
+    );
     let s = stats(&env.cache, SOFT_WAIT);
     assert_eq!(
         (s.stale_served, s.soft_timeouts, s.refreshes, s.loads),
@@ -771,7 +814,9 @@ async fn soft_timeout_returns_stale_at_once_when_another_process_refreshes() {
 
     src.open(1);
     assert_eq!(
-        guard("the other handle's call", other_call).await.expect("panicked"),
+        guard("the other handle's call", other_call)
+            .await
+            .expect("panicked"),
         v(1, 2)
     );
     assert_eq!(src.runs(), 2);

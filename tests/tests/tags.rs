@@ -39,7 +39,10 @@ async fn load_users(cache: &Cache, src: &Arc<Source>, org: u64, ids: std::ops::R
     let mut set = JoinSet::new();
     for id in ids {
         while set.len() >= 64 {
-            set.join_next().await.expect("a task").expect("call panicked");
+            set.join_next()
+                .await
+                .expect("a task")
+                .expect("call panicked");
         }
         let (cache, src) = (cache.clone(), src.clone());
         set.spawn(async move { user(&cache, org, id, &src).await });
@@ -81,14 +84,10 @@ const BATCH: usize = 500;
 async fn invalidate_tag_voids_10000_members_in_bounded_batches(env: TestEnv) {
     let src = Source::new();
     let t0 = Instant::now();
-    guard_for(
-        "loading 10 100 entries",
-        Duration::from_secs(60),
-        async {
-            load_users(&env.cache, &src, 1, 0..ORG1_USERS).await;
-            load_users(&env.cache, &src, 2, 100_000..100_000 + ORG2_USERS).await;
-        },
-    )
+    guard_for("loading 10 100 entries", Duration::from_secs(60), async {
+        load_users(&env.cache, &src, 1, 0..ORG1_USERS).await;
+        load_users(&env.cache, &src, 2, 100_000..100_000 + ORG2_USERS).await;
+    })
     .await;
     println!(
         "loaded {} entries in {} ms ({:?})",
@@ -103,10 +102,20 @@ async fn invalidate_tag_voids_10000_members_in_bounded_batches(env: TestEnv) {
             .cmd(redis::cmd("ZCARD").arg(tag_key(&env, "org:1")))
             .await;
         assert_eq!(card, ORG1_USERS);
-        raw.cmd::<()>(redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(0))
-            .await;
-        raw.cmd::<()>(redis::cmd("CONFIG").arg("SET").arg("slowlog-max-len").arg(100_000))
-            .await;
+        raw.cmd::<()>(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-log-slower-than")
+                .arg(0),
+        )
+        .await;
+        raw.cmd::<()>(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-max-len")
+                .arg(100_000),
+        )
+        .await;
         raw.cmd::<()>(redis::cmd("SLOWLOG").arg("RESET")).await;
     }
 
@@ -129,8 +138,13 @@ async fn invalidate_tag_voids_10000_members_in_bounded_batches(env: TestEnv) {
         })
         .await
         .expect("slowlog reader");
-        raw.cmd::<()>(redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(10_000))
-            .await;
+        raw.cmd::<()>(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-log-slower-than")
+                .arg(10_000),
+        )
+        .await;
         let cmds: Vec<(String, usize, i64)> = log
             .iter()
             .map(|(_, _, micros, args, _, _)| {
@@ -157,7 +171,8 @@ async fn invalidate_tag_voids_10000_members_in_bounded_batches(env: TestEnv) {
                 .unwrap_or(0)
         };
         let mut names = std::collections::BTreeMap::<&str, usize>::new();
-        cmds.iter().for_each(|(n, _, _)| *names.entry(n.as_str()).or_default() += 1);
+        cmds.iter()
+            .for_each(|(n, _, _)| *names.entry(n.as_str()).or_default() += 1);
         println!("slowlog: {} entries: {names:?}", log.len());
         let total_micros: i64 = cmds.iter().map(|(_, _, micros)| micros).sum();
         println!(
@@ -192,7 +207,10 @@ async fn invalidate_tag_voids_10000_members_in_bounded_batches(env: TestEnv) {
             "every member unlinked in batches of at most {BATCH}: {unlinked} keys in {} UNLINKs",
             count("UNLINK")
         );
-        assert!(!raw.exists(&tag_key(&env, "org:1")).await, "the tag set is gone");
+        assert!(
+            !raw.exists(&tag_key(&env, "org:1")).await,
+            "the tag set is gone"
+        );
         let dbsize: u64 = raw.cmd(&redis::cmd("DBSIZE")).await;
         assert_eq!(
             dbsize,
@@ -237,7 +255,10 @@ async fn reorganise(cache: &Cache, org: u64) {}
 async fn invalidates_with_tags_voids_members(env: TestEnv) {
     let src = Source::new();
     for id in 1..=3 {
-        assert_eq!(user(&env.cache, 5, id, &src).await, format!("{id}:{}", v(1, id)));
+        assert_eq!(
+            user(&env.cache, 5, id, &src).await,
+            format!("{id}:{}", v(1, id))
+        );
     }
     assert_eq!(user(&env.cache, 6, 4, &src).await, format!("4:{}", v(1, 4)));
     reorganise(&env.cache, 5).await;
@@ -284,7 +305,10 @@ async fn tag_invalidation_voids_a_running_load(env: TestEnv) {
                     .arg(env.cache.full_key("user:1")),
             )
             .await;
-        assert!(score.is_some(), "registered in the tag before the loader ran");
+        assert!(
+            score.is_some(),
+            "registered in the tag before the loader ran"
+        );
     }
     src.write();
     guard("invalidate_tag(org:9)", env.cache.invalidate_tag("org:9"))
@@ -355,9 +379,15 @@ async fn tag_set_expires_with_its_members() {
         async move { !r.exists(&t).await }
     })
     .await;
-    println!("tag set gone {} ms after the loads", loaded.elapsed().as_millis());
+    println!(
+        "tag set gone {} ms after the loads",
+        loaded.elapsed().as_millis()
+    );
     for id in 1..=5 {
-        assert!(!raw.exists(&env.cache.full_key(&format!("short:{id}"))).await);
+        assert!(
+            !raw.exists(&env.cache.full_key(&format!("short:{id}")))
+                .await
+        );
     }
 }
 
@@ -408,6 +438,8 @@ async fn expired_memberships_do_not_void_a_reloaded_key(env: TestEnv) {
 // ---------------------------------------------------------------------------------------------
 // cache_if
 
+/// `cache_if` takes a `fn(&T) -> bool`, here `T = String`.
+#[allow(clippy::ptr_arg)]
 fn keep(value: &String) -> bool {
     !value.starts_with("tmp:")
 }
@@ -462,14 +494,10 @@ async fn cache_if_rejected_value_still_reaches_waiting_callers(env: TestEnv) {
         })
         .collect();
     let c = env.cache.clone();
-    eventually(
-        "all 16 callers missed",
-        Duration::from_secs(20),
-        || {
-            let c = c.clone();
-            async move { stats(&c, COND).misses == N }
-        },
-    )
+    eventually("all 16 callers missed", Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { stats(&c, COND).misses == N }
+    })
     .await;
     src.ungate();
     src.open(1);
@@ -481,7 +509,10 @@ async fn cache_if_rejected_value_still_reaches_waiting_callers(env: TestEnv) {
     }
     assert_eq!(src.runs(), 1, "one loader run for all 16");
     if let Some(raw) = env.raw().await {
-        assert!(!raw.exists(&env.cache.full_key("cond:4")).await, "not stored");
+        assert!(
+            !raw.exists(&env.cache.full_key("cond:4")).await,
+            "not stored"
+        );
     }
     assert_eq!(cond(&env.cache, 4, &src).await, format!("tmp:{}", v(1, 2)));
     assert_eq!(src.runs(), 2);

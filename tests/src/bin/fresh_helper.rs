@@ -51,7 +51,9 @@ async fn wait_for_gate(counter: &Raw) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: fresh-helper <cache-url> <counter-url> <prime|burst> <start-unix-ms> <calls>");
+    eprintln!(
+        "usage: fresh-helper <cache-url> <counter-url> <prime|burst> <start-unix-ms> <calls>"
+    );
     std::process::exit(2)
 }
 
@@ -65,7 +67,10 @@ fn report(cache: &Cache, phase: &str, values: Vec<Option<String>>) {
         refreshes: s.refreshes,
         loads: s.loads,
     };
-    println!("{}", serde_json::to_string(&r).expect("serializable report"));
+    println!(
+        "{}",
+        serde_json::to_string(&r).expect("serializable report")
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
