@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt as _;
 use syn::parse::{ParseStream, Parser as _};
-use syn::spanned::Spanned as _;
 use syn::{Expr, ExprPath, Ident, Lit, LitStr, Path, Token, UnOp};
 
 use crate::template::did_you_mean;
@@ -29,6 +28,12 @@ impl Ctxt {
     /// Records an error at `span`.
     pub fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
         self.errors.push(syn::Error::new(span, msg));
+    }
+
+    /// Records an error spanning all of `tokens` (from its first to its last
+    /// token, also on stable compilers, where spans cannot be joined).
+    pub fn error_spanned(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+        self.errors.push(syn::Error::new_spanned(tokens, msg));
     }
 
     /// Whether no error has been recorded.
@@ -284,8 +289,8 @@ fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) -> Opt
     {
         return Some(s.clone());
     }
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+        value,
         format!(
             "`{name}` expects a string literal, found {}: write `{name} = {example}`",
             kind_of(value)
@@ -327,8 +332,8 @@ fn expect_int(
                     None
                 }
                 _ => {
-                    ctxt.error(
-                    value.span(),
+                    ctxt.error_spanned(
+                value,
                     format!(
                         "`{name}` expects an integer number of {unit}, found {}: write `{name} = {example}`",
                         kind_of(value)
@@ -339,15 +344,15 @@ fn expect_int(
             }
         }
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!("`{name}` cannot be negative: it is a number of {unit}"),
             );
             None
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` expects an integer literal ({unit}), found {}: write e.g. `{name} = {example}`",
                     kind_of(value)
@@ -364,8 +369,8 @@ fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
             return Some(p.path.clone());
         }
     }
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+                value,
         format!(
             "`crate` expects a path to the cache runtime crate, found {}: write e.g. `crate = ::cache_runtime`",
             kind_of(value)
@@ -443,8 +448,8 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
                 ctxt.error(
                     i.span(),
                     format!(
-                        "`{name}` expects a float literal such as `1.0`, found an integer: \
-                         write `{name} = {digits}.0`"
+                        "expected a float literal such as `1.0` for `{name}`, found an \
+                         integer: write `{name} = {digits}.0`"
                     ),
                 );
                 None
@@ -453,17 +458,17 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
                 ctxt.error(
                     s.span(),
                     format!(
-                        "`{name}` expects a float literal such as `1.0`, found a string \
-                         literal: remove the quotes"
+                        "expected a float literal such as `1.0` for `{name}`, found a \
+                         string literal: remove the quotes"
                     ),
                 );
                 None
             }
             _ => {
-                ctxt.error(
-                    value.span(),
+                ctxt.error_spanned(
+                    value,
                     format!(
-                        "`{name}` expects a float literal such as `1.0`, found {}",
+                        "expected a float literal such as `1.0` for `{name}`, found {}",
                         kind_of(value)
                     ),
                 );
@@ -471,8 +476,8 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
             }
         },
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` must be greater than 0: {meaning}; e.g. `{name} = 1.0`, \
                      or omit it"
@@ -481,10 +486,10 @@ fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
             None
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
-                    "`{name}` expects a float literal such as `1.0`, found {}: \
+                    "expected a float literal such as `1.0` for `{name}`, found {}: \
                      write e.g. `{name} = 1.0`",
                     kind_of(value)
                 ),
@@ -515,8 +520,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
             return Vec::new();
         }
         _ => {
-            ctxt.error(
-                value.span(),
+            ctxt.error_spanned(
+                value,
                 format!(
                     "`{name}` expects a list of string literals in brackets, found {}: \
                      write e.g. {example}",
@@ -527,8 +532,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
         }
     };
     if elems.is_empty() {
-        ctxt.error(
-            value.span(),
+        ctxt.error_spanned(
+            value,
             format!("`{name} = []` lists no tag: omit it, or name tags as in {example}"),
         );
     }
@@ -547,8 +552,8 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
                     tags.push(s.clone());
                 }
             }
-            _ => ctxt.error(
-                e.span(),
+            _ => ctxt.error_spanned(
+                e,
                 format!(
                     "each tag in `{name} = [..]` must be a string literal (a template like a \
                      key's), found {}: write e.g. {example}",
@@ -581,8 +586,8 @@ fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPat
         }
         _ => format!(", e.g. `{name} = is_cacheable`"),
     };
-    ctxt.error(
-        value.span(),
+    ctxt.error_spanned(
+        value,
         format!(
             "`{name}` expects a path to a function `fn(&T) -> bool` (T: the cached value), \
              found {}{hint}",
@@ -990,5 +995,137 @@ mod tests {
         let (_, e) = invalidates(quote! { key = "a" });
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("without `key =`"), "{e:?}");
+    }
+
+    #[test]
+    fn freshness_args() {
+        let (a, e) = cached(quote! {
+            key = "u:{id}", ttl = 60, stale = 300, early_refresh = 1.5, timeout_ms = 250,
+            tags = ["org:{org}", "users"], cache_if = crate::policy::is_active,
+        });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.stale.unwrap().value, 300);
+        assert_eq!(a.early_refresh, Some(1.5));
+        assert_eq!(a.timeout_ms.unwrap().value, 250);
+        let tags: Vec<String> = a.tags.iter().map(LitStr::value).collect();
+        assert_eq!(tags, ["org:{org}", "users"]);
+        let path = a.cache_if.unwrap().path;
+        assert_eq!(quote!(#path).to_string(), "crate :: policy :: is_active");
+        let names: Vec<String> = a.refresh_args.iter().map(Ident::to_string).collect();
+        assert_eq!(names, ["stale", "early_refresh", "timeout_ms"]);
+        let (a, e) = cached(quote! { key = "u", ttl = 60, early_refresh = 2e-1 });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.early_refresh, Some(0.2));
+        let (a, e) = cached(quote! { key = "u", ttl = 60, tags = ["a"] });
+        assert!(e.is_empty() && a.refresh_args.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn freshness_zero_values() {
+        let (a, e) = cached(quote! { key = "u", ttl = 60, stale = 0 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("`stale = 0` has no meaning"), "{e:?}");
+        assert!(e[0].contains("omit it, or give seconds > 0"), "{e:?}");
+        assert!(a.stale.is_none());
+        let (_, e) = cached(quote! { key = "u", ttl = 60, stale = 5, timeout_ms = 0 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("`timeout_ms = 0` has no meaning"), "{e:?}");
+        // `stale = 0` is reported, not also "timeout_ms needs stale".
+        let (_, e) = cached(quote! { key = "u", ttl = 60, stale = 0, timeout_ms = 5 });
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn early_refresh_values() {
+        for (v, msg) in [
+            (quote!(0.0), "`early_refresh = 0.0` has no meaning"),
+            (quote!(-1.0), "`early_refresh` must be greater than 0"),
+            (quote!(1), "expected a float literal such as `1.0`"),
+            (quote!("1.0"), "remove the quotes"),
+            (quote!(b), "found a path"),
+            (quote!(1e999), "out of range"),
+        ] {
+            let (a, e) = cached(quote! { key = "u", ttl = 60, early_refresh = #v });
+            assert_eq!(e.len(), 1, "{v}: {e:?}");
+            assert!(e[0].contains(msg), "{v}: {e:?}");
+            assert!(a.early_refresh.is_none());
+            // Still counts as a refresh argument (for the parameter checks).
+            assert_eq!(a.refresh_args.len(), 1);
+        }
+        let (_, e) = cached(quote! { key = "u", ttl = 60, early_refresh = 1 });
+        assert!(e[0].contains("write `early_refresh = 1.0`"), "{e:?}");
+    }
+
+    #[test]
+    fn timeout_needs_stale() {
+        let (_, e) = cached(quote! { key = "u", ttl = 60, timeout_ms = 200 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("`timeout_ms` needs `stale = N`"), "{e:?}");
+        assert!(e[0].contains("add `stale = N`"), "{e:?}");
+        let (_, e) = cached(quote! { key = "u", ttl = 60, timeout_ms = 200, stale = 1 });
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn tags_errors() {
+        let (a, e) = cached(quote! { key = "u", ttl = 60, tags = "org:{id}" });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("write `tags = [\"org:{id}\"]`"), "{e:?}");
+        assert!(a.tags.is_empty());
+        let (a, e) = cached(quote! { key = "u", ttl = 60, tags = ["a", 5, b, "a", "c"] });
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("found an integer"), "{e:?}");
+        assert!(e[1].contains("found a path"), "{e:?}");
+        assert!(e[2].contains("duplicate tag \"a\""), "{e:?}");
+        // The string literals are still checked as templates.
+        assert_eq!(a.tags.len(), 2);
+        let (_, e) = cached(quote! { key = "u", ttl = 60, tags = [] });
+        assert!(e[0].contains("lists no tag"), "{e:?}");
+        let (_, e) = cached(quote! { key = "u", ttl = 60, tags = users });
+        assert!(e[0].contains("expects a list of string literals"), "{e:?}");
+    }
+
+    #[test]
+    fn cache_if_errors() {
+        let (_, e) = cached(quote! { key = "u", ttl = 60, cache_if = "keep" });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("remove the quotes, `cache_if = keep`"),
+            "{e:?}"
+        );
+        let (_, e) = cached(quote! { key = "u", ttl = 60, cache_if = |v: &u64| *v > 0 });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("found a closure"), "{e:?}");
+        let (_, e) = cached(quote! { key = "u", ttl = 60, cache_if = 5 });
+        assert!(e[0].contains("found an integer"), "{e:?}");
+        let (a, e) = cached(quote! { key = "u", ttl = 60, cache_if = <T as Policy>::keep });
+        assert!(e.is_empty() && a.cache_if.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn freshness_duplicates_and_typos() {
+        let (_, e) = cached(quote! {
+            key = "u", ttl = 60, stale = 1, stale = 2, tags = ["a"], tags = ["b"], stael = 5
+        });
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("duplicate argument `stale`"), "{e:?}");
+        assert!(e[1].contains("duplicate argument `tags`"), "{e:?}");
+        assert!(e[2].contains("did you mean `stale`?"), "{e:?}");
+    }
+
+    #[test]
+    fn invalidates_tags() {
+        let (a, e) = invalidates(quote! { tags = ["org:{org}"] });
+        assert!(e.is_empty(), "{e:?}");
+        assert!(a.templates.is_empty());
+        assert_eq!(a.tags.len(), 1);
+        let (a, e) = invalidates(quote! { "u:{id}", tags = ["org:{org}", "users"], cache = C });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!((a.templates.len(), a.tags.len()), (1, 2));
+        let (_, e) = invalidates(quote! { tags = "org" });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("in brackets"), "{e:?}");
+        let (_, e) = invalidates(quote! { "a", stale = 5 });
+        assert!(e[0].contains("unknown argument `stale`"), "{e:?}");
     }
 }

@@ -773,6 +773,10 @@ fn expand_cached(
     };
     let negative_ttl = option(spec.negative_ttl);
     let lock_ms = option(spec.lock_ms);
+    // Every token of the call and its `.await` is located at the return
+    // type, so that an unsupported return type (not `Serialize`, not
+    // matching `returns = ..`) is reported there, once.
+    let ret_span = Span::call_site().located_at(ret_span);
     let cache_if = match &spec.cache_if {
         // Located at the path, so that a function of the wrong signature is
         // reported there; the coercion to `fn(&T) -> bool` happens at `Some(..)`.
@@ -780,12 +784,9 @@ fn expand_cached(
             let span = Span::call_site().located_at(path.span());
             quote_spanned!(span=> ::core::option::Option::Some(#path))
         }
-        None => quote!(::core::option::Option::None),
+        // At the return type like the call: its type names the stored value.
+        None => quote_spanned!(ret_span=> ::core::option::Option::None),
     };
-    // Every token of the call and its `.await` is located at the return
-    // type, so that an unsupported return type (not `Serialize`, not
-    // matching `returns = ..`) is reported there, once.
-    let ret_span = Span::call_site().located_at(ret_span);
     let check = if shape_inferred && shape == Shape::Plain {
         plain_check(&krate, &ret, ret_span)
     } else {
@@ -1203,5 +1204,305 @@ mod tests {
         );
         assert!(out.contains("can only be applied"), "{out}");
         assert!(out.starts_with("struct S ;"), "{out}");
+    }
+
+    #[test]
+    fn tags_and_cache_if_without_refresh() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "user:{id}",
+                ttl = 60,
+                tags = ["org:{user.org}", "users"],
+                cache_if = is_active
+            ),
+            quote!(
+                async fn get(id: u64, user: User) -> Option<User> {
+                    Some(user)
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("__private :: cached :: <"), "{out}");
+        assert!(!out.contains("cached_refresh"), "{out}");
+        assert!(
+            out.contains(":: core :: option :: Option :: Some (is_active)"),
+            "{out}"
+        );
+        // Tags are rendered in the load closure, before the body's block.
+        let (before, after) = out.split_once("move || (").expect(&out);
+        assert!(!before.contains("org:"), "{out}");
+        let (tags, body) = after.split_once("async move").expect(&out);
+        assert!(tags.starts_with(":: std :: vec :: Vec :: from (["), "{out}");
+        assert!(tags.contains("__cache_k . part (& user . org)"), "{out}");
+        assert!(tags.contains("__cache_k . lit (\"users\")"), "{out}");
+        assert!(body.contains("Some (user)"), "{out}");
+        assert!(out.contains("stale_secs : 0"), "{out}");
+        assert!(out.contains("early_refresh : 0.0"), "{out}");
+        assert!(out.contains("timeout_ms : 0"), "{out}");
+
+        let out = expand(
+            cached,
+            quote!(key = "user:{id}", ttl = 60),
+            quote!(
+                async fn get(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(
+            out.contains("move || (:: std :: vec :: Vec :: new () , async move"),
+            "{out}"
+        );
+        assert!(out.contains("Option :: None"), "{out}");
+    }
+
+    #[test]
+    fn refresh_expansion() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "user:{region}:{id}",
+                ttl = 60,
+                stale = 30,
+                early_refresh = 1.0,
+                timeout_ms = 200,
+                tags = ["region:{region}"]
+            ),
+            quote!(
+                pub async fn get<'a>(region: &'a str, id: u64, mut n: u32, only_key: u8) -> String {
+                    n += 1;
+                    format!("{region}/{n}/{}", id)
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("__private :: cached_refresh :: <"), "{out}");
+        assert!(out.contains("stale_secs : 30"), "{out}");
+        assert!(out.contains("early_refresh : 1.0"), "{out}");
+        assert!(out.contains("timeout_ms : 200"), "{out}");
+        // `mut` moves from the signature to the block's binding.
+        let (sig, rest) = out.split_once('{').expect(&out);
+        assert!(sig.contains("n : u32"), "{sig}");
+        assert!(!sig.contains("mut"), "{sig}");
+        // The closure is not `move`: it borrows the parameters to render the tags and
+        // make the copies.
+        let (_, closure) = rest.split_once("|| {").expect(&out);
+        let (copies, block) = closure.split_once("async move").expect(&out);
+        assert!(
+            copies.contains(
+                "let __cache_own_region = :: std :: borrow :: ToOwned :: to_owned (region)"
+            ),
+            "{copies}"
+        );
+        assert!(
+            copies.contains("let __cache_arg_id = :: core :: clone :: Clone :: clone (& id)"),
+            "{copies}"
+        );
+        assert!(copies.contains("__cache_arg_n"), "{copies}");
+        // Only the key uses `only_key`: not copied.
+        assert!(!copies.contains("only_key"), "{copies}");
+        assert!(
+            block.contains(
+                "let region : & '_ str = :: core :: borrow :: Borrow :: borrow (& __cache_own_region)"
+            ),
+            "{block}"
+        );
+        assert!(block.contains("let id = __cache_arg_id ;"), "{block}");
+        assert!(block.contains("let mut n = __cache_arg_n ;"), "{block}");
+    }
+
+    #[test]
+    fn refresh_method_replaces_self() {
+        let out = expand(
+            cached,
+            quote!(
+                key = "u:{self.tenant}:{id}",
+                ttl = 60,
+                stale = 5,
+                cache = self.cache
+            ),
+            quote!(
+                async fn get(&self, id: u64) -> String {
+                    format!("{}/{}", self.tenant, self::helper(Self::X, id))
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        // The key and the handle read the real `self`, before the body.
+        assert!(out.contains("part (& self . tenant)"), "{out}");
+        assert!(out.contains("handle (& (self . cache))"), "{out}");
+        assert!(
+            out.contains("let __cache_self = :: core :: clone :: Clone :: clone (self) ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("let __cache_this : & Self = & __cache_self ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("__cache_this . tenant , self :: helper (Self :: X , id)"),
+            "{out}"
+        );
+
+        // A body without `self` does not clone the receiver.
+        let out = expand(
+            cached,
+            quote!(key = "u:{self.tenant}:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn get(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("__cache_self"), "{out}");
+
+        // `mut self` by value: cloned, and owned by the block.
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn take(mut self, id: u64) -> u64 {
+                    self.n += id;
+                    self.n
+                }
+            ),
+        );
+        assert!(out.contains("async fn take (self , id : u64)"), "{out}");
+        assert!(out.contains("clone (& self)"), "{out}");
+        assert!(
+            out.contains("let mut __cache_this = __cache_self ;"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn refresh_errors() {
+        let errors = |args: TokenStream, item: TokenStream| -> Vec<String> {
+            let out = expand(cached, args, item);
+            out.split("compile_error !")
+                .skip(1)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let e = errors(
+            quote!(key = "u:{id}", ttl = 60, stale = 5, timeout_ms = 9),
+            quote!(
+                async fn get(&mut self, id: u64, buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
+                    buf.push(a + b);
+                    self.n
+                }
+            ),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("cannot take `&mut self`"), "{e:?}");
+        assert!(e[0].contains("`stale` and `timeout_ms`"), "{e:?}");
+        assert!(
+            e[0].contains("needs owned copies of the arguments"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("parameter `buf: &mut Vec<u8>`"), "{e:?}");
+        assert!(e[2].contains("destructured parameter `(a, b)`"), "{e:?}");
+        assert!(e[2].contains("`arg: (u8, u8)`"), "{e:?}");
+
+        // The same parameters are fine when the body does not use them.
+        let e = errors(
+            quote!(key = "u:{a}", ttl = 60, early_refresh = 1.0),
+            quote!(
+                async fn get(buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
+                    1
+                }
+            ),
+        );
+        assert!(e.is_empty(), "{e:?}");
+
+        let e = errors(
+            quote!(key = "u:{id}", ttl = 60, stale = 5),
+            quote!(
+                async fn get(id: u64, name: Option<&str>, label: &impl Display) -> String {
+                    format!("{id}{name:?}{label}")
+                }
+            ),
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("`name: Option<&str>`"), "{e:?}");
+        assert!(e[0].contains("still borrows"), "{e:?}");
+        assert!(e[1].contains("`label: &impl ..`"), "{e:?}");
+    }
+
+    #[test]
+    fn refresh_on_async_trait_is_an_error() {
+        let item = async_trait_item(quote!(Box::pin(async move {
+            let __self = self;
+            let id = id;
+            let __ret: Result<Option<String>, E> = { Ok(None) };
+            #[allow(unreachable_code)]
+            __ret
+        })));
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 5, stale = 10),
+            item.clone(),
+        );
+        assert!(
+            out.contains("on an `#[async_trait]` method is not supported yet"),
+            "{out}"
+        );
+        // Tags are fine there.
+        let out = expand(
+            cached,
+            quote!(key = "u:{id}", ttl = 5, tags = ["t:{id}"]),
+            item,
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("Vec :: from (["), "{out}");
+    }
+
+    #[test]
+    fn invalidates_with_tags() {
+        let out = expand(
+            invalidates,
+            quote!("user:{id}", tags = ["org:{org}", "users"]),
+            quote!(
+                async fn moved(id: u64, org: u64) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("let __cache_keys : [:: std :: string :: String ; 1] = ["),
+            "{out}"
+        );
+        assert!(
+            out.contains("let __cache_tags : [:: std :: string :: String ; 2] = ["),
+            "{out}"
+        );
+        assert!(out.contains("& __cache_keys , & __cache_tags"), "{out}");
+
+        let out = expand(
+            invalidates,
+            quote!(tags = ["users"]),
+            quote!(
+                async fn wipe() {}
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("let __cache_keys : [:: std :: string :: String ; 0] = [] ;"),
+            "{out}"
+        );
+
+        let out = expand(
+            invalidates,
+            quote!("u:{id}", tags = ["org:{org}"]),
+            quote!(
+                async fn moved(id: u64, org_id: u64) {}
+            ),
+        );
+        assert!(
+            out.contains("unknown parameter `org` in tag template"),
+            "{out}"
+        );
     }
 }

@@ -807,4 +807,29 @@ mod tests {
         assert_eq!(edit_distance("ab", "ba"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
     }
+
+    #[test]
+    fn tag_messages() {
+        let e = super::parse("", Kind::Tag).unwrap_err();
+        assert!(e[0].message.contains("empty tag template"), "{e:?}");
+        assert!(e[0].message.contains("\"org:{org_id}\""), "{e:?}");
+        let e = super::parse("org:{a}{b}", Kind::Tag).unwrap_err();
+        assert!(e[0].message.contains("the same tag"), "{e:?}");
+        let e = super::parse("org:{", Kind::Tag).unwrap_err();
+        assert!(
+            e[0].message.contains("unclosed `{` in tag template"),
+            "{e:?}"
+        );
+        let segs = super::parse("org:{org_idd}", Kind::Tag).unwrap();
+        let e = super::check_names(&segs, &scope(&["org_id"], false), Kind::Tag);
+        assert!(
+            e[0].message
+                .starts_with("unknown parameter `org_idd` in tag template"),
+            "{e:?}"
+        );
+        assert!(e[0].message.contains("did you mean `org_id`?"), "{e:?}");
+        // Key messages are unchanged.
+        let e = parse("user:{").unwrap_err();
+        assert!(e[0].message.contains("in key template"), "{e:?}");
+    }
 }
