@@ -59,6 +59,18 @@ where
     out
 }
 
+/// Waits until the tasks spawned on this runtime since `baseline = alive_tasks()` have ended:
+/// background refreshes (and the lease releases they spawn) are tasks, so afterwards no
+/// refresh runs and none can start without a new call.
+async fn settle(baseline: usize) {
+    eventually(
+        "the background refreshes ended",
+        Duration::from_secs(10),
+        || async move { alive_tasks() <= baseline },
+    )
+    .await;
+}
+
 /// The payload of a stored envelope (header and refresh-lease trailer stripped; see the
 /// layout in `cache-runtime/src/entry.rs`): the JSON of the value.
 fn payload(raw: &[u8]) -> String {
@@ -316,6 +328,7 @@ async fn failing_refresh_serves_stale_until_grace_ends(env: TestEnv) {
     assert_eq!(failsafe_row(&env.cache, 1, &src).await, Ok(v(1, 1)));
     // The entry was stored before this instant with a TTL of ttl + stale = 3 s.
     let stored = Instant::now();
+    let baseline = alive_tasks();
     src.fail_next();
     tokio::time::sleep(PAST_TTL).await;
 
@@ -334,19 +347,7 @@ async fn failing_refresh_serves_stale_until_grace_ends(env: TestEnv) {
         calls += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let c = env.cache.clone();
-    let s2 = src.clone();
-    eventually(
-        "every failed refresh is counted",
-        Duration::from_secs(5),
-        || {
-            let (c, s2) = (c.clone(), s2.clone());
-            async move {
-                s2.finished() == s2.runs() && stats(&c, FAILSAFE).refresh_errors == s2.failures()
-            }
-        },
-    )
-    .await;
+    settle(baseline).await;
     let s = stats(&env.cache, FAILSAFE);
     println!("fail-safe: {calls} calls in the grace window, {s:?}");
     assert_eq!(src.runs(), 1 + src.failures(), "every refresh failed");
@@ -387,6 +388,7 @@ const PANICKY: &str = "freshness::panicky_row";
 async fn panicking_refresh_keeps_serving_stale(env: TestEnv) {
     let src = Source::new();
     assert_eq!(panicky_row(&env.cache, 1, &src).await, v(1, 1));
+    let baseline = alive_tasks();
     src.panic_next();
     tokio::time::sleep(PAST_TTL).await;
 
@@ -398,22 +400,10 @@ async fn panicking_refresh_keeps_serving_stale(env: TestEnv) {
         calls += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let c = env.cache.clone();
-    let s2 = src.clone();
-    eventually(
-        "every panic is counted",
-        Duration::from_secs(5),
-        || {
-            let (c, s2) = (c.clone(), s2.clone());
-            async move {
-                s2.finished() == s2.runs() && stats(&c, PANICKY).refresh_errors == s2.panics()
-            }
-        },
-    )
-    .await;
     // Still served after the panics.
     assert_eq!(panicky_row(&env.cache, 1, &src).await, v(1, 1));
     calls += 1;
+    settle(baseline).await;
     let s = stats(&env.cache, PANICKY);
     println!("panicking refresh: {calls} calls, {s:?}");
     assert_eq!(src.runs(), 1 + src.panics());
@@ -486,12 +476,7 @@ async fn invalidation_in_grace_window_voids_stale_and_running_refresh(env: TestE
     // Let the refresh finish with version 1, and wait until its task is gone (store attempt
     // included).
     src.open(1);
-    eventually(
-        "the refresh's task finished",
-        Duration::from_secs(10),
-        || async { alive_tasks() <= before_refresh },
-    )
-    .await;
+    settle(before_refresh).await;
     assert_eq!(src.finished(), 3);
     if let Some(raw) = &raw {
         let bytes = raw.get(&full).await.expect("version 2 still stored");
@@ -542,6 +527,7 @@ const XFETCH_RUN: Duration = Duration::from_secs(50);
 async fn xfetch_hot_key_never_waits_on_a_loader(env: TestEnv) {
     let src = Source::with_delay(Duration::from_millis(100));
     assert_eq!(xf_row(&env.cache, 1, &src).await, v(1, 1));
+    let baseline = alive_tasks();
     let calls = Arc::new(AtomicU64::new(0));
     let stop_at = Instant::now() + XFETCH_RUN;
     let tasks: Vec<_> = (0..64)
@@ -562,12 +548,7 @@ async fn xfetch_hot_key_never_waits_on_a_loader(env: TestEnv) {
             .await
             .expect("caller panicked");
     }
-    let s2 = src.clone();
-    eventually("the last refresh finished", Duration::from_secs(10), || {
-        let s2 = s2.clone();
-        async move { s2.finished() == s2.runs() }
-    })
-    .await;
+    settle(baseline).await;
     let s = stats(&env.cache, XF);
     let calls = calls.load(SeqCst);
     println!(
@@ -628,6 +609,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
     let src = Source::with_delay(Duration::from_millis(100));
     assert_eq!(xf_near(&env.cache, 1, &src).await, v(1, 1));
     let before = alive_tasks();
+    src.gate_next(); // the refresh cannot land while we count hits
     let mut hits = 0;
     while stats(&env.cache, "freshness::xf_near").early_refreshes == 0 {
         assert!(hits < 200, "no early refresh in 200 hits within the window");
@@ -635,12 +617,9 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
         hits += 1;
     }
     println!("xfetch near expiry: the early refresh started at hit {hits}");
-    eventually(
-        "the early refresh's task ended",
-        Duration::from_secs(10),
-        || async { alive_tasks() <= before },
-    )
-    .await;
+    guard("the early refresh's loader starts", src.entered()).await;
+    src.open(1);
+    settle(before).await;
     let s = stats(&env.cache, "freshness::xf_near");
     assert_eq!(
         (s.misses, s.hits, s.early_refreshes, s.refreshes, src.runs()),
