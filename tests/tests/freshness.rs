@@ -752,6 +752,87 @@ async fn refresh_within_timeout_returns_fresh_value(env: TestEnv) {
     assert_eq!(src.runs(), 2);
 }
 
+/// `timeout_ms` with a refresh that fails: the waiting caller gets the stale value as soon as
+/// the refresh failed (fail-safe; no soft timeout: it did not wait `timeout_ms`).
+async fn soft_wait_on_a_failing_refresh_returns_stale(env: TestEnv) {
+    let src = Source::new();
+    assert_eq!(soft_wait_row(&env.cache, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    src.gate_next();
+    src.panic_next();
+    let call = tokio::spawn({
+        let (cache, src) = (env.cache.clone(), src.clone());
+        async move { soft_wait_row(&cache, 1, &src).await }
+    });
+    guard("the refresh's loader starts", src.entered()).await;
+    src.open(1); // the loader panics now
+    let value = guard(
+        "the waiting call (timeout_ms = 10 s: returns on the failure, not on the timeout)",
+        call,
+    )
+    .await
+    .expect("the caller must not see the refresh's panic");
+    assert_eq!(value, v(1, 1), "the stale value (fail-safe)");
+    let s = stats(&env.cache, SOFT_WAIT);
+    assert_eq!(
+        (s.stale_served, s.soft_timeouts, s.refresh_errors, s.misses),
+        (1, 0, 1, 1),
+        "{s:?}"
+    );
+}
+
+/// A second caller in the same process arriving while this process's refresh runs (its lease
+/// already in the entry) joins that refresh and waits for it too, as the first caller does
+/// (notes: "waits up to timeout_ms for the refresh (started or joined in this process)";
+/// only ANOTHER process's lease means "stale at once"): both get the fresh value.
+///
+/// Memory backend on a current-thread runtime, so that "the second caller has made its
+/// decision" is a scheduling fact, not a timing guess: its store reads finish on their first
+/// poll, and `yield_now` lets it run until it either returned or waits.
+#[tokio::test(flavor = "current_thread")]
+async fn soft_timeout_second_caller_joins_this_process_refresh() {
+    let env = TestEnv::new(Backend::Memory).await;
+    let src = Source::new();
+    assert_eq!(soft_wait_row(&env.cache, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    src.gate_next();
+    let spawn_call = || {
+        tokio::spawn({
+            let (cache, src) = (env.cache.clone(), src.clone());
+            async move { soft_wait_row(&cache, 1, &src).await }
+        })
+    };
+    let first = spawn_call();
+    guard("the refresh's loader starts", src.entered()).await;
+    // The refresh holds its lease now; a second caller arrives and runs until it waits.
+    let second = spawn_call();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let returned_early = second.is_finished();
+    src.open(1);
+    let first = guard("the first caller", first).await.expect("panicked");
+    let second = guard("the second caller", second).await.expect("panicked");
+    let s = stats(&env.cache, SOFT_WAIT);
+    println!(
+        "two soft-timeout callers: first {first}, second {second} (returned before the \
+         refresh finished: {returned_early}), {s:?}"
+    );
+    assert_eq!(first, v(1, 2), "the first caller waited for the refresh");
+    assert_eq!(
+        (second.as_str(), returned_early),
+        (v(1, 2).as_str(), false),
+        "the second caller returned the stale value at once instead of joining this \
+         process's refresh (timeout_ms = 10 s; the refresh finished right after)"
+    );
+    assert_eq!(
+        (s.stale_served, s.soft_timeouts, s.misses),
+        (0, 0, 3),
+        "{s:?}"
+    );
+    assert_eq!(src.runs(), 2);
+}
+
 /// `timeout_ms` when ANOTHER handle (process) holds the refresh lease: the call returns the
 /// stale value at once, without waiting and without a refresh of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -808,6 +889,7 @@ backend_tests!(
     invalidation_in_grace_window_voids_stale_and_running_refresh,
     soft_timeout_returns_stale_and_refresh_lands_later,
     refresh_within_timeout_returns_fresh_value,
+    soft_wait_on_a_failing_refresh_returns_stale,
 );
 
 mod seeded {

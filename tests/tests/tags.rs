@@ -11,12 +11,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, FnStats, cached, invalidates};
-use cache_tests::source::Source;
+use cache_tests::source::{Source, alive_tasks};
 use cache_tests::{Backend, TestEnv, backend_tests, eventually, guard, guard_for};
 use tokio::task::JoinSet;
 
 fn v(version: u64, run: u64) -> String {
     Source::value(version, run)
+}
+
+/// Sleep this long after a load to be past its `ttl = 1` (in the grace window).
+const PAST_TTL: Duration = Duration::from_millis(1_100);
+
+/// Waits until the tasks spawned since `baseline = alive_tasks()` (background refreshes)
+/// have ended.
+async fn settle(baseline: usize) {
+    eventually(
+        "the background refreshes ended",
+        Duration::from_secs(10),
+        || async move { alive_tasks() <= baseline },
+    )
+    .await;
 }
 
 fn stats(cache: &Cache, name: &str) -> FnStats {
@@ -435,6 +449,114 @@ async fn expired_memberships_do_not_void_a_reloaded_key(env: TestEnv) {
     assert_eq!(src.runs(), 4);
 }
 
+#[cached(key = "swrt:{id}", ttl = 1, stale = 2, tags = ["grp:{group}"], cache = cache)]
+async fn swr_tagged(cache: &Cache, group: u64, id: u64, src: &Arc<Source>) -> String {
+    src.load_ok().await
+}
+
+/// A tag invalidation while a background refresh of a member runs (grace window; the refresh
+/// read version 1 and is held at the gate): reads after `invalidate_tag` returned get version
+/// 2, and the refresh, released afterwards, does not store version 1.
+async fn tag_invalidation_voids_a_running_refresh(env: TestEnv) {
+    let src = Source::new();
+    assert_eq!(swr_tagged(&env.cache, 7, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    let baseline = alive_tasks();
+    src.gate_next();
+    assert_eq!(swr_tagged(&env.cache, 7, 1, &src).await, v(1, 1), "stale");
+    guard("the refresh's loader read version 1", src.entered()).await;
+    src.ungate();
+    src.write();
+    env.cache
+        .invalidate_tag("grp:7")
+        .await
+        .expect("tag invalidation");
+    assert_eq!(swr_tagged(&env.cache, 7, 1, &src).await, v(2, 3));
+    src.open(1);
+    settle(baseline).await;
+    assert_eq!(src.finished(), 3);
+    if let Some(raw) = env.raw().await {
+        let bytes = raw
+            .get(&env.cache.full_key("swrt:1"))
+            .await
+            .expect("stored");
+        assert!(
+            String::from_utf8_lossy(&bytes).contains(&v(2, 3)),
+            "the voided refresh overwrote version 2"
+        );
+    }
+    assert_eq!(swr_tagged(&env.cache, 7, 1, &src).await, v(2, 3));
+    let s = stats(&env.cache, "tags::swr_tagged");
+    assert_eq!(
+        (src.runs(), s.misses, s.hits, s.refreshes, s.stale_served),
+        (3, 2, 1, 1, 1),
+        "{s:?}"
+    );
+}
+
+/// A background refresh of a tagged entry whose loader runs longer than the refresh lease
+/// (`lock_ms` x 10 = 100 ms here; the refresh registered the membership for
+/// `ttl + stale + lock_ms x 11` = 3.11 s from its start): when it stores its result, the new
+/// entry lives `ttl + stale` = 3 s from the store, longer than its membership. Once the
+/// membership ran out (the set expired on Redis; pruned by the next registration on memory),
+/// a write + `invalidate_tag` must still void the entry: the next read must get version 2.
+///
+/// Timeline (s): 0 prime; 1.1 refresh starts (membership until 4.21); 2.1 the refresh stores
+/// (entry until 5.1, fresh until 3.1); 4.3 write + invalidate_tag; read.
+async fn refresh_past_its_lease_cannot_outlive_its_tag_membership(env: TestEnv) {
+    let src = Source::new();
+    assert_eq!(swr_tagged(&env.cache, 1, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    let baseline = alive_tasks();
+    src.gate_next();
+    let refresh_started = Instant::now();
+    assert_eq!(swr_tagged(&env.cache, 1, 1, &src).await, v(1, 1), "stale");
+    guard("the refresh's loader starts", src.entered()).await;
+    // The loader runs 1 s, well past the refresh lease (100 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    src.ungate();
+    src.open(1);
+    settle(baseline).await;
+    assert_eq!(
+        src.runs(),
+        2,
+        "one refresh; the value it stored is the one at stake"
+    );
+    // Past the membership the refresh registered (3.11 s from its start).
+    tokio::time::sleep(Duration::from_millis(3_300).saturating_sub(refresh_started.elapsed()))
+        .await;
+    let raw = env.raw().await;
+    if let Some(raw) = &raw {
+        assert!(
+            !raw.exists(&tag_key(&env, "grp:1")).await,
+            "the tag set expired with the membership"
+        );
+    }
+    // Another member registers (prunes run-out memberships on the memory backend).
+    assert_eq!(swr_tagged(&env.cache, 1, 2, &src).await, v(1, 3));
+    src.write();
+    env.cache
+        .invalidate_tag("grp:1")
+        .await
+        .expect("tag invalidation");
+    let still_stored = match &raw {
+        Some(raw) => Some(raw.exists(&env.cache.full_key("swrt:1")).await),
+        None => None,
+    };
+    let value = swr_tagged(&env.cache, 1, 1, &src).await;
+    println!(
+        "{:?}: {} ms after the refresh started, after write + invalidate_tag: stored = {still_stored:?}, read = {value}",
+        env.backend,
+        refresh_started.elapsed().as_millis()
+    );
+    assert_eq!(
+        value,
+        v(2, 4),
+        "a read after write + invalidate_tag got the refreshed version-1 entry, which outlived \
+         its tag membership"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // cache_if
 
@@ -519,6 +641,7 @@ async fn cache_if_rejected_value_still_reaches_waiting_callers(env: TestEnv) {
 }
 
 backend_tests!(
+    tag_invalidation_voids_a_running_refresh,
     invalidate_tag_voids_10000_members_in_bounded_batches,
     invalidates_with_tags_voids_members,
     tag_invalidation_voids_a_running_load,
@@ -532,5 +655,14 @@ mod short_leases {
     cache_tests::backend_tests!(
         with |b| b.lock_ms(crate::LOCK_MS);
         expired_memberships_do_not_void_a_reloaded_key,
+    );
+}
+
+mod very_short_leases {
+    use super::*;
+
+    cache_tests::backend_tests!(
+        with |b| b.lock_ms(10);
+        refresh_past_its_lease_cannot_outlive_its_tag_membership,
     );
 }
