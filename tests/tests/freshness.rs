@@ -127,6 +127,16 @@ async fn grace_burst_of_64_serves_stale_and_refreshes_once(env: TestEnv) {
         "{s:?}"
     );
 
+    let raw = env.raw().await;
+    let full = env.cache.full_key("burst:1");
+    if let Some(raw) = &raw {
+        // Stored for ttl + stale = 31 s, 1.1 s ago; the refresh lease kept the TTL.
+        let pttl = raw.pttl(&full).await;
+        assert!(
+            pttl > 25_000 && pttl <= 29_900,
+            "PTTL in the grace window: {pttl}"
+        );
+    }
     src.open(1);
     eventually(
         "the refreshed value is served",
@@ -137,6 +147,13 @@ async fn grace_burst_of_64_serves_stale_and_refreshes_once(env: TestEnv) {
         },
     )
     .await;
+    if let Some(raw) = &raw {
+        let pttl = raw.pttl(&full).await;
+        assert!(
+            pttl > 29_900 && pttl <= 31_000,
+            "the refresh stores with a new ttl + stale: PTTL {pttl}"
+        );
+    }
     let s = stats(&env.cache, BURST);
     assert_eq!(src.runs(), 2, "no second refresh");
     assert_eq!((s.refreshes, s.loads, s.misses), (1, 2, 1), "{s:?}");
@@ -195,6 +212,55 @@ async fn grace_burst_on_two_handles_runs_one_refresh() {
     assert_eq!(
         (a.refreshes + b.refreshes, a.loads + b.loads),
         (1, 2),
+        "{a:?} {b:?}"
+    );
+}
+
+/// A refresh lease runs out (`lock_ms` x 10; here 100 ms) while its refresh hangs: another
+/// process (handle) takes the lease over and refreshes, and when the hung refresh finishes
+/// afterwards it does not overwrite the newer value (its lease token is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hung_refresh_is_taken_over_after_its_lease_and_cannot_overwrite() {
+    let env = TestEnv::with(Backend::Redis, |b| b.lock_ms(10)).await;
+    let other = Cache::builder()
+        .redis(env.server.as_ref().expect("redis").url())
+        .namespace(TEST_NAMESPACE)
+        .lock_ms(10)
+        .build()
+        .await
+        .expect("second handle");
+    let src = Source::new();
+    assert_eq!(burst_row(&env.cache, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    let baseline = alive_tasks();
+    src.gate_next();
+    assert_eq!(burst_row(&env.cache, 1, &src).await, v(1, 1), "stale");
+    guard("the first handle's refresh starts", src.entered()).await;
+    src.ungate(); // run 2 stays held; later runs pass
+    // Let the hung refresh's lease (100 ms) run out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(burst_row(&other, 1, &src).await, v(1, 1), "stale");
+    eventually(
+        "the second handle's refresh lands",
+        Duration::from_secs(10),
+        || {
+            let (other, src) = (other.clone(), src.clone());
+            async move { burst_row(&other, 1, &src).await == v(1, 3) }
+        },
+    )
+    .await;
+    src.open(1); // the hung refresh (run 2) finishes now
+    settle(baseline).await;
+    assert_eq!(src.finished(), 3);
+    assert_eq!(
+        burst_row(&env.cache, 1, &src).await,
+        v(1, 3),
+        "the hung refresh overwrote the newer value"
+    );
+    let (a, b) = (stats(&env.cache, BURST), stats(&other, BURST));
+    assert_eq!(
+        (a.refreshes, b.refreshes, src.runs()),
+        (1, 1, 3),
         "{a:?} {b:?}"
     );
 }
