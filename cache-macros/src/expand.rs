@@ -1409,7 +1409,7 @@ mod tests {
         let e = errors(
             quote!(key = "u:{a}", ttl = 60, early_refresh = 1.0),
             quote!(
-                async fn get(buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
+                async fn get(&mut self, buf: &mut Vec<u8>, (a, b): (u8, u8)) -> u64 {
                     1
                 }
             ),

@@ -36,10 +36,26 @@ use proc_macro::TokenStream;
 /// | `jitter = N` | optional seconds in `0..=ttl`; the stored TTL is uniform in `[ttl, ttl + jitter]` |
 /// | `negative_ttl = N` | TTL of a cached `None` / `Ok(None)`; default `ttl`; `0` = don't cache `None` |
 /// | `lock_ms = N` | stampede lease length in milliseconds; default from the `Cache` |
+/// | `stale = N` | grace seconds after `ttl` (`N > 0`): a call in the grace window gets the stale value at once while one background refresh reloads it |
+/// | `early_refresh = B` | XFetch's `B`, a float literal `> 0` (`1.0` is the paper's optimum): hits refresh in the background with a probability rising as expiry nears |
+/// | `timeout_ms = N` | soft loader timeout (`N > 0`, requires `stale`): past `N` ms the call returns the stale value and the load goes on in the background |
+/// | `tags = ["tmpl", ..]` | tag templates (same rules as the key) naming groups the entry belongs to, voided by `#[invalidates(tags = [..])]` |
+/// | `cache_if = path` | a `fn(&T) -> bool` (`T`: the stored value) deciding whether a loaded value is stored |
 /// | `cache = expr` | the `Cache` to use (`&Cache`, `Cache`, `Arc<Cache>`, e.g. `self.cache`); default: the installed global |
 /// | `name = "..."` | name in stats and tracing; default: module path + fn name |
 /// | `returns = "..."` | `"plain"`, `"option"`, `"result"` or `"result_option"`: overrides the shape read from the return type |
 /// | `crate = path` | path of the runtime crate if it is not `::cache_runtime` |
+///
+/// # Owned arguments (`stale`, `early_refresh`, `timeout_ms`)
+///
+/// With any of these, the runtime may run the body in the background after
+/// the call returned, so the body works on owned copies of the parameters it
+/// uses: `x: T` is cloned, `x: &T` is copied with `ToOwned` and borrowed
+/// back (the body still sees `&T`), `&self` is cloned and every `self` of the
+/// body reads the clone. They must be `Clone + Send + 'static`. Compile
+/// errors: `#[async_trait]` methods, and, if the body uses them, `&mut`
+/// parameters, types that borrow (`Option<&str>`) and destructured
+/// parameters. Parameters only the key or the tags use are not copied.
 ///
 /// # Key templates
 ///
@@ -83,9 +99,11 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// Arguments: one or more key templates (same syntax as in
-/// [`macro@cached`]), then optionally `cache = expr`, `name = "..."`,
-/// `returns = "..."` and `crate = path` with the same meaning as there.
+/// Arguments: key templates (same syntax as in [`macro@cached`]), then
+/// optionally `tags = ["tmpl", ..]` (tag templates: every entry carrying a
+/// rendered tag is voided; at least one key template or tag is required),
+/// `cache = expr`, `name = "..."`, `returns = "..."` and `crate = path` with
+/// the same meaning as there.
 #[proc_macro_attribute]
 pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::invalidates(args.into(), item.into()).into()

@@ -70,10 +70,17 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
         let stmts = &func.block.stmts;
         quote!(#(#stmts)*)
     };
+    // `self` is replaced only in methods (in a free fn, a `self` token can
+    // only belong to a macro's own syntax).
     let mut block: Block = (*func.block).clone();
-    let mut replace = ReplaceSelf { replaced: false };
-    replace.visit_block_mut(&mut block);
-    let uses_self = replace.replaced;
+    let uses_self = func.sig.receiver().is_some() && {
+        let mut replace = ReplaceSelf { replaced: false };
+        replace.visit_block_mut(&mut block);
+        replace.replaced
+    };
+    if !uses_self {
+        block = (*func.block).clone();
+    }
 
     let mut sig = func.sig.clone();
     let mut copies = TokenStream::new();
@@ -94,6 +101,10 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     ReceiverKind::Value => None,
                     _ => None,
                 };
+                if !uses_self {
+                    // The body does not use the receiver: nothing to copy.
+                    continue;
+                }
                 if by_ref == Some(true) {
                     ctxt.error_spanned(
                         &*r,
@@ -104,9 +115,6 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         ),
                     );
                     ok = false;
-                    continue;
-                }
-                if !uses_self {
                     continue;
                 }
                 match (by_ref, &r.kind) {
@@ -212,7 +220,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                         ok = false;
                     }
                     Type::Reference(rf)
-                        if !rf.lifetime.as_ref().is_some_and(|l| l.ident == "static") =>
+                        if rf.lifetime.as_ref().is_none_or(|l| l.ident != "static") =>
                     {
                         let elem = &*rf.elem;
                         if borrows(elem) {
