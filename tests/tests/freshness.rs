@@ -6,7 +6,7 @@
 //!
 //! Loaders run on a [`Source`]: it counts runs, returns `db<version>/run<n>`, and holds chosen
 //! runs at a gate, so that a refresh provably cannot finish while a burst of calls is served
-//! (no sleeps for ordering; sleeps only let a 1 s TTL pass).
+//! (no sleeps for ordering; sleeps only let a 1 s TTL or a short refresh lease run out).
 
 use std::future::Future;
 use std::process::Stdio;
