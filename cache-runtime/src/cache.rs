@@ -242,7 +242,9 @@ impl Cache {
                 flights: Flights::default(),
                 refreshing: Flights::default(),
                 rng: b.xfetch_seed.map(|seed| {
-                    std::sync::Mutex::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed))
+                    std::sync::Mutex::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                        seed,
+                    ))
                 }),
                 stats: Registry::default(),
             }),

@@ -242,6 +242,12 @@ pub(crate) fn holds_refresh(cur: &[u8], token: &[u8]) -> bool {
         && cur[cur.len() - TRAILER..cur.len() - 8] == *token
 }
 
+/// Whether `cur` carries the refresh lease `token` and it has not run out at `now_ms` (a
+/// refresh that outlived its lease may no longer store: its tag memberships may be gone).
+pub(crate) fn holds_live_refresh(cur: &[u8], token: &[u8], now_ms: u64) -> bool {
+    holds_refresh(cur, token) && cur[cur.len() - 8..] >= now_ms.to_be_bytes()[..]
+}
+
 /// `cur` without its refresh lease, if it carries `token`.
 pub(crate) fn strip_refresh(cur: &[u8], token: &[u8]) -> Option<Vec<u8>> {
     if !holds_refresh(cur, token) {
@@ -306,8 +312,12 @@ mod tests {
         let t1 = [1u8; 16];
         let leased = embed_refresh(&v, &t1, &at, 100, 200).unwrap();
         let (h, payload) = decode(&leased).unwrap();
-        assert_eq!((h.kind, h.refresh_until_ms, payload), (Kind::Value, 200, &b"42"[..]));
+        assert_eq!(
+            (h.kind, h.refresh_until_ms, payload),
+            (Kind::Value, 200, &b"42"[..])
+        );
         assert!(holds_refresh(&leased, &t1));
+        assert!(holds_live_refresh(&leased, &t1, 200) && !holds_live_refresh(&leased, &t1, 201));
         // A second refresher is refused while the lease runs, and may take it once it ran out.
         let t2 = [2u8; 16];
         assert_eq!(embed_refresh(&leased, &t2, &at, 150, 300), None);

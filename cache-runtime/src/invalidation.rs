@@ -61,7 +61,12 @@ pub(crate) async fn invalidate(
         inner.flights.void(k);
         inner.refreshing.void(k);
     }
-    let result = deliver(&inner.store, &[&inner.flights, &inner.refreshing], &pending.keys).await;
+    let result = deliver(
+        &inner.store,
+        &[&inner.flights, &inner.refreshing],
+        &pending.keys,
+    )
+    .await;
     let Some(c) = pending.counters.take() else {
         return;
     };

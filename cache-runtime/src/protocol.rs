@@ -391,7 +391,10 @@ impl<'a> Miss<'a> {
                     // finds this key and deletes the lease (see `invalidation`).
                     if !self.tags.is_empty() {
                         let until = member_until(self.spec, self.lock_ms);
-                        if let Err(f) = self.store().tag_add_all(&self.tags, &self.full, until).await
+                        if let Err(f) = self
+                            .store()
+                            .tag_add_all(&self.tags, &self.full, until)
+                            .await
                         {
                             drop(guard); // released in the background: nothing is stored
                             return self.degrade(&f);

@@ -79,7 +79,9 @@ where
                                     && !refreshing
                                     && xfetch(cache, spec, &h, now)
                                 {
-                                    start::<S, R, F, Fut>(cache, spec, &full, raw, cache_if, load, true);
+                                    start::<S, R, F, Fut>(
+                                        cache, spec, &full, raw, cache_if, load, true,
+                                    );
                                 }
                                 return r;
                             }
@@ -315,6 +317,12 @@ impl Refresh {
         };
         let type_tag = entry::type_tag::<S::Value>();
         let bytes = protocol::envelope(inner, type_tag, &loaded, fresh_ms, load_ms);
+        if bytes
+            .as_ref()
+            .is_some_and(|b| b.len() > inner.max_value_bytes)
+        {
+            Counters::bump(&c.oversized);
+        }
         // Callers joining from now on wait for another refresh (see `protocol`'s docs).
         leader.detach();
         match bytes {
@@ -339,14 +347,10 @@ impl Refresh {
             // Not stored (`cache_if`, `negative_ttl = 0`, too large): the stale value stays;
             // the result goes to this refresh's waiters when the lease was still ours.
             _ => match guard.release().await {
-                true => protocol::envelope(
-                    inner,
-                    type_tag,
-                    &loaded,
-                    protocol::SHARED_FRESH_MS,
-                    load_ms,
-                )
-                .map_or(Landed::Failed, |b| Landed::Value(b.into())),
+                true => {
+                    protocol::envelope(inner, type_tag, &loaded, protocol::SHARED_FRESH_MS, load_ms)
+                        .map_or(Landed::Failed, |b| Landed::Value(b.into()))
+                }
                 false => Landed::Retry,
             },
         }
@@ -410,8 +414,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     use std::time::Duration;
 
-    use crate::Cache;
     use crate::__private::{FnSpec, Plain, cached_refresh};
+    use crate::Cache;
     use crate::stats::CounterSlot;
 
     static SPEC: FnSpec = FnSpec {

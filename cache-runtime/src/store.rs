@@ -170,10 +170,15 @@ impl Store {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<(String, u64)>), Fault> {
-        self.guarded(self.backend.tag_scan(tag, cursor, count)).await
+        self.guarded(self.backend.tag_scan(tag, cursor, count))
+            .await
     }
 
-    pub(crate) async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> Result<(), Fault> {
+    pub(crate) async fn tag_remove(
+        &self,
+        tag: &str,
+        members: &[(String, u64)],
+    ) -> Result<(), Fault> {
         self.guarded(self.backend.tag_remove(tag, members)).await
     }
 }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use cache_runtime::{Cache, CacheBuilder};
 
 pub mod history;
+pub mod source;
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "CACHE_TESTS_REDIS_SERVER";

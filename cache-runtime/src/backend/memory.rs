@@ -144,7 +144,9 @@ impl MemoryBackend {
             store,
             tags: Arc::default(),
             // About the number of smallest entries the store holds.
-            max_members: usize::try_from(max_bytes / 100).unwrap_or(usize::MAX).max(1024),
+            max_members: usize::try_from(max_bytes / 100)
+                .unwrap_or(usize::MAX)
+                .max(1024),
             #[cfg(test)]
             after_lease: None,
         }
@@ -277,7 +279,8 @@ impl Backend for MemoryBackend {
     ) -> BackendResult<bool> {
         Ok(self.compute_with(key, |cur| {
             let cur = cur?;
-            let bytes = crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
+            let bytes =
+                crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
             Some(Some(Stored {
                 bytes: Arc::from(bytes),
                 expires_at: cur.expires_at,
@@ -293,7 +296,7 @@ impl Backend for MemoryBackend {
         px_ms: u64,
     ) -> BackendResult<bool> {
         Ok(self.compute_with(key, |cur| {
-            crate::entry::holds_refresh(&cur?.bytes, token)
+            crate::entry::holds_live_refresh(&cur?.bytes, token, crate::entry::now_ms())
                 .then(|| Some(Self::stored(value, px_ms)))
         }))
     }
@@ -331,18 +334,25 @@ impl Backend for MemoryBackend {
             }
             let set = t.sets.entry(tag.to_owned()).or_default();
             let before = set.by_member.len();
-            let pruned = set.prune(now_ms);
+            set.prune(now_ms);
             set.insert(member, expire_at_ms);
-            t.members = t.members + set.by_member.len() + pruned - before;
+            // members - pruned + inserted, where inserted = after - (before - pruned).
+            t.members = (t.members + set.by_member.len()) - before;
             // Over the bound: drop the oldest members of this tag, then of any other.
             while t.members > self.max_members {
                 let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {
                     Some(set) => set.oldest(),
-                    None => t
-                        .sets
-                        .iter_mut()
-                        .find(|(k, s)| k.as_str() != tag && !s.by_member.is_empty())
-                        .and_then(|(_, s)| s.oldest()),
+                    None => {
+                        let other = t.sets.keys().find(|k| k.as_str() != tag).cloned();
+                        other.and_then(|k| {
+                            let set = t.sets.get_mut(&k)?;
+                            let m = set.oldest();
+                            if set.by_member.is_empty() {
+                                t.sets.remove(&k);
+                            }
+                            m
+                        })
+                    }
                 };
                 match victim {
                     Some(m) => {
@@ -352,7 +362,6 @@ impl Backend for MemoryBackend {
                     None => break,
                 }
             }
-            t.sets.retain(|_, s| !s.by_member.is_empty());
         }
         self.drop_entries(dropped);
         Ok(())
@@ -486,5 +495,81 @@ mod admission_tests {
             lost, 0,
             "{lost} of 100 new leases were dropped by a full store"
         );
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    fn members(b: &MemoryBackend, tag: &str) -> Vec<String> {
+        let t = b.tags();
+        let mut v: Vec<String> = t
+            .sets
+            .get(tag)
+            .map(|s| s.by_member.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Registration prunes members that ran out; a set whose members all ran out is dropped
+    /// by the sweep; the member count stays exact.
+    #[tokio::test]
+    async fn memberships_run_out_with_their_entries() {
+        let b = MemoryBackend::new(1 << 20);
+        b.tag_add("t", "a", 100, 0).await.unwrap();
+        b.tag_add("t", "b", 300, 0).await.unwrap();
+        b.tag_add("u", "c", 100, 0).await.unwrap();
+        assert_eq!(members(&b, "t"), ["a", "b"]);
+        b.tag_add("t", "d", 500, 200).await.unwrap();
+        assert_eq!(members(&b, "t"), ["b", "d"], "`a` ran out at 100");
+        assert_eq!(b.tags().members, 3);
+        for i in 0..SWEEP_EVERY {
+            b.tag_add("v", &format!("m{i}"), 10_000, 1_000)
+                .await
+                .unwrap();
+        }
+        assert!(
+            !b.tags().sets.contains_key("u"),
+            "the sweep dropped the run-out set"
+        );
+        assert!(!b.tags().sets.contains_key("t"));
+        assert_eq!(b.tags().members, SWEEP_EVERY as usize);
+    }
+
+    /// Past the bound, the oldest membership goes together with its entry, so a later tag
+    /// invalidation cannot miss a live entry whose membership was dropped.
+    #[tokio::test]
+    async fn over_the_bound_membership_and_entry_go_together() {
+        let b = MemoryBackend::new(1 << 20);
+        let max = b.max_members;
+        for i in 0..max {
+            b.tag_add("t", &format!("k{i}"), 1_000_000 + i as u64, 0)
+                .await
+                .unwrap();
+        }
+        assert!(b.try_lease("k0", b"L", 60_000).await.unwrap());
+        b.tag_add("t", "new", 9_000_000, 0).await.unwrap();
+        assert_eq!(b.tags().members, max);
+        assert!(!members(&b, "t").contains(&"k0".to_owned()));
+        assert!(
+            b.get("k0").await.unwrap().is_none(),
+            "its entry was dropped too"
+        );
+    }
+
+    #[tokio::test]
+    async fn removal_only_when_not_registered_again() {
+        let b = MemoryBackend::new(1 << 20);
+        b.tag_add("t", "a", 100, 0).await.unwrap();
+        let (_, scanned) = b.tag_scan("t", 0, 10).await.unwrap();
+        b.tag_add("t", "a", 200, 0).await.unwrap();
+        b.tag_remove("t", &scanned).await.unwrap();
+        assert_eq!(members(&b, "t"), ["a"], "re-registered meanwhile: stays");
+        let (_, scanned) = b.tag_scan("t", 0, 10).await.unwrap();
+        b.tag_remove("t", &scanned).await.unwrap();
+        assert!(members(&b, "t").is_empty());
+        assert_eq!(b.tags().members, 0);
     }
 }

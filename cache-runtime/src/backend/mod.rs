@@ -86,7 +86,8 @@ pub trait Backend: Send + Sync {
         now_ms: u64,
         until_ms: u64,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
-    /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`.
+    /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`
+    /// and the lease has not run out (see [`entry::holds_live_refresh`](crate::entry::holds_live_refresh)).
     fn fill_refresh(
         &self,
         key: &str,
@@ -235,7 +236,11 @@ impl AnyBackend {
             AnyBackend::Redis(b) => b.tag_scan(tag, cursor, count).await,
         }
     }
-    pub(crate) async fn tag_remove(&self, tag: &str, members: &[(String, u64)]) -> BackendResult<()> {
+    pub(crate) async fn tag_remove(
+        &self,
+        tag: &str,
+        members: &[(String, u64)],
+    ) -> BackendResult<()> {
         match self {
             AnyBackend::Memory(b) => b.tag_remove(tag, members).await,
             AnyBackend::Redis(b) => b.tag_remove(tag, members).await,

@@ -68,10 +68,18 @@ redis.call('SET', KEYS[1], v, 'KEEPTTL')
 return 1
 ";
 
-/// Writes the refreshed entry only if the key still carries the refresh lease ARGV[1].
+/// Writes the refreshed entry only if the key still carries the refresh lease ARGV[1] and it
+/// has not run out at ARGV[4] (unix ms).
 const FILL_REFRESH: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v or string.len(v) < 56 or string.byte(v, 3) < 128 or string.sub(v, -24, -9) ~= ARGV[1] then
+  return 0
+end
+local untl = 0
+for i = -8, -1 do
+  untl = untl * 256 + string.byte(v, i)
+end
+if untl < tonumber(ARGV[4]) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -357,7 +365,10 @@ impl Backend for RedisBackend {
     ) -> BackendResult<bool> {
         self.timed(async {
             let mut call = self.scripts.fill_refresh.key(key);
-            call.arg(token).arg(value).arg(px_ms);
+            call.arg(token)
+                .arg(value)
+                .arg(px_ms)
+                .arg(crate::entry::now_ms());
             let n: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(n == 1)
         })
