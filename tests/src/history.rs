@@ -72,7 +72,9 @@
 //!   successful miss load of a key, the next miss load of that key (not a refresh) needs an
 //!   invalidation of the key in between, or the grace window's end (`ttl + stale` seconds, by
 //!   wall clock): within the grace window every call is served (stale or fresh) and refreshed
-//!   in the background, never a second miss. (Loads that ran alone, as in (c), excepted.)
+//!   in the background, never a second miss. (Loads that ran alone, as in (c), excepted: they
+//!   neither count as a cause-less second miss nor, since their results are not stored, as a
+//!   first one.)
 //!
 //! (c) and (d) are strict in histories without cancellations and faults (both loads' read
 //! calls), like (b).
@@ -2082,7 +2084,8 @@ pub fn check(records: &[Record]) -> Report {
                     });
                 }
             }
-            previous = (!load.failed).then_some(load);
+            // A load that ran alone does not store its result: the next call misses again.
+            previous = (!load.failed && !alone(load)).then_some(load);
         }
     }
     report
