@@ -86,7 +86,7 @@ where
                                 return r;
                             }
                             // The grace window: serve the stale value, refresh in the background.
-                            if refreshing || spec.timeout_ms == 0 {
+                            if spec.timeout_ms == 0 {
                                 Counters::bump(&c.stale_served);
                                 if !refreshing {
                                     start::<S, R, F, Fut>(
@@ -95,9 +95,15 @@ where
                                 }
                                 return r;
                             }
-                            let rx = start::<S, R, F, Fut>(
-                                cache, spec, &full, raw, cache_if, load, false,
-                            );
+                            // Soft timeout: wait for this process's refresh (started now, or
+                            // running already); another process's refresh is not waited for.
+                            let rx = if refreshing {
+                                inner.refreshing.running(&full)
+                            } else {
+                                start::<S, R, F, Fut>(
+                                    cache, spec, &full, raw, cache_if, load, false,
+                                )
+                            };
                             return Box::pin(soft_wait::<S, R>(cache, spec, r, rx)).await;
                         }
                         Err(why) => unusable_why = Some(why),
