@@ -6,6 +6,8 @@ async fn looks_like_a_tag_set(id: u64) -> u64 {
 }
 
 #[invalidates("!tag:org:{id}")]
-async fn deletes_a_tag_set(id: u64) {}
+async fn deletes_a_tag_set(id: u64) {
+    let _ = id;
+}
 
 fn main() {}
