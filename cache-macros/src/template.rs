@@ -24,6 +24,9 @@ fn is_part_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
 }
 
+/// Keys starting with this (after the namespace) are the runtime's tag member sets.
+pub const RESERVED_PREFIX: &str = "!tag:";
+
 /// What a template renders: the entry's key, or one of its tags. Both
 /// follow the same rules; only the wording of the messages differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +128,16 @@ pub fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>>
             ),
         ));
         return Err(errors);
+    }
+
+    if kind == Kind::Key && text.starts_with(RESERVED_PREFIX) {
+        errors.push(TemplateError::new(
+            0..RESERVED_PREFIX.len(),
+            format!(
+                "key templates may not start with `{RESERVED_PREFIX}`: that prefix is reserved \
+                 for the member sets of tags (use `tags = [..]` and `Cache::invalidate_tag`)"
+            ),
+        ));
     }
 
     let mut segments: Vec<Segment> = Vec::new();

@@ -44,6 +44,9 @@ pub struct Cache {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Rendered keys starting with this are tag member sets (the macros reject such templates).
+pub(crate) const RESERVED_PREFIX: &str = "!tag:";
+
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) namespace: String,
@@ -74,7 +77,8 @@ impl Inner {
     pub(crate) fn tag_key(&self, rendered: &str) -> String {
         let mut k = String::with_capacity(self.namespace.len() + 6 + rendered.len());
         k.push_str(&self.namespace);
-        k.push_str(":!tag:");
+        k.push(':');
+        k.push_str(RESERVED_PREFIX);
         k.push_str(rendered);
         k
     }
@@ -136,6 +140,11 @@ impl Cache {
     /// Unlike `#[invalidates]`, a backend failure (or an open circuit) is returned to the
     /// caller, not queued for retry.
     pub async fn invalidate(&self, rendered_key: &str) -> Result<(), Error> {
+        if rendered_key.starts_with(RESERVED_PREFIX) {
+            return Err(Error::Config(format!(
+                "keys starting with `{RESERVED_PREFIX}` are reserved for tag member sets; use `invalidate_tag`"
+            )));
+        }
         let full = self.full_key(rendered_key);
         self.inner.flights.void(&full);
         self.inner.refreshing.void(&full);

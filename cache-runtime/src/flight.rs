@@ -82,6 +82,12 @@ impl Flights {
         map.remove(key);
     }
 
+    /// The flight for `key` if one is running (joining it as a follower), else `None`.
+    pub(crate) fn running(&self, key: &str) -> Option<Slot> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+
     /// Detaches every flight (an invalidation whose keys are not known yet: a tag's members
     /// while the backend cannot be reached).
     pub(crate) fn void_all(&self) {

@@ -196,16 +196,15 @@ pub(crate) fn stored_ms(spec: &FnSpec, fresh_ms: u64) -> u64 {
     fresh_ms.saturating_add(spec.stale_secs.saturating_mul(1000))
 }
 
-/// Until when a tag membership registered now must last (unix ms): as long as the entry can
-/// live, counted from a fill as late as the loader may hold its lease.
-pub(crate) fn member_until(spec: &FnSpec, lock_ms: u64) -> u64 {
+/// How long a tag membership registered now must last (ms): as long as the entry can live,
+/// counted from a fill as late as the loader may hold its lease.
+pub(crate) fn member_life_ms(spec: &FnSpec, lock_ms: u64) -> u64 {
     let secs = spec
         .ttl_secs
         .max(spec.negative_ttl_secs.unwrap_or(0))
         .saturating_add(spec.jitter_secs)
         .saturating_add(spec.stale_secs);
-    entry::now_ms()
-        .saturating_add(secs.saturating_mul(1000))
+    secs.saturating_mul(1000)
         .saturating_add(lock_ms.saturating_mul(MAX_HOLD_LEASES + 1))
 }
 
@@ -390,11 +389,8 @@ impl<'a> Miss<'a> {
                     // Tag membership before the loader runs: a tag invalidation from now on
                     // finds this key and deletes the lease (see `invalidation`).
                     if !self.tags.is_empty() {
-                        let until = member_until(self.spec, self.lock_ms);
-                        if let Err(f) = self
-                            .store()
-                            .tag_add_all(&self.tags, &self.full, until)
-                            .await
+                        let life = member_life_ms(self.spec, self.lock_ms);
+                        if let Err(f) = self.store().tag_add_all(&self.tags, &self.full, life).await
                         {
                             drop(guard); // released in the background: nothing is stored
                             return self.degrade(&f);

@@ -86,7 +86,7 @@ where
                                 return r;
                             }
                             // The grace window: serve the stale value, refresh in the background.
-                            if refreshing || spec.timeout_ms == 0 {
+                            if spec.timeout_ms == 0 {
                                 Counters::bump(&c.stale_served);
                                 if !refreshing {
                                     start::<S, R, F, Fut>(
@@ -95,9 +95,15 @@ where
                                 }
                                 return r;
                             }
-                            let rx = start::<S, R, F, Fut>(
-                                cache, spec, &full, raw, cache_if, load, false,
-                            );
+                            // Soft timeout: wait for this process's refresh (started now, or
+                            // running already); another process's refresh is not waited for.
+                            let rx = if refreshing {
+                                inner.refreshing.running(&full)
+                            } else {
+                                start::<S, R, F, Fut>(
+                                    cache, spec, &full, raw, cache_if, load, false,
+                                )
+                            };
                             return Box::pin(soft_wait::<S, R>(cache, spec, r, rx)).await;
                         }
                         Err(why) => unusable_why = Some(why),
@@ -246,21 +252,8 @@ impl Refresh {
         let c = inner.stats.counters(spec.name);
         let lock_ms = spec.lock_ms.unwrap_or(inner.lock_ms).max(1);
         let token = entry::new_token();
-        let now = entry::now_ms();
-        let until = now.saturating_add(lock_ms.saturating_mul(MAX_HOLD_LEASES));
-        match inner
-            .store
-            .try_refresh(&self.full, &token, &self.stored_at, now, until)
-            .await
-        {
-            Ok(true) => {}
-            // Another process refreshes it, or the entry changed (refreshed, invalidated).
-            Ok(false) => return Landed::Retry,
-            Err(f) => {
-                fault(&c, spec.name, &f);
-                return Landed::Failed;
-            }
-        }
+        // Armed before the request: if its reply is lost (a timeout after Redis applied it),
+        // the lease is released by its token (a no-op when it was never taken).
         let mut guard = RefreshGuard {
             store: inner.store.clone(),
             key: self.full.clone(),
@@ -269,24 +262,37 @@ impl Refresh {
             counters: c.clone(),
             name: spec.name,
         };
-        Counters::bump(&c.refreshes);
-        if self.early {
-            Counters::bump(&c.early_refreshes);
+        let hold_ms = lock_ms.saturating_mul(MAX_HOLD_LEASES);
+        match inner
+            .store
+            .try_refresh(&self.full, &token, &self.stored_at, hold_ms)
+            .await
+        {
+            Ok(true) => {}
+            // Another process refreshes it, or the entry changed (refreshed, invalidated).
+            Ok(false) => {
+                guard.armed = false;
+                return Landed::Retry;
+            }
+            Err(f) => {
+                fault(&c, spec.name, &f);
+                return Landed::Failed; // the guard releases in the background
+            }
         }
-        debug!(cache.fn = spec.name, early = self.early, "refreshing in the background");
         if !self.tags.is_empty() {
             let tags: Vec<String> = self.tags.iter().map(|t| inner.tag_key(t)).collect();
-            let member_until = protocol::member_until(spec, lock_ms);
-            if let Err(f) = inner
-                .store
-                .tag_add_all(&tags, &self.full, member_until)
-                .await
-            {
+            let life = protocol::member_life_ms(spec, lock_ms);
+            if let Err(f) = inner.store.tag_add_all(&tags, &self.full, life).await {
                 fault(&c, spec.name, &f);
                 guard.release().await;
                 return Landed::Failed;
             }
         }
+        Counters::bump(&c.refreshes);
+        if self.early {
+            Counters::bump(&c.early_refreshes);
+        }
+        debug!(cache.fn = spec.name, early = self.early, "refreshing in the background");
         Counters::bump(&c.loads);
         let started = Instant::now();
         let r = fut.await;
@@ -311,7 +317,11 @@ impl Refresh {
                         Loaded::Value(buf),
                         protocol::ttl_ms(spec.ttl_secs, spec.jitter_secs),
                     ),
-                    Err(_) => (Loaded::Unencodable(String::new()), 0),
+                    Err(e) => {
+                        Counters::bump(&c.refresh_errors);
+                        tracing::warn!(cache.fn = spec.name, error = %e, "refreshed value cannot be serialized; not cached");
+                        (Loaded::Unencodable(e.to_string()), 0)
+                    }
                 }
             }
         };

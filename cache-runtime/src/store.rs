@@ -124,14 +124,10 @@ impl Store {
         key: &str,
         token: &[u8],
         stored_at: &[u8],
-        now_ms: u64,
-        until_ms: u64,
+        hold_ms: u64,
     ) -> Result<bool, Fault> {
-        self.guarded(
-            self.backend
-                .try_refresh(key, token, stored_at, now_ms, until_ms),
-        )
-        .await
+        self.guarded(self.backend.try_refresh(key, token, stored_at, hold_ms))
+            .await
     }
 
     pub(crate) async fn fill_refresh(
@@ -149,16 +145,15 @@ impl Store {
         self.guarded(self.backend.release_refresh(key, token)).await
     }
 
-    /// Registers `member` in every tag set of `tags` (full tag keys) until `expire_at_ms`.
+    /// Registers `member` in every tag set of `tags` (full tag keys) for `life_ms`.
     pub(crate) async fn tag_add_all(
         &self,
         tags: &[String],
         member: &str,
-        expire_at_ms: u64,
+        life_ms: u64,
     ) -> Result<(), Fault> {
-        let now = crate::entry::now_ms();
         for t in tags {
-            self.guarded(self.backend.tag_add(t, member, expire_at_ms, now))
+            self.guarded(self.backend.tag_add(t, member, life_ms))
                 .await?;
         }
         Ok(())

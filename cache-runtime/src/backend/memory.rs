@@ -52,13 +52,12 @@ struct TagSet {
 }
 
 impl TagSet {
-    fn insert(&mut self, member: &str, expire_at_ms: u64) {
-        match self.by_member.get(member) {
-            Some(&old) if old >= expire_at_ms => return,
-            Some(&old) => {
-                self.by_expiry.remove(&(old, member.to_owned()));
-            }
-            None => {}
+    /// Registers `member` until `expire_at_ms`, or just after its previous score: a
+    /// registration always changes the score (see `Backend::tag_add`).
+    fn insert(&mut self, member: &str, mut expire_at_ms: u64) {
+        if let Some(old) = self.by_member.get(member).copied() {
+            self.by_expiry.remove(&(old, member.to_owned()));
+            expire_at_ms = expire_at_ms.max(old.saturating_add(1));
         }
         self.by_member.insert(member.to_owned(), expire_at_ms);
         self.by_expiry.insert((expire_at_ms, member.to_owned()));
@@ -86,8 +85,10 @@ impl TagSet {
         n
     }
 
-    fn oldest(&mut self) -> Option<String> {
-        let (_, m) = self.by_expiry.pop_first()?;
+    /// Removes the member that runs out first, other than `keep`.
+    fn oldest_but(&mut self, keep: &str) -> Option<String> {
+        let (at, m) = self.by_expiry.iter().find(|(_, m)| m != keep).cloned()?;
+        self.by_expiry.remove(&(at, m.clone()));
         self.by_member.remove(&m);
         Some(m)
     }
@@ -274,13 +275,13 @@ impl Backend for MemoryBackend {
         key: &str,
         token: &[u8],
         stored_at: &[u8],
-        now_ms: u64,
-        until_ms: u64,
+        hold_ms: u64,
     ) -> BackendResult<bool> {
+        let now = crate::entry::now_ms();
+        let until = now.saturating_add(hold_ms);
         Ok(self.compute_with(key, |cur| {
             let cur = cur?;
-            let bytes =
-                crate::entry::embed_refresh(&cur.bytes, token, stored_at, now_ms, until_ms)?;
+            let bytes = crate::entry::embed_refresh(&cur.bytes, token, stored_at, now, until)?;
             Some(Some(Stored {
                 bytes: Arc::from(bytes),
                 expires_at: cur.expires_at,
@@ -312,55 +313,50 @@ impl Backend for MemoryBackend {
         }))
     }
 
-    async fn tag_add(
-        &self,
-        tag: &str,
-        member: &str,
-        expire_at_ms: u64,
-        now_ms: u64,
-    ) -> BackendResult<()> {
+    async fn tag_add(&self, tag: &str, member: &str, life_ms: u64) -> BackendResult<()> {
+        let now_ms = crate::entry::now_ms();
+        let mut t = self.tags();
+        let t = &mut *t;
+        t.adds += 1;
+        if t.adds % SWEEP_EVERY == 0 {
+            let mut pruned = 0;
+            t.sets.retain(|_, set| {
+                pruned += set.prune(now_ms);
+                !set.by_member.is_empty()
+            });
+            t.members -= pruned;
+        }
+        let set = t.sets.entry(tag.to_owned()).or_default();
+        let before = set.by_member.len();
+        set.prune(now_ms);
+        set.insert(member, now_ms.saturating_add(life_ms));
+        // members - pruned + inserted, where inserted = after - (before - pruned).
+        t.members = (t.members + set.by_member.len()) - before;
+        // Over the bound: drop the oldest membership of this tag (never the one just
+        // registered), else of another tag, together with its entry, under the lock, so that
+        // no tag invalidation runs between the two.
         let mut dropped = Vec::new();
-        {
-            let mut t = self.tags();
-            let t = &mut *t;
-            t.adds += 1;
-            if t.adds % SWEEP_EVERY == 0 {
-                let mut pruned = 0;
-                t.sets.retain(|_, set| {
-                    pruned += set.prune(now_ms);
-                    !set.by_member.is_empty()
-                });
-                t.members -= pruned;
-            }
-            let set = t.sets.entry(tag.to_owned()).or_default();
-            let before = set.by_member.len();
-            set.prune(now_ms);
-            set.insert(member, expire_at_ms);
-            // members - pruned + inserted, where inserted = after - (before - pruned).
-            t.members = (t.members + set.by_member.len()) - before;
-            // Over the bound: drop the oldest members of this tag, then of any other.
-            while t.members > self.max_members {
-                let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {
-                    Some(set) => set.oldest(),
-                    None => {
-                        let other = t.sets.keys().find(|k| k.as_str() != tag).cloned();
-                        other.and_then(|k| {
-                            let set = t.sets.get_mut(&k)?;
-                            let m = set.oldest();
-                            if set.by_member.is_empty() {
-                                t.sets.remove(&k);
-                            }
-                            m
-                        })
-                    }
-                };
-                match victim {
-                    Some(m) => {
-                        t.members -= 1;
-                        dropped.push(m);
-                    }
-                    None => break,
+        while t.members > self.max_members {
+            let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {
+                Some(set) => set.oldest_but(member),
+                None => {
+                    let other = t.sets.keys().find(|k| k.as_str() != tag).cloned();
+                    other.and_then(|k| {
+                        let set = t.sets.get_mut(&k)?;
+                        let m = set.oldest_but("");
+                        if set.by_member.is_empty() {
+                            t.sets.remove(&k);
+                        }
+                        m
+                    })
                 }
+            };
+            match victim {
+                Some(m) => {
+                    t.members -= 1;
+                    dropped.push(m);
+                }
+                None => break,
             }
         }
         self.drop_entries(dropped);
@@ -518,53 +514,56 @@ mod tag_tests {
     #[tokio::test]
     async fn memberships_run_out_with_their_entries() {
         let b = MemoryBackend::new(1 << 20);
-        b.tag_add("t", "a", 100, 0).await.unwrap();
-        b.tag_add("t", "b", 300, 0).await.unwrap();
-        b.tag_add("u", "c", 100, 0).await.unwrap();
+        b.tag_add("t", "a", 30).await.unwrap();
+        b.tag_add("t", "b", 60_000).await.unwrap();
+        b.tag_add("u", "c", 30).await.unwrap();
         assert_eq!(members(&b, "t"), ["a", "b"]);
-        b.tag_add("t", "d", 500, 200).await.unwrap();
-        assert_eq!(members(&b, "t"), ["b", "d"], "`a` ran out at 100");
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        b.tag_add("t", "d", 60_000).await.unwrap();
+        assert_eq!(members(&b, "t"), ["b", "d"], "`a` ran out");
         assert_eq!(b.tags().members, 3);
         for i in 0..SWEEP_EVERY {
-            b.tag_add("v", &format!("m{i}"), 10_000, 1_000)
-                .await
-                .unwrap();
+            b.tag_add("v", &format!("m{i}"), 60_000).await.unwrap();
         }
         assert!(
             !b.tags().sets.contains_key("u"),
             "the sweep dropped the run-out set"
         );
-        assert!(!b.tags().sets.contains_key("t"));
-        assert_eq!(b.tags().members, SWEEP_EVERY as usize);
+        assert_eq!(b.tags().members, SWEEP_EVERY as usize + 2);
     }
 
     /// Past the bound, the oldest membership goes together with its entry, so a later tag
-    /// invalidation cannot miss a live entry whose membership was dropped.
+    /// invalidation cannot miss a live entry whose membership was dropped; the membership
+    /// just registered is never the one dropped (its load would lose its lease).
     #[tokio::test]
     async fn over_the_bound_membership_and_entry_go_together() {
         let b = MemoryBackend::new(1 << 20);
         let max = b.max_members;
         for i in 0..max {
-            b.tag_add("t", &format!("k{i}"), 1_000_000 + i as u64, 0)
+            b.tag_add("t", &format!("k{i}"), 1_000_000 + i as u64)
                 .await
                 .unwrap();
         }
         assert!(b.try_lease("k0", b"L", 60_000).await.unwrap());
-        b.tag_add("t", "new", 9_000_000, 0).await.unwrap();
+        assert!(b.try_lease("new", b"L", 60_000).await.unwrap());
+        b.tag_add("t", "new", 10).await.unwrap();
         assert_eq!(b.tags().members, max);
-        assert!(!members(&b, "t").contains(&"k0".to_owned()));
+        let m = members(&b, "t");
+        assert!(!m.contains(&"k0".to_owned()) && m.contains(&"new".to_owned()));
         assert!(
             b.get("k0").await.unwrap().is_none(),
             "its entry was dropped too"
         );
+        assert!(b.get("new").await.unwrap().is_some(), "the new lease stays");
     }
 
     #[tokio::test]
     async fn removal_only_when_not_registered_again() {
         let b = MemoryBackend::new(1 << 20);
-        b.tag_add("t", "a", 100, 0).await.unwrap();
+        b.tag_add("t", "a", 60_000).await.unwrap();
         let (_, scanned) = b.tag_scan("t", 0, 10).await.unwrap();
-        b.tag_add("t", "a", 200, 0).await.unwrap();
+        // Registered again, even for the same life in the same millisecond: the score moves.
+        b.tag_add("t", "a", 0).await.unwrap();
         b.tag_remove("t", &scanned).await.unwrap();
         assert_eq!(members(&b, "t"), ["a"], "re-registered meanwhile: stays");
         let (_, scanned) = b.tag_scan("t", 0, 10).await.unwrap();

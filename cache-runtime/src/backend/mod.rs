@@ -76,15 +76,16 @@ pub trait Backend: Send + Sync {
     fn release(&self, key: &str, lease: &[u8]) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Deletes the keys (values, negative entries and leases alike); returns how many existed.
     fn delete(&self, keys: &[String]) -> impl Future<Output = BackendResult<u64>> + Send;
-    /// Takes a refresh lease on the value stored at `stored_at` (see
-    /// [`entry::embed_refresh`](crate::entry::embed_refresh)), keeping the key's TTL.
+    /// Takes a refresh lease for `hold_ms` on the value stored at `stored_at` (see
+    /// [`entry::embed_refresh`](crate::entry::embed_refresh)), keeping the key's TTL. Times
+    /// are the backend's own clock (the Redis server's `TIME`), so that processes whose
+    /// clocks disagree still agree on when a lease runs out.
     fn try_refresh(
         &self,
         key: &str,
         token: &[u8],
         stored_at: &[u8],
-        now_ms: u64,
-        until_ms: u64,
+        hold_ms: u64,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Writes `value` with TTL `px_ms` only if the key still carries the refresh lease `token`
     /// and the lease has not run out (see [`entry::holds_live_refresh`](crate::entry::holds_live_refresh)).
@@ -101,14 +102,15 @@ pub trait Backend: Send + Sync {
         key: &str,
         token: &[u8],
     ) -> impl Future<Output = BackendResult<bool>> + Send;
-    /// Adds `member` to the tag set `tag` until `expire_at_ms` (unix ms), drops members that
-    /// ran out before `now_ms`, and keeps the set alive until its last member runs out.
+    /// Registers `member` in the tag set `tag` for `life_ms` from now (the score is the time it
+    /// runs out, on the backend's clock; a registration always changes a member's score, so a
+    /// removal conditioned on the score never removes a newer registration), drops members
+    /// that ran out, and keeps the set alive until its last member runs out.
     fn tag_add(
         &self,
         tag: &str,
         member: &str,
-        expire_at_ms: u64,
-        now_ms: u64,
+        life_ms: u64,
     ) -> impl Future<Output = BackendResult<()>> + Send;
     /// One batch of the tag set's members (with their scores) from `cursor`; the next cursor
     /// is 0 when the scan is complete.
@@ -187,12 +189,11 @@ impl AnyBackend {
         key: &str,
         token: &[u8],
         stored_at: &[u8],
-        now_ms: u64,
-        until_ms: u64,
+        hold_ms: u64,
     ) -> BackendResult<bool> {
         match self {
-            AnyBackend::Memory(b) => b.try_refresh(key, token, stored_at, now_ms, until_ms).await,
-            AnyBackend::Redis(b) => b.try_refresh(key, token, stored_at, now_ms, until_ms).await,
+            AnyBackend::Memory(b) => b.try_refresh(key, token, stored_at, hold_ms).await,
+            AnyBackend::Redis(b) => b.try_refresh(key, token, stored_at, hold_ms).await,
         }
     }
     pub(crate) async fn fill_refresh(
@@ -213,16 +214,10 @@ impl AnyBackend {
             AnyBackend::Redis(b) => b.release_refresh(key, token).await,
         }
     }
-    pub(crate) async fn tag_add(
-        &self,
-        tag: &str,
-        member: &str,
-        expire_at_ms: u64,
-        now_ms: u64,
-    ) -> BackendResult<()> {
+    pub(crate) async fn tag_add(&self, tag: &str, member: &str, life_ms: u64) -> BackendResult<()> {
         match self {
-            AnyBackend::Memory(b) => b.tag_add(tag, member, expire_at_ms, now_ms).await,
-            AnyBackend::Redis(b) => b.tag_add(tag, member, expire_at_ms, now_ms).await,
+            AnyBackend::Memory(b) => b.tag_add(tag, member, life_ms).await,
+            AnyBackend::Redis(b) => b.tag_add(tag, member, life_ms).await,
         }
     }
     pub(crate) async fn tag_scan(

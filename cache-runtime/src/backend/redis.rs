@@ -37,9 +37,9 @@ return 0
 ";
 
 /// Takes a refresh lease (see `entry::embed_refresh`, which does the same on bytes): only on
-/// a value or negative entry still stored at ARGV[2] whose refresh lease (if any) ran out
-/// before ARGV[3]; appends the token ARGV[1] and the time it runs out (ARGV[4], 8 bytes
-/// big-endian), keeping the TTL.
+/// a value or negative entry still stored at ARGV[2] whose refresh lease (if any) ran out;
+/// appends the token ARGV[1] and the time it runs out (now + ARGV[3] ms, 8 bytes
+/// big-endian), keeping the TTL. Times are the server's clock.
 const TRY_REFRESH: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v or string.len(v) < 32 or string.byte(v, 1) ~= 202 or string.byte(v, 2) ~= 1 then
@@ -49,6 +49,8 @@ local k = string.byte(v, 3)
 if k % 128 == 3 or string.sub(v, 5, 12) ~= ARGV[2] then
   return 0
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if k >= 128 then
   if string.len(v) < 56 then
     return 0
@@ -57,19 +59,25 @@ if k >= 128 then
   for i = -8, -1 do
     untl = untl * 256 + string.byte(v, i)
   end
-  if untl > tonumber(ARGV[3]) then
+  if untl > now then
     return 0
   end
   v = string.sub(v, 1, -25)
   k = k - 128
 end
-v = string.sub(v, 1, 2) .. string.char(k + 128) .. string.sub(v, 4) .. ARGV[1] .. ARGV[4]
+local untl = now + tonumber(ARGV[3])
+local be = ''
+for i = 1, 8 do
+  be = string.char(untl % 256) .. be
+  untl = math.floor(untl / 256)
+end
+v = string.sub(v, 1, 2) .. string.char(k + 128) .. string.sub(v, 4) .. ARGV[1] .. be
 redis.call('SET', KEYS[1], v, 'KEEPTTL')
 return 1
 ";
 
 /// Writes the refreshed entry only if the key still carries the refresh lease ARGV[1] and it
-/// has not run out at ARGV[4] (unix ms).
+/// has not run out (server clock).
 const FILL_REFRESH: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v or string.len(v) < 56 or string.byte(v, 3) < 128 or string.sub(v, -24, -9) ~= ARGV[1] then
@@ -79,7 +87,8 @@ local untl = 0
 for i = -8, -1 do
   untl = untl * 256 + string.byte(v, i)
 end
-if untl < tonumber(ARGV[4]) then
+local t = redis.call('TIME')
+if untl < tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -97,12 +106,22 @@ redis.call('SET', KEYS[1], v, 'KEEPTTL')
 return 1
 ";
 
-/// Registers a tag member until ARGV[2] (unix ms, the score), drops members that ran out
-/// before ARGV[3], and keeps the set alive until its last member runs out.
+/// Registers the tag member ARGV[1] for ARGV[2] ms (score: when it runs out, server clock;
+/// always above its previous score, so a removal conditioned on the old score never removes
+/// this registration), drops members that ran out, and keeps the set alive until its last
+/// member runs out.
 const TAG_ADD: &str = r"
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local want = tonumber(ARGV[2]) - tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = now + tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and tonumber(old) >= score then
+  score = tonumber(old) + 1
+end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local want = tonumber(top[2]) - now
 if redis.call('PTTL', KEYS[1]) < want then
   redis.call('PEXPIRE', KEYS[1], want)
 end
@@ -341,15 +360,11 @@ impl Backend for RedisBackend {
         key: &str,
         token: &[u8],
         stored_at: &[u8],
-        now_ms: u64,
-        until_ms: u64,
+        hold_ms: u64,
     ) -> BackendResult<bool> {
         self.timed(async {
             let mut call = self.scripts.try_refresh.key(key);
-            call.arg(token)
-                .arg(stored_at)
-                .arg(now_ms)
-                .arg(&until_ms.to_be_bytes()[..]);
+            call.arg(token).arg(stored_at).arg(hold_ms);
             let n: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(n == 1)
         })
@@ -365,10 +380,7 @@ impl Backend for RedisBackend {
     ) -> BackendResult<bool> {
         self.timed(async {
             let mut call = self.scripts.fill_refresh.key(key);
-            call.arg(token)
-                .arg(value)
-                .arg(px_ms)
-                .arg(crate::entry::now_ms());
+            call.arg(token).arg(value).arg(px_ms);
             let n: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(n == 1)
         })
@@ -385,16 +397,10 @@ impl Backend for RedisBackend {
         .await
     }
 
-    async fn tag_add(
-        &self,
-        tag: &str,
-        member: &str,
-        expire_at_ms: u64,
-        now_ms: u64,
-    ) -> BackendResult<()> {
+    async fn tag_add(&self, tag: &str, member: &str, life_ms: u64) -> BackendResult<()> {
         self.timed(async {
             let mut call = self.scripts.tag_add.key(tag);
-            call.arg(member).arg(expire_at_ms).arg(now_ms);
+            call.arg(member).arg(life_ms);
             let _: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(())
         })
