@@ -757,7 +757,11 @@ async fn soft_timeout_returns_stale_and_refresh_lands_later(env: TestEnv) {
     let value = guard("a second call", soft_row(&env.cache, 1, &src)).await;
     assert_eq!(value, v(1, 1));
     let s = stats(&env.cache, SOFT);
-    assert_eq!((s.soft_timeouts, s.stale_served, src.runs()), (2, 2, 2), "{s:?}");
+    assert_eq!(
+        (s.soft_timeouts, s.stale_served, src.runs()),
+        (2, 2, 2),
+        "{s:?}"
+    );
 
     // Released, the refresh stores its result, which the next call gets as a hit.
     src.open(1);
