@@ -123,8 +123,10 @@ impl Leader<'_> {
 
     /// Publishes the outcome to the followers.
     pub(crate) fn land(self, landed: Landed) {
+        // Leave the table first: a follower woken by this outcome that joins again (after a
+        // failed or retried load) must find a new flight, not read this landed one twice.
+        self.detach();
         self.tx.send_replace(Some(landed));
-        // Drop removes the table entry.
     }
 }
 
