@@ -46,19 +46,8 @@ where
     Fut: Future<Output = R>,
 {
     let inner = &*cache.inner;
-    // `<namespace>:<key>` in the key's own buffer (the macro gives it spare capacity).
-    let mut full = key;
-    full.insert(0, ':');
-    full.insert_str(0, &inner.namespace);
-
-    // The hit path: one GET, one decode, one counter. (Unless this process has a queued
-    // invalidation for the key: then it deletes the key first, see `get_pending`.)
-    let got = if inner.retrier.pending.any() {
-        // Boxed: rare, and it would otherwise grow every call's future.
-        Box::pin(get_pending(cache, &full)).await
-    } else {
-        inner.store.get(&full).await
-    };
+    // The hit path: one GET, one decode, one counter.
+    let (full, got) = fetch(cache, key).await;
     let unusable_why = match &got {
         Ok(Some(raw)) => {
             let u = protocol::usable(raw, entry::type_tag::<S::Value>());
@@ -88,6 +77,30 @@ where
         load,
     ))
     .await
+}
+
+/// The full key (`<namespace>:<key>`, in the key's own buffer: the macro gives it spare
+/// capacity) and its `GET` (unless this process has a queued invalidation for the key: then
+/// it deletes the key first, see [`get_pending`]).
+#[inline]
+pub(crate) async fn fetch(
+    cache: &Cache,
+    key: String,
+) -> (
+    String,
+    Result<Option<crate::backend::Raw>, crate::store::Fault>,
+) {
+    let inner = &*cache.inner;
+    let mut full = key;
+    full.insert(0, ':');
+    full.insert_str(0, &inner.namespace);
+    let got = if inner.retrier.pending.any() {
+        // Boxed: rare, and it would otherwise grow every call's future.
+        Box::pin(get_pending(cache, &full)).await
+    } else {
+        inner.store.get(&full).await
+    };
+    (full, got)
 }
 
 /// `GET`, when this process has queued invalidations: for a key among them, deliver the

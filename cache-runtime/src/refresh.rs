@@ -44,14 +44,7 @@ where
     Fut: Future<Output = R> + Send + 'static,
 {
     let inner = &*cache.inner;
-    let mut full = key;
-    full.insert(0, ':');
-    full.insert_str(0, &inner.namespace);
-    let got = if inner.retrier.pending.any() {
-        Box::pin(load::get_pending(cache, &full)).await
-    } else {
-        inner.store.get(&full).await
-    };
+    let (full, got) = load::fetch(cache, key).await;
     let type_tag = entry::type_tag::<S::Value>();
     let mut unusable_why = None;
     if let Ok(Some(raw)) = &got {
