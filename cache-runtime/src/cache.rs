@@ -163,7 +163,7 @@ impl Cache {
     /// starts after this returned never gets an entry that carried the tag when it was
     /// called, and a load of such an entry that is running now does not store its result.
     ///
-    /// Deletes the tag's members in batches (`ZSCAN` + `UNLINK`, never `KEYS`): the cost is
+    /// Deletes the tag's members in batches (`ZSCAN` + `UNLINK` over the tag's own set, never a scan of the keyspace): the cost is
     /// proportional to the tag's members. Like [`invalidate`](Self::invalidate), a backend
     /// failure is returned (the entries already deleted stay deleted), not queued.
     ///
