@@ -84,7 +84,7 @@ impl PendingKeys {
     /// The queued tag invalidations (marked keys, see [`crate::invalidation::deliver`]).
     pub(crate) fn tags(&self) -> Vec<String> {
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.keys()
+        HashMap::keys(&keys)
             .filter(|k| crate::invalidation::is_tag_mark(k))
             .cloned()
             .collect()

@@ -340,7 +340,7 @@ impl Backend for MemoryBackend {
             let victim = match t.sets.get_mut(tag).filter(|s| s.by_member.len() > 1) {
                 Some(set) => set.oldest_but(member),
                 None => {
-                    let other = t.sets.keys().find(|k| k.as_str() != tag).cloned();
+                    let other = HashMap::keys(&t.sets).find(|k| k.as_str() != tag).cloned();
                     other.and_then(|k| {
                         let set = t.sets.get_mut(&k)?;
                         let m = set.oldest_but("");
@@ -503,7 +503,7 @@ mod tag_tests {
         let mut v: Vec<String> = t
             .sets
             .get(tag)
-            .map(|s| s.by_member.keys().cloned().collect())
+            .map(|s| HashMap::keys(&s.by_member).cloned().collect())
             .unwrap_or_default();
         v.sort();
         v
