@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, integration (against private redis-server processes that the
-# tests start themselves on free ports), trybuild UI tests, examples' tests and doc tests.
+# tests start themselves on free ports), trybuild UI tests, the example crates' tests
+# (examples/catalog, examples/bench) and doc tests. Every stage passes `--workspace`: the
+# workspace's default members leave the two example crates out.
 # Installs redis-server first when it is missing and we are root (Debian/Ubuntu).
 # Never uses a Redis on 6379.
 set -euo pipefail

@@ -364,10 +364,11 @@ fn expect_int(
 }
 
 fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
-    if let Expr::Path(p) = ungroup(value) {
-        if p.qself.is_none() && p.attrs.is_empty() {
-            return Some(p.path.clone());
-        }
+    if let Expr::Path(p) = ungroup(value)
+        && p.qself.is_none()
+        && p.attrs.is_empty()
+    {
+        return Some(p.path.clone());
     }
     ctxt.error_spanned(
                 value,
@@ -567,10 +568,10 @@ fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
 
 /// `cache_if = path`: a path to a `fn(&T) -> bool`.
 fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPath> {
-    if let Expr::Path(p) = ungroup(value) {
-        if p.attrs.is_empty() {
-            return Some(p.clone());
-        }
+    if let Expr::Path(p) = ungroup(value)
+        && p.attrs.is_empty()
+    {
+        return Some(p.clone());
     }
     let hint = match ungroup(value) {
         Expr::Lit(syn::ExprLit {
@@ -760,28 +761,28 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             }
         }
     }
-    if let Some(timeout) = args.refresh_args.iter().find(|a| *a == "timeout_ms") {
-        if !args.refresh_args.iter().any(|a| a == "stale") {
-            ctxt.error(
-                timeout.span(),
-                "`timeout_ms` needs `stale = N`: the soft timeout returns the stale value when \
+    if let Some(timeout) = args.refresh_args.iter().find(|a| *a == "timeout_ms")
+        && !args.refresh_args.iter().any(|a| a == "stale")
+    {
+        ctxt.error(
+            timeout.span(),
+            "`timeout_ms` needs `stale = N`: the soft timeout returns the stale value when \
                  the loader runs longer, and without `stale` no entry outlives its `ttl`, so \
                  there is never a stale value to return and the timeout could never apply; \
                  add `stale = N` (grace seconds after `ttl`), or remove `timeout_ms`",
-            );
-        }
+        );
     }
-    if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter) {
-        if jitter.value > ttl.value {
-            ctxt.error(
-                jitter.span,
-                format!(
-                    "`jitter = {}` exceeds `ttl = {}`: jitter must be between 0 and ttl \
+    if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter)
+        && jitter.value > ttl.value
+    {
+        ctxt.error(
+            jitter.span,
+            format!(
+                "`jitter = {}` exceeds `ttl = {}`: jitter must be between 0 and ttl \
                  (the stored TTL is uniform in [ttl, ttl + jitter])",
-                    jitter.value, ttl.value
-                ),
-            );
-        }
+                jitter.value, ttl.value
+            ),
+        );
     }
     if !syntax_error {
         if !key_given {

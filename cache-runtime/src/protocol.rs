@@ -472,10 +472,8 @@ impl<'a> Miss<'a> {
             self.spec.name,
             "payload does not decode into the function's type",
         );
-        if !from_flight {
-            if let Err(f) = self.store().release(&self.full, &bytes).await {
-                return self.degrade(&f);
-            }
+        if !from_flight && let Err(f) = self.store().release(&self.full, &bytes).await {
+            return self.degrade(&f);
         }
         self.lease_path().await
     }

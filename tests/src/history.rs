@@ -1100,7 +1100,7 @@ impl Task {
             let written = AtomicU64::new(0);
             // Writer tasks alternate between two functions: with two writers per cache, each
             // function's counters are this task's alone.
-            let (name, b) = if self.task % 2 == 0 {
+            let (name, b) = if self.task.is_multiple_of(2) {
                 (WRITE_NAME, false)
             } else {
                 (WRITE_B_NAME, true)

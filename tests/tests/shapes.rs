@@ -40,7 +40,7 @@ impl Lookup for Repo {
     #[cached(key = "lookup:{id}", ttl = 60, cache = self.cache)]
     async fn lookup(&self, id: u64) -> Option<String> {
         self.loads.fetch_add(1, SeqCst);
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             Some(format!("even-{id}"))
         } else {
             None

@@ -569,7 +569,7 @@ fn keep(value: &String) -> bool {
 #[cached(key = "cond:{id}", ttl = 300, cache_if = keep, cache = cache)]
 async fn cond(cache: &Cache, id: u64, src: &Source) -> String {
     let value = src.load_ok().await;
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         format!("tmp:{value}")
     } else {
         value

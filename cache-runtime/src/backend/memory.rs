@@ -318,7 +318,7 @@ impl Backend for MemoryBackend {
         let mut t = self.tags();
         let t = &mut *t;
         t.adds += 1;
-        if t.adds % SWEEP_EVERY == 0 {
+        if t.adds.is_multiple_of(SWEEP_EVERY) {
             let mut pruned = 0;
             t.sets.retain(|_, set| {
                 pruned += set.prune(now_ms);

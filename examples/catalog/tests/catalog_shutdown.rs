@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cache_tests::{Proxy, RedisServer, eventually, guard, reserve_free_port};
-use examples::catalog::WRITE_PRICE_FN;
+use catalog::WRITE_PRICE_FN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_delivers_queued_invalidations_before_exit() {

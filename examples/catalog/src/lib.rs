@@ -9,7 +9,7 @@
 //! | `GET /stats` | the cache counters per function, as JSON |
 //!
 //! The database is an in-memory SQLite database created and seeded by [`Catalog::open`]:
-//! nothing to set up. `src/bin/catalog.rs` runs the service; `tests/catalog_service.rs`
+//! nothing to set up. `src/main.rs` runs the service; `tests/catalog_service.rs`
 //! drives it over HTTP on both cache backends.
 //!
 //! ```no_run
@@ -17,7 +17,7 @@
 //! use cache_runtime::Cache;
 //!
 //! let cache = Cache::builder().memory().namespace("catalog").build().await?;
-//! let router = examples::catalog::router(cache).await?;
+//! let router = catalog::router(cache).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, router).await?;
 //! # Ok(())

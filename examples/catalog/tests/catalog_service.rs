@@ -1,12 +1,12 @@
-//! Drives the catalog service (`examples::catalog`) over HTTP, on the in-memory cache and on a
-//! private `redis-server` started by the test: read, update the price, read again and see the
-//! new price; the cache counters move exactly as expected.
+//! Drives the catalog service (the `catalog` library, `src/lib.rs`) over HTTP, on the in-memory
+//! cache and on a private `redis-server` started by the test: read, update the price, read again
+//! and see the new price; the cache counters move exactly as expected.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
 use cache_runtime::Cache;
 use cache_tests::RedisServer;
-use examples::catalog::{self, CATEGORY_FN, PRODUCT_FN, PriceUpdate, Product, WRITE_PRICE_FN};
+use catalog::{CATEGORY_FN, PRODUCT_FN, PriceUpdate, Product, WRITE_PRICE_FN};
 use reqwest::StatusCode;
 use serde_json::Value;
 

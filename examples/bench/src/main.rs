@@ -3,11 +3,15 @@
 //! variants interleaved round by round.
 //!
 //! ```text
-//! cargo run --release -p examples --bin bench                      # ~2 minutes; writes docs/bench.svg
-//! cargo run --release -p examples --bin bench -- --quick           # a few seconds
-//! cargo run --release -p examples --bin bench -- --json target/bench.json --svg /tmp/bench.svg
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p examples --bin bench   # an existing server
+//! cargo run --release -p bench                                    # ~2 minutes; prints the table
+//! cargo run --release -p bench -- --quick                         # a few seconds
+//! cargo run --release -p bench -- --json target/bench.json --svg target/bench.svg
+//! cargo run --release -p bench -- --svg docs/bench.svg            # redraw the README's chart
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p bench   # an existing server
 //! ```
+//!
+//! It writes files only when asked (`--json PATH`, `--svg PATH`): a run never touches the
+//! repository's tracked files unless a path names one.
 //!
 //! Without `REDIS_URL` it starts its own `redis-server` (from `PATH`) on a free loopback port,
 //! with no persistence, and kills it at the end. With `REDIS_URL` every key it writes is under
@@ -1463,15 +1467,15 @@ struct Args {
     no_early_refresh: bool,
 }
 
-const USAGE: &str = "usage: cargo run --release -p examples --bin bench -- \
-    [--quick] [--json PATH] [--svg PATH | --no-svg] [--rounds N] [--slice-ms MS] \
+const USAGE: &str = "usage: cargo run --release -p bench -- \
+    [--quick] [--json PATH] [--svg PATH] [--rounds N] [--slice-ms MS] \
     [--only NAME-PART]... [--no-stampede] [--no-early-refresh]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         json: None,
-        svg: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench.svg")),
+        svg: None,
         rounds: None,
         slice_ms: None,
         only: Vec::new(),
@@ -1485,6 +1489,8 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--json" => args.json = Some(value("--json")?.into()),
             "--svg" => args.svg = Some(value("--svg")?.into()),
+            // The default now; still accepted so that the commands recorded with older
+            // figures (docs/bench.md) run unchanged.
             "--no-svg" => args.svg = None,
             "--only" => args.only.push(value("--only")?),
             "--no-stampede" => args.no_stampede = true,
@@ -1509,7 +1515,7 @@ fn main() {
     if cfg!(debug_assertions) {
         eprintln!(
             "bench: this is a debug build; its figures would be meaningless. Run it in release mode:\n\
-             \n    cargo run --release -p examples --bin bench\n"
+             \n    cargo run --release -p bench\n"
         );
         std::process::exit(1);
     }
@@ -1915,7 +1921,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let ratios: Vec<Ratio> = ratios.into_iter().flatten().collect();
-    let mut command = String::from("cargo run --release -p examples --bin bench");
+    let mut command = String::from("cargo run --release -p bench");
     let passed: Vec<String> = std::env::args().skip(1).collect();
     if !passed.is_empty() {
         let _ = write!(command, " -- {}", passed.join(" "));

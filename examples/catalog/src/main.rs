@@ -1,8 +1,8 @@
-//! The product-catalog service (see `examples::catalog`).
+//! The product-catalog service (the library of this crate, `src/lib.rs`).
 //!
 //! ```text
-//! cargo run -p examples --bin catalog                                          # in-memory cache, port 3000
-//! PORT=8080 REDIS_URL=redis://127.0.0.1:6379 cargo run -p examples --bin catalog   # Redis
+//! cargo run -p catalog                                          # in-memory cache, port 3000
+//! PORT=8080 REDIS_URL=redis://127.0.0.1:6379 cargo run -p catalog   # Redis
 //!
 //! curl -s localhost:3000/products/1
 //! curl -s localhost:3000/categories/books/products
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cache ready"
     );
 
-    let router = examples::catalog::router(cache.clone()).await?;
+    let router = catalog::router(cache.clone()).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "catalog service listening");

@@ -1,9 +1,12 @@
 //! The main example: hits, a stampede coalesced into one load, negative caching and
 //! invalidation, printed step by step.
 //!
+//! Depends only on the library, tokio and serde (the dev-dependencies of `cache-runtime`), so a
+//! first run compiles nothing else.
+//!
 //! ```text
-//! cargo run -p examples --bin quickstart                               # embedded in-memory cache
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run -p examples --bin quickstart   # Redis
+//! cargo run -p cache-runtime --example quickstart                               # embedded in-memory cache
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run -p cache-runtime --example quickstart   # Redis
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,10 +68,6 @@ fn queries() -> usize {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
-
     let cache = match std::env::var("REDIS_URL") {
         Ok(url) => {
             let ns = format!("quickstart:{}", std::process::id());
@@ -150,5 +149,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let r = s.function(concat!(module_path!(), "::rename_user"));
     println!("stats rename_user: invalidations={}", r.invalidations);
+    // The library reports cache failures as `tracing` warnings; this example installs no
+    // subscriber (it depends only on the library, tokio and serde), so it prints the counters.
+    let t = s.total();
+    if t.backend_errors + t.backend_skipped > 0 {
+        println!(
+            "cache backend failures: {} errors, {} calls skipped (circuit open); those calls went to the loader",
+            t.backend_errors, t.backend_skipped
+        );
+    }
     Ok(())
 }
