@@ -6,6 +6,10 @@ use std::sync::Arc;
 use crate::cache::Cache;
 
 pub use crate::key::KeyBuf;
+pub use crate::policy::{
+    CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey, TypedTarget,
+};
+pub use ::linkme;
 pub use crate::spec::{
     FnSpec, InvalidateSpec, Opt, Plain, Res, ResOpt, Shape, Success, View, succeeded,
 };
