@@ -22,7 +22,7 @@
 //! digits (how every other byte renders), including the empty sequence; a hashed long part
 //! (`~h` + 32 hex digits) is such a sequence too. So a placeholder never produces `:` or any
 //! other character outside that alphabet: `user:{id}` and `user:{name}:x` render disjoint
-//! sets of keys, while `user:{id}` and `user:{a}.{b}` overlap (`user:1.2`). Two templates
+//! sets of keys, while `user:{id}` overlaps `user:new` and `user:{name}`. Two templates
 //! overlap when some string can be rendered by both, decided exactly on that regular
 //! language (a product automaton), and [`PolicyProblem::KeyOverlap`] shows such a string.
 //! Keys are compared without the namespace: the check does not know which `Cache` each
