@@ -150,7 +150,12 @@ pub struct TypedCall {
 impl TypedCall {
     /// The path's last identifier: the cached function's name.
     pub fn name(&self) -> &Ident {
-        &self.path.segments.last().expect("a path has a segment").ident
+        &self
+            .path
+            .segments
+            .last()
+            .expect("a path has a segment")
+            .ident
     }
 
     /// Whether the path is `Self::name`: the receiver is implied.
@@ -1203,6 +1208,40 @@ mod tests {
         assert!(e[0].contains("duplicate argument `stale`"), "{e:?}");
         assert!(e[1].contains("duplicate argument `tags`"), "{e:?}");
         assert!(e[2].contains("did you mean `stale`?"), "{e:?}");
+    }
+
+    #[test]
+    fn typed_invalidations() {
+        let (a, e) = invalidates(quote! {
+            get_user(id), "users:list", users::get_user(u.id), Self::profile(id, 2), tags = ["t"]
+        });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.templates.len(), 1);
+        let names: Vec<String> = a.typed.iter().map(|t| t.name().to_string()).collect();
+        assert_eq!(names, ["get_user", "get_user", "profile"]);
+        let selfs: Vec<bool> = a.typed.iter().map(TypedCall::is_self).collect();
+        assert_eq!(selfs, [false, false, true]);
+        let (a, e) = invalidates(quote! { get_user(id) });
+        assert!(e.is_empty() && a.typed.len() == 1, "{e:?}");
+
+        let (_, e) = invalidates(quote! { self.profile(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("as `Self::profile(..)`"), "{e:?}");
+        let (_, e) = invalidates(quote! { Self::a::b(id) });
+        assert!(e[0].contains("`Self::name(..)`"), "{e:?}");
+        let (_, e) = invalidates(quote! { get_user(id).await });
+        assert!(e[0].contains("expected a key template"), "{e:?}");
+        let (_, e) = invalidates(quote! { <T as X>::get(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        let (_, e) = cached(quote! { key = "a", ttl = 5, get_user(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("typed invalidations, for `#[invalidates]`"),
+            "{e:?}"
+        );
+        // `ttl 5` is still "expected `=`", not a call.
+        let (_, e) = cached(quote! { key = "a", ttl 5 });
+        assert!(e[0].contains("expected `=` after `ttl`"), "{e:?}");
     }
 
     #[test]

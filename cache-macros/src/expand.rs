@@ -642,6 +642,19 @@ fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
 
 /// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
 fn render_key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> TokenStream {
+    render_key_with(krate, template, prelude, &[])
+}
+
+/// As [`render_key`], where each name of `borrowed` is already a reference to
+/// the parameter's value (in the hidden key function): a bare `{name}` renders
+/// `part(name)`, so a missing `KeyPart` is the same error as in the function
+/// (which the compiler then reports once).
+pub(crate) fn render_key_with(
+    krate: &TokenStream,
+    template: &Template,
+    prelude: &TokenStream,
+    borrowed: &[String],
+) -> TokenStream {
     let mut steps = Vec::new();
     for seg in &template.segments {
         match seg {
@@ -651,7 +664,11 @@ fn render_key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -
                 // is reported at the placeholder that uses it.
                 let span = template.span_of(p);
                 let expr = placeholder_expr(p, span);
-                steps.push(quote_spanned! {span=> __cache_k.part(&#expr); });
+                if p.fields.is_empty() && borrowed.contains(&p.root) {
+                    steps.push(quote_spanned! {span=> __cache_k.part(#expr); });
+                } else {
+                    steps.push(quote_spanned! {span=> __cache_k.part(&#expr); });
+                }
             }
         }
     }
@@ -863,22 +880,15 @@ fn expand_cached(
             returns: policy::text(&ret),
         },
     );
-    // The description is registered inside the hidden description function when
-    // there is one, else inside the body.
-    let (key_items, body_policy) = if policy::emits_key_fn(func, target.boxed.is_some()) {
-        let items = policy::key_items(
-            func,
-            &krate,
-            template,
-            |t| render_key(&krate, t, &TokenStream::new()),
-            policy_static,
-        );
-        (items, TokenStream::new())
+    let key_fn = if policy::emits_key_fn(func, target.boxed.is_some()) {
+        policy::key_fn(func, template, |t, borrowed| {
+            render_key_with(&krate, t, &TokenStream::new(), borrowed)
+        })
     } else {
-        (TokenStream::new(), policy_static)
+        TokenStream::new()
     };
     let inner = quote! {
-        #body_policy
+        #policy_static
         static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
             name: #name,
             ttl_secs: #ttl,
@@ -905,7 +915,7 @@ fn expand_cached(
             #(#inner_attrs)*
             #inner
         }
-        #key_items
+        #key_fn
     }
 }
 
@@ -1300,7 +1310,12 @@ mod tests {
         );
         // Tags are rendered in the load closure, before the body's block.
         let (before, after) = out.split_once("move || (").expect(&out);
-        assert!(!before.contains("org:"), "{out}");
+        assert!(!before.contains("lit (\"org:\")"), "{out}");
+        // The registered description lists the tag templates.
+        assert!(
+            before.contains("tags : & [\"org:{user.org}\" , \"users\"]"),
+            "{out}"
+        );
         let (tags, body) = after.split_once("async move").expect(&out);
         assert!(tags.starts_with(":: std :: vec :: Vec :: from (["), "{out}");
         assert!(tags.contains("__cache_k . part (& user . org)"), "{out}");
@@ -1525,6 +1540,67 @@ mod tests {
         );
         assert!(!out.contains("compile_error"), "{out}");
         assert!(out.contains("Vec :: from (["), "{out}");
+    }
+
+    #[test]
+    fn key_fn_and_typed_invalidation() {
+        let out = expand(
+            cached,
+            quote!(key = "user:{id}:{name}", ttl = 60),
+            quote!(
+                pub async fn get_user(mut id: u64, db: &Db, name: &str) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        let (_, key_fn) = out.split_once("fn __cache_key_get_user").expect(&out);
+        assert!(
+            key_fn.starts_with(" (id : & u64 , name : & str) -> :: std :: string :: String {"),
+            "{key_fn}"
+        );
+        // `id` is already a reference there; `name` was one.
+        assert!(key_fn.contains("__cache_k . part (id)"), "{key_fn}");
+        assert!(key_fn.contains("__cache_k . part (& name)"), "{key_fn}");
+        assert!(out.contains("pub fn __cache_key_get_user"), "{out}");
+        assert!(out.contains("CACHED_POLICIES"), "{out}");
+        assert!(out.contains("template : \"user:{id}:{name}\""), "{out}");
+
+        // A method without a visibility (maybe in a trait impl) gets none.
+        let out = expand(
+            cached,
+            quote!(key = "u:{self.t}:{id}", ttl = 60),
+            quote!(
+                async fn get(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("__cache_key_get"), "{out}");
+        assert!(out.contains("CACHED_POLICIES"), "{out}");
+
+        let out = expand(
+            invalidates,
+            quote!(get_user(u.id, &u.name), Self::profile(7), "x"),
+            quote!(
+                async fn save(&self, u: &User) {}
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("__cache_key_get_user (& (u . id) , & (& u . name))"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Self :: __cache_key_profile (& self , & (7))"),
+            "{out}"
+        );
+        assert!(
+            out.contains("call : \"get_user(u.id, &u.name)\" , path : \"get_user\""),
+            "{out}"
+        );
+        assert!(out.contains("INVALIDATE_POLICIES"), "{out}");
+        assert!(out.contains("[:: std :: string :: String ; 3]"), "{out}");
     }
 
     #[test]

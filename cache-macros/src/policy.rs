@@ -3,10 +3,9 @@
 //! function `#[cached]` emits next to the function, and the call of it that
 //! `#[invalidates(get_user(id))]` emits.
 //!
-//! Naming: for a function `get_user`, the key function is `__cache_key_get_user`
-//! and `__cache_policy_get_user` returns its description; both sit next to
-//! the function (free items, or associated items in an `impl`), with its
-//! visibility. `#[invalidates(users::get_user(id))]` calls
+//! Naming: for a function `get_user`, the key function is `__cache_key_get_user`,
+//! next to the function (a free item, or an associated item in an `impl`),
+//! with its visibility. `#[invalidates(users::get_user(id))]` calls
 //! `users::__cache_key_get_user(&(id))`, and `Self::user(id)` calls
 //! `Self::__cache_key_user(&self, &(id))`, so an unknown function, a wrong
 //! number of arguments or a wrong argument type is a compile error at the call.
@@ -139,30 +138,22 @@ pub fn emits_key_fn(func: &ItemFn, boxed: bool) -> bool {
     !boxed && (!has_receiver || !matches!(func.vis, Visibility::Inherited))
 }
 
-/// `__cache_key_<name>` / `__cache_policy_<name>` for a function named `name`,
-/// located at `span`.
-pub fn hidden_names(name: &Ident, span: Span) -> (Ident, Ident) {
-    let n = name.unraw();
-    (
-        format_ident!("__cache_key_{}", n, span = span),
-        format_ident!("__cache_policy_{}", n, span = span),
-    )
+/// `__cache_key_<name>` for a function named `name`, located at `span`.
+pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
+    format_ident!("__cache_key_{}", name.unraw(), span = span)
 }
 
-/// The hidden key function and description function of a `#[cached]`
-/// function: `fn __cache_key_get_user(id: &u64) -> String` renders the key
-/// from the parameters the key template uses (in signature order, each by
-/// reference, `&self` first for a method); `fn __cache_policy_get_user()`
-/// returns the registered description (`policy_static` inside it).
-pub fn key_items(
+/// The hidden key function of a `#[cached]` function:
+/// `fn __cache_key_get_user(id: &u64) -> String` renders the key from the
+/// parameters the key template uses (in signature order, each by reference,
+/// `&self` first for a method).
+pub fn key_fn(
     func: &ItemFn,
-    krate: &TokenStream,
     template: &Template,
-    render: impl Fn(&Template) -> TokenStream,
-    policy_static: TokenStream,
+    render: impl Fn(&Template, &[String]) -> TokenStream,
 ) -> TokenStream {
     let sig = &func.sig;
-    let (key_fn, policy_fn) = hidden_names(&sig.ident, sig.ident.span());
+    let key_fn = key_fn_name(&sig.ident, sig.ident.span());
     let roots: HashSet<&str> = template
         .segments
         .iter()
@@ -174,6 +165,8 @@ pub fn key_items(
     let mut params = Vec::new();
     let mut lets = Vec::new();
     let mut types = Vec::new();
+    // Parameters that the key function takes as `&T` for a `T` parameter.
+    let mut borrowed = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate() {
         match input {
             FnArg::Receiver(_) => params.push(quote!(&self)),
@@ -189,6 +182,9 @@ pub fn key_items(
                     Pat::Ident(p) if p.subpat.is_none() => {
                         let id = &p.ident;
                         params.push(quote!(#id: #ty));
+                        if !matches!(&*pt.ty, Type::Reference(_)) {
+                            borrowed.push(id.to_string());
+                        }
                     }
                     pat => {
                         let arg = format_ident!("__cache_arg{}", i);
@@ -213,8 +209,9 @@ pub fn key_items(
         .iter()
         .filter(|a| a.path().is_ident("cfg"))
         .collect();
-    let key = render(template);
-    let allow = quote! {
+    let key = render(template, &borrowed);
+    quote! {
+        #(#cfgs)*
         #[doc(hidden)]
         #[allow(
             dead_code,
@@ -226,20 +223,10 @@ pub fn key_items(
             clippy::too_many_arguments,
             clippy::ref_option_ref
         )]
-    };
-    quote! {
-        #(#cfgs)*
-        #allow
         #[inline]
         #vis fn #key_fn #impl_generics (#(#params),*) -> ::std::string::String #where_clause {
             #(#lets)*
             #key
-        }
-        #(#cfgs)*
-        #allow
-        #vis fn #policy_fn() -> &'static #krate::__private::CachedPolicy {
-            #policy_static
-            &__CACHE_POLICY
         }
     }
 }
@@ -253,6 +240,8 @@ fn by_ref(ty: &Type) -> TokenStream {
             quote!(&#lt #elem)
         }
         Type::Group(g) => by_ref(&g.elem),
+        // `&impl A + B` would be ambiguous.
+        Type::ImplTrait(_) | Type::TraitObject(_) => quote!(&(#ty)),
         ty => quote!(&#ty),
     }
 }
@@ -323,7 +312,12 @@ fn kept_generics(generics: &Generics, types: &[TokenStream]) -> Generics {
     }
     let keep = |p: &GenericParam| name(p).is_none_or(|n| used.contains(&n));
     let mut out = generics.clone();
-    out.params = generics.params.iter().filter(|p| keep(p)).cloned().collect();
+    out.params = generics
+        .params
+        .iter()
+        .filter(|p| keep(p))
+        .cloned()
+        .collect();
     if let Some(w) = &mut out.where_clause {
         w.predicates = w
             .predicates
@@ -348,7 +342,7 @@ fn kept_generics(generics: &Generics, types: &[TokenStream]) -> Generics {
 /// errors point there.
 pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
     let name = typed.name();
-    let (key_fn, _) = hidden_names(name, name.span());
+    let key_fn = key_fn_name(name, name.span());
     let mut path = typed.path.clone();
     path.segments.last_mut().expect("a segment").ident = key_fn;
     let receiver = (typed.is_self() && has_self).then(|| quote!(&self,));
@@ -359,21 +353,18 @@ pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
     quote! { #path(#receiver #(#args),*) }
 }
 
-/// The registered description of a typed invalidation.
+/// The registered description of a typed invalidation: the call and the path
+/// as written (a static cannot name `Self` or the key function's generics, and
+/// a second hidden name would make a typo a second error).
 pub fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
     let call = text(&typed.call.to_token_stream());
-    let name = typed.name();
-    let target = if typed.is_self() {
-        let n = name.unraw().to_string();
-        quote!(#krate::__private::TypedTarget::Method(#n))
-    } else {
-        let (_, policy_fn) = hidden_names(name, name.span());
-        let mut path = typed.path.clone();
-        path.segments.last_mut().expect("a segment").ident = policy_fn;
-        quote!(#krate::__private::TypedTarget::Function(#path))
-    };
+    let mut path = typed.path.clone();
+    for seg in &mut path.segments {
+        seg.arguments = syn::PathArguments::None;
+    }
+    let path = text(&path.to_token_stream());
     quote! {
-        #krate::__private::TypedKey { call: #call, target: #target }
+        #krate::__private::TypedKey { call: #call, path: #path }
     }
 }
 
@@ -413,7 +404,10 @@ mod tests {
 
     #[test]
     fn compact_text() {
-        assert_eq!(text(&quote!(get_user(user.id, &name))), "get_user(user.id, &name)");
+        assert_eq!(
+            text(&quote!(get_user(user.id, &name))),
+            "get_user(user.id, &name)"
+        );
         assert_eq!(
             text(&quote!(Result<Option<String>, E>)),
             "Result<Option<String>, E>"
@@ -441,12 +435,18 @@ mod tests {
 
     #[test]
     fn emission() {
-        let f: ItemFn = parse_quote!(async fn f(id: u64) {});
+        let f: ItemFn = parse_quote!(
+            async fn f(id: u64) {}
+        );
         assert!(emits_key_fn(&f, false));
         assert!(!emits_key_fn(&f, true));
-        let m: ItemFn = parse_quote!(async fn f(&self, id: u64) {});
+        let m: ItemFn = parse_quote!(
+            async fn f(&self, id: u64) {}
+        );
         assert!(!emits_key_fn(&m, false));
-        let m: ItemFn = parse_quote!(pub(crate) async fn f(&self, id: u64) {});
+        let m: ItemFn = parse_quote!(
+            pub(crate) async fn f(&self, id: u64) {}
+        );
         assert!(emits_key_fn(&m, false));
     }
 }

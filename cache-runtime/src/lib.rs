@@ -73,7 +73,7 @@ pub use error::{BackendError, BackendErrorKind, Error};
 pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
 pub use policy::{
     CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
-    TypedKey, TypedTarget, check_policies, policies, policy_report,
+    TypedKey, check_policies, policies, policy_report,
 };
 pub use stats::{FnStats, Stats};
 

@@ -56,8 +56,9 @@ pub const DEFAULT_NEVER_INVALIDATED_SECS: u64 = 3600;
 ///     Some(id.to_string())
 /// }
 ///
-/// let all = cache_runtime::policies();
-/// let p = all.cached().iter().find(|p| p.function == "get_user").unwrap();
+/// // Doc tests share one binary: look at this one's module only.
+/// let mine = cache_runtime::policies().in_module(module_path!());
+/// let p = mine.cached().iter().find(|p| p.function == "get_user").unwrap();
 /// assert_eq!((p.template, p.ttl_secs, p.jitter_secs), ("user:{id}", 300, 30));
 /// ```
 #[derive(Debug)]
@@ -98,8 +99,8 @@ impl CachedPolicy {
     /// #[cache_runtime::cached(key = "k:{id}", ttl = 60, jitter = 10, stale = 30)]
     /// async fn f(id: u64) -> u64 { id }
     ///
-    /// let all = cache_runtime::policies();
-    /// let p = all.cached().iter().find(|p| p.function == "f").unwrap();
+    /// let mine = cache_runtime::policies().in_module(module_path!());
+    /// let p = mine.cached().iter().find(|p| p.function == "f").unwrap();
     /// assert_eq!(p.lives_secs(), 100);
     /// ```
     pub fn lives_secs(&self) -> u64 {
@@ -120,7 +121,7 @@ impl CachedPolicy {
 /// #[cache_runtime::invalidates(get_user(id), "users:list", tags = ["org:{org}"])]
 /// async fn rename(id: u64, org: u64) {}
 ///
-/// let all = cache_runtime::policies();
+/// let all = cache_runtime::policies().in_module(module_path!());
 /// let inv = all.invalidations().iter().find(|p| p.function == "rename").unwrap();
 /// assert_eq!(inv.keys, ["users:list"]);
 /// assert_eq!(inv.typed[0].call, "get_user(id)");
@@ -151,24 +152,20 @@ pub struct InvalidatePolicy {
 
 /// One typed invalidation, `get_user(id)` or `Self::user(id)`: the key is rendered by the
 /// target `#[cached]` function's own template.
+///
+/// The compiler resolved the target (the call does not compile otherwise); the description
+/// records the path as written, and [`Policies::resolve`] finds the target's description from
+/// it: among the cached functions named like the path's last segment, those of the module the
+/// path leads to from the invalidating function's module (`crate::`, `self::`, `super::` and
+/// relative module paths; `Self::name` and `Type::name`: the invalidating module or the
+/// type's); failing that, the only cached function of that name in the set.
 #[derive(Debug)]
 pub struct TypedKey {
     /// The call as written, e.g. `"get_user(id)"`.
     pub call: &'static str,
-    /// How the target's description is found.
-    pub target: TypedTarget,
-}
-
-/// How a [`TypedKey`] names its target.
-#[derive(Debug)]
-pub enum TypedTarget {
-    /// A function path (`get_user`, `users::get_user`, `Repo::by_id`): the target's
-    /// description, exactly.
-    Function(fn() -> &'static CachedPolicy),
-    /// `Self::name`: a static cannot name `Self`, so the target is found by name among the
-    /// `#[cached]` functions of the invalidating function's module (all of them when several
-    /// types there have a cached method of that name).
-    Method(&'static str),
+    /// The function's path as written, e.g. `"get_user"`, `"users::get_user"`,
+    /// `"Self::profile"`.
+    pub path: &'static str,
 }
 
 /// A set of registered policies: [`policies`] (all of them), or a part of them
@@ -225,7 +222,7 @@ pub fn policy_report() -> String {
 /// The problems of every registered policy (see [`Policies::check`]); assert it is empty in
 /// a unit test. Use `policies().in_module(module_path!()).check()` to check one module.
 ///
-/// ```
+/// ```standalone_crate
 /// #[cache_runtime::cached(key = "user:{id}", ttl = 60)]
 /// async fn get_user(id: u64) -> u64 { id }
 ///
@@ -242,6 +239,37 @@ pub fn policy_report() -> String {
 /// ```
 pub fn check_policies() -> Vec<PolicyProblem> {
     policies().check()
+}
+
+/// The modules a path prefix can lead to from `module`: `crate::a`, `self::a`,
+/// `super::a`, `a` (relative, or a crate name), each also without its last segment (which may
+/// be a type: `Repo::by_id`, `Self::profile`).
+fn target_modules(module: &str, prefix: &[&str]) -> Vec<String> {
+    let here: Vec<&str> = module.split("::").collect();
+    let mut bases: Vec<Vec<&str>> = Vec::new();
+    match prefix.first().copied() {
+        None => bases.push(here.clone()),
+        Some("crate") => bases.push(here[..1].iter().chain(&prefix[1..]).copied().collect()),
+        Some("self") => bases.push(here.iter().chain(&prefix[1..]).copied().collect()),
+        Some("super") => {
+            let ups = prefix.iter().take_while(|s| **s == "super").count();
+            let base = &here[..here.len().saturating_sub(ups)];
+            bases.push(base.iter().chain(&prefix[ups..]).copied().collect());
+        }
+        Some("Self") => bases.push(here.clone()),
+        Some(_) => {
+            bases.push(here.iter().chain(prefix).copied().collect());
+            bases.push(prefix.to_vec());
+        }
+    }
+    let mut out = Vec::new();
+    for b in bases {
+        out.push(b.join("::"));
+        if b.len() > 1 {
+            out.push(b[..b.len() - 1].join("::"));
+        }
+    }
+    out
 }
 
 /// Whether `module` is `prefix` or inside it.
@@ -295,23 +323,39 @@ impl Policies {
         }
     }
 
-    /// The `#[cached]` functions a typed invalidation of `inv` renders the key of: its target
-    /// (a `Self::name` target: every cached method `name` of `inv`'s module in this set).
+    /// The `#[cached]` functions a typed invalidation of `inv` renders the key of (see
+    /// [`TypedKey`] for how the path is resolved): one, unless several types of one module
+    /// have a cached method of that name; none when the target is not in this set.
     pub fn resolve(&self, inv: &InvalidatePolicy, typed: &TypedKey) -> Vec<&'static CachedPolicy> {
-        match typed.target {
-            TypedTarget::Function(f) => vec![f()],
-            TypedTarget::Method(name) => self
-                .cached
-                .iter()
-                .copied()
-                .filter(|p| p.function == name && p.module == inv.module)
-                .collect(),
+        let segments: Vec<&str> = typed.path.split("::").map(str::trim).collect();
+        let (name, prefix) = segments.split_last().expect("split yields one item");
+        let named: Vec<&'static CachedPolicy> = self
+            .cached
+            .iter()
+            .copied()
+            .filter(|p| p.function == *name)
+            .collect();
+        let modules = target_modules(inv.module, prefix);
+        let in_module: Vec<&'static CachedPolicy> = named
+            .iter()
+            .copied()
+            .filter(|p| modules.iter().any(|m| *m == p.module))
+            .collect();
+        if !in_module.is_empty() {
+            in_module
+        } else if named.len() == 1 {
+            named
+        } else {
+            Vec::new()
         }
     }
 
     /// Every key template `inv` deletes, with the typed call it comes from: the string
     /// templates, then each typed invalidation's target template.
-    pub fn key_templates(&self, inv: &InvalidatePolicy) -> Vec<(&'static str, Option<&'static str>)> {
+    pub fn key_templates(
+        &self,
+        inv: &InvalidatePolicy,
+    ) -> Vec<(&'static str, Option<&'static str>)> {
         let mut out: Vec<(&'static str, Option<&'static str>)> =
             inv.keys.iter().map(|k| (*k, None)).collect();
         for typed in inv.typed {
@@ -520,10 +564,13 @@ impl Policies {
         if !self.invalidations.is_empty() {
             out.push_str("\n| invalidation | deletes keys | voids tags |\n|---|---|---|\n");
             for inv in &self.invalidations {
-                let keys = self.key_templates(inv).into_iter().map(|(t, call)| match call {
-                    None => code(t),
-                    Some(call) => format!("{} → {}", code(call), code(t)),
-                });
+                let keys = self
+                    .key_templates(inv)
+                    .into_iter()
+                    .map(|(t, call)| match call {
+                        None => code(t),
+                        Some(call) => format!("{} → {}", code(call), code(t)),
+                    });
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} |",
@@ -571,8 +618,8 @@ pub enum PolicyProblem {
         /// Its tag template.
         tag: &'static str,
     },
-    /// A typed `Self::name(..)` invalidation whose target was not found among the cached
-    /// functions of the invalidating function's module (e.g. outside the checked module).
+    /// A typed invalidation whose target was not found among the checked cached functions
+    /// (e.g. it is outside the checked module; see [`TypedKey`]).
     UnresolvedTarget {
         /// The invalidating function.
         invalidator: &'static str,
@@ -632,8 +679,8 @@ impl fmt::Display for PolicyProblem {
             ),
             PolicyProblem::UnresolvedTarget { invalidator, call } => write!(
                 f,
-                "`{invalidator}` invalidates `{call}`, but no #[cached] method of that name is \
-                 registered in its module"
+                "`{invalidator}` invalidates `{call}`, whose target is not among the checked \
+                 #[cached] functions"
             ),
             PolicyProblem::KeyOverlap {
                 first,
@@ -817,7 +864,10 @@ mod tests {
 
     #[test]
     fn literals_match_exactly() {
-        assert_eq!(overlap("users:list", "users:list").as_deref(), Some("users:list"));
+        assert_eq!(
+            overlap("users:list", "users:list").as_deref(),
+            Some("users:list")
+        );
         assert_eq!(overlap("users:list", "users:lists"), None);
         assert_eq!(overlap("users:list", "Users:list"), None);
         assert_eq!(overlap("{{x}}", "{{x}}").as_deref(), Some("{x}"));
@@ -832,22 +882,42 @@ mod tests {
         assert_eq!(overlap("user:{id}", "user/{id}"), None);
         assert_eq!(overlap("user:{id}", "user:{x}").as_deref(), Some("user:"));
         assert_eq!(overlap("user:{id}", "user:7").as_deref(), Some("user:7"));
-        assert_eq!(overlap("user:{id}", "user:").as_deref(), Some("user:"), "empty part");
+        assert_eq!(
+            overlap("user:{id}", "user:").as_deref(),
+            Some("user:"),
+            "empty part"
+        );
         // `.` and `_` are part characters.
-        assert_eq!(overlap("user:{id}", "user:{a}.{b}").as_deref(), Some("user:."));
-        assert_eq!(overlap("user:{id}", "user:a_b.c").as_deref(), Some("user:a_b.c"));
+        assert_eq!(
+            overlap("user:{id}", "user:{a}.{b}").as_deref(),
+            Some("user:.")
+        );
+        assert_eq!(
+            overlap("user:{id}", "user:a_b.c").as_deref(),
+            Some("user:a_b.c")
+        );
         // A literal prefix inside what a placeholder renders.
         assert_eq!(overlap("{id}", "user").as_deref(), Some("user"));
         assert_eq!(overlap("{id}:x", "user:{n}").as_deref(), Some("user:x"));
-        assert_eq!(overlap("{a}:{b}", "{c}:{d}:{e}"), None, "colon counts differ");
+        assert_eq!(
+            overlap("{a}:{b}", "{c}:{d}:{e}"),
+            None,
+            "colon counts differ"
+        );
     }
 
     #[test]
     fn escapes_and_none() {
         // `~` (None) and `%XX` are what parts contain besides the plain set.
         assert_eq!(overlap("user:{id}", "user:~").as_deref(), Some("user:~"));
-        assert_eq!(overlap("user:{id}", "user:%3A").as_deref(), Some("user:%3A"));
-        assert_eq!(overlap("user:{id}", "user:a%3Ab").as_deref(), Some("user:a%3Ab"));
+        assert_eq!(
+            overlap("user:{id}", "user:%3A").as_deref(),
+            Some("user:%3A")
+        );
+        assert_eq!(
+            overlap("user:{id}", "user:a%3Ab").as_deref(),
+            Some("user:a%3Ab")
+        );
         // An escape has two upper-case hex digits.
         assert_eq!(overlap("user:{id}", "user:%"), None);
         assert_eq!(overlap("user:{id}", "user:%3"), None);
@@ -868,7 +938,11 @@ mod tests {
         let e = overlap("order:{shop}:{id}", "order:{x}:item.{n}").unwrap();
         assert_eq!(e, "order::item.");
         assert_eq!(overlap("a:{x}:b", "a:1{y}:b").as_deref(), Some("a:1:b"));
-        assert_eq!(overlap("a:{x}:b", "a:1{y}"), None, "`:b` is never inside a part");
+        assert_eq!(
+            overlap("a:{x}:b", "a:1{y}"),
+            None,
+            "`:b` is never inside a part"
+        );
         assert_eq!(overlap("a:{x}:b", "a:1{y}:c"), None);
     }
 
@@ -932,8 +1006,18 @@ mod tests {
     #[test]
     fn unmatched_key_and_tag() {
         let p = Policies::new(
-            vec![cached_tags("app::get_user", "user:{id}", 60, &["org:{org}"])],
-            vec![inv("app::rename", &["usr:{id}"], &[], &["orgs:{org}", "org:{o}"])],
+            vec![cached_tags(
+                "app::get_user",
+                "user:{id}",
+                60,
+                &["org:{org}"],
+            )],
+            vec![inv(
+                "app::rename",
+                &["usr:{id}"],
+                &[],
+                &["orgs:{org}", "org:{o}"],
+            )],
         );
         let problems = p.check();
         assert_eq!(
@@ -1025,6 +1109,28 @@ mod tests {
         assert_eq!(p.lives_secs(), 105);
     }
 
+    #[test]
+    fn modules_of_paths() {
+        let m = |prefix: &[&str]| target_modules("app::users::api", prefix);
+        assert_eq!(m(&[]), ["app::users::api", "app::users"]);
+        assert_eq!(m(&["Self"]), ["app::users::api", "app::users"]);
+        assert_eq!(m(&["crate", "orders"]), ["app::orders", "app"]);
+        assert_eq!(m(&["super"]), ["app::users", "app"]);
+        assert_eq!(m(&["super", "super", "x"]), ["app::x", "app"]);
+        assert_eq!(
+            m(&["self", "db"]),
+            ["app::users::api::db", "app::users::api"]
+        );
+        assert_eq!(
+            m(&["orders"]),
+            ["app::users::api::orders", "app::users::api", "orders"]
+        );
+        assert_eq!(
+            m(&["Repo"]),
+            ["app::users::api::Repo", "app::users::api", "Repo"]
+        );
+    }
+
     static TARGET: CachedPolicy = CachedPolicy {
         name: "app::get_user",
         module: "app",
@@ -1041,29 +1147,32 @@ mod tests {
         line: 1,
     };
 
-    fn target() -> &'static CachedPolicy {
-        &TARGET
-    }
-
     #[test]
     fn typed_invalidations_use_the_target_template() {
         static TYPED: [TypedKey; 1] = [TypedKey {
             call: "get_user(id)",
-            target: TypedTarget::Function(target),
+            path: "get_user",
         }];
         let i = inv("app::rename", &[], &TYPED, &[]);
         let p = Policies::new(vec![&TARGET], vec![i]);
         assert_eq!(p.check(), vec![]);
-        assert_eq!(p.key_templates(i), vec![("user:{id}", Some("get_user(id)"))]);
+        assert_eq!(
+            p.key_templates(i),
+            vec![("user:{id}", Some("get_user(id)"))]
+        );
 
-        static METHOD: [TypedKey; 2] = [
+        static METHOD: [TypedKey; 3] = [
             TypedKey {
                 call: "Self::get_user(id)",
-                target: TypedTarget::Method("get_user"),
+                path: "Self::get_user",
+            },
+            TypedKey {
+                call: "crate::get_user(id)",
+                path: "crate::get_user",
             },
             TypedKey {
                 call: "Self::gone(id)",
-                target: TypedTarget::Method("gone"),
+                path: "Self::gone",
             },
         ];
         let p = Policies::new(vec![&TARGET], vec![inv("app::touch", &[], &METHOD, &[])]);
@@ -1099,7 +1208,7 @@ mod tests {
     fn report_table() {
         static TYPED: [TypedKey; 1] = [TypedKey {
             call: "get_user(id)",
-            target: TypedTarget::Function(target),
+            path: "get_user",
         }];
         let tagged = Box::leak(Box::new(CachedPolicy {
             jitter_secs: 30,

@@ -198,10 +198,7 @@ fn typed_invalidations_are_recorded_by_target_template() {
         .unwrap();
     assert_eq!(
         users.key_templates(rename),
-        vec![
-            ("users:list", None),
-            ("user:{id}", Some("get_user(id)"))
-        ]
+        vec![("users:list", None), ("user:{id}", Some("get_user(id)"))]
     );
     let touch = users
         .invalidations()
@@ -246,13 +243,23 @@ async fn typed_invalidation_deletes_the_rendered_key() {
     assert_eq!(loads(), before + 1, "second call is a hit");
     rename_user(1, "grace").await.unwrap();
     get_user(1, 7).await;
-    assert_eq!(loads(), before + 2, "the typed invalidation deleted `user:1`");
+    assert_eq!(
+        loads(),
+        before + 2,
+        "the typed invalidation deleted `user:1`"
+    );
 
-    let p = Profiles { region: "eu".into() };
+    let p = Profiles {
+        region: "eu".into(),
+    };
     p.profile(5).await;
     p.profile(5).await;
     assert_eq!(loads(), before + 3);
     p.touch((5, "ada".into())).await;
     p.profile(5).await;
-    assert_eq!(loads(), before + 4, "`Self::profile(user.0)` deleted `profile:eu:5`");
+    assert_eq!(
+        loads(),
+        before + 4,
+        "`Self::profile(user.0)` deleted `profile:eu:5`"
+    );
 }
