@@ -138,11 +138,39 @@ pub struct CachedArgs {
     pub common: Common,
 }
 
+/// A typed invalidation, `get_user(id)` or `Self::user(id)`: the key is
+/// rendered by the `#[cached]` function's own (hidden) key function.
+pub struct TypedCall {
+    /// The call as written.
+    pub call: syn::ExprCall,
+    /// Its function path (`get_user`, `users::get_user`, `Self::user`).
+    pub path: Path,
+}
+
+impl TypedCall {
+    /// The path's last identifier: the cached function's name.
+    pub fn name(&self) -> &Ident {
+        &self
+            .path
+            .segments
+            .last()
+            .expect("a path has a segment")
+            .ident
+    }
+
+    /// Whether the path is `Self::name`: the receiver is implied.
+    pub fn is_self(&self) -> bool {
+        self.path.segments.len() == 2 && self.path.segments[0].ident == "Self"
+    }
+}
+
 /// Parsed `#[invalidates(...)]` arguments.
 #[derive(Default)]
 pub struct InvalidatesArgs {
     /// The key templates, in order.
     pub templates: Vec<LitStr>,
+    /// The typed invalidations, in order.
+    pub typed: Vec<TypedCall>,
     /// `tags = ["tmpl", ..]`, in order.
     pub tags: Vec<LitStr>,
     /// `cache`, `name`, `returns`, `crate`.
@@ -173,6 +201,8 @@ enum RawArg {
     Positional(Lit),
     /// `name = value`.
     Named(Ident, Expr),
+    /// `path(args)`: a typed invalidation.
+    Call(syn::ExprCall),
 }
 
 /// Splits the attribute arguments into raw arguments, recording syntax
@@ -217,6 +247,32 @@ fn parse_raw(tokens: TokenStream, ctxt: &mut Ctxt) -> (Vec<RawArg>, bool) {
 fn parse_one(input: ParseStream) -> syn::Result<RawArg> {
     if input.peek(Lit) {
         return Ok(RawArg::Positional(input.parse()?));
+    }
+    // `path(args)` (a typed invalidation), or `self.name(args)`: an expression.
+    let fork = input.fork();
+    let is_named = fork.call(Ident::parse_any).is_ok() && fork.peek(Token![=]);
+    let fork = input.fork();
+    let is_call = !is_named
+        && (fork.parse::<ExprPath>().is_ok() && fork.peek(syn::token::Paren)
+            || input.peek(Token![self]) && input.peek2(Token![.]));
+    if is_call {
+        let expr: Expr = input.parse()?;
+        return match expr {
+            Expr::Call(call) => Ok(RawArg::Call(call)),
+            Expr::MethodCall(m) => Err(syn::Error::new_spanned(
+                &m,
+                format!(
+                    "write a typed invalidation of a method as `Self::{}(..)`: the receiver \
+                     is implied",
+                    m.method
+                ),
+            )),
+            other => Err(syn::Error::new_spanned(
+                other,
+                "expected a key template such as `\"user:{id}\"` or a call of a `#[cached]` \
+                 function such as `get_user(id)`",
+            )),
+        };
     }
     let name = input.call(Ident::parse_any).map_err(|e| {
         syn::Error::new(
@@ -678,6 +734,14 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
                 continue;
             }
             RawArg::Named(name, value) => (name, value),
+            RawArg::Call(call) => {
+                ctxt.error_spanned(
+                    &call,
+                    "`#[cached]` takes named arguments, e.g. `key = \"user:{id}\"`; \
+                     calls such as `get_user(id)` are typed invalidations, for `#[invalidates]`",
+                );
+                continue;
+            }
         };
         let n = name.to_string();
         if !CACHED_ARGS.contains(&n.as_str()) {
@@ -803,6 +867,32 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
     args
 }
 
+/// Checks the function of a typed invalidation: a plain path (no `<T as ..>::`).
+fn typed_call(call: syn::ExprCall, ctxt: &mut Ctxt) -> Option<TypedCall> {
+    match ungroup(&call.func) {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => {
+            let path = p.path.clone();
+            if path.segments.len() > 2 && path.segments[0].ident == "Self" {
+                ctxt.error_spanned(
+                    &path,
+                    "a typed invalidation through `Self` names a method of this type: \
+                     `Self::name(..)`",
+                );
+                return None;
+            }
+            Some(TypedCall { call, path })
+        }
+        other => {
+            ctxt.error_spanned(
+                other,
+                "a typed invalidation calls a `#[cached]` function by its path, \
+                 e.g. `get_user(id)`, `users::get_user(id)` or `Self::user(id)`",
+            );
+            None
+        }
+    }
+}
+
 /// Parses `#[invalidates(...)]` arguments, recording all errors in `ctxt`.
 pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArgs {
     let (raw, syntax_error) = parse_raw(tokens, ctxt);
@@ -819,6 +909,12 @@ pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArg
                 lit.span(),
                 "key templates must be string literals, e.g. `#[invalidates(\"user:{id}\")]`",
             ),
+            RawArg::Call(call) => {
+                any_template = true;
+                if let Some(typed) = typed_call(call, ctxt) {
+                    args.typed.push(typed);
+                }
+            }
             RawArg::Named(name, value) => {
                 let n = name.to_string();
                 if n == "key" {
@@ -858,8 +954,9 @@ pub fn parse_invalidates(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArg
     if !any_template && !syntax_error {
         ctxt.error(
             Span::call_site(),
-            "`#[invalidates]` needs at least one key template to delete or `tags = [..]` to \
-             void, e.g. `#[invalidates(\"user:{id}\")]` or `#[invalidates(tags = [\"org:{org_id}\"])]`",
+            "`#[invalidates]` needs at least one key template to delete, a typed invalidation \
+             or `tags = [..]` to void, e.g. `#[invalidates(\"user:{id}\")]`, \
+             `#[invalidates(get_user(id))]` or `#[invalidates(tags = [\"org:{org_id}\"])]`",
         );
     }
     args
@@ -1112,6 +1209,40 @@ mod tests {
         assert!(e[0].contains("duplicate argument `stale`"), "{e:?}");
         assert!(e[1].contains("duplicate argument `tags`"), "{e:?}");
         assert!(e[2].contains("did you mean `stale`?"), "{e:?}");
+    }
+
+    #[test]
+    fn typed_invalidations() {
+        let (a, e) = invalidates(quote! {
+            get_user(id), "users:list", users::get_user(u.id), Self::profile(id, 2), tags = ["t"]
+        });
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.templates.len(), 1);
+        let names: Vec<String> = a.typed.iter().map(|t| t.name().to_string()).collect();
+        assert_eq!(names, ["get_user", "get_user", "profile"]);
+        let selfs: Vec<bool> = a.typed.iter().map(TypedCall::is_self).collect();
+        assert_eq!(selfs, [false, false, true]);
+        let (a, e) = invalidates(quote! { get_user(id) });
+        assert!(e.is_empty() && a.typed.len() == 1, "{e:?}");
+
+        let (_, e) = invalidates(quote! { self.profile(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("as `Self::profile(..)`"), "{e:?}");
+        let (_, e) = invalidates(quote! { Self::a::b(id) });
+        assert!(e[0].contains("`Self::name(..)`"), "{e:?}");
+        let (_, e) = invalidates(quote! { get_user(id).await });
+        assert!(e[0].contains("expected a key template"), "{e:?}");
+        let (_, e) = invalidates(quote! { <T as X>::get(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        let (_, e) = cached(quote! { key = "a", ttl = 5, get_user(id) });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("typed invalidations, for `#[invalidates]`"),
+            "{e:?}"
+        );
+        // `ttl 5` is still "expected `=`", not a call.
+        let (_, e) = cached(quote! { key = "a", ttl 5 });
+        assert!(e[0].contains("expected `=` after `ttl`"), "{e:?}");
     }
 
     #[test]

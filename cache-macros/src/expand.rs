@@ -16,7 +16,8 @@ use syn::{
     LitStr, Member, Pat, PathArguments, ReturnType, Stmt, Token, Type, TypeParamBound,
 };
 
-use crate::attr::{self, Common, Ctxt, Shape};
+use crate::attr::{self, Common, Ctxt, Shape, TypedCall};
+use crate::policy;
 use crate::refresh::{self, Owned};
 use crate::template::{Kind, Placeholder, Scope, Segment, Template};
 
@@ -93,10 +94,10 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
         .iter()
         .filter_map(|lit| template_or_errors(lit, &scope, Kind::Tag, &mut ctxt))
         .collect();
-    if !ctxt.is_empty() || (templates.is_empty() && tags.is_empty()) {
+    if !ctxt.is_empty() || (templates.is_empty() && tags.is_empty() && args.typed.is_empty()) {
         return with_errors(item, ctxt);
     }
-    expand_invalidates(&target, &templates, &tags, &args.common)
+    expand_invalidates(&target, &templates, &args.typed, &tags, &args.common)
 }
 
 /// The original item followed by every collected error.
@@ -481,7 +482,7 @@ struct Parts<'a> {
 
 /// `templates` are the templates in use (their parameters are not reported
 /// unused when only the key uses them).
-fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> Parts<'a> {
+fn parts<'a>(target: &Target<'a>, used_names: &[String], common: &Common) -> Parts<'a> {
     let func = target.func;
     let (outer_attrs, inner_attrs) = func
         .attrs
@@ -517,7 +518,7 @@ fn parts<'a>(target: &Target<'a>, templates: &[&Template], common: &Common) -> P
     };
     let stmts = match &target.boxed {
         None => func.block.stmts.clone(),
-        Some(boxed) => allow_unused_rebinds(&boxed.block.block.stmts, templates),
+        Some(boxed) => allow_unused_rebinds(&boxed.block.block.stmts, used_names),
     };
     Parts {
         outer_attrs,
@@ -564,14 +565,8 @@ fn async_body(ret: &TokenStream, rebinds: &TokenStream, stmts: &[Stmt]) -> Token
 /// async-trait moves a parameter into the block) gets
 /// `#[allow(unused_variables)]` when a template uses `id`: the key used the
 /// parameter even if the body does not, as it would in an `async fn`.
-fn allow_unused_rebinds(stmts: &[Stmt], templates: &[&Template]) -> Vec<Stmt> {
-    let used = |name: &Ident| {
-        templates.iter().any(|t| {
-            t.segments
-                .iter()
-                .any(|s| matches!(s, Segment::Part(p) if *name == p.root))
-        })
-    };
+fn allow_unused_rebinds(stmts: &[Stmt], used_names: &[String]) -> Vec<Stmt> {
+    let used = |name: &Ident| used_names.iter().any(|n| *name == n);
     stmts
         .iter()
         .map(|stmt| {
@@ -605,6 +600,29 @@ fn allow_unused_rebinds(stmts: &[Stmt], templates: &[&Template]) -> Vec<Stmt> {
         .collect()
 }
 
+/// The placeholder roots of `templates` (names the generated code uses).
+fn template_roots<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<String> {
+    templates
+        .into_iter()
+        .flat_map(|t| &t.segments)
+        .filter_map(|s| match s {
+            Segment::Part(p) => Some(p.root.clone()),
+            Segment::Lit(_) => None,
+        })
+        .collect()
+}
+
+/// Identifiers in `tokens` (the names a typed invalidation's arguments use).
+fn token_idents(tokens: TokenStream, out: &mut Vec<String>) {
+    for tt in tokens {
+        match tt {
+            TokenTree::Ident(i) => out.push(i.to_string()),
+            TokenTree::Group(g) => token_idents(g.stream(), out),
+            _ => {}
+        }
+    }
+}
+
 /// What a key render needs before it under `#[async_trait]` (see
 /// [`BoxedAsync::key_prelude`]); nothing otherwise.
 fn key_prelude(target: &Target) -> TokenStream {
@@ -624,6 +642,19 @@ fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
 
 /// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
 fn render_key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> TokenStream {
+    render_key_with(krate, template, prelude, &[])
+}
+
+/// As [`render_key`], where each name of `borrowed` is already a reference to
+/// the parameter's value (in the hidden key function): a bare `{name}` renders
+/// `part(name)`, so a missing `KeyPart` is the same error as in the function
+/// (which the compiler then reports once).
+pub(crate) fn render_key_with(
+    krate: &TokenStream,
+    template: &Template,
+    prelude: &TokenStream,
+    borrowed: &[String],
+) -> TokenStream {
     let mut steps = Vec::new();
     for seg in &template.segments {
         match seg {
@@ -633,7 +664,11 @@ fn render_key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -
                 // is reported at the placeholder that uses it.
                 let span = template.span_of(p);
                 let expr = placeholder_expr(p, span);
-                steps.push(quote_spanned! {span=> __cache_k.part(&#expr); });
+                if p.fields.is_empty() && borrowed.contains(&p.root) {
+                    steps.push(quote_spanned! {span=> __cache_k.part(#expr); });
+                } else {
+                    steps.push(quote_spanned! {span=> __cache_k.part(&#expr); });
+                }
             }
         }
     }
@@ -718,17 +753,20 @@ fn render_tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) ->
     quote!(::std::vec::Vec::from([#(#tags),*]))
 }
 
-/// `let name: [String; N] = [rendered, ..];` (N may be 0).
+/// `let name: [String; N] = [rendered, .., typed, ..];` (N may be 0):
+/// `templates` rendered, then the `typed` key expressions (after `prelude`).
 fn let_rendered(
     name: &str,
     krate: &TokenStream,
     templates: &[Template],
+    typed: &[TokenStream],
     prelude: &TokenStream,
 ) -> TokenStream {
     let name = Ident::new(name, Span::call_site());
-    let n = Literal::usize_unsuffixed(templates.len());
+    let n = Literal::usize_unsuffixed(templates.len() + typed.len());
     let items = templates.iter().map(|t| render_key(krate, t, prelude));
-    quote! { let #name: [::std::string::String; #n] = [#(#items),*]; }
+    let typed = typed.iter().map(|k| quote!({ #prelude #k }));
+    quote! { let #name: [::std::string::String; #n] = [#(#items,)* #(#typed,)*]; }
 }
 
 fn expand_cached(
@@ -740,7 +778,7 @@ fn expand_cached(
     common: &Common,
 ) -> TokenStream {
     let func = target.func;
-    let used: Vec<&Template> = std::iter::once(template).chain(tags).collect();
+    let used = template_roots(std::iter::once(template).chain(tags));
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -828,7 +866,29 @@ fn expand_cached(
             (sig, call)
         }
     };
+    let policy_static = policy::cached_static(
+        &krate,
+        template,
+        tags,
+        &policy::CachedFields {
+            name: name.clone(),
+            function: func.sig.ident.unraw().to_string(),
+            ttl: spec.ttl,
+            jitter: spec.jitter,
+            negative_ttl: spec.negative_ttl,
+            stale: spec.stale,
+            returns: policy::text(&ret),
+        },
+    );
+    let key_fn = if policy::emits_key_fn(func, target.boxed.is_some()) {
+        policy::key_fn(func, template, |t, borrowed| {
+            render_key_with(&krate, t, &TokenStream::new(), borrowed)
+        })
+    } else {
+        TokenStream::new()
+    };
     let inner = quote! {
+        #policy_static
         static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
             name: #name,
             ttl_secs: #ttl,
@@ -855,17 +915,22 @@ fn expand_cached(
             #(#inner_attrs)*
             #inner
         }
+        #key_fn
     }
 }
 
 fn expand_invalidates(
     target: &Target,
     templates: &[Template],
+    typed: &[TypedCall],
     tags: &[Template],
     common: &Common,
 ) -> TokenStream {
     let func = target.func;
-    let used: Vec<&Template> = templates.iter().chain(tags).collect();
+    let mut used = template_roots(templates.iter().chain(tags));
+    for t in typed {
+        token_idents(t.call.args.to_token_stream(), &mut used);
+    }
     let Parts {
         outer_attrs,
         inner_attrs,
@@ -882,8 +947,21 @@ fn expand_invalidates(
     let vis = &func.vis;
     let sig = &func.sig;
     let prelude = key_prelude(target);
-    let keys = let_rendered("__cache_keys", &krate, templates, &prelude);
-    let tags = let_rendered("__cache_tags", &krate, tags, &prelude);
+    let has_self = matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_)));
+    let typed_keys: Vec<TokenStream> = typed
+        .iter()
+        .map(|t| policy::typed_key(t, has_self))
+        .collect();
+    let keys = let_rendered("__cache_keys", &krate, templates, &typed_keys, &prelude);
+    let policy_static = policy::invalidate_static(
+        &krate,
+        &name,
+        &func.sig.ident.unraw().to_string(),
+        templates,
+        typed,
+        tags,
+    );
+    let tags = let_rendered("__cache_tags", &krate, tags, &[], &prelude);
     let body = async_body(&ret, &TokenStream::new(), &stmts);
     let marker = marker(&krate, shape);
     let ret_span = Span::call_site().located_at(ret_span);
@@ -901,6 +979,7 @@ fn expand_invalidates(
     let inner = quote! {
         static __CACHE_INV_SPEC: #krate::__private::InvalidateSpec =
             #krate::__private::InvalidateSpec { name: #name };
+        #policy_static
         #keys
         #tags
         #handle_init
@@ -1231,7 +1310,12 @@ mod tests {
         );
         // Tags are rendered in the load closure, before the body's block.
         let (before, after) = out.split_once("move || (").expect(&out);
-        assert!(!before.contains("org:"), "{out}");
+        assert!(!before.contains("lit (\"org:\")"), "{out}");
+        // The registered description lists the tag templates.
+        assert!(
+            before.contains("tags : & [\"org:{user.org}\" , \"users\"]"),
+            "{out}"
+        );
         let (tags, body) = after.split_once("async move").expect(&out);
         assert!(tags.starts_with(":: std :: vec :: Vec :: from (["), "{out}");
         assert!(tags.contains("__cache_k . part (& user . org)"), "{out}");
@@ -1456,6 +1540,67 @@ mod tests {
         );
         assert!(!out.contains("compile_error"), "{out}");
         assert!(out.contains("Vec :: from (["), "{out}");
+    }
+
+    #[test]
+    fn key_fn_and_typed_invalidation() {
+        let out = expand(
+            cached,
+            quote!(key = "user:{id}:{name}", ttl = 60),
+            quote!(
+                pub async fn get_user(mut id: u64, db: &Db, name: &str) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        let (_, key_fn) = out.split_once("fn __cache_key_get_user").expect(&out);
+        assert!(
+            key_fn.starts_with(" (id : & u64 , name : & str) -> :: std :: string :: String {"),
+            "{key_fn}"
+        );
+        // `id` is already a reference there; `name` was one.
+        assert!(key_fn.contains("__cache_k . part (id)"), "{key_fn}");
+        assert!(key_fn.contains("__cache_k . part (& name)"), "{key_fn}");
+        assert!(out.contains("pub fn __cache_key_get_user"), "{out}");
+        assert!(out.contains("CACHED_POLICIES"), "{out}");
+        assert!(out.contains("template : \"user:{id}:{name}\""), "{out}");
+
+        // A method without a visibility (maybe in a trait impl) gets none.
+        let out = expand(
+            cached,
+            quote!(key = "u:{self.t}:{id}", ttl = 60),
+            quote!(
+                async fn get(&self, id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("__cache_key_get"), "{out}");
+        assert!(out.contains("CACHED_POLICIES"), "{out}");
+
+        let out = expand(
+            invalidates,
+            quote!(get_user(u.id, &u.name), Self::profile(7), "x"),
+            quote!(
+                async fn save(&self, u: &User) {}
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("__cache_key_get_user (& (u . id) , & (& u . name))"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Self :: __cache_key_profile (& self , & (7))"),
+            "{out}"
+        );
+        assert!(
+            out.contains("call : \"get_user(u.id, &u.name)\" , path : \"get_user\""),
+            "{out}"
+        );
+        assert!(out.contains("INVALIDATE_POLICIES"), "{out}");
+        assert!(out.contains("[:: std :: string :: String ; 3]"), "{out}");
     }
 
     #[test]

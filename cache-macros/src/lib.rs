@@ -9,6 +9,7 @@
 
 mod attr;
 mod expand;
+mod policy;
 mod refresh;
 mod template;
 

@@ -49,6 +49,7 @@ mod flight;
 mod invalidation;
 mod key;
 mod load;
+mod policy;
 mod protocol;
 mod refresh;
 mod retry;
@@ -70,6 +71,10 @@ pub use cache::{
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
+pub use policy::{
+    CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
+    TypedKey, check_policies, policies, policy_report,
+};
 pub use stats::{FnStats, Stats};
 
 /// Caches an async function's result under a key rendered from its arguments.

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use crate::cache::Cache;
 
 pub use crate::key::KeyBuf;
+pub use crate::policy::{
+    CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
+};
 pub use crate::spec::{
     FnSpec, InvalidateSpec, Opt, Plain, Res, ResOpt, Shape, Success, View, succeeded,
 };
 pub use crate::stats::CounterSlot;
 pub use ::core;
+pub use ::linkme;
 
 /// Something a `cache = ..` argument may evaluate to.
 #[diagnostic::on_unimplemented(

@@ -1,0 +1,13 @@
+use cache_runtime::{cached, invalidates};
+
+#[cached(key = "user:{id}", ttl = 60)]
+async fn get_user(id: u64) -> Option<String> {
+    Some(id.to_string())
+}
+
+#[invalidates(get_user(name))]
+async fn rename_user(id: u64, name: &str) {
+    let _ = id;
+}
+
+fn main() {}
