@@ -130,6 +130,9 @@ pub struct CachedArgs {
     pub tags: Vec<LitStr>,
     /// `cache_if = path`.
     pub cache_if: Option<ExprPath>,
+    /// `key_fn = true|false`: whether the hidden key function that typed
+    /// invalidation calls is emitted (default: see `policy::emits_key_fn`).
+    pub key_fn: Option<syn::LitBool>,
     /// The `stale`, `early_refresh` and `timeout_ms` arguments as written
     /// (even when their value was rejected): they make the body run in the
     /// background, which constrains the function's parameters.
@@ -188,6 +191,7 @@ const CACHED_ARGS: &[&str] = &[
     "timeout_ms",
     "tags",
     "cache_if",
+    "key_fn",
     "cache",
     "name",
     "returns",
@@ -471,6 +475,27 @@ fn expect_positive(
         return None;
     }
     Some(v)
+}
+
+/// `key_fn = true|false`: a bool literal.
+fn expect_bool(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<syn::LitBool> {
+    if let Expr::Lit(syn::ExprLit {
+        lit: Lit::Bool(b), ..
+    }) = ungroup(value)
+    {
+        return Some(b.clone());
+    }
+    ctxt.error_spanned(
+        value,
+        format!(
+            "`{name}` expects `true` or `false`, found {}: `{name} = false` leaves out the \
+             hidden key function that typed invalidation calls (needed for a function without \
+             a receiver in a trait impl, which cannot hold extra items), `{name} = true` emits \
+             it for a private method",
+            kind_of(value)
+        ),
+    );
+    None
 }
 
 /// `early_refresh = B`: a float literal greater than 0.
@@ -820,6 +845,7 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             }
             "tags" => args.tags = expect_tags(&name, &value, ctxt),
             "cache_if" => args.cache_if = expect_fn_path(&name, &value, ctxt),
+            "key_fn" => args.key_fn = expect_bool(&name, &value, ctxt),
             _ => {
                 common_arg(&name, &value, &mut args.common, ctxt);
             }

@@ -57,6 +57,15 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
         }
         (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),
     };
+    if let (Some(_), Some(b)) = (&target.boxed, &args.key_fn)
+        && b.value
+    {
+        ctxt.error(
+            b.span,
+            "`key_fn = true` cannot apply to an `#[async_trait]` method: it lives in a trait \
+             impl, which cannot hold the hidden key function; remove `key_fn`",
+        );
+    }
     match (ctxt.is_empty(), template, args.ttl) {
         (true, Some(template), Some(ttl)) => {
             let spec = CachedSpec {
@@ -68,6 +77,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
                 early_refresh: args.early_refresh.unwrap_or(0.0),
                 timeout_ms: args.timeout_ms.map_or(0, |t| t.value),
                 cache_if: args.cache_if,
+                key_fn: args.key_fn.as_ref().map(|b| b.value),
             };
             expand_cached(&target, &template, &tags, &spec, owned, &args.common)
         }
@@ -459,6 +469,8 @@ struct CachedSpec {
     early_refresh: f64,
     timeout_ms: u64,
     cache_if: Option<syn::ExprPath>,
+    /// `key_fn = ..` as written.
+    key_fn: Option<bool>,
 }
 
 /// Pieces shared by both expansions.
@@ -880,7 +892,7 @@ fn expand_cached(
             returns: policy::text(&ret),
         },
     );
-    let key_fn = if policy::emits_key_fn(func, target.boxed.is_some()) {
+    let key_fn = if policy::emits_key_fn(func, target.boxed.is_some(), spec.key_fn) {
         policy::key_fn(func, template, |t, borrowed| {
             render_key_with(&krate, t, &TokenStream::new(), borrowed)
         })

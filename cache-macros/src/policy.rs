@@ -128,14 +128,17 @@ pub fn cached_static(
     }
 }
 
-/// Whether `#[cached]` emits the key function next to `func`. Always for a
-/// function without a receiver (free, or associated in an inherent `impl`);
-/// for a method only when it has a visibility (`pub`, `pub(crate)`,
-/// `pub(self)`, ..): a trait impl cannot hold extra items, and its methods
-/// never have one. Never under `#[async_trait]` (a trait impl).
-pub fn emits_key_fn(func: &ItemFn, boxed: bool) -> bool {
+/// Whether `#[cached]` emits the key function next to `func`. `key_fn = ..`
+/// decides when given. Otherwise always for a function without a receiver
+/// (free, or associated in an inherent `impl`); for a method only when it has
+/// a visibility (`pub`, `pub(crate)`, `pub(self)`, ..): a trait impl cannot
+/// hold extra items, and its methods never have one. A function without a
+/// receiver in a trait impl needs `key_fn = false`. Never under
+/// `#[async_trait]` (a trait impl), whatever `key_fn` says.
+pub fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
     let has_receiver = matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_)));
-    !boxed && (!has_receiver || !matches!(func.vis, Visibility::Inherited))
+    !boxed
+        && key_fn.unwrap_or(!has_receiver || !matches!(func.vis, Visibility::Inherited))
 }
 
 /// `__cache_key_<name>` for a function named `name`, located at `span`.
@@ -438,15 +441,19 @@ mod tests {
         let f: ItemFn = parse_quote!(
             async fn f(id: u64) {}
         );
-        assert!(emits_key_fn(&f, false));
-        assert!(!emits_key_fn(&f, true));
+        assert!(emits_key_fn(&f, false, None));
+        assert!(!emits_key_fn(&f, true, None));
+        assert!(!emits_key_fn(&f, false, Some(false)));
+        assert!(!emits_key_fn(&f, true, Some(true)));
         let m: ItemFn = parse_quote!(
             async fn f(&self, id: u64) {}
         );
-        assert!(!emits_key_fn(&m, false));
+        assert!(!emits_key_fn(&m, false, None));
+        assert!(emits_key_fn(&m, false, Some(true)));
         let m: ItemFn = parse_quote!(
             pub(crate) async fn f(&self, id: u64) {}
         );
-        assert!(emits_key_fn(&m, false));
+        assert!(emits_key_fn(&m, false, None));
+        assert!(!emits_key_fn(&m, false, Some(false)));
     }
 }

@@ -6,7 +6,7 @@ pub struct Repo {
 
 impl Repo {
     /// A method without a visibility gets no key function (in a trait impl, where such
-    /// methods live, there is no room for one): write `pub(self)` to have one.
+    /// methods live, there is no room for one): write `pub(self)` or `key_fn = true` to have one.
     #[cached(key = "user:{self.tenant}:{id}", ttl = 60)]
     async fn user(&self, id: u64) -> String {
         format!("{}/{id}", self.tenant)

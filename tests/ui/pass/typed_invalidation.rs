@@ -78,6 +78,12 @@ impl Repo {
         self.tenant.clone()
     }
 
+    /// A private method opts in with `key_fn = true`.
+    #[cached(key = "quota:{self.tenant}", ttl = 60, cache = self.cache, key_fn = true)]
+    async fn quota(&self) -> u64 {
+        self.tenant.len() as u64
+    }
+
     /// An associated function without a receiver.
     #[cached(key = "repo:{id}", ttl = 60)]
     async fn by_id(id: u64) -> u64 {
@@ -85,9 +91,9 @@ impl Repo {
     }
 
     /// `Self::name(..)`: the receiver is implied.
-    #[invalidates(Self::profile(id), Self::secret(), get_user(id), cache = self.cache)]
+    #[invalidates(Self::profile(id), Self::secret(), Self::quota(), get_user(id), cache = self.cache)]
     pub async fn touch(&self, id: u64) -> Result<(), String> {
-        let _ = self.secret().await;
+        let _ = (self.secret().await, self.quota().await);
         Ok(())
     }
 
@@ -116,6 +122,30 @@ impl Users for Repo {
     }
 }
 
+/// A native `async fn` trait with a receiver-less function.
+pub trait Loader {
+    fn load(id: u64) -> impl std::future::Future<Output = u64> + Send;
+    fn load_by(&self, id: u64) -> impl std::future::Future<Output = u64> + Send;
+}
+
+impl Loader for Repo {
+    /// A trait impl cannot hold the hidden key function: `key_fn = false`
+    /// (a method with a receiver and no visibility has none by default).
+    #[cached(key = "load:{id}", ttl = 60, key_fn = false)]
+    async fn load(id: u64) -> u64 {
+        id
+    }
+
+    #[cached(key = "load_by:{self.tenant}:{id}", ttl = 60, cache = self.cache)]
+    async fn load_by(&self, id: u64) -> u64 {
+        id
+    }
+}
+
+/// The trait impl's entries are invalidated by template.
+#[invalidates("load:{id}")]
+pub async fn reload(id: u64) {}
+
 fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
@@ -133,5 +163,7 @@ fn main() {
         let _ = by_name("a", true, None);
         let _ = thing::<u64, u64>(1);
         let _ = pair((1, 2));
+        let _ = assert_send(<Repo as Loader>::load(1));
+        let _ = assert_send(reload(1));
     }
 }
