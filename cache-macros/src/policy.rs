@@ -137,8 +137,7 @@ pub fn cached_static(
 /// `#[async_trait]` (a trait impl), whatever `key_fn` says.
 pub fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
     let has_receiver = matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_)));
-    !boxed
-        && key_fn.unwrap_or(!has_receiver || !matches!(func.vis, Visibility::Inherited))
+    !boxed && key_fn.unwrap_or(!has_receiver || !matches!(func.vis, Visibility::Inherited))
 }
 
 /// `__cache_key_<name>` for a function named `name`, located at `span`.

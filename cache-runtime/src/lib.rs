@@ -57,6 +57,8 @@ mod shape_check;
 mod spec;
 mod stats;
 mod store;
+#[cfg(feature = "metrics")]
+mod telemetry;
 
 /// What the `#[cached]` / `#[invalidates]` expansions call. Not a stable API.
 #[doc(hidden)]

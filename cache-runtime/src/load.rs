@@ -192,6 +192,7 @@ async fn run_loader<S: Shape<R>, R>(
     fut: impl Future<Output = R>,
 ) -> R {
     Counters::bump(&c.loads);
+    let started = Instant::now();
     let panic_counter = PanicCounter(c);
     let mut keep_alive = pin!(keep_alive);
     let mut fut = pin!(fut);
@@ -204,6 +205,7 @@ async fn run_loader<S: Shape<R>, R>(
     })
     .await;
     drop(panic_counter);
+    c.load_took(started.elapsed());
     if matches!(S::view(&r), View::Error) {
         Counters::bump(&c.load_errors);
     }

@@ -71,7 +71,10 @@ where
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
 {
-    crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load).await
+    let call = crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
+    #[cfg(feature = "metrics")]
+    let call = tracing::Instrument::instrument(call, crate::telemetry::call_span(spec.name));
+    call.await
 }
 
 /// The entry point of `#[cached]` functions with `stale`, `early_refresh` or `timeout_ms`:
@@ -91,7 +94,10 @@ where
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,
 {
-    crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load).await
+    let call = crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
+    #[cfg(feature = "metrics")]
+    let call = tracing::Instrument::instrument(call, crate::telemetry::call_span(spec.name));
+    call.await
 }
 
 /// The one runtime entry point of `#[invalidates]`: deletes the rendered keys and voids the

@@ -289,6 +289,7 @@ impl Refresh {
         Counters::bump(&c.loads);
         let started = Instant::now();
         let r = fut.await;
+        c.load_took(started.elapsed());
         let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let (loaded, fresh_ms) = match S::view(&r) {
             View::Error => {

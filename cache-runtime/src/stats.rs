@@ -1,7 +1,7 @@
 //! Per-function counters, read with [`Cache::stats`](crate::Cache::stats).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
@@ -22,21 +22,80 @@ macro_rules! counters {
         }
 
         /// Live counters of one function.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub(crate) struct Counters {
-            $(pub(crate) $field: AtomicU64,)*
+            $(pub(crate) $field: Count,)*
             /// Set once a decode warning was logged for this function (warn once per key family).
             pub(crate) warned_decode: AtomicBool,
             /// Set once an oversize warning was logged for this function.
             pub(crate) warned_oversize: AtomicBool,
+            /// `cache_load_seconds{fn}`.
+            #[cfg(feature = "metrics")]
+            load_seconds: ::metrics::Histogram,
         }
 
         impl Counters {
+            /// The counters of function `name` (with the `metrics` feature, each also feeds
+            /// the facade's `cache_<field>_total{fn = name}`).
+            pub(crate) fn new(name: &'static str) -> Self {
+                let _ = name;
+                Counters {
+                    $($field: Count::new(name, stringify!($field)),)*
+                    warned_decode: AtomicBool::new(false),
+                    warned_oversize: AtomicBool::new(false),
+                    #[cfg(feature = "metrics")]
+                    load_seconds: ::metrics::histogram!("cache_load_seconds", "fn" => name),
+                }
+            }
+
             fn snapshot(&self) -> FnStats {
                 FnStats { $($field: self.$field.load(Relaxed),)* }
             }
         }
     };
+}
+
+/// One live counter. With the `metrics` feature it also drives a handle of the `metrics`
+/// facade, registered once per function (a counter `cache_<field>_total{fn}`, or the gauge
+/// `cache_invalidations_pending{fn}`), so a call pays one atomic add per handle and no lookup.
+#[derive(Debug)]
+pub(crate) struct Count {
+    n: AtomicU64,
+    #[cfg(feature = "metrics")]
+    handle: crate::telemetry::Handle,
+}
+
+impl Count {
+    fn new(name: &'static str, field: &'static str) -> Self {
+        let _ = (name, field);
+        Count {
+            n: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            handle: crate::telemetry::Handle::new(name, field),
+        }
+    }
+
+    /// Adds `n`; returns the previous value.
+    #[inline]
+    pub(crate) fn fetch_add(&self, n: u64, order: Ordering) -> u64 {
+        #[cfg(feature = "metrics")]
+        self.handle.add(n);
+        self.n.fetch_add(n, order)
+    }
+
+    /// Subtracts `n` (for the gauge `invalidations_pending`); returns the previous value.
+    #[inline]
+    pub(crate) fn fetch_sub(&self, n: u64, order: Ordering) -> u64 {
+        #[cfg(feature = "metrics")]
+        self.handle.sub(n);
+        self.n.fetch_sub(n, order)
+    }
+
+    /// The current value.
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> u64 {
+        self.n.load(order)
+    }
 }
 
 counters! {
@@ -163,8 +222,17 @@ impl std::ops::Deref for CountersRef {
 }
 
 impl Counters {
-    pub(crate) fn bump(c: &AtomicU64) {
+    #[inline]
+    pub(crate) fn bump(c: &Count) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Records one loader run's duration (`cache_load_seconds{fn}`, `metrics` feature).
+    #[inline]
+    pub(crate) fn load_took(&self, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        self.load_seconds.record(took.as_secs_f64());
+        let _ = took;
     }
 
     /// True the first time it is called for `flag`.
@@ -211,7 +279,9 @@ impl Registry {
             return c.clone();
         }
         let mut map = self.by_name.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(name).or_default().clone()
+        map.entry(name)
+            .or_insert_with(|| Arc::new(Counters::new(name)))
+            .clone()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -7,6 +7,8 @@
 //! | `GET /categories/{name}/products` | the products of a category (`404` for an unknown category, cached as a negative entry) |
 //! | `PUT /products/{id}/price` | body `{"price_cents": 1299}`: writes the price, then deletes the product's key and its category's list key, so the next read is fresh |
 //! | `GET /stats` | the cache counters per function, as JSON |
+//! | `GET /metrics` | the same counters and the load-duration histogram in the Prometheus text format (`cache_hits_total{fn="catalog.product"}`, ...), from the runtime's `metrics` feature |
+//! | `GET /policy` | the cache-policy table (`cache_runtime::policy_report()`, Markdown) of this service |
 //!
 //! The database is an in-memory SQLite database created and seeded by [`Catalog::open`]:
 //! nothing to set up. `src/main.rs` runs the service; `tests/catalog_service.rs`
@@ -24,7 +26,7 @@
 //! # }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
@@ -34,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use cache_runtime::{Cache, Stats, cached, invalidates};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tracing::{debug, error, info};
@@ -356,6 +359,58 @@ async fn get_stats(State(catalog): State<AppState>) -> Json<StatsReport> {
     Json(catalog.stats())
 }
 
+/// The process's Prometheus recorder, installed as the `metrics` facade's global recorder on
+/// first use. [`routes`] calls it, so it is in place before the first cached call registers
+/// its counters (handles registered before a recorder exists stay no-ops).
+///
+/// `None` when another recorder was installed first (the embedding program then owns the
+/// metrics, and `GET /metrics` answers `404`).
+pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "GET /metrics disabled: a metrics recorder is already installed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+async fn get_metrics() -> Response {
+    match metrics_handle() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => {
+            ApiError::not_found("no metrics recorder of this service".to_string()).into_response()
+        }
+    }
+}
+
+/// This service's cache-policy table: every `#[cached]` / `#[invalidates]` of this crate
+/// (`cache_runtime::policies().in_module("catalog")`), as Markdown.
+pub fn policy_report() -> String {
+    cache_runtime::policies().in_module("catalog").report()
+}
+
+async fn get_policy() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        policy_report(),
+    )
+        .into_response()
+}
+
 /// Logs one line per request: method, path, status and duration.
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
@@ -374,11 +429,14 @@ async fn log_request(req: Request, next: Next) -> Response {
 
 /// The routes over an existing [`Catalog`].
 pub fn routes(catalog: Arc<Catalog>) -> Router {
+    let _ = metrics_handle();
     Router::new()
         .route("/products/{id}", get(get_product))
         .route("/products/{id}/price", put(put_price))
         .route("/categories/{name}/products", get(get_category_products))
         .route("/stats", get(get_stats))
+        .route("/metrics", get(get_metrics))
+        .route("/policy", get(get_policy))
         .layer(middleware::from_fn(log_request))
         .with_state(catalog)
 }

@@ -8,7 +8,12 @@
 //! curl -s localhost:3000/categories/books/products
 //! curl -s -X PUT localhost:3000/products/1/price -H 'content-type: application/json' -d '{"price_cents": 2999}'
 //! curl -s localhost:3000/stats
+//! curl -s localhost:3000/metrics     # Prometheus text format
+//! curl -s localhost:3000/policy      # the cache-policy table, Markdown
 //! ```
+//!
+//! At start-up it prints its cache-policy table (`catalog::policy_report()`) and logs every
+//! problem `cache_runtime::check_policies()` finds in it.
 //!
 //! Listens on `127.0.0.1:$PORT` (default 3000). Logs with `tracing`; set `RUST_LOG` (default
 //! `info`; `RUST_LOG=debug` also shows cache misses, loads and database queries).
@@ -60,6 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cache ready"
     );
 
+    println!("{}", catalog::policy_report());
+    for problem in cache_runtime::policies().in_module("catalog").check() {
+        warn!(%problem, "cache policy");
+    }
     let router = catalog::router(cache.clone()).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(addr).await?;

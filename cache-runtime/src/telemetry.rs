@@ -1,0 +1,90 @@
+//! The `metrics` feature: every counter of [`FnStats`](crate::FnStats) also feeds the
+//! [`metrics`](::metrics) facade, and every call of a `#[cached]` function runs in one
+//! `tracing` span whose `outcome` field says how it was answered.
+//!
+//! Metric names: `cache_<counter>_total{fn}` (e.g. `cache_hits_total`, `cache_misses_total`,
+//! `cache_loads_total`, `cache_load_errors_total`, `cache_backend_errors_total`), the gauge
+//! `cache_invalidations_pending{fn}` and the histogram `cache_load_seconds{fn}`. Handles are
+//! registered the first time a function runs against a cache: install the recorder (e.g.
+//! `metrics-exporter-prometheus`) before that, as the `metrics` crate requires.
+
+use ::metrics::{Counter, Gauge};
+
+/// The facade handle behind one [`Count`](crate::stats::Count).
+#[derive(Debug)]
+pub(crate) enum Handle {
+    /// A monotonic counter; `outcome` is what a bump records in the call's span.
+    Counter(Counter, Option<Mark>),
+    /// `invalidations_pending`, which goes up and down.
+    Gauge(Gauge),
+}
+
+/// What a bump of a counter says about the call it happens in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mark {
+    /// The value of the span's `outcome` field.
+    Outcome(&'static str),
+    /// The span's `degraded` field: the backend failed or was skipped.
+    Degraded,
+}
+
+impl Handle {
+    pub(crate) fn new(name: &'static str, field: &'static str) -> Self {
+        if field == "invalidations_pending" {
+            return Handle::Gauge(::metrics::gauge!("cache_invalidations_pending", "fn" => name));
+        }
+        let mark = match field {
+            "hits" => Some(Mark::Outcome("hit")),
+            "negative_hits" => Some(Mark::Outcome("negative_hit")),
+            "misses" => Some(Mark::Outcome("miss")),
+            "stale_served" => Some(Mark::Outcome("stale")),
+            "load_errors" => Some(Mark::Outcome("load_error")),
+            "backend_errors" | "backend_skipped" => Some(Mark::Degraded),
+            _ => None,
+        };
+        let counter = ::metrics::counter!(format!("cache_{field}_total"), "fn" => name);
+        Handle::Counter(counter, mark)
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        match self {
+            Handle::Counter(c, mark) => {
+                c.increment(n);
+                match mark {
+                    None => {}
+                    Some(Mark::Outcome(o)) => {
+                        tracing::Span::current().record("outcome", *o);
+                    }
+                    Some(Mark::Degraded) => {
+                        tracing::Span::current().record("degraded", true);
+                    }
+                }
+            }
+            Handle::Gauge(g) => g.increment(n as f64),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn sub(&self, n: u64) {
+        match self {
+            Handle::Counter(..) => {}
+            Handle::Gauge(g) => g.decrement(n as f64),
+        }
+    }
+}
+
+/// The span one call of `#[cached]` function `name` runs in: `fn`, and `outcome` (`hit`,
+/// `negative_hit`, `stale`, `miss`, `load_error`; the last one recorded wins: a miss whose
+/// loader failed ends as `load_error`) and `degraded = true` when the backend failed or its
+/// circuit was open during the call. Level DEBUG, target `cache_runtime::call`.
+#[inline]
+pub(crate) fn call_span(name: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        target: "cache_runtime::call",
+        "cached",
+        fn = name,
+        outcome = tracing::field::Empty,
+        degraded = tracing::field::Empty,
+    )
+}
