@@ -39,6 +39,11 @@ else
     cargo test --workspace --all-targets --no-fail-fast || status=1
 fi
 cargo test --workspace --doc --no-fail-fast || status=1
+# The workspace build unifies features: the catalog and the tests enable `metrics`. The library
+# on its own (no optional feature: what a user who adds only `cache-runtime` compiles), its unit
+# tests and the README's first command:
+cargo test -p cache-runtime --lib --no-fail-fast || status=1
+cargo run -p cache-runtime --example quickstart || status=1
 
 if [[ "$status" != 0 ]]; then
     echo "test.sh: FAILED (see above)" >&2
