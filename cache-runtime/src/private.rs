@@ -73,7 +73,10 @@ where
 {
     let call = crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
     #[cfg(feature = "metrics")]
-    let call = tracing::Instrument::instrument(call, crate::telemetry::call_span(spec.name));
+    if crate::telemetry::calls_traced() {
+        let span = crate::telemetry::call_span(spec.name);
+        return tracing::Instrument::instrument(call, span).await;
+    }
     call.await
 }
 
@@ -96,7 +99,10 @@ where
 {
     let call = crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
     #[cfg(feature = "metrics")]
-    let call = tracing::Instrument::instrument(call, crate::telemetry::call_span(spec.name));
+    if crate::telemetry::calls_traced() {
+        let span = crate::telemetry::call_span(spec.name);
+        return tracing::Instrument::instrument(call, span).await;
+    }
     call.await
 }
 

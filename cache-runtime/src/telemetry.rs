@@ -51,14 +51,16 @@ impl Handle {
         match self {
             Handle::Counter(c, mark) => {
                 c.increment(n);
-                match mark {
-                    None => {}
-                    Some(Mark::Outcome(o)) => {
-                        tracing::Span::current().record("outcome", *o);
-                    }
-                    Some(Mark::Degraded) => {
-                        tracing::Span::current().record("degraded", true);
-                    }
+                // Only when call spans are enabled at all: `Span::current()` asks the
+                // subscriber, which a disabled callsite's cached interest does not.
+                if let Some(mark) = mark
+                    && calls_traced()
+                {
+                    let span = tracing::Span::current();
+                    match mark {
+                        Mark::Outcome(o) => span.record("outcome", *o),
+                        Mark::Degraded => span.record("degraded", true),
+                    };
                 }
             }
             Handle::Gauge(g) => g.increment(n as f64),
@@ -72,6 +74,13 @@ impl Handle {
             Handle::Gauge(g) => g.decrement(n as f64),
         }
     }
+}
+
+/// Whether call spans are enabled (a `DEBUG` span of target `cache_runtime::call`): when
+/// not, a call runs without the span and its `Instrument` wrapper.
+#[inline]
+pub(crate) fn calls_traced() -> bool {
+    tracing::enabled!(target: "cache_runtime::call", tracing::Level::DEBUG)
 }
 
 /// The span one call of `#[cached]` function `name` runs in: `fn`, and `outcome` (`hit`,

@@ -1,0 +1,53 @@
+//! `hit-cost N`: N hits of one `#[cached]` function on the memory backend (a 1 KB value), on a
+//! current-thread runtime, with a `tracing` fmt subscriber at `info` (as a service would run)
+//! and, when built with `--features metrics`, the runtime's `metrics` feature and a Prometheus
+//! recorder installed. Run under `valgrind --tool=callgrind` for N and 2N: the difference of
+//! the instruction counts divided by N is the instructions of one hit, without start-up.
+//! `scripts/hit-cost.sh` does that for both builds and prints the table.
+
+use cache_runtime::{Cache, cached};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+    body: String,
+}
+
+#[cached(key = "item:{id}", ttl = 3600, cache = cache, name = "hit_cost.item")]
+async fn item(cache: &Cache, id: u64) -> Item {
+    Item {
+        id,
+        name: format!("item {id}"),
+        tags: vec!["a".into(), "b".into()],
+        body: "x".repeat(900),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(a) => a.parse().map_err(|e| format!("N must be a count: {e}"))?,
+        None => 10_000,
+    };
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    #[cfg(feature = "metrics")]
+    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let cache = Cache::builder().memory().build().await?;
+        let mut sum = item(&cache, 1).await.id;
+        for _ in 0..n {
+            sum += item(&cache, 1).await.id;
+        }
+        let hits = cache.stats().function("hit_cost.item").hits;
+        println!(
+            "metrics feature: {}; hits: {hits}; sum {sum}",
+            cfg!(feature = "metrics")
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
