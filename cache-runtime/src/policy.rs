@@ -3,31 +3,7 @@
 //! so a program can list its cache policies ([`policies`]), render them as a Markdown table
 //! ([`policy_report`]) and check them in a unit test ([`check_policies`]).
 //!
-//! # What the check finds
-//!
-//! - an `#[invalidates]` key template that can render no key a `#[cached]` template renders,
-//!   or a tag that no `#[cached]` tag template can render: it deletes nothing
-//!   ([`PolicyProblem::UnmatchedKey`], [`PolicyProblem::UnmatchedTag`]);
-//! - two `#[cached]` functions whose templates can render the same key: they would read
-//!   and overwrite each other's entries ([`PolicyProblem::KeyOverlap`]);
-//! - a `#[cached]` function that nothing invalidates (no key or typed invalidation matches
-//!   its key, no invalidated tag matches its tags) whose entries live longer than a threshold
-//!   ([`PolicyProblem::NeverInvalidated`], a warning).
-//!
-//! # How templates are matched
-//!
-//! A template is literal text and placeholders. Literal text matches itself exactly
-//! (`{{` / `}}` are one brace). A placeholder stands for any *encoded key part*: a sequence of
-//! `[A-Za-z0-9_.]`, `~` (how `None` renders) and `%XX` escapes with two upper-case hex
-//! digits (how every other byte renders), including the empty sequence; a hashed long part
-//! (`~h` + 32 hex digits) is such a sequence too. So a placeholder never produces `:` or any
-//! other character outside that alphabet: `user:{id}` and `user:{name}:x` render disjoint
-//! sets of keys, while `user:{id}` overlaps `user:new` and `user:{name}`. Two templates
-//! overlap when some string can be rendered by both, decided exactly on that regular
-//! language (a product automaton), and [`PolicyProblem::KeyOverlap`] shows such a string.
-//! Keys are compared without the namespace: the check does not know which `Cache` each
-//! function uses (`cache = ..`), so two functions on caches with different namespaces are
-//! still reported.
+//! The rules are on [`Policies`].
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Write as _};
@@ -183,6 +159,32 @@ pub struct TypedKey {
 /// assert_eq!(mine.cached().len(), 1);
 /// assert!(mine.check().is_empty());
 /// ```
+///
+/// # What the check finds
+///
+/// - an `#[invalidates]` key template that can render no key a `#[cached]` template renders,
+///   or a tag that no `#[cached]` tag template can render: it deletes nothing
+///   ([`PolicyProblem::UnmatchedKey`], [`PolicyProblem::UnmatchedTag`]);
+/// - two `#[cached]` functions whose templates can render the same key: they would read
+///   and overwrite each other's entries ([`PolicyProblem::KeyOverlap`]);
+/// - a `#[cached]` function that nothing invalidates (no key or typed invalidation matches
+///   its key, no invalidated tag matches its tags) whose entries live longer than a threshold
+///   ([`PolicyProblem::NeverInvalidated`], a warning).
+///
+/// # How templates are matched
+///
+/// A template is literal text and placeholders. Literal text matches itself exactly
+/// (`{{` / `}}` are one brace). A placeholder stands for any *encoded key part*: a sequence of
+/// `[A-Za-z0-9_.]`, `~` (how `None` renders) and `%XX` escapes with two upper-case hex
+/// digits (how every other byte renders), including the empty sequence; a hashed long part
+/// (`~h` + 32 hex digits) is such a sequence too. So a placeholder never produces `:` or any
+/// other character outside that alphabet: `user:{id}` and `user:{name}:x` render disjoint
+/// sets of keys, while `user:{id}` overlaps `user:new` and `user:{name}`. Two templates
+/// overlap when some string can be rendered by both, decided exactly on that regular
+/// language (a product automaton), and [`PolicyProblem::KeyOverlap`] shows such a string.
+/// Keys are compared without the namespace: the check does not know which `Cache` each
+/// function uses (`cache = ..`), so two functions on caches with different namespaces are
+/// still reported.
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
     cached: Vec<&'static CachedPolicy>,
@@ -367,7 +369,7 @@ impl Policies {
     }
 
     /// The problems of these policies, with the default threshold for entries nothing
-    /// invalidates ([`DEFAULT_NEVER_INVALIDATED_SECS`]). See the [module docs](self) for the
+    /// invalidates ([`DEFAULT_NEVER_INVALIDATED_SECS`]). See [`Policies`] for the
     /// rules; problems come in a stable order (by kind, then by name).
     pub fn check(&self) -> Vec<PolicyProblem> {
         self.check_with(Duration::from_secs(DEFAULT_NEVER_INVALIDATED_SECS))
