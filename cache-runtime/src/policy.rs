@@ -134,7 +134,10 @@ pub struct InvalidatePolicy {
 /// it: among the cached functions named like the path's last segment, those of the module the
 /// path leads to from the invalidating function's module (`crate::`, `self::`, `super::` and
 /// relative module paths; `Self::name` and `Type::name`: the invalidating module or the
-/// type's); failing that, the only cached function of that name in the set.
+/// type's); failing that, those whose module path ends with the written module path (a module
+/// imported with `use`); failing that, the only registered cached function of that name.
+/// `Self::name` cannot tell two types of one module apart (the registration cannot name
+/// `Self`): it resolves to the cached methods of that name of every type in the module.
 #[derive(Debug)]
 pub struct TypedKey {
     /// The call as written, e.g. `"get_user(id)"`.
@@ -189,6 +192,9 @@ pub struct TypedKey {
 pub struct Policies {
     cached: Vec<&'static CachedPolicy>,
     invalidations: Vec<&'static InvalidatePolicy>,
+    /// Every cached function of the set this one was scoped from ([`Policies::in_module`]):
+    /// typed invalidations find their targets among them.
+    universe: Vec<&'static CachedPolicy>,
 }
 
 /// Every `#[cached]` and `#[invalidates]` function linked into this program, sorted by
@@ -244,8 +250,8 @@ pub fn check_policies() -> Vec<PolicyProblem> {
 }
 
 /// The modules a path prefix can lead to from `module`: `crate::a`, `self::a`,
-/// `super::a`, `a` (relative, or a crate name), each also without its last segment (which may
-/// be a type: `Repo::by_id`, `Self::profile`).
+/// `super::a`, `a` (relative, or a crate name), each also without its last segment when that
+/// is a type (`Repo::by_id`, `Self::profile`).
 fn target_modules(module: &str, prefix: &[&str]) -> Vec<String> {
     let here: Vec<&str> = module.split("::").collect();
     let mut bases: Vec<Vec<&str>> = Vec::new();
@@ -264,14 +270,30 @@ fn target_modules(module: &str, prefix: &[&str]) -> Vec<String> {
             bases.push(prefix.to_vec());
         }
     }
+    // `Self` already stands for the invalidating module (`bases` has it).
+    let type_last = prefix.last().is_some_and(|s| is_type(s) && *s != "Self");
     let mut out = Vec::new();
     for b in bases {
         out.push(b.join("::"));
-        if b.len() > 1 {
+        if type_last && b.len() > 1 {
             out.push(b[..b.len() - 1].join("::"));
         }
     }
     out
+}
+
+/// Whether a path segment names a type (`Repo`, `Self`) rather than a module: by Rust's
+/// naming convention, an upper-case first letter.
+fn is_type(segment: &str) -> bool {
+    segment.chars().next().is_some_and(char::is_uppercase)
+}
+
+/// The module part of a written path prefix: without a trailing type segment.
+fn module_part<'a>(prefix: &[&'a str]) -> Vec<&'a str> {
+    match prefix.split_last() {
+        Some((last, rest)) if is_type(last) => rest.to_vec(),
+        _ => prefix.to_vec(),
+    }
 }
 
 /// Whether `module` is `prefix` or inside it.
@@ -289,6 +311,7 @@ impl Policies {
         cached.sort_by_key(|p| (p.name, p.file, p.line));
         invalidations.sort_by_key(|p| (p.name, p.file, p.line));
         Policies {
+            universe: cached.clone(),
             cached,
             invalidations,
         }
@@ -322,34 +345,43 @@ impl Policies {
                 .copied()
                 .filter(|p| in_module(p.module, prefix))
                 .collect(),
+            universe: self.universe.clone(),
         }
     }
 
     /// The `#[cached]` functions a typed invalidation of `inv` renders the key of (see
     /// [`TypedKey`] for how the path is resolved): one, unless several types of one module
-    /// have a cached method of that name; none when the target is not in this set.
+    /// have a cached method of that name; none when no registered function fits. Targets are
+    /// looked up among every function of the set this one was scoped from, so a target
+    /// outside an [`in_module`](Policies::in_module) scope is still found.
     pub fn resolve(&self, inv: &InvalidatePolicy, typed: &TypedKey) -> Vec<&'static CachedPolicy> {
         let segments: Vec<&str> = typed.path.split("::").map(str::trim).collect();
         let (name, prefix) = segments.split_last().expect("split yields one item");
         let named: Vec<&'static CachedPolicy> = self
-            .cached
+            .universe
             .iter()
             .copied()
             .filter(|p| p.function == *name)
             .collect();
+        let pick = |modules: &dyn Fn(&str) -> bool| -> Vec<&'static CachedPolicy> {
+            named.iter().copied().filter(|p| modules(p.module)).collect()
+        };
         let modules = target_modules(inv.module, prefix);
-        let in_module: Vec<&'static CachedPolicy> = named
-            .iter()
-            .copied()
-            .filter(|p| modules.iter().any(|m| *m == p.module))
-            .collect();
-        if !in_module.is_empty() {
-            in_module
-        } else if named.len() == 1 {
-            named
-        } else {
-            Vec::new()
+        let found = pick(&|m| modules.iter().any(|t| t == m));
+        if !found.is_empty() {
+            return found;
         }
+        // A module brought in by `use` (`use crate::store::users;` then `users::get_user`):
+        // the module path ends with the written one.
+        let written = module_part(prefix);
+        if !written.is_empty() && !matches!(written[0], "crate" | "self" | "super" | "Self") {
+            let tail = format!("::{}", written.join("::"));
+            let found = pick(&|m| m.ends_with(&tail));
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        if named.len() == 1 { named } else { Vec::new() }
     }
 
     /// Every key template `inv` deletes, with the typed call it comes from: the string
@@ -1114,19 +1146,16 @@ mod tests {
     #[test]
     fn modules_of_paths() {
         let m = |prefix: &[&str]| target_modules("app::users::api", prefix);
-        assert_eq!(m(&[]), ["app::users::api", "app::users"]);
-        assert_eq!(m(&["Self"]), ["app::users::api", "app::users"]);
-        assert_eq!(m(&["crate", "orders"]), ["app::orders", "app"]);
-        assert_eq!(m(&["super"]), ["app::users", "app"]);
-        assert_eq!(m(&["super", "super", "x"]), ["app::x", "app"]);
-        assert_eq!(
-            m(&["self", "db"]),
-            ["app::users::api::db", "app::users::api"]
-        );
-        assert_eq!(
-            m(&["orders"]),
-            ["app::users::api::orders", "app::users::api", "orders"]
-        );
+        // A module segment is not dropped: `orders::get` never means a `get` of this module.
+        assert_eq!(m(&[]), ["app::users::api"]);
+        assert_eq!(m(&["Self"]), ["app::users::api"]);
+        assert_eq!(m(&["crate", "orders"]), ["app::orders"]);
+        assert_eq!(m(&["super"]), ["app::users"]);
+        assert_eq!(m(&["super", "super", "x"]), ["app::x"]);
+        assert_eq!(m(&["self", "db"]), ["app::users::api::db"]);
+        assert_eq!(m(&["orders"]), ["app::users::api::orders", "orders"]);
+        // A type segment is: `Repo::by_id` is in `Repo`'s module.
+        assert_eq!(m(&["crate", "Repo"]), ["app::Repo", "app"]);
         assert_eq!(
             m(&["Repo"]),
             ["app::users::api::Repo", "app::users::api", "Repo"]

@@ -74,8 +74,7 @@ where
     let call = crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
-        let span = crate::telemetry::call_span(spec.name);
-        return tracing::Instrument::instrument(call, span).await;
+        return crate::telemetry::traced(spec.name, call).await;
     }
     call.await
 }
@@ -100,8 +99,7 @@ where
     let call = crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
-        let span = crate::telemetry::call_span(spec.name);
-        return tracing::Instrument::instrument(call, span).await;
+        return crate::telemetry::traced(spec.name, call).await;
     }
     call.await
 }

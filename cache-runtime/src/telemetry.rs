@@ -8,13 +8,47 @@
 //! registered the first time a function runs against a cache: install the recorder (e.g.
 //! `metrics-exporter-prometheus`) before that, as the `metrics` crate requires.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+
 use ::metrics::{Counter, Gauge};
+
+thread_local! {
+    /// The function whose call span this thread is polling in, if any: a counter records into
+    /// the current span only when the span is that call's (not a span of the caller's, nor of
+    /// a call an outer loader made, nor of an `#[invalidates]` run from a loader: those bump
+    /// counters of another function name).
+    static CALL: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Puts the previous [`CALL`] back, also when the poll panics.
+struct Restore(Option<&'static str>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CALL.set(self.0);
+    }
+}
+
+/// Runs one call of function `name` in its span (see [`call_span`]).
+pub(crate) async fn traced<F: Future>(name: &'static str, call: F) -> F::Output {
+    let span = call_span(name);
+    let mut call = pin!(call);
+    std::future::poll_fn(|cx| {
+        let _entered = span.enter();
+        let _restore = Restore(CALL.replace(Some(name)));
+        call.as_mut().poll(cx)
+    })
+    .await
+}
 
 /// The facade handle behind one [`Count`](crate::stats::Count).
 #[derive(Debug)]
 pub(crate) enum Handle {
-    /// A monotonic counter; `outcome` is what a bump records in the call's span.
-    Counter(Counter, Option<Mark>),
+    /// A monotonic counter of function `name`; the mark is what a bump records in the span
+    /// of a call of that function.
+    Counter(Counter, Option<Mark>, &'static str),
     /// `invalidations_pending`, which goes up and down.
     Gauge(Gauge),
 }
@@ -43,24 +77,29 @@ impl Handle {
             _ => None,
         };
         let counter = ::metrics::counter!(format!("cache_{field}_total"), "fn" => name);
-        Handle::Counter(counter, mark)
+        Handle::Counter(counter, mark, name)
     }
 
     #[inline]
     pub(crate) fn add(&self, n: u64) {
         match self {
-            Handle::Counter(c, mark) => {
+            Handle::Counter(c, mark, name) => {
                 c.increment(n);
-                // Only when call spans are enabled at all: `Span::current()` asks the
-                // subscriber, which a disabled callsite's cached interest does not.
+                // Only inside a traced call of this very function (`CALL`), whose span
+                // `traced` entered.
                 if let Some(mark) = mark
-                    && calls_traced()
+                    && CALL.get().is_some_and(|f| std::ptr::eq(f, *name) || f == *name)
                 {
                     let span = tracing::Span::current();
-                    match mark {
-                        Mark::Outcome(o) => span.record("outcome", *o),
-                        Mark::Degraded => span.record("degraded", true),
-                    };
+                    if span
+                        .metadata()
+                        .is_some_and(|m| m.target() == CALL_TARGET && m.name() == "cached")
+                    {
+                        match mark {
+                            Mark::Outcome(o) => span.record("outcome", *o),
+                            Mark::Degraded => span.record("degraded", true),
+                        };
+                    }
                 }
             }
             Handle::Gauge(g) => g.increment(n as f64),
@@ -75,6 +114,9 @@ impl Handle {
         }
     }
 }
+
+/// The target of call spans.
+const CALL_TARGET: &str = "cache_runtime::call";
 
 /// Whether call spans are enabled (a `DEBUG` span of target `cache_runtime::call`): when
 /// not, a call runs without the span and its `Instrument` wrapper.
