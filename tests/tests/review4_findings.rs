@@ -13,6 +13,16 @@
 //! - `invalidation_failure_records_into_the_callers_span`: with the `metrics` feature, a
 //!   backend failure during an `#[invalidates]` call records `degraded = true` into whatever
 //!   span is current: the caller's own span (which is not a `cached` span).
+//! - `outcome_is_recorded_into_the_callers_span_when_the_call_span_is_disabled`: with the
+//!   subscriber at INFO (the `cached` span is DEBUG, so disabled), every hit/miss writes
+//!   `outcome` into the caller's span.
+//! - `typed_invalidation_without_the_targets_cache_is_flagged_or_works`: `Self::get(id)` of a
+//!   method cached in `cache = self.cache`, without `cache = ..` on the invalidation, deletes
+//!   from the default cache: a silent miss that neither the compiler nor `check_policies` sees.
+//! - `generic_return_type_not_in_the_key_is_reported`: a generic return type the key does not
+//!   mention (same key for every type) is not reported.
+//! - `typed_invalidation_deletes_the_rendered_key` passes: it pins what held up (destructured,
+//!   `ref`, `mut`, raw-identifier, generic and `impl Trait` parameters, `&mut self`).
 
 use std::sync::{Arc, Mutex};
 
@@ -259,4 +269,189 @@ async fn invalidation_failure_records_into_the_callers_span() {
     assert!(s.backend_errors + s.backend_skipped > 0, "{s:?}");
     // The library wrote nothing into a span it did not create.
     assert_eq!(*recorded.0.lock().unwrap(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// Held up: typed invalidation deletes exactly the key the cached function rendered, for
+// parameter shapes where the hidden key function's signature differs from the function's.
+
+#[allow(dead_code)]
+mod roundtrip {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use cache_runtime::{Cache, KeyPart, cached, invalidates};
+
+    pub static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Point {
+        pub x: i64,
+        pub y: Option<String>,
+    }
+
+    #[cached(key = "rt:{x}:{y}:{r#type}:{name}:{k}:{w}", ttl = 600, cache = cache)]
+    pub async fn shapes<K: KeyPart + Sync>(
+        cache: &Cache,
+        Point { x, y }: Point,
+        ref r#type: u8,
+        mut name: &str,
+        k: K,
+        w: impl KeyPart + Send + Sync,
+    ) -> usize {
+        name = "ignored";
+        let _ = (x, y, r#type, name, k, w);
+        LOADS.fetch_add(1, SeqCst)
+    }
+
+    #[invalidates(
+        shapes(&Point { x: -3, y: Some("é:/".into()) }, 7, &n, -1i64, Some("~"), ),
+        cache = cache
+    )]
+    pub async fn drop_shapes(cache: &Cache, n: String) {}
+
+    pub struct Repo {
+        pub tenant: Option<String>,
+        pub cache: Cache,
+    }
+
+    impl Repo {
+        #[cached(key = "rt_repo:{self.tenant}:{id}", ttl = 600, cache = self.cache)]
+        pub async fn get(&self, id: &str) -> usize {
+            LOADS.fetch_add(1, SeqCst)
+        }
+
+        #[invalidates(Self::get(id.as_str()), cache = self.cache)]
+        pub async fn put(&mut self, id: String) {}
+    }
+}
+
+#[tokio::test]
+async fn typed_invalidation_deletes_the_rendered_key() {
+    use roundtrip::*;
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = TestEnv::new(Backend::Memory).await;
+    let cache = &env.cache;
+    let call = || {
+        shapes(
+            cache,
+            Point { x: -3, y: Some("é:/".into()) },
+            7,
+            "n",
+            -1i64,
+            Some("~"),
+        )
+    };
+    let first = call().await;
+    assert_eq!(call().await, first, "a hit");
+    drop_shapes(cache, "n".into()).await;
+    assert_ne!(call().await, first, "reloaded after the typed invalidation");
+
+    let mut repo = Repo { tenant: None, cache: cache.clone() };
+    let first = repo.get("a b").await;
+    assert_eq!(repo.get("a b").await, first);
+    repo.put("a b".into()).await;
+    assert_ne!(repo.get("a b").await, first);
+    let _ = LOADS.load(SeqCst);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. `metrics`: with the `cached` span disabled (a subscriber at INFO, the usual production
+// level; the span is DEBUG), `Span::current()` in the counters is the caller's span, and the
+// call's `outcome` is written into it.
+
+#[tokio::test]
+async fn outcome_is_recorded_into_the_callers_span_when_the_call_span_is_disabled() {
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let recorded = capture::Recorded::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(recorded.clone())
+        .with(tracing_subscriber::filter::LevelFilter::INFO);
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = TestEnv::new(Backend::Memory).await;
+    let request = tracing::info_span!(
+        "request",
+        outcome = tracing::field::Empty,
+        degraded = tracing::field::Empty
+    );
+    async {
+        assert_eq!(remember(&env.cache, 7).await, 7);
+        assert_eq!(remember(&env.cache, 7).await, 7);
+    }
+    .instrument(request)
+    .await;
+    assert_eq!(*recorded.0.lock().unwrap(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. A typed invalidation of a method cached in `cache = self.cache`, written without
+// `cache = ..`: the key is the target's, the cache is the default one, so it deletes nothing
+// and nothing (compiler, `check_policies`) says so: the "silent miss" typed invalidation is
+// meant to rule out.
+
+#[allow(dead_code)]
+mod other_cache {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use cache_runtime::{Cache, cached, invalidates};
+
+    pub static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Repo {
+        pub cache: Cache,
+    }
+
+    impl Repo {
+        #[cached(key = "r4oc:{id}", ttl = 600, cache = self.cache, name = "r4.oc.get")]
+        pub async fn get(&self, id: u64) -> usize {
+            LOADS.fetch_add(1, SeqCst)
+        }
+
+        #[invalidates(Self::get(id), name = "r4.oc.put")]
+        pub async fn put(&self, id: u64) {}
+    }
+}
+
+#[tokio::test]
+async fn typed_invalidation_without_the_targets_cache_is_flagged_or_works() {
+    let env = TestEnv::new(Backend::Memory).await;
+    let repo = other_cache::Repo { cache: env.cache.clone() };
+    let first = repo.get(1).await;
+    assert_eq!(repo.get(1).await, first);
+    repo.put(1).await;
+    let problems = policies().in_module("review4_findings::other_cache").check();
+    assert!(
+        repo.get(1).await != first || !problems.is_empty(),
+        "the typed invalidation deleted nothing and check_policies() is clean"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Issue 10: "two cached templates that can render the same key (different functions or
+// types)". A generic cached function whose return type is a type parameter the key does not
+// mention renders the same key for every type: `thing::<User>(1)` and `thing::<Order>(1)`
+// read and overwrite each other's entries. The check reports nothing.
+
+#[allow(dead_code)]
+mod generic_return {
+    use cache_runtime::{cached, invalidates};
+
+    #[cached(key = "r4gen:{id}", ttl = 60, name = "r4.gen.thing")]
+    pub async fn thing<T: Default + serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
+        id: u64,
+    ) -> T {
+        let _ = id;
+        T::default()
+    }
+
+    #[invalidates(thing(id), name = "r4.gen.put")]
+    pub async fn put(id: u64) {}
+}
+
+#[test]
+fn generic_return_type_not_in_the_key_is_reported() {
+    let p = policies().in_module("review4_findings::generic_return");
+    assert_eq!(p.cached()[0].returns, "T");
+    assert_ne!(p.check(), vec![], "{}", p.report());
 }
