@@ -364,7 +364,11 @@ impl Policies {
             .filter(|p| p.function == *name)
             .collect();
         let pick = |modules: &dyn Fn(&str) -> bool| -> Vec<&'static CachedPolicy> {
-            named.iter().copied().filter(|p| modules(p.module)).collect()
+            named
+                .iter()
+                .copied()
+                .filter(|p| modules(p.module))
+                .collect()
         };
         let modules = target_modules(inv.module, prefix);
         let found = pick(&|m| modules.iter().any(|t| t == m));

@@ -88,7 +88,9 @@ impl Handle {
                 // Only inside a traced call of this very function (`CALL`), whose span
                 // `traced` entered.
                 if let Some(mark) = mark
-                    && CALL.get().is_some_and(|f| std::ptr::eq(f, *name) || f == *name)
+                    && CALL
+                        .get()
+                        .is_some_and(|f| std::ptr::eq(f, *name) || f == *name)
                 {
                     let span = tracing::Span::current();
                     if span
