@@ -234,7 +234,7 @@ mod roundtrip {
         pub y: Option<String>,
     }
 
-    #[allow(unused_assignments)]
+    #[allow(unused_assignments, clippy::toplevel_ref_arg)]
     #[cached(key = "rt:{x}:{y}:{r#type}:{name}:{k}:{w}", ttl = 600, cache = cache)]
     pub async fn shapes<K: KeyPart + Sync>(
         cache: &Cache,
