@@ -248,30 +248,8 @@ impl<'a> BoxedAsync<'a> {
     fn key_prelude(&self) -> TokenStream {
         fn by_ref(pat: &Pat) -> Pat {
             let mut pat = pat.clone();
-            strip_binding_modes(&mut pat);
+            crate::policy::strip_binding_modes(&mut pat);
             pat
-        }
-        fn strip_binding_modes(pat: &mut Pat) {
-            match pat {
-                Pat::Ident(p) => {
-                    p.by_ref = None;
-                    p.mutability = None;
-                    if let Some((_, sub)) = &mut p.subpat {
-                        strip_binding_modes(sub);
-                    }
-                }
-                Pat::Tuple(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-                Pat::TupleStruct(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-                Pat::Slice(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-                Pat::Struct(p) => p
-                    .fields
-                    .iter_mut()
-                    .for_each(|f| strip_binding_modes(&mut f.pat)),
-                Pat::Reference(p) => strip_binding_modes(&mut p.pat),
-                Pat::Paren(p) => strip_binding_modes(&mut p.pat),
-                Pat::Type(p) => strip_binding_modes(&mut p.pat),
-                _ => {}
-            }
         }
         let lets = self.destructured().into_iter().map(|(pat, arg)| {
             let pat = by_ref(pat);
