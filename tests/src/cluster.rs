@@ -187,7 +187,25 @@ impl RedisCluster {
         parse_nodes(&text)
     }
 
-    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    /// Which master serves which slots, as the first live node sees it now (a snapshot: one
+    /// `CLUSTER NODES`, then lookups without round trips).
+    ///
+    /// # Panics
+    /// If the node does not answer.
+    pub fn slot_map(&self) -> SlotMap {
+        let port = self.live_ports()[0];
+        SlotMap {
+            ranges: self
+                .nodes_seen_by(port)
+                .into_iter()
+                .filter(|n| n.master && !n.failing)
+                .flat_map(|n| n.slots.into_iter().map(move |(a, b)| (a, b, n.port)))
+                .collect(),
+        }
+    }
+
+    /// The hash slot of `key` as the server computes it (`CLUSTER KEYSLOT`; see [`key_slot`]
+    /// for the same without a round trip).
     pub fn slot_of(&self, key: &str) -> u16 {
         let port = self.live_ports()[0];
         self.node_cmd(port, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
@@ -303,8 +321,8 @@ impl RedisCluster {
         })
     }
 
-    /// Ready: every node says `cluster_state:ok`, knows all six nodes with three masters
-    /// covering the slots, and every replica's replication link is up (a coordinated
+    /// Ready: every node says `cluster_state:ok`, knows all six nodes as three masters
+    /// covering the slots and three replicas, and every replica's replication link is up (a coordinated
     /// failover needs it).
     fn wait_settled(&self) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -318,6 +336,7 @@ impl RedisCluster {
                     let nodes = parse_nodes(&text);
                     nodes.len() == CLUSTER_NODES
                         && nodes.iter().filter(|n| n.master && !n.slots.is_empty()).count() == 3
+                        && nodes.iter().filter(|n| n.master_id.is_some()).count() == 3
                         && !nodes.iter().any(|n| n.failing)
                 })
                 && self.ports.iter().all(|&p| {
@@ -392,6 +411,53 @@ fn start_node(dir: &std::path::Path) -> Result<RedisServer, StartError> {
         }
     }
     Err(last.expect("at least one attempt"))
+}
+
+/// A snapshot of which master serves which slots ([`RedisCluster::slot_map`]).
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    /// `(first slot, last slot, master port)`.
+    ranges: Vec<(u16, u16, u16)>,
+}
+
+impl SlotMap {
+    /// The port of the master serving `key`'s slot.
+    ///
+    /// # Panics
+    /// If no master serves it.
+    pub fn master_for_key(&self, key: &str) -> u16 {
+        let slot = key_slot(key);
+        self.ranges
+            .iter()
+            .find(|&&(a, b, _)| a <= slot && slot <= b)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+            .2
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}`
+/// when it has a non-empty one, modulo 16384 (the cluster specification's `HASH_SLOT`).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 fn redis_cli() -> String {
