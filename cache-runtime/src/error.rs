@@ -133,8 +133,14 @@ impl From<redis::RedisError> for BackendError {
         } else if matches!(
             e.code(),
             Some(
-                "LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY"
-                    | "MOVED" | "ASK"
+                "LOADING"
+                    | "BUSY"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "MOVED"
+                    | "ASK"
             )
         ) {
             // "Try again later" replies (redis-rs has no kind for BUSY: match the code). A

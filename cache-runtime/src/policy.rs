@@ -833,12 +833,12 @@ impl Pattern {
             }
             for (la, a2) in self.moves(a) {
                 for (lb, b2) in other.moves(b) {
-                    if let Some(c) = la.meet(lb) {
-                        if !seen.contains(&(a2, b2)) {
-                            let mut next = read.clone();
-                            next.push(c);
-                            queue.push_back(((a2, b2), next));
-                        }
+                    if let Some(c) = la.meet(lb)
+                        && !seen.contains(&(a2, b2))
+                    {
+                        let mut next = read.clone();
+                        next.push(c);
+                        queue.push_back(((a2, b2), next));
                     }
                 }
             }

@@ -183,7 +183,7 @@ impl RedisCluster {
 
     /// `CLUSTER NODES` as seen by the node at `port`.
     pub fn nodes_seen_by(&self, port: u16) -> Vec<NodeInfo> {
-        let text: String = self.node_cmd(port, &redis::cmd("CLUSTER").arg("NODES"));
+        let text: String = self.node_cmd(port, redis::cmd("CLUSTER").arg("NODES"));
         parse_nodes(&text)
     }
 
@@ -227,7 +227,9 @@ impl RedisCluster {
         let port = self.live_ports()[0];
         self.nodes_seen_by(port)
             .into_iter()
-            .find(|n| n.master && !n.failing && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .find(|n| {
+                n.master && !n.failing && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
             .port
     }
@@ -329,13 +331,18 @@ impl RedisCluster {
         loop {
             let settled = self.all_ok()
                 && self.ports.iter().all(|&p| {
-                    let Ok(text) = self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                    let Ok(text) =
+                        self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
                     else {
                         return false;
                     };
                     let nodes = parse_nodes(&text);
                     nodes.len() == CLUSTER_NODES
-                        && nodes.iter().filter(|n| n.master && !n.slots.is_empty()).count() == 3
+                        && nodes
+                            .iter()
+                            .filter(|n| n.master && !n.slots.is_empty())
+                            .count()
+                            == 3
                         && nodes.iter().filter(|n| n.master_id.is_some()).count() == 3
                         && !nodes.iter().any(|n| n.failing)
                 })
@@ -349,7 +356,10 @@ impl RedisCluster {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!("cluster did not settle within {SETTLE_TIMEOUT:?}\n{}", self.logs());
+                panic!(
+                    "cluster did not settle within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -359,7 +369,8 @@ impl RedisCluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for p in &self.ports {
-            let log = fs::read_to_string(self.dir.join(format!("redis-{p}.log"))).unwrap_or_default();
+            let log =
+                fs::read_to_string(self.dir.join(format!("redis-{p}.log"))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             out.push_str(&format!("--- node {p} ---\n"));
             for l in tail.into_iter().rev() {

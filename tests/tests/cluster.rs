@@ -40,7 +40,7 @@ fn full(rendered: &str) -> String {
 #[cached(key = "user:{id}", ttl = 300, cache = cache)]
 async fn user(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<String>, String> {
     loads.fetch_add(1, SeqCst);
-    Ok((id % 5 != 0).then(|| format!("user-{id}")))
+    Ok((!id.is_multiple_of(5)).then(|| format!("user-{id}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,13 +60,25 @@ async fn hit_miss_and_negative_entries_on_every_master() {
     let map = cluster.slot_map();
     for id in &ids {
         let k = full(&format!("user:{id}"));
-        assert_eq!(cache_tests::key_slot(&k), cluster.slot_of(&k), "slot of {k}");
-        assert_eq!(map.master_for_key(&k), cluster.master_for_key(&k), "master of {k}");
+        assert_eq!(
+            cache_tests::key_slot(&k),
+            cluster.slot_of(&k),
+            "slot of {k}"
+        );
+        assert_eq!(
+            map.master_for_key(&k),
+            cluster.master_for_key(&k),
+            "master of {k}"
+        );
     }
 
     for &id in &ids {
-        let want = (id % 5 != 0).then(|| format!("user-{id}"));
-        assert_eq!(user(&cache, id, &loads).await, Ok(want.clone()), "first call {id}");
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(
+            user(&cache, id, &loads).await,
+            Ok(want.clone()),
+            "first call {id}"
+        );
         assert_eq!(user(&cache, id, &loads).await, Ok(want), "second call {id}");
         assert!(
             raw.exists(&full(&format!("user:{id}"))).await,
@@ -127,16 +139,20 @@ async fn stampede_of_64_callers_on_4_caches_runs_the_loader_once() {
     })
     .await;
     // And the three losers wait for the winner's value.
-    eventually("3 caches wait on the lease", Duration::from_secs(20), || {
-        let caches = caches.clone();
-        async move {
-            caches
-                .iter()
-                .map(|c| c.stats().function("cluster::hot").lock_waits)
-                .sum::<u64>()
-                == 3
-        }
-    })
+    eventually(
+        "3 caches wait on the lease",
+        Duration::from_secs(20),
+        || {
+            let caches = caches.clone();
+            async move {
+                caches
+                    .iter()
+                    .map(|c| c.stats().function("cluster::hot").lock_waits)
+                    .sum::<u64>()
+                    == 3
+            }
+        },
+    )
     .await;
     gate.add_permits(1000);
     for t in tasks {
@@ -197,19 +213,29 @@ async fn invalidates_deletes_keys_in_different_slots() {
         }
         write_ab(&cache, x, y, &version).await.expect("write");
         for k in &keys {
-            assert!(!raw.exists(k).await, "{k} deleted when #[invalidates] returned");
+            assert!(
+                !raw.exists(k).await,
+                "{k} deleted when #[invalidates] returned"
+            );
         }
     }
     let s = cache.stats().function("cluster::write_ab");
     assert_eq!(s.invalidations, 12, "{s:?}");
     assert_eq!(
-        (s.backend_errors, s.invalidations_failed, s.invalidation_retries),
+        (
+            s.backend_errors,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
         (0, 0, 0),
         "delivered at once, not through the retry queue: {s:?}"
     );
     // A manual invalidation too.
     a(&cache, x, &version).await;
-    cache.invalidate(&format!("a:{x}")).await.expect("invalidate");
+    cache
+        .invalidate(&format!("a:{x}"))
+        .await
+        .expect("invalidate");
     assert!(!raw.exists(&keys[0]).await);
 }
 
@@ -276,7 +302,11 @@ async fn tag_invalidation_deletes_members_on_every_master() {
     }
     let s = cache.stats().total();
     assert_eq!(
-        (s.backend_errors, s.invalidations_failed, s.invalidation_retries),
+        (
+            s.backend_errors,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
         (0, 0, 0),
         "{s:?}"
     );
@@ -361,7 +391,11 @@ fn spawn_load(
     let mut tasks = Vec::new();
     for t in 0..6 {
         let (cache, db, stop, errors) = (cache.clone(), db.clone(), stop.clone(), errors.clone());
-        let ids = if t < 2 { write_ids.to_vec() } else { read_ids.to_vec() };
+        let ids = if t < 2 {
+            write_ids.to_vec()
+        } else {
+            read_ids.to_vec()
+        };
         tasks.push(tokio::spawn(async move {
             let (mut reads, mut writes) = (0u64, 0u64);
             let mut i = t;
@@ -369,7 +403,7 @@ fn spawn_load(
                 let id = ids[i % ids.len()];
                 i += 1;
                 // Two writer tasks (one write in three calls), four readers.
-                if t < 2 && i % 3 == 0 {
+                if t < 2 && i.is_multiple_of(3) {
                     match bump(&cache, id, &db).await {
                         Ok(()) => writes += 1,
                         Err(e) => errors.lock().unwrap().push(format!("bump {id}: {e:?}")),
@@ -411,18 +445,33 @@ async fn assert_settled_and_fresh(cluster: &RedisCluster, cache: &Cache, db: &Db
     let hits_before = cache.stats().function("cluster::item").hits;
     for &id in ids {
         let want = db.versions[id].load(SeqCst);
-        assert_eq!(item(cache, id, db).await, Ok(want), "id {id}: no stale value");
+        assert_eq!(
+            item(cache, id, db).await,
+            Ok(want),
+            "id {id}: no stale value"
+        );
     }
-    eventually("caching resumed: hits from the cluster", Duration::from_secs(20), || async {
-        for &id in ids {
-            let want = db.versions[id].load(SeqCst);
-            assert_eq!(item(cache, id, db).await, Ok(want), "id {id}: no stale value");
-        }
-        cache.stats().function("cluster::item").hits >= hits_before + ids.len() as u64
-    })
+    eventually(
+        "caching resumed: hits from the cluster",
+        Duration::from_secs(20),
+        || async {
+            for &id in ids {
+                let want = db.versions[id].load(SeqCst);
+                assert_eq!(
+                    item(cache, id, db).await,
+                    Ok(want),
+                    "id {id}: no stale value"
+                );
+            }
+            cache.stats().function("cluster::item").hits >= hits_before + ids.len() as u64
+        },
+    )
     .await;
     for &id in ids {
-        assert!(raw.exists(&full(&format!("item:{id}"))).await, "id {id} cached again");
+        assert!(
+            raw.exists(&full(&format!("item:{id}"))).await,
+            "id {id} cached again"
+        );
     }
 }
 
@@ -482,14 +531,18 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
     .await
     .expect("failover");
     failover_done.store(true, SeqCst);
-    let written = guard("the once-writer", once_writer).await.expect("once-writer");
+    let written = guard("the once-writer", once_writer)
+        .await
+        .expect("once-writer");
     // It writes from the failover's start until the failover ended (or, should the circuit
     // open and skip the writes, until the pool ran out).
     assert!(!written.is_empty(), "writes during the failover");
     let after = cache.stats().function("cluster::bump").invalidations;
-    eventually("writes after the failover", Duration::from_secs(20), || async {
-        cache.stats().function("cluster::bump").invalidations > after + 50
-    })
+    eventually(
+        "writes after the failover",
+        Duration::from_secs(20),
+        || async { cache.stats().function("cluster::bump").invalidations > after + 50 },
+    )
     .await;
     stop.store(true, SeqCst);
     let (mut reads, mut writes) = (0, 0);
@@ -529,7 +582,9 @@ async fn killed_master_under_load_loses_no_invalidation() {
     let (on, off) = ids_around(&cluster, master, 8, 8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
     let db = Arc::new(Db {
-        versions: (0..=*ids.iter().max().unwrap()).map(|_| AtomicU64::new(0)).collect(),
+        versions: (0..=*ids.iter().max().unwrap())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         loads: AtomicUsize::new(0),
     });
     // Cached entries on the master, replicated to its replica before the kill. Redis
@@ -554,10 +609,20 @@ async fn killed_master_under_load_loses_no_invalidation() {
     // While the master is down (and until its replica is promoted): every id on it is
     // written, and its invalidation must reach the promoted replica eventually.
     for &id in &on {
-        assert_eq!(bump(&cache, id, &db).await, Ok(()), "a write during the outage");
-        assert!(item(&cache, id, &db).await.is_ok(), "a read during the outage");
+        assert_eq!(
+            bump(&cache, id, &db).await,
+            Ok(()),
+            "a write during the outage"
+        );
+        assert!(
+            item(&cache, id, &db).await.is_ok(),
+            "a read during the outage"
+        );
     }
-    let pending = cache.stats().function("cluster::bump").invalidations_pending;
+    let pending = cache
+        .stats()
+        .function("cluster::bump")
+        .invalidations_pending;
     let cluster = Arc::new(cluster);
     let c = cluster.clone();
     guard(
@@ -567,15 +632,21 @@ async fn killed_master_under_load_loses_no_invalidation() {
     .await
     .expect("promotion");
     let after = cache.stats().function("cluster::bump").invalidations;
-    eventually("writes after the promotion", Duration::from_secs(20), || async {
-        cache.stats().function("cluster::bump").invalidations > after + 50
-    })
+    eventually(
+        "writes after the promotion",
+        Duration::from_secs(20),
+        || async { cache.stats().function("cluster::bump").invalidations > after + 50 },
+    )
     .await;
     stop.store(true, SeqCst);
     for t in tasks {
         guard("a load task", t).await.expect("task");
     }
-    assert!(errors.lock().unwrap().is_empty(), "callers saw errors: {:?}", errors.lock().unwrap());
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "callers saw errors: {:?}",
+        errors.lock().unwrap()
+    );
     let s = cache.stats().function("cluster::bump");
     assert!(
         pending > 0 || s.invalidation_retries > 0 || s.backend_errors + s.backend_skipped > 0,

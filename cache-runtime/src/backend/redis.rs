@@ -271,7 +271,10 @@ impl RedisClusterBackend {
         let mut infos = Vec::with_capacity(urls.len());
         for url in urls {
             check_tls_feature(url)?;
-            infos.push(redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid_url)?);
+            infos.push(
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(invalid_url)?,
+            );
         }
         let addr: Arc<str> = Arc::from(infos[0].addr().to_string());
         #[allow(unused_mut)]
