@@ -153,12 +153,7 @@ impl RedisCluster {
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))
             .collect();
-        let client = redis::cluster::ClusterClient::new(urls).expect("valid cluster urls");
-        let conn = client
-            .get_async_connection()
-            .await
-            .unwrap_or_else(|e| panic!("raw cluster connection failed: {e}"));
-        RawCluster { conn }
+        RawCluster::connect(&urls).await
     }
 
     /// Runs `cmd` on the node at `port` (a plain, blocking connection).
@@ -522,6 +517,29 @@ impl fmt::Debug for RawCluster {
 }
 
 impl RawCluster {
+    /// Connects to the cluster through the seed nodes `urls`.
+    ///
+    /// # Panics
+    /// If the cluster does not accept the connection.
+    pub async fn connect(urls: &[String]) -> RawCluster {
+        let client = redis::cluster::ClusterClient::new(urls.to_vec()).expect("valid cluster urls");
+        let conn = client
+            .get_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("raw cluster connection failed: {e}"));
+        RawCluster { conn }
+    }
+
+    /// `INCR key`: the new value.
+    pub async fn incr(&self, key: &str) -> i64 {
+        self.cmd(redis::cmd("INCR").arg(key)).await
+    }
+
+    /// `GET key` parsed as an integer (`None` when absent).
+    pub async fn get_i64(&self, key: &str) -> Option<i64> {
+        self.cmd(redis::cmd("GET").arg(key)).await
+    }
+
     /// Runs any single-slot command.
     ///
     /// # Panics

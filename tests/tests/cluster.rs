@@ -165,6 +165,77 @@ async fn stampede_of_64_callers_on_4_caches_runs_the_loader_once() {
     }
 }
 
+/// 4 OS processes (the `stampede-helper` binary, given the cluster's seed nodes) x 25 calls on
+/// one cold key, started together: the loader runs once in total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
+    const PROCESSES: usize = 4;
+    const CALLS: usize = 25;
+    let cluster = RedisCluster::start();
+    let raw = cluster.raw().await;
+    let counter_key = "test:stampede:loader-runs";
+    let start_at = cache_tests::unix_ms() + 1_500;
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_stampede-helper"))
+                .args([
+                    cluster.urls().join(","),
+                    "xproc".to_owned(),
+                    "42".to_owned(),
+                    counter_key.to_owned(),
+                    start_at.to_string(),
+                    CALLS.to_string(),
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn stampede-helper")
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for child in children {
+        let out = guard("a stampede-helper process", child.wait_with_output())
+            .await
+            .expect("wait for helper");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "helper failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no report:\nstdout: {stdout}\nstderr: {stderr}"));
+        let report: cache_tests::HelperReport = serde_json::from_str(line).expect("report");
+        reports.push(report);
+    }
+    for report in &reports {
+        assert_eq!(report.values.len(), CALLS);
+        assert!(
+            report
+                .values
+                .iter()
+                .all(|v| v.as_deref() == Some("value-42")),
+            "process {} got the value: {:?}",
+            report.pid,
+            report.values
+        );
+    }
+    let total = raw.get_i64(counter_key).await.unwrap_or(0);
+    assert_eq!(
+        total,
+        1,
+        "loader runs in total (per process: {:?})",
+        reports.iter().map(|r| r.local_loads).collect::<Vec<_>>()
+    );
+    assert!(raw.exists("xproc:stampede:42").await, "cached afterwards");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Invalidation of several keys in different slots (one UNLINK per slot; a single multi-key
 // UNLINK would be refused with CROSSSLOT).

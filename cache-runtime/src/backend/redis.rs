@@ -201,9 +201,9 @@ pub struct RedisBackend<C = ConnectionManager> {
 /// Redis backend over a Redis Cluster connection.
 pub type RedisClusterBackend = RedisBackend<ClusterConnection>;
 
-impl<C> std::fmt::Debug for RedisBackend<C> {
+impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct(if std::any::type_name::<C>().contains("Cluster") {
+        f.debug_struct(if C::CLUSTER {
             "RedisClusterBackend"
         } else {
             "RedisBackend"
