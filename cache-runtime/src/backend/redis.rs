@@ -280,9 +280,11 @@ impl RedisClusterBackend {
         #[allow(unused_mut)]
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
             .connection_timeout(opts.connect_timeout)
-            // Each operation is bounded by `timed`; redis-rs's own retries (MOVED, ASK,
-            // TRYAGAIN, CLUSTERDOWN, reconnects) happen within that bound, with short waits.
-            .response_timeout(opts.command_timeout)
+            // Each operation is bounded by `timed` (redis-rs's own retries on MOVED, ASK,
+            // TRYAGAIN, CLUSTERDOWN and reconnects happen within that bound, with short
+            // waits); a second and third timer per command in the client would only cost time
+            // on the hit path.
+            .overall_response_timeout(None)
             .min_retry_wait(5)
             .max_retry_wait(100);
         match &opts.tls_root_ca_pem {
@@ -303,9 +305,8 @@ impl RedisClusterBackend {
             }
         }
         let client = builder.build().map_err(invalid_url)?;
-        let config = redis::cluster::ClusterConfig::new()
-            .set_connection_timeout(opts.connect_timeout)
-            .set_response_timeout(opts.command_timeout);
+        let config =
+            redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
         let conn = client.get_pending_async_connection_with_config(config);
         Ok(RedisBackend {
             conn,
