@@ -69,6 +69,8 @@ pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     ports: Vec<u16>,
     dir: PathBuf,
+    /// `user:password@` in every URL (an ACL cluster), else empty.
+    userinfo: String,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -87,16 +89,60 @@ impl RedisCluster {
     /// With a message that says what to install when `redis-server` or `redis-cli` is missing,
     /// or with the nodes' output when the cluster does not form.
     pub fn start() -> RedisCluster {
+        Self::start_inner(None)
+    }
+
+    /// Like [`RedisCluster::start`], with ACL: the `default` user is off and `user` (password
+    /// `password`) may run every command on every key; replicas authenticate as that user. Its
+    /// [`urls`](Self::urls) carry the credentials (`redis://user:password@127.0.0.1:port`).
+    pub fn start_with_acl(user: &str, password: &str) -> RedisCluster {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(acl: Option<(&str, &str)>) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let mut extra: Vec<String> = Vec::new();
+        let mut userinfo = String::new();
+        if let Some((user, password)) = acl {
+            for a in [
+                "--user",
+                "default",
+                "off",
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+                "--masteruser",
+                user,
+                "--masterauth",
+                password,
+            ] {
+                extra.push(a.to_owned());
+            }
+            userinfo = format!("{user}:{password}@");
+        }
         let mut nodes = Vec::with_capacity(CLUSTER_NODES);
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
         for _ in 0..CLUSTER_NODES {
-            let node = start_node(&dir).unwrap_or_else(|e| panic!("{e}"));
+            let node = start_node(&dir, &extra).unwrap_or_else(|e| panic!("{e}"));
             ports.push(node.port());
             nodes.push(node);
         }
-        let cluster = RedisCluster { nodes, ports, dir };
+        let cluster = RedisCluster {
+            nodes,
+            ports,
+            dir,
+            userinfo,
+        };
         let mut create = Command::new(redis_cli());
+        if let Some((user, password)) = acl {
+            create
+                .args(["--user", user, "--pass", password])
+                .arg("--no-auth-warning");
+        }
         create.arg("--cluster").arg("create");
         for p in &cluster.ports {
             create.arg(format!("127.0.0.1:{p}"));
@@ -130,7 +176,7 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
             .collect()
     }
 
@@ -151,7 +197,7 @@ impl RedisCluster {
         let urls: Vec<String> = self
             .live_ports()
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
             .collect();
         RawCluster::connect(&urls).await
     }
@@ -170,7 +216,7 @@ impl RedisCluster {
         port: u16,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let client = redis::Client::open(format!("redis://{}127.0.0.1:{port}", self.userinfo))?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         cmd.query(&mut conn)
@@ -387,26 +433,28 @@ impl Drop for RedisCluster {
 
 /// Starts one cluster-enabled node in `dir` on a free port (retried on a fresh port if the
 /// port was taken meanwhile).
-fn start_node(dir: &std::path::Path) -> Result<RedisServer, StartError> {
+fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, StartError> {
     let mut last = None;
     for _ in 0..8 {
         let port = crate::reserve_free_port();
+        let mut args: Vec<String> = vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            dir.join(format!("nodes-{port}.conf")).display().to_string(),
+            "--cluster-node-timeout".into(),
+            NODE_TIMEOUT_MS.to_string(),
+            // A replica whose link was down for long may still take over (tests only).
+            "--cluster-replica-validity-factor".into(),
+            "0".into(),
+            // The first full sync starts at once (diskless sync waits 5 s by default).
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+        ];
+        args.extend_from_slice(extra);
         let spec = ServerSpec {
             port: Some(port),
-            args: vec![
-                "--cluster-enabled".into(),
-                "yes".into(),
-                "--cluster-config-file".into(),
-                dir.join(format!("nodes-{port}.conf")).display().to_string(),
-                "--cluster-node-timeout".into(),
-                NODE_TIMEOUT_MS.to_string(),
-                // A replica whose link was down for long may still take over (tests only).
-                "--cluster-replica-validity-factor".into(),
-                "0".into(),
-                // The first full sync starts at once (diskless sync waits 5 s by default).
-                "--repl-diskless-sync-delay".into(),
-                "0".into(),
-            ],
+            args,
             tls: false,
             dir: Some(dir.to_path_buf()),
         };

@@ -764,3 +764,46 @@ async fn unreachable_cluster_goes_to_the_loader() {
         "require_connection fails without a cluster"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// ACL: credentials from the seed URLs, as for a single server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acl_user_from_the_urls() {
+    let cluster = RedisCluster::start_with_acl("app", "s3cret-pw");
+    let cache = cache_on(&cluster).await;
+    let raw = cluster.raw().await;
+    let loads = AtomicUsize::new(0);
+    for id in 1..=10u64 {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(user(&cache, id, &loads).await, Ok(want.clone()));
+        assert_eq!(user(&cache, id, &loads).await, Ok(want));
+        assert!(raw.exists(&full(&format!("user:{id}"))).await);
+    }
+    assert_eq!(loads.load(SeqCst), 10);
+    let version = AtomicU64::new(1);
+    a(&cache, 1, &version).await;
+    b(&cache, 2, &version).await;
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    assert!(!raw.exists(&full("a:1")).await && !raw.exists(&full("b:2")).await);
+    let s = cache.stats().total();
+    assert_eq!((s.backend_errors, s.invalidations_failed), (0, 0), "{s:?}");
+    assert!(!format!("{cache:?}").contains("s3cret-pw"));
+
+    // A wrong password: `require_connection` fails, without echoing the password.
+    let wrong: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.replace("s3cret-pw", "wr0ng-pw"))
+        .collect();
+    let err = Cache::builder()
+        .redis_cluster(wrong)
+        .connect_timeout(Duration::from_millis(500))
+        .command_timeout(Duration::from_millis(500))
+        .require_connection()
+        .build()
+        .await
+        .expect_err("a wrong password is refused");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("wr0ng-pw"), "{text}");
+}
