@@ -807,3 +807,60 @@ async fn acl_user_from_the_urls() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("wr0ng-pw"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Commands: never a keyspace scan, a flush or a blocking command, on any node.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_keyspace_scan_flush_or_blocking_command_on_any_node() {
+    let cluster = RedisCluster::start();
+    for port in cluster.live_ports() {
+        let _: () = cluster.node_cmd(port, redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+    let cache = cache_on(&cluster).await;
+    let loads = AtomicUsize::new(0);
+    let version = AtomicU64::new(1);
+    for id in 0..20u64 {
+        user(&cache, id, &loads).await;
+        user(&cache, id, &loads).await;
+        member(&cache, 7, id, &version).await;
+    }
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    rename_org(&cache, 7, &version).await.expect("tag write");
+    cache.invalidate_tag("org:7").await.expect("invalidate_tag");
+    let mut seen = std::collections::BTreeSet::new();
+    for port in cluster.live_ports() {
+        let info: String = cluster.node_cmd(port, redis::cmd("INFO").arg("commandstats"));
+        for line in info.lines() {
+            if let Some(rest) = line.strip_prefix("cmdstat_")
+                && let Some((name, _)) = rest.split_once(':')
+            {
+                seen.insert(name.to_owned());
+            }
+        }
+    }
+    const FORBIDDEN: &[&str] = &[
+        "keys",
+        "scan",
+        "flushall",
+        "flushdb",
+        "blpop",
+        "brpop",
+        "brpoplpush",
+        "blmove",
+        "blmpop",
+        "bzpopmin",
+        "bzpopmax",
+        "bzmpop",
+        "xread",
+        "xreadgroup",
+        "wait",
+        "debug",
+    ];
+    let bad: Vec<&String> = seen
+        .iter()
+        .filter(|c| FORBIDDEN.contains(&c.as_str()))
+        .collect();
+    assert!(bad.is_empty(), "forbidden commands {bad:?} (all: {seen:?})");
+    assert!(seen.contains("get") && seen.contains("unlink"), "{seen:?}");
+}
