@@ -821,8 +821,8 @@ async fn no_keyspace_scan_flush_or_blocking_command_on_any_node() {
     let loads = AtomicUsize::new(0);
     let version = AtomicU64::new(1);
     for id in 0..20u64 {
-        user(&cache, id, &loads).await;
-        user(&cache, id, &loads).await;
+        user(&cache, id, &loads).await.expect("a load never fails");
+        user(&cache, id, &loads).await.expect("a load never fails");
         member(&cache, 7, id, &version).await;
     }
     write_ab(&cache, 1, 2, &version).await.expect("write");
