@@ -365,7 +365,7 @@ impl RedisBackend<ConnectionManager> {
 
 impl<C: RedisConn> RedisBackend<C> {
     /// `PING` (on a cluster: every node redis-rs knows of): connects if needed and checks the
-    /// server answers.: connects if needed and checks the server answers.
+    /// server answers.
     pub async fn ping(&self) -> BackendResult<()> {
         let ping = async {
             let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
