@@ -3,27 +3,35 @@
 # tests start themselves on free ports), trybuild UI tests, the example crates' tests
 # (examples/catalog, examples/bench) and doc tests. Every stage passes `--workspace`: the
 # workspace's default members leave the two example crates out.
-# Installs redis-server first when it is missing and we are root (Debian/Ubuntu).
+# Installs redis-server and redis-cli first when one is missing and we are root (Debian/Ubuntu).
 # Never uses a Redis on 6379.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The cluster tests (tests/tests/cluster.rs) also need redis-cli (`redis-cli --cluster create`).
+need_server=0
 if ! command -v redis-server >/dev/null 2>&1 && [[ -z "${CACHE_TESTS_REDIS_SERVER:-}" ]]; then
+    need_server=1
+fi
+if ! command -v redis-cli >/dev/null 2>&1 && [[ -z "${CACHE_TESTS_REDIS_CLI:-}" ]]; then
+    need_server=1
+fi
+if [[ "$need_server" == 1 ]]; then
     if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "test.sh: redis-server not found; installing it with apt-get" >&2
+        echo "test.sh: redis-server or redis-cli not found; installing them with apt-get" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update
         apt-get install -y --no-install-recommends redis-server redis-tools
         # The package may start a system instance; the tests do not use it.
     else
         cat >&2 <<'MSG'
-test.sh: the integration tests need the `redis-server` binary on PATH.
-Install it, then run this script again:
-  Debian/Ubuntu:  sudo apt-get install -y redis-server
+test.sh: the integration tests need the `redis-server` and `redis-cli` binaries on PATH.
+Install them, then run this script again:
+  Debian/Ubuntu:  sudo apt-get install -y redis-server redis-tools
   Fedora:         sudo dnf install -y redis
   macOS:          brew install redis
-(or set CACHE_TESTS_REDIS_SERVER=/path/to/redis-server)
+(or set CACHE_TESTS_REDIS_SERVER=/path/to/redis-server and CACHE_TESTS_REDIS_CLI=/path/to/redis-cli)
 MSG
         exit 1
     fi

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::backend::redis::RedisOptions;
-use crate::backend::{AnyBackend, MemoryBackend, RedisBackend};
+use crate::backend::{AnyBackend, MemoryBackend, RedisBackend, RedisClusterBackend};
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::codec::Codec;
 use crate::error::Error;
@@ -92,6 +92,7 @@ impl std::fmt::Debug for Cache {
         match &self.inner.store.backend {
             AnyBackend::Memory(m) => d.field("backend", m),
             AnyBackend::Redis(r) => d.field("backend", r),
+            AnyBackend::Cluster(r) => d.field("backend", r),
         };
         d.finish()
     }
@@ -113,7 +114,7 @@ impl Cache {
         &self.inner.namespace
     }
 
-    /// The backend's name: `"memory"` or `"redis"`.
+    /// The backend's name: `"memory"`, `"redis"` or `"redis-cluster"`.
     pub fn backend_kind(&self) -> &'static str {
         self.inner.store.backend.kind()
     }
@@ -265,6 +266,7 @@ impl Cache {
 enum BackendChoice {
     Memory,
     Redis(String),
+    Cluster(Vec<String>),
 }
 
 /// Configures and builds a [`Cache`].
@@ -292,6 +294,7 @@ impl std::fmt::Debug for CacheBuilder {
         let backend = match self.backend {
             BackendChoice::Memory => "memory",
             BackendChoice::Redis(_) => "redis",
+            BackendChoice::Cluster(_) => "redis-cluster",
         };
         f.debug_struct("CacheBuilder")
             .field("backend", &backend)
@@ -325,6 +328,38 @@ impl CacheBuilder {
     /// Use Redis at `url` (`redis://[user:password@]host:port[/db]`).
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.backend = BackendChoice::Redis(url.into());
+        self
+    }
+
+    /// Use the Redis Cluster reached through the seed nodes `urls` (e.g.
+    /// `["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`; `rediss://` for TLS with the `tls`
+    /// feature, `redis://user:password@host:port` for ACL users; every node with the same
+    /// credentials). The other nodes are discovered from the seeds.
+    ///
+    /// Every step of the protocol is a single-key command or a one-key Lua script, so each
+    /// goes to the master owning its key's slot; an invalidation of several keys sends one
+    /// `UNLINK` per slot. redis-rs (`cluster-async`) follows `MOVED`/`ASK` and refreshes its
+    /// slot map after a failover; while a slot has no reachable master (`-CLUSTERDOWN`,
+    /// `-TRYAGAIN`, `-LOADING`, a refused connection), reads go to the loader as with a single
+    /// server that is down, and `#[invalidates]` deletions wait in the retry queue until the
+    /// cluster answers again.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+    ///     .namespace("app:v1")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redis_cluster<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.backend = BackendChoice::Cluster(urls.into_iter().map(Into::into).collect());
         self
     }
 
@@ -470,24 +505,40 @@ impl CacheBuilder {
         match &self.backend {
             BackendChoice::Memory => Ok(self.build_memory()),
             BackendChoice::Redis(url) => {
-                let opts = RedisOptions {
-                    command_timeout: self.command_timeout,
-                    connect_timeout: self.connect_timeout,
-                    tls_root_ca_pem: self.tls_root_ca_pem.clone(),
-                };
-                let backend = RedisBackend::new(url, opts)?;
+                let backend = RedisBackend::new(url, self.redis_options())?;
                 let reachable = backend.ping().await;
-                let cache = Cache::from_backend(AnyBackend::Redis(backend), &self);
-                if let Err(e) = reachable {
-                    if self.require_connection {
-                        return Err(Error::Backend(e));
-                    }
-                    tracing::warn!(error = %e, "Redis unreachable at start-up; starting with the circuit open");
-                    cache.inner.store.breaker.trip();
-                }
-                Ok(cache)
+                self.finish_redis(AnyBackend::Redis(backend), reachable)
+            }
+            BackendChoice::Cluster(urls) => {
+                let backend = RedisClusterBackend::new_cluster(urls, self.redis_options())?;
+                let reachable = backend.ping().await;
+                self.finish_redis(AnyBackend::Cluster(backend), reachable)
             }
         }
+    }
+
+    fn redis_options(&self) -> RedisOptions {
+        RedisOptions {
+            command_timeout: self.command_timeout,
+            connect_timeout: self.connect_timeout,
+            tls_root_ca_pem: self.tls_root_ca_pem.clone(),
+        }
+    }
+
+    fn finish_redis(
+        &self,
+        backend: AnyBackend,
+        reachable: Result<(), BackendError>,
+    ) -> Result<Cache, Error> {
+        let cache = Cache::from_backend(backend, self);
+        if let Err(e) = reachable {
+            if self.require_connection {
+                return Err(Error::Backend(e));
+            }
+            tracing::warn!(error = %e, "Redis unreachable at start-up; starting with the circuit open");
+            cache.inner.store.breaker.trip();
+        }
+        Ok(cache)
     }
 }
 

@@ -72,7 +72,8 @@ pub enum BackendErrorKind {
     Timeout,
     /// The server answered that it cannot serve the command for now: `-LOADING` (loading its
     /// dataset), `-BUSY` (running a slow script), `-TRYAGAIN`, `-CLUSTERDOWN`, `-MASTERDOWN`,
-    /// `-READONLY` (a replica, e.g. a master demoted by a failover).
+    /// `-READONLY` (a replica, e.g. a master demoted by a failover), and a Redis Cluster's
+    /// `-MOVED`/`-ASK` when redirections ran out during a reconfiguration.
     Unavailable,
     /// Any other error reported by the server or the client library (e.g. `-NOPERM`,
     /// `-WRONGTYPE`): retrying will not change it.
@@ -121,13 +122,30 @@ impl From<redis::RedisError> for BackendError {
     fn from(e: redis::RedisError) -> Self {
         let kind = if e.is_timeout() {
             BackendErrorKind::Timeout
-        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        } else if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            // A cluster connection with no reachable node for the slot (e.g. its master was
+            // just killed and the replica is not promoted yet).
+            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        {
             BackendErrorKind::Connection
         } else if matches!(
             e.code(),
-            Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY")
+            Some(
+                "LOADING"
+                    | "BUSY"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "MOVED"
+                    | "ASK"
+            )
         ) {
-            // "Try again later" replies (redis-rs has no kind for BUSY: match the code).
+            // "Try again later" replies (redis-rs has no kind for BUSY: match the code). A
+            // MOVED/ASK reaching us means redis-rs ran out of redirections while the cluster
+            // was being reconfigured: also a "try again later".
             BackendErrorKind::Unavailable
         } else {
             BackendErrorKind::Other
@@ -156,6 +174,8 @@ mod tests {
             "-CLUSTERDOWN The cluster is down",
             "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
             "-READONLY You can't write against a read only replica.",
+            "-MOVED 3999 127.0.0.1:6381",
+            "-ASK 3999 127.0.0.1:6381",
         ] {
             let e = from_reply(reply);
             assert_eq!(e.kind(), BackendErrorKind::Unavailable, "{reply}: {e}");
@@ -167,6 +187,7 @@ mod tests {
             "-ERR unknown command 'UNLINK'",
             "-NOSCRIPT No matching script. Please use EVAL.",
             "-BUSYKEY Target key name already exists.",
+            "-CROSSSLOT Keys in request don't hash to the same slot",
         ] {
             let e = from_reply(reply);
             assert_eq!(e.kind(), BackendErrorKind::Other, "{reply}: {e}");

@@ -11,6 +11,9 @@
 //!   backend), and [`backend_tests!`] turns one scenario function into a test per backend.
 //! * [`Proxy`] is a loopback TCP proxy between a cache and its server that injects network faults
 //!   (a partition that swallows requests, or cut connections) while the server keeps its data.
+//! * [`RedisCluster`] builds a real 6-node Redis Cluster (3 masters, 3 replicas) on loopback
+//!   with `redis-cli --cluster create`, with failover and kill controls, and [`RawCluster`] reads
+//!   it behind the cache's back.
 //! * [`guard`] and [`eventually`] are hang guards: they bound how long a test may wait for
 //!   something that must happen, without asserting anything about speed.
 //!
@@ -30,8 +33,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cache_runtime::{Cache, CacheBuilder};
 
+pub mod cluster;
 pub mod history;
 pub mod source;
+
+pub use cluster::{RawCluster, RedisCluster, SlotMap, key_slot};
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "CACHE_TESTS_REDIS_SERVER";

@@ -1,6 +1,7 @@
 //! Storage backends. Every operation of the lease protocol touches exactly one key, so it
 //! works the same on one Redis and the in-process memory store (and needs no multi-key
-//! command on a Redis Cluster). `delete` is one multi-key `UNLINK` on a single server.
+//! command on a Redis Cluster). `delete` is one multi-key `UNLINK` on a single server, one
+//! `UNLINK` per hash slot on a cluster.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -12,7 +13,7 @@ pub mod memory;
 pub mod redis;
 
 pub use self::memory::MemoryBackend;
-pub use self::redis::RedisBackend;
+pub use self::redis::{RedisBackend, RedisClusterBackend};
 
 /// Bytes read from a backend.
 #[derive(Debug, Clone)]
@@ -134,6 +135,7 @@ pub trait Backend: Send + Sync {
 pub(crate) enum AnyBackend {
     Memory(MemoryBackend),
     Redis(RedisBackend),
+    Cluster(RedisClusterBackend),
 }
 
 impl AnyBackend {
@@ -141,6 +143,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.get(key).await,
             AnyBackend::Redis(b) => b.get(key).await,
+            AnyBackend::Cluster(b) => b.get(key).await,
         }
     }
     pub(crate) async fn try_lease(
@@ -152,6 +155,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.try_lease(key, lease, px_ms).await,
             AnyBackend::Redis(b) => b.try_lease(key, lease, px_ms).await,
+            AnyBackend::Cluster(b) => b.try_lease(key, lease, px_ms).await,
         }
     }
     pub(crate) async fn fill(
@@ -164,24 +168,28 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.fill(key, lease, value, px_ms).await,
             AnyBackend::Redis(b) => b.fill(key, lease, value, px_ms).await,
+            AnyBackend::Cluster(b) => b.fill(key, lease, value, px_ms).await,
         }
     }
     pub(crate) async fn extend(&self, key: &str, lease: &[u8], px_ms: u64) -> BackendResult<bool> {
         match self {
             AnyBackend::Memory(b) => b.extend(key, lease, px_ms).await,
             AnyBackend::Redis(b) => b.extend(key, lease, px_ms).await,
+            AnyBackend::Cluster(b) => b.extend(key, lease, px_ms).await,
         }
     }
     pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> BackendResult<bool> {
         match self {
             AnyBackend::Memory(b) => b.release(key, lease).await,
             AnyBackend::Redis(b) => b.release(key, lease).await,
+            AnyBackend::Cluster(b) => b.release(key, lease).await,
         }
     }
     pub(crate) async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
         match self {
             AnyBackend::Memory(b) => b.delete(keys).await,
             AnyBackend::Redis(b) => b.delete(keys).await,
+            AnyBackend::Cluster(b) => b.delete(keys).await,
         }
     }
     pub(crate) async fn try_refresh(
@@ -194,6 +202,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.try_refresh(key, token, stored_at, hold_ms).await,
             AnyBackend::Redis(b) => b.try_refresh(key, token, stored_at, hold_ms).await,
+            AnyBackend::Cluster(b) => b.try_refresh(key, token, stored_at, hold_ms).await,
         }
     }
     pub(crate) async fn fill_refresh(
@@ -206,18 +215,21 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.fill_refresh(key, token, value, px_ms).await,
             AnyBackend::Redis(b) => b.fill_refresh(key, token, value, px_ms).await,
+            AnyBackend::Cluster(b) => b.fill_refresh(key, token, value, px_ms).await,
         }
     }
     pub(crate) async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {
         match self {
             AnyBackend::Memory(b) => b.release_refresh(key, token).await,
             AnyBackend::Redis(b) => b.release_refresh(key, token).await,
+            AnyBackend::Cluster(b) => b.release_refresh(key, token).await,
         }
     }
     pub(crate) async fn tag_add(&self, tag: &str, member: &str, life_ms: u64) -> BackendResult<()> {
         match self {
             AnyBackend::Memory(b) => b.tag_add(tag, member, life_ms).await,
             AnyBackend::Redis(b) => b.tag_add(tag, member, life_ms).await,
+            AnyBackend::Cluster(b) => b.tag_add(tag, member, life_ms).await,
         }
     }
     pub(crate) async fn tag_scan(
@@ -229,6 +241,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.tag_scan(tag, cursor, count).await,
             AnyBackend::Redis(b) => b.tag_scan(tag, cursor, count).await,
+            AnyBackend::Cluster(b) => b.tag_scan(tag, cursor, count).await,
         }
     }
     pub(crate) async fn tag_remove(
@@ -239,12 +252,14 @@ impl AnyBackend {
         match self {
             AnyBackend::Memory(b) => b.tag_remove(tag, members).await,
             AnyBackend::Redis(b) => b.tag_remove(tag, members).await,
+            AnyBackend::Cluster(b) => b.tag_remove(tag, members).await,
         }
     }
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             AnyBackend::Memory(_) => "memory",
             AnyBackend::Redis(_) => "redis",
+            AnyBackend::Cluster(_) => "redis-cluster",
         }
     }
 }

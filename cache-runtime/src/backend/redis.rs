@@ -1,11 +1,26 @@
 //! The Redis backend: one shared auto-reconnecting multiplexed connection
-//! ([`redis::aio::ConnectionManager`]), plain single-key commands and two Lua scripts
-//! (compare-and-set fill, compare-and-delete release) run by SHA.
+//! ([`redis::aio::ConnectionManager`]) to a single server, or one Redis Cluster connection
+//! ([`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK` and refreshes its
+//! slot map by itself); plain single-key commands and one-key Lua scripts run by SHA.
+//!
+//! The two connection kinds are two instantiations of the same generic [`RedisBackend`], so
+//! the single-node hit path is the code it always was (no branch on the connection kind).
+//!
+//! # Cluster
+//!
+//! Every script below names exactly one key (`KEYS[1]`) and touches no other key: the tag
+//! scripts take a member's key name as an *argument* (a sorted-set member), never as a key, so
+//! each call is single-slot and redis-rs routes it by `KEYS[1]`. The one multi-key command,
+//! `UNLINK` (an invalidation of several keys, a batch of a tag's members), is split per hash
+//! slot on a cluster: one `UNLINK` per slot, sent concurrently ([`RedisBackend::delete`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::{Script, Value};
 
 use super::{Backend, BackendResult, Raw};
@@ -153,12 +168,29 @@ struct Scripts {
     tag_remove: Script,
 }
 
-/// Redis backend over one shared multiplexed connection.
+/// The connection a [`RedisBackend`] runs its commands on: a single server's
+/// [`ConnectionManager`] or a Redis Cluster's [`ClusterConnection`].
+pub trait RedisConn: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+    /// Whether keys may live on different nodes (multi-key commands must be split per slot).
+    const CLUSTER: bool;
+}
+
+impl RedisConn for ConnectionManager {
+    const CLUSTER: bool = false;
+}
+
+impl RedisConn for ClusterConnection {
+    const CLUSTER: bool = true;
+}
+
+/// Redis backend over one shared multiplexed connection (`C` = [`ConnectionManager`]) or a
+/// Redis Cluster connection (`C` = [`ClusterConnection`], see [`RedisClusterBackend`]).
 #[derive(Clone)]
-pub struct RedisBackend {
-    conn: ConnectionManager,
+pub struct RedisBackend<C = ConnectionManager> {
+    conn: C,
     scripts: Arc<Scripts>,
-    /// `host:port` of the server, for `Debug` (never the password).
+    /// `host:port` of the server (the first seed node of a cluster), for `Debug` (never the
+    /// password).
     addr: Arc<str>,
     /// Upper bound of one operation.
     timeout: Duration,
@@ -166,11 +198,18 @@ pub struct RedisBackend {
     ping_timeout: Duration,
 }
 
-impl std::fmt::Debug for RedisBackend {
+/// Redis backend over a Redis Cluster connection.
+pub type RedisClusterBackend = RedisBackend<ClusterConnection>;
+
+impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend")
-            .field("addr", &self.addr)
-            .finish()
+        f.debug_struct(if C::CLUSTER {
+            "RedisClusterBackend"
+        } else {
+            "RedisBackend"
+        })
+        .field("addr", &self.addr)
+        .finish()
     }
 }
 
@@ -185,23 +224,107 @@ pub struct RedisOptions {
     pub tls_root_ca_pem: Option<Vec<u8>>,
 }
 
-impl RedisBackend {
+fn scripts() -> Arc<Scripts> {
+    Arc::new(Scripts {
+        fill: Script::new(FILL),
+        extend: Script::new(EXTEND),
+        release: Script::new(RELEASE),
+        try_refresh: Script::new(TRY_REFRESH),
+        fill_refresh: Script::new(FILL_REFRESH),
+        release_refresh: Script::new(RELEASE_REFRESH),
+        tag_add: Script::new(TAG_ADD),
+        tag_remove: Script::new(TAG_REMOVE),
+    })
+}
+
+/// The error for a URL that does not parse (the URL may hold a password: never echo it).
+fn invalid_url<E>(_: E) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Other,
+        "invalid Redis URL (expected redis://[user:password@]host:port[/db] or rediss://...)",
+    )
+}
+
+fn check_tls_feature(url: &str) -> BackendResult<()> {
+    if cfg!(not(feature = "tls")) && url.starts_with("rediss://") {
+        return Err(BackendError::new(
+            BackendErrorKind::Other,
+            "rediss:// (TLS) needs cache-runtime's `tls` feature",
+        ));
+    }
+    Ok(())
+}
+
+impl RedisClusterBackend {
+    /// A backend for the Redis Cluster reached through the seed nodes `urls` (each
+    /// `redis://[user:password@]host:port`, `rediss://` for TLS; all with the same
+    /// credentials). redis-rs discovers the other nodes, routes each command to the master of
+    /// its key's slot, follows `MOVED`/`ASK` and refreshes its slot map after a failover.
+    /// Connects lazily, in the background; see [`ping`](Self::ping).
+    pub fn new_cluster(urls: &[String], opts: RedisOptions) -> BackendResult<Self> {
+        if urls.is_empty() {
+            return Err(BackendError::new(
+                BackendErrorKind::Other,
+                "redis_cluster needs at least one seed node URL",
+            ));
+        }
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in urls {
+            check_tls_feature(url)?;
+            infos.push(
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(invalid_url)?,
+            );
+        }
+        let addr: Arc<str> = Arc::from(infos[0].addr().to_string());
+        #[allow(unused_mut)]
+        let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+            .connection_timeout(opts.connect_timeout)
+            // Each operation is bounded by `timed` (redis-rs's own retries on MOVED, ASK,
+            // TRYAGAIN, CLUSTERDOWN and reconnects happen within that bound, with short
+            // waits); a second and third timer per command in the client would only cost time
+            // on the hit path.
+            .overall_response_timeout(None)
+            .min_retry_wait(5)
+            .max_retry_wait(100);
+        match &opts.tls_root_ca_pem {
+            None => {}
+            #[cfg(feature = "tls")]
+            Some(pem) => {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(_) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Other,
+                    "a TLS root certificate was given but cache-runtime was built without the `tls` feature",
+                ));
+            }
+        }
+        let client = builder.build().map_err(invalid_url)?;
+        let config =
+            redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
+        let conn = client.get_pending_async_connection_with_config(config);
+        Ok(RedisBackend {
+            conn,
+            scripts: scripts(),
+            addr,
+            timeout: opts.command_timeout,
+            ping_timeout: opts.command_timeout + opts.connect_timeout,
+        })
+    }
+}
+
+impl RedisBackend<ConnectionManager> {
     /// A backend for `url` (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
     /// Connects lazily, on the first command; see [`ping`](Self::ping).
     pub fn new(url: &str, opts: RedisOptions) -> BackendResult<Self> {
         // The URL may hold a password: never echo it in the error.
-        let invalid = |_| {
-            BackendError::new(
-                BackendErrorKind::Other,
-                "invalid Redis URL (expected redis://[user:password@]host:port[/db] or rediss://...)",
-            )
-        };
-        if cfg!(not(feature = "tls")) && url.starts_with("rediss://") {
-            return Err(BackendError::new(
-                BackendErrorKind::Other,
-                "rediss:// (TLS) needs cache-runtime's `tls` feature",
-            ));
-        }
+        let invalid = invalid_url;
+        check_tls_feature(url)?;
         let client = match &opts.tls_root_ca_pem {
             None => redis::Client::open(url).map_err(invalid)?,
             #[cfg(feature = "tls")]
@@ -232,23 +355,17 @@ impl RedisBackend {
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisBackend {
             conn,
-            scripts: Arc::new(Scripts {
-                fill: Script::new(FILL),
-                extend: Script::new(EXTEND),
-                release: Script::new(RELEASE),
-                try_refresh: Script::new(TRY_REFRESH),
-                fill_refresh: Script::new(FILL_REFRESH),
-                release_refresh: Script::new(RELEASE_REFRESH),
-                tag_add: Script::new(TAG_ADD),
-                tag_remove: Script::new(TAG_REMOVE),
-            }),
+            scripts: scripts(),
             addr,
             timeout: opts.command_timeout,
             ping_timeout: opts.command_timeout + opts.connect_timeout,
         })
     }
+}
 
-    /// `PING`: connects if needed and checks the server answers.
+impl<C: RedisConn> RedisBackend<C> {
+    /// `PING` (on a cluster: every node redis-rs knows of): connects if needed and checks the
+    /// server answers.
     pub async fn ping(&self) -> BackendResult<()> {
         let ping = async {
             let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
@@ -263,7 +380,7 @@ impl RedisBackend {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> C {
         self.conn.clone()
     }
 
@@ -283,7 +400,28 @@ impl RedisBackend {
     }
 }
 
-impl Backend for RedisBackend {
+impl<C: RedisConn> RedisBackend<C> {
+    /// `UNLINK` split per hash slot (a multi-key command whose keys hash to different slots is
+    /// refused with `CROSSSLOT` by a cluster): one `UNLINK` per slot, all in flight at once.
+    /// Fails if any of them fails (the caller retries the whole set: `UNLINK` is idempotent).
+    async fn delete_per_slot(&self, keys: &[String]) -> BackendResult<u64> {
+        let mut by_slot: HashMap<Slot, redis::Cmd> = HashMap::new();
+        for k in keys {
+            by_slot
+                .entry(Slot::for_key(k.as_bytes()))
+                .or_insert_with(|| redis::cmd("UNLINK"))
+                .arg(k);
+        }
+        let calls = by_slot.into_values().map(|cmd| {
+            let mut conn = self.conn();
+            async move { cmd.query_async::<u64>(&mut conn).await }
+        });
+        let counts = futures_util::future::try_join_all(calls).await?;
+        Ok(counts.into_iter().sum())
+    }
+}
+
+impl<C: RedisConn> Backend for RedisBackend<C> {
     async fn get(&self, key: &str) -> BackendResult<Option<Raw>> {
         self.timed(async {
             let v: Option<Vec<u8>> = redis::cmd("GET")
@@ -343,6 +481,9 @@ impl Backend for RedisBackend {
     async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
         if keys.is_empty() {
             return Ok(0);
+        }
+        if C::CLUSTER {
+            return self.timed(self.delete_per_slot(keys)).await;
         }
         self.timed(async {
             let mut cmd = redis::cmd("UNLINK");

@@ -2,6 +2,9 @@
 //!
 //! Usage: `stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>`
 //!
+//! `<redis-url>` may be a comma-separated list of a Redis Cluster's seed nodes
+//! (`tests/tests/cluster.rs`): the cache is then built with `redis_cluster`.
+//!
 //! Builds a Redis-backed `Cache`, waits until the wall clock reaches `start-unix-ms` (so that all
 //! processes start together), then makes `calls` concurrent calls of a `#[cached]` function on the
 //! same key. The loader counts itself with `INCR <counter-key>` (outside the cache namespace) and
@@ -12,13 +15,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
-use cache_tests::{HelperReport, Raw, unix_ms};
+use cache_tests::{HelperReport, Raw, RawCluster, unix_ms};
+
+/// Where the loader counts its runs.
+#[derive(Clone)]
+enum Counter {
+    Single(Raw),
+    Cluster(RawCluster),
+}
+
+impl Counter {
+    async fn incr(&self, key: &str) -> i64 {
+        match self {
+            Counter::Single(r) => r.incr(key).await,
+            Counter::Cluster(r) => r.incr(key).await,
+        }
+    }
+}
 
 #[cached(key = "stampede:{id}", ttl = 60, cache = cache)]
 async fn load_shared(
     cache: &Cache,
     id: u64,
-    counter: &Raw,
+    counter: &Counter,
     counter_key: &str,
     local: &AtomicUsize,
 ) -> String {
@@ -48,13 +67,22 @@ async fn main() {
     let start_at: u64 = args[4].parse().unwrap_or_else(|_| usage());
     let calls: usize = args[5].parse().unwrap_or_else(|_| usage());
 
-    let cache = Cache::builder()
-        .redis(url.clone())
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    let builder = if urls.len() > 1 {
+        Cache::builder().redis_cluster(urls.clone())
+    } else {
+        Cache::builder().redis(url.clone())
+    };
+    let cache = builder
         .namespace(namespace)
         .build()
         .await
         .unwrap_or_else(|e| panic!("building the cache failed: {e:?}"));
-    let counter = Raw::connect(&url).await;
+    let counter = if urls.len() > 1 {
+        Counter::Cluster(RawCluster::connect(&urls).await)
+    } else {
+        Counter::Single(Raw::connect(&url).await)
+    };
     let local = Arc::new(AtomicUsize::new(0));
     let counter_key: Arc<str> = counter_key.into();
 

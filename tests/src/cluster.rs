@@ -1,0 +1,616 @@
+//! A real Redis Cluster on loopback for one test: [`RedisCluster`].
+//!
+//! Six `redis-server --cluster-enabled yes` processes on free ports, joined by
+//! `redis-cli --cluster create ... --cluster-replicas 1` (three masters, each with one replica),
+//! in one temporary directory (node configs and logs) that is removed on drop, when every
+//! process is killed. Readiness is polled (`CLUSTER INFO` says `cluster_state:ok` on every
+//! node, every node sees all six, every replica's link to its master is up), never slept for.
+//!
+//! The control methods (failover, kill, "who owns this key") are blocking: call them from a
+//! multi-thread Tokio runtime, or through `spawn_blocking` when the runtime must keep serving
+//! tasks meanwhile.
+
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{RedisServer, ServerSpec, StartError, make_temp_dir};
+
+/// Environment variable that overrides the path of the `redis-cli` binary.
+pub const REDIS_CLI_ENV: &str = "CACHE_TESTS_REDIS_CLI";
+
+/// Nodes of a test cluster: 3 masters + 3 replicas.
+pub const CLUSTER_NODES: usize = 6;
+
+/// `cluster-node-timeout` of the test cluster (ms): how long a silent master takes to be
+/// considered failed. Short, so a killed master's replica is promoted in about two seconds.
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// How long the harness waits for the cluster to form, or to settle after a failover.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One node as seen in `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node id.
+    pub id: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Whether it is a master (else a replica).
+    pub master: bool,
+    /// Flagged `fail` or `fail?` by the node that answered.
+    pub failing: bool,
+    /// For a replica: its master's id.
+    pub master_id: Option<String>,
+    /// For a master: the slot ranges it serves (inclusive).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// A private 6-node Redis Cluster (3 masters, 3 replicas) on 127.0.0.1 for one test.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let cluster = cache_tests::RedisCluster::start();
+/// let cache = cache_tests::Cache::builder()
+///     .redis_cluster(cluster.urls())
+///     .build()
+///     .await
+///     .unwrap();
+/// let master = cluster.master_for_key("cache:user:7");
+/// let replica = cluster.replica_of(master);
+/// cluster.failover(replica); // CLUSTER FAILOVER on the replica, waits until settled
+/// # drop(cache);
+/// # }
+/// ```
+pub struct RedisCluster {
+    /// Every node, by start order (a killed one has no process).
+    nodes: Vec<RedisServer>,
+    ports: Vec<u16>,
+    dir: PathBuf,
+    /// `user:password@` in every URL (an ACL cluster), else empty.
+    userinfo: String,
+}
+
+impl fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("ports", &self.ports)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and waits until it is ready.
+    ///
+    /// # Panics
+    /// With a message that says what to install when `redis-server` or `redis-cli` is missing,
+    /// or with the nodes' output when the cluster does not form.
+    pub fn start() -> RedisCluster {
+        Self::start_inner(None)
+    }
+
+    /// Like [`RedisCluster::start`], with ACL: the `default` user is off and `user` (password
+    /// `password`) may run every command on every key; replicas authenticate as that user. Its
+    /// [`urls`](Self::urls) carry the credentials (`redis://user:password@127.0.0.1:port`).
+    pub fn start_with_acl(user: &str, password: &str) -> RedisCluster {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(acl: Option<(&str, &str)>) -> RedisCluster {
+        let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let mut extra: Vec<String> = Vec::new();
+        let mut userinfo = String::new();
+        if let Some((user, password)) = acl {
+            for a in [
+                "--user",
+                "default",
+                "off",
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+                "--masteruser",
+                user,
+                "--masterauth",
+                password,
+            ] {
+                extra.push(a.to_owned());
+            }
+            userinfo = format!("{user}:{password}@");
+        }
+        let mut nodes = Vec::with_capacity(CLUSTER_NODES);
+        let mut ports = Vec::with_capacity(CLUSTER_NODES);
+        for _ in 0..CLUSTER_NODES {
+            let node = start_node(&dir, &extra).unwrap_or_else(|e| panic!("{e}"));
+            ports.push(node.port());
+            nodes.push(node);
+        }
+        let cluster = RedisCluster {
+            nodes,
+            ports,
+            dir,
+            userinfo,
+        };
+        let mut create = Command::new(redis_cli());
+        if let Some((user, password)) = acl {
+            create
+                .args(["--user", user, "--pass", password])
+                .arg("--no-auth-warning");
+        }
+        create.arg("--cluster").arg("create");
+        for p in &cluster.ports {
+            create.arg(format!("127.0.0.1:{p}"));
+        }
+        create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null());
+        let out = create.output().unwrap_or_else(|e| {
+            panic!(
+                "could not run `{}` ({e}). The cluster tests need redis-cli (Debian/Ubuntu: \
+                 `apt-get install -y redis-tools`; `scripts/test.sh` installs it), or point \
+                 {REDIS_CLI_ENV} at the binary.",
+                redis_cli()
+            )
+        });
+        if !out.status.success() {
+            panic!(
+                "redis-cli --cluster create failed ({}):\n{}\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                cluster.logs()
+            );
+        }
+        cluster.wait_settled();
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node started (killed ones included), for
+    /// `Cache::builder().redis_cluster(..)`.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
+            .collect()
+    }
+
+    /// The ports of the nodes that run.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .map(RedisServer::port)
+            .collect()
+    }
+
+    /// A raw cluster connection for looking behind the cache's back.
+    ///
+    /// # Panics
+    /// If the cluster does not accept the connection.
+    pub async fn raw(&self) -> RawCluster {
+        let urls: Vec<String> = self
+            .live_ports()
+            .iter()
+            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
+            .collect();
+        RawCluster::connect(&urls).await
+    }
+
+    /// Runs `cmd` on the node at `port` (a plain, blocking connection).
+    ///
+    /// # Panics
+    /// On a connection or Redis error.
+    pub fn node_cmd<T: redis::FromRedisValue>(&self, port: u16, cmd: &redis::Cmd) -> T {
+        self.try_node_cmd(port, cmd)
+            .unwrap_or_else(|e| panic!("command on node {port} failed: {e}"))
+    }
+
+    fn try_node_cmd<T: redis::FromRedisValue>(
+        &self,
+        port: u16,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let client = redis::Client::open(format!("redis://{}127.0.0.1:{port}", self.userinfo))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        cmd.query(&mut conn)
+    }
+
+    /// `CLUSTER NODES` as seen by the node at `port`.
+    pub fn nodes_seen_by(&self, port: u16) -> Vec<NodeInfo> {
+        let text: String = self.node_cmd(port, redis::cmd("CLUSTER").arg("NODES"));
+        parse_nodes(&text)
+    }
+
+    /// Which master serves which slots, as the first live node sees it now (a snapshot: one
+    /// `CLUSTER NODES`, then lookups without round trips).
+    ///
+    /// # Panics
+    /// If the node does not answer.
+    pub fn slot_map(&self) -> SlotMap {
+        let port = self.live_ports()[0];
+        SlotMap {
+            ranges: self
+                .nodes_seen_by(port)
+                .into_iter()
+                .filter(|n| n.master && !n.failing)
+                .flat_map(|n| n.slots.into_iter().map(move |(a, b)| (a, b, n.port)))
+                .collect(),
+        }
+    }
+
+    /// The hash slot of `key` as the server computes it (`CLUSTER KEYSLOT`; see [`key_slot`]
+    /// for the same without a round trip).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let port = self.live_ports()[0];
+        self.node_cmd(port, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+    }
+
+    /// The port of the master serving `key`'s slot (as the first live node sees it).
+    ///
+    /// # Panics
+    /// If no master serves the slot.
+    pub fn master_for_key(&self, key: &str) -> u16 {
+        self.master_for_slot(self.slot_of(key))
+    }
+
+    /// The port of the master serving `slot` (as the first live node sees it).
+    ///
+    /// # Panics
+    /// If no master serves the slot.
+    pub fn master_for_slot(&self, slot: u16) -> u16 {
+        let port = self.live_ports()[0];
+        self.nodes_seen_by(port)
+            .into_iter()
+            .find(|n| {
+                n.master && !n.failing && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+            .port
+    }
+
+    /// The port of a replica of the master at `master_port`.
+    ///
+    /// # Panics
+    /// If it has none.
+    pub fn replica_of(&self, master_port: u16) -> u16 {
+        let nodes = self.nodes_seen_by(master_port);
+        let id = &nodes
+            .iter()
+            .find(|n| n.port == master_port)
+            .expect("the master itself")
+            .id;
+        nodes
+            .iter()
+            .find(|n| n.master_id.as_ref() == Some(id) && !n.failing)
+            .unwrap_or_else(|| panic!("node {master_port} has no replica"))
+            .port
+    }
+
+    /// `CLUSTER FAILOVER` on the replica at `replica_port` (a coordinated failover: its master
+    /// stops taking writes until the replica caught up, then the replica takes over), then
+    /// waits until the replica is a master in every live node's view and the cluster is ok.
+    ///
+    /// # Panics
+    /// If the failover does not complete.
+    pub fn failover(&self, replica_port: u16) {
+        let _: () = self.node_cmd(replica_port, redis::cmd("CLUSTER").arg("FAILOVER"));
+        self.wait_master(replica_port);
+    }
+
+    /// Kills the node at `port` with `SIGKILL` (its log stays until drop).
+    pub fn kill(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port() == port {
+                node.kill();
+            }
+        }
+    }
+
+    /// Waits until the node at `port` is a master in every live node's view (e.g. a replica
+    /// promoted after its master was killed) and the cluster is ok again.
+    ///
+    /// # Panics
+    /// If that does not happen within 30 s.
+    pub fn wait_master(&self, port: u16) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let promoted = self.live_ports().iter().all(|&p| {
+                self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                    .map(|t| {
+                        parse_nodes(&t)
+                            .iter()
+                            .any(|n| n.port == port && n.master && !n.slots.is_empty())
+                    })
+                    .unwrap_or(false)
+            });
+            if promoted && self.all_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {port} did not become a master within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// If that does not happen within 30 s.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while !self.all_ok() {
+            if Instant::now() >= deadline {
+                panic!("cluster not ok within {SETTLE_TIMEOUT:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn all_ok(&self) -> bool {
+        self.live_ports().iter().all(|&p| {
+            self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("INFO"))
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })
+    }
+
+    /// Ready: every node says `cluster_state:ok`, knows all six nodes as three masters
+    /// covering the slots and three replicas, and every replica's replication link is up (a coordinated
+    /// failover needs it).
+    fn wait_settled(&self) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let settled = self.all_ok()
+                && self.ports.iter().all(|&p| {
+                    let Ok(text) =
+                        self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                    else {
+                        return false;
+                    };
+                    let nodes = parse_nodes(&text);
+                    nodes.len() == CLUSTER_NODES
+                        && nodes
+                            .iter()
+                            .filter(|n| n.master && !n.slots.is_empty())
+                            .count()
+                            == 3
+                        && nodes.iter().filter(|n| n.master_id.is_some()).count() == 3
+                        && !nodes.iter().any(|n| n.failing)
+                })
+                && self.ports.iter().all(|&p| {
+                    self.try_node_cmd::<String>(p, redis::cmd("INFO").arg("replication"))
+                        .is_ok_and(|i| {
+                            i.contains("role:master") || i.contains("master_link_status:up")
+                        })
+                });
+            if settled {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "cluster did not settle within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in &self.ports {
+            let log =
+                fs::read_to_string(self.dir.join(format!("redis-{p}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!("--- node {p} ---\n"));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        // Each node kills its process on drop (and removes the shared directory).
+        self.nodes.clear();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts one cluster-enabled node in `dir` on a free port (retried on a fresh port if the
+/// port was taken meanwhile).
+fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, StartError> {
+    let mut last = None;
+    for _ in 0..8 {
+        let port = crate::reserve_free_port();
+        let mut args: Vec<String> = vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            dir.join(format!("nodes-{port}.conf")).display().to_string(),
+            "--cluster-node-timeout".into(),
+            NODE_TIMEOUT_MS.to_string(),
+            // A replica whose link was down for long may still take over (tests only).
+            "--cluster-replica-validity-factor".into(),
+            "0".into(),
+            // The first full sync starts at once (diskless sync waits 5 s by default).
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+        ];
+        args.extend_from_slice(extra);
+        let spec = ServerSpec {
+            port: Some(port),
+            args,
+            tls: false,
+            dir: Some(dir.to_path_buf()),
+        };
+        match RedisServer::try_start_with(spec) {
+            Ok(s) => return Ok(s),
+            Err(e @ StartError::Missing { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// A snapshot of which master serves which slots ([`RedisCluster::slot_map`]).
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    /// `(first slot, last slot, master port)`.
+    ranges: Vec<(u16, u16, u16)>,
+}
+
+impl SlotMap {
+    /// The port of the master serving `key`'s slot.
+    ///
+    /// # Panics
+    /// If no master serves it.
+    pub fn master_for_key(&self, key: &str) -> u16 {
+        let slot = key_slot(key);
+        self.ranges
+            .iter()
+            .find(|&&(a, b, _)| a <= slot && slot <= b)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+            .2
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}`
+/// when it has a non-empty one, modulo 16384 (the cluster specification's `HASH_SLOT`).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+fn redis_cli() -> String {
+    std::env::var(REDIS_CLI_ENV).unwrap_or_else(|_| "redis-cli".to_owned())
+}
+
+/// Parses `CLUSTER NODES`: `<id> <ip:port@cport[,host]> <flags> <master|-> <ping> <pong>
+/// <epoch> <link> <slot>...`.
+fn parse_nodes(text: &str) -> Vec<NodeInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let addr = f[1].split('@').next()?;
+            let port: u16 = addr.rsplit(':').next()?.parse().ok()?;
+            let flags: Vec<&str> = f[2].split(',').collect();
+            let slots = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|x| (x, x)),
+                })
+                .collect();
+            Some(NodeInfo {
+                id: f[0].to_owned(),
+                port,
+                master: flags.contains(&"master"),
+                failing: flags.contains(&"fail") || flags.contains(&"fail?"),
+                master_id: (f[3] != "-").then(|| f[3].to_owned()),
+                slots,
+            })
+        })
+        .collect()
+}
+
+/// A raw redis-rs cluster connection, for reading keys behind the cache's back.
+///
+/// All methods panic on a Redis error: in a test that is a harness failure, not an observation.
+#[derive(Clone)]
+pub struct RawCluster {
+    conn: redis::cluster_async::ClusterConnection,
+}
+
+impl fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawCluster")
+    }
+}
+
+impl RawCluster {
+    /// Connects to the cluster through the seed nodes `urls`.
+    ///
+    /// # Panics
+    /// If the cluster does not accept the connection.
+    pub async fn connect(urls: &[String]) -> RawCluster {
+        let client = redis::cluster::ClusterClient::new(urls.to_vec()).expect("valid cluster urls");
+        let conn = client
+            .get_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("raw cluster connection failed: {e}"));
+        RawCluster { conn }
+    }
+
+    /// `INCR key`: the new value.
+    pub async fn incr(&self, key: &str) -> i64 {
+        self.cmd(redis::cmd("INCR").arg(key)).await
+    }
+
+    /// `GET key` parsed as an integer (`None` when absent).
+    pub async fn get_i64(&self, key: &str) -> Option<i64> {
+        self.cmd(redis::cmd("GET").arg(key)).await
+    }
+
+    /// Runs any single-slot command.
+    ///
+    /// # Panics
+    /// On a Redis error.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("raw cluster command failed: {e}"))
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.cmd(redis::cmd("GET").arg(key)).await
+    }
+
+    /// `EXISTS key`.
+    pub async fn exists(&self, key: &str) -> bool {
+        self.cmd::<i64>(redis::cmd("EXISTS").arg(key)).await == 1
+    }
+
+    /// `ZCARD key` (a tag's member set).
+    pub async fn zcard(&self, key: &str) -> i64 {
+        self.cmd(redis::cmd("ZCARD").arg(key)).await
+    }
+}

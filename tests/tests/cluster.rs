@@ -1,0 +1,866 @@
+//! The cache on a real Redis Cluster (3 masters + 3 replicas on loopback, built per test by
+//! [`RedisCluster::start`]): behaviour, negative caching, a cross-cache stampede, invalidation
+//! of keys in different slots, tags whose members live on several nodes, and failovers under
+//! load (a coordinated `CLUSTER FAILOVER`, and a master killed with `SIGKILL`).
+//!
+//! Each test has its own cluster (nextest runs every test in its own process, and the failover
+//! tests change the topology). Every check of what is stored goes through a raw cluster
+//! connection, behind the cache's back.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached, invalidates};
+use cache_tests::{RedisCluster, eventually, guard};
+use tokio::sync::{Barrier, Semaphore};
+
+const NS: &str = "ctest";
+
+async fn cache_on(cluster: &RedisCluster) -> Cache {
+    Cache::builder()
+        .redis_cluster(cluster.urls())
+        .namespace(NS)
+        .circuit_breaker(3, Duration::from_millis(200))
+        .invalidation_retry_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .require_connection()
+        .build()
+        .await
+        .expect("cache on the cluster")
+}
+
+fn full(rendered: &str) -> String {
+    format!("{NS}:{rendered}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour: hit, miss, negative caching, on keys spread over every master.
+
+#[cached(key = "user:{id}", ttl = 300, cache = cache)]
+async fn user(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<String>, String> {
+    loads.fetch_add(1, SeqCst);
+    Ok((!id.is_multiple_of(5)).then(|| format!("user-{id}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hit_miss_and_negative_entries_on_every_master() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    assert_eq!(cache.backend_kind(), "redis-cluster");
+    let raw = cluster.raw().await;
+    let loads = AtomicUsize::new(0);
+    let ids: Vec<u64> = (0..40).collect();
+    // The keys land on all three masters (else this test would say nothing about routing).
+    let masters: HashSet<u16> = ids
+        .iter()
+        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
+    let map = cluster.slot_map();
+    for id in &ids {
+        let k = full(&format!("user:{id}"));
+        assert_eq!(
+            cache_tests::key_slot(&k),
+            cluster.slot_of(&k),
+            "slot of {k}"
+        );
+        assert_eq!(
+            map.master_for_key(&k),
+            cluster.master_for_key(&k),
+            "master of {k}"
+        );
+    }
+
+    for &id in &ids {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(
+            user(&cache, id, &loads).await,
+            Ok(want.clone()),
+            "first call {id}"
+        );
+        assert_eq!(user(&cache, id, &loads).await, Ok(want), "second call {id}");
+        assert!(
+            raw.exists(&full(&format!("user:{id}"))).await,
+            "entry {id} stored in the cluster"
+        );
+    }
+    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+    let s = cache.stats().function("cluster::user");
+    assert_eq!(
+        (s.misses, s.loads, s.hits, s.negative_hits),
+        (40, 40, 32, 8),
+        "{s:?}"
+    );
+    assert_eq!((s.backend_errors, s.backend_skipped), (0, 0), "{s:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stampede: 64 callers on 4 caches (4 connections, 4 in-process flights: like 4 processes)
+// released together; the loader runs once, under the lease taken on the key's master.
+
+#[cached(key = "hot:{id}", ttl = 300, cache = cache)]
+async fn hot(cache: &Cache, id: u64, loads: &AtomicUsize, gate: &Semaphore) -> String {
+    loads.fetch_add(1, SeqCst);
+    let _permit = gate.acquire().await.expect("gate open");
+    format!("hot-{id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stampede_of_64_callers_on_4_caches_runs_the_loader_once() {
+    let cluster = RedisCluster::start();
+    let mut caches = Vec::new();
+    for _ in 0..4 {
+        caches.push(cache_on(&cluster).await);
+    }
+    let loads = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let start = Arc::new(Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let cache = caches[i % 4].clone();
+            let (loads, gate, start) = (loads.clone(), gate.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                hot(&cache, 7, &loads, &gate).await
+            })
+        })
+        .collect();
+    // Every caller has missed: 4 leaders (one per cache) went to the lease, one won it.
+    eventually("all 64 callers missed", Duration::from_secs(20), || {
+        let caches = caches.clone();
+        async move {
+            caches
+                .iter()
+                .map(|c| c.stats().function("cluster::hot").misses)
+                .sum::<u64>()
+                == 64
+        }
+    })
+    .await;
+    // And the three losers wait for the winner's value.
+    eventually(
+        "3 caches wait on the lease",
+        Duration::from_secs(20),
+        || {
+            let caches = caches.clone();
+            async move {
+                caches
+                    .iter()
+                    .map(|c| c.stats().function("cluster::hot").lock_waits)
+                    .sum::<u64>()
+                    == 3
+            }
+        },
+    )
+    .await;
+    gate.add_permits(1000);
+    for t in tasks {
+        assert_eq!(guard("a stampeding call", t).await.expect("task"), "hot-7");
+    }
+    assert_eq!(loads.load(SeqCst), 1, "exactly one loader run");
+    for c in &caches {
+        let s = c.stats().function("cluster::hot");
+        assert_eq!((s.lock_timeouts, s.backend_errors), (0, 0), "{s:?}");
+    }
+}
+
+/// 4 OS processes (the `stampede-helper` binary, given the cluster's seed nodes) x 25 calls on
+/// one cold key, started together: the loader runs once in total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
+    const PROCESSES: usize = 4;
+    const CALLS: usize = 25;
+    let cluster = RedisCluster::start();
+    let raw = cluster.raw().await;
+    let counter_key = "test:stampede:loader-runs";
+    let start_at = cache_tests::unix_ms() + 1_500;
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_stampede-helper"))
+                .args([
+                    cluster.urls().join(","),
+                    "xproc".to_owned(),
+                    "42".to_owned(),
+                    counter_key.to_owned(),
+                    start_at.to_string(),
+                    CALLS.to_string(),
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn stampede-helper")
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for child in children {
+        let out = guard("a stampede-helper process", child.wait_with_output())
+            .await
+            .expect("wait for helper");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "helper failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no report:\nstdout: {stdout}\nstderr: {stderr}"));
+        let report: cache_tests::HelperReport = serde_json::from_str(line).expect("report");
+        reports.push(report);
+    }
+    for report in &reports {
+        assert_eq!(report.values.len(), CALLS);
+        assert!(
+            report
+                .values
+                .iter()
+                .all(|v| v.as_deref() == Some("value-42")),
+            "process {} got the value: {:?}",
+            report.pid,
+            report.values
+        );
+    }
+    let total = raw.get_i64(counter_key).await.unwrap_or(0);
+    assert_eq!(
+        total,
+        1,
+        "loader runs in total (per process: {:?})",
+        reports.iter().map(|r| r.local_loads).collect::<Vec<_>>()
+    );
+    assert!(raw.exists("xproc:stampede:42").await, "cached afterwards");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalidation of several keys in different slots (one UNLINK per slot; a single multi-key
+// UNLINK would be refused with CROSSSLOT).
+
+#[cached(key = "a:{x}", ttl = 300, cache = cache)]
+async fn a(cache: &Cache, x: u64, version: &AtomicU64) -> String {
+    format!("a{x}-v{}", version.load(SeqCst))
+}
+
+#[cached(key = "b:{y}", ttl = 300, cache = cache)]
+async fn b(cache: &Cache, y: u64, version: &AtomicU64) -> String {
+    format!("b{y}-v{}", version.load(SeqCst))
+}
+
+#[invalidates("a:{x}", "b:{y}", "a:{y}", "b:{x}", cache = cache)]
+async fn write_ab(cache: &Cache, x: u64, y: u64, version: &AtomicU64) -> Result<(), String> {
+    version.fetch_add(1, SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidates_deletes_keys_in_different_slots() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let raw = cluster.raw().await;
+    let version = AtomicU64::new(1);
+    let (x, y) = (1, 2);
+    let keys = [
+        full(&format!("a:{x}")),
+        full(&format!("b:{y}")),
+        full(&format!("a:{y}")),
+        full(&format!("b:{x}")),
+    ];
+    let slots: HashSet<u16> = keys.iter().map(|k| cluster.slot_of(k)).collect();
+    let masters: HashSet<u16> = keys.iter().map(|k| cluster.master_for_key(k)).collect();
+    assert_eq!(slots.len(), 4, "four different slots");
+    assert!(masters.len() >= 2, "on at least two masters: {masters:?}");
+
+    for round in 1..=3u64 {
+        assert_eq!(a(&cache, x, &version).await, format!("a{x}-v{round}"));
+        assert_eq!(b(&cache, y, &version).await, format!("b{y}-v{round}"));
+        assert_eq!(a(&cache, y, &version).await, format!("a{y}-v{round}"));
+        assert_eq!(b(&cache, x, &version).await, format!("b{x}-v{round}"));
+        for k in &keys {
+            assert!(raw.exists(k).await, "{k} cached before the write");
+        }
+        write_ab(&cache, x, y, &version).await.expect("write");
+        for k in &keys {
+            assert!(
+                !raw.exists(k).await,
+                "{k} deleted when #[invalidates] returned"
+            );
+        }
+    }
+    let s = cache.stats().function("cluster::write_ab");
+    assert_eq!(s.invalidations, 12, "{s:?}");
+    assert_eq!(
+        (
+            s.backend_errors,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
+        (0, 0, 0),
+        "delivered at once, not through the retry queue: {s:?}"
+    );
+    // A manual invalidation too.
+    a(&cache, x, &version).await;
+    cache
+        .invalidate(&format!("a:{x}"))
+        .await
+        .expect("invalidate");
+    assert!(!raw.exists(&keys[0]).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags: the tag's member set lives in one slot, its members in many; a tag invalidation
+// deletes every member wherever it lives.
+
+#[cached(key = "member:{id}", ttl = 300, tags = ["org:{org}"], cache = cache)]
+async fn member(cache: &Cache, org: u64, id: u64, version: &AtomicU64) -> String {
+    format!("m{id}-org{org}-v{}", version.load(SeqCst))
+}
+
+#[invalidates(tags = ["org:{org}"], cache = cache)]
+async fn rename_org(cache: &Cache, org: u64, version: &AtomicU64) -> Result<(), String> {
+    version.fetch_add(1, SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_invalidation_deletes_members_on_every_master() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let raw = cluster.raw().await;
+    let version = AtomicU64::new(1);
+    let ids: Vec<u64> = (0..30).collect();
+    let masters: HashSet<u16> = ids
+        .iter()
+        .map(|id| cluster.master_for_key(&full(&format!("member:{id}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "members on every master");
+
+    for &id in &ids {
+        member(&cache, 7, id, &version).await;
+        member(&cache, 8, 1000 + id, &version).await;
+    }
+    let tag_key = full("!tag:org:7");
+    assert_eq!(raw.zcard(&tag_key).await, 30, "30 registered members");
+
+    // `#[invalidates(tags = ..)]`.
+    rename_org(&cache, 7, &version).await.expect("write");
+    for &id in &ids {
+        assert!(
+            !raw.exists(&full(&format!("member:{id}"))).await,
+            "member {id} of org 7 deleted"
+        );
+        assert!(
+            raw.exists(&full(&format!("member:{}", 1000 + id))).await,
+            "member {} of org 8 kept",
+            1000 + id
+        );
+    }
+    assert_eq!(raw.zcard(&tag_key).await, 0, "members unregistered");
+    for &id in &ids {
+        assert_eq!(
+            member(&cache, 7, id, &version).await,
+            format!("m{id}-org7-v2"),
+            "reloaded after the tag invalidation"
+        );
+    }
+    // `Cache::invalidate_tag`.
+    cache.invalidate_tag("org:8").await.expect("invalidate_tag");
+    for &id in &ids {
+        assert!(!raw.exists(&full(&format!("member:{}", 1000 + id))).await);
+    }
+    let s = cache.stats().total();
+    assert_eq!(
+        (
+            s.backend_errors,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failover under load.
+
+/// A stand-in for the database: one version per id.
+struct Db {
+    versions: Vec<AtomicU64>,
+    loads: AtomicUsize,
+}
+
+#[derive(Debug, PartialEq)]
+struct DbError;
+
+#[cached(key = "item:{id}", ttl = 300, cache = cache)]
+async fn item(cache: &Cache, id: usize, db: &Db) -> Result<u64, DbError> {
+    db.loads.fetch_add(1, SeqCst);
+    Ok(db.versions[id].load(SeqCst))
+}
+
+#[invalidates("item:{id}", cache = cache)]
+async fn bump(cache: &Cache, id: usize, db: &Db) -> Result<(), DbError> {
+    db.versions[id].fetch_add(1, SeqCst);
+    Ok(())
+}
+
+/// `n_on` ids whose keys live on the master at `master` and `n_off` that live elsewhere.
+fn ids_around(
+    cluster: &RedisCluster,
+    master: u16,
+    n_on: usize,
+    n_off: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let map = cluster.slot_map();
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for id in 0.. {
+        if on.len() == n_on && off.len() == n_off {
+            break;
+        }
+        let m = map.master_for_key(&full(&format!("item:{id}")));
+        if m == master && on.len() < n_on {
+            on.push(id);
+        } else if m != master && off.len() < n_off {
+            off.push(id);
+        }
+    }
+    (on, off)
+}
+
+/// Caches every id (16 tasks at once).
+async fn prefill(cache: &Cache, db: &Arc<Db>, ids: &[usize]) {
+    let tasks: Vec<_> = ids
+        .chunks(ids.len().div_ceil(16))
+        .map(|chunk| {
+            let (cache, db, chunk) = (cache.clone(), db.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for id in chunk {
+                    assert_eq!(item(&cache, id, &db).await, Ok(0));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        guard("prefill", t).await.expect("prefill task");
+    }
+}
+
+/// Four readers of `read_ids` and two writers of `write_ids` (who also read) until `stop`:
+/// every call must succeed (a cache failure goes to the loader, never to the caller).
+/// Returns (reads, writes) done.
+fn spawn_load(
+    cache: &Cache,
+    db: &Arc<Db>,
+    read_ids: &[usize],
+    write_ids: &[usize],
+    stop: &Arc<AtomicBool>,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<(u64, u64)>> {
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let (cache, db, stop, errors) = (cache.clone(), db.clone(), stop.clone(), errors.clone());
+        let ids = if t < 2 {
+            write_ids.to_vec()
+        } else {
+            read_ids.to_vec()
+        };
+        tasks.push(tokio::spawn(async move {
+            let (mut reads, mut writes) = (0u64, 0u64);
+            let mut i = t;
+            while !stop.load(SeqCst) {
+                let id = ids[i % ids.len()];
+                i += 1;
+                // Two writer tasks (one write in three calls), four readers.
+                if t < 2 && i.is_multiple_of(3) {
+                    match bump(&cache, id, &db).await {
+                        Ok(()) => writes += 1,
+                        Err(e) => errors.lock().unwrap().push(format!("bump {id}: {e:?}")),
+                    }
+                } else {
+                    match item(&cache, id, &db).await {
+                        Ok(_) => reads += 1,
+                        Err(e) => errors.lock().unwrap().push(format!("item {id}: {e:?}")),
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            (reads, writes)
+        }));
+    }
+    tasks
+}
+
+/// After the cluster is ok again: waits until no invalidation is pending in the retry queue
+/// and none was given up, then checks that every id reads its latest version (no stale entry
+/// survived an invalidation issued during the failover), and that caching resumed (a second
+/// read is a hit served from the cluster).
+async fn assert_settled_and_fresh(cluster: &RedisCluster, cache: &Cache, db: &Db, ids: &[usize]) {
+    eventually(
+        "the retry queue delivered every invalidation",
+        Duration::from_secs(20),
+        || async {
+            let s = cache.stats().function("cluster::bump");
+            s.invalidations_pending == 0
+        },
+    )
+    .await;
+    let s = cache.stats().function("cluster::bump");
+    assert_eq!(s.invalidations_failed, 0, "no invalidation given up: {s:?}");
+
+    let raw = cluster.raw().await;
+    // Reads keep going to the loader while the circuit is still open after the failover;
+    // wait for a hit served from the cluster.
+    let hits_before = cache.stats().function("cluster::item").hits;
+    for &id in ids {
+        let want = db.versions[id].load(SeqCst);
+        assert_eq!(
+            item(cache, id, db).await,
+            Ok(want),
+            "id {id}: no stale value"
+        );
+    }
+    eventually(
+        "caching resumed: hits from the cluster",
+        Duration::from_secs(20),
+        || async {
+            for &id in ids {
+                let want = db.versions[id].load(SeqCst);
+                assert_eq!(
+                    item(cache, id, db).await,
+                    Ok(want),
+                    "id {id}: no stale value"
+                );
+            }
+            cache.stats().function("cluster::item").hits >= hits_before + ids.len() as u64
+        },
+    )
+    .await;
+    for &id in ids {
+        assert!(
+            raw.exists(&full(&format!("item:{id}"))).await,
+            "id {id} cached again"
+        );
+    }
+}
+
+/// How many ids on the failing master can be written once each while `CLUSTER FAILOVER` runs
+/// (a write waits while the master pauses writes for the handover: about 10-20 get written).
+const ONCE_POOL: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinated_failover_under_load_loses_no_invalidation() {
+    let cluster = Arc::new(RedisCluster::start());
+    let cache = cache_on(&cluster).await;
+    let master = cluster.master_for_key(&full("item:0"));
+    let replica = cluster.replica_of(master);
+    let (on, off) = ids_around(&cluster, master, 8 + ONCE_POOL, 8);
+    let (on, once) = on.split_at(8);
+    let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
+    let db = Arc::new(Db {
+        versions: (0..=*on.iter().chain(&off).chain(once).max().unwrap())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        loads: AtomicUsize::new(0),
+    });
+    // Ids on the failing master, cached, each written exactly once while the failover runs:
+    // the load's writers rewrite their ids again and again (a lost invalidation would be
+    // healed by the next one), these are not.
+    prefill(&cache, &db, once).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_load(&cache, &db, &ids, &ids, &stop, &errors);
+
+    // Some traffic before, during and after the failover.
+    eventually("load running", Duration::from_secs(20), || async {
+        cache.stats().function("cluster::item").hits > 200
+    })
+    .await;
+    let failover_done = Arc::new(AtomicBool::new(false));
+    let once_writer = {
+        let (cache, db, done) = (cache.clone(), db.clone(), failover_done.clone());
+        let once = once.to_vec();
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            for id in once {
+                if done.load(SeqCst) {
+                    break;
+                }
+                assert_eq!(bump(&cache, id, &db).await, Ok(()));
+                written.push(id);
+            }
+            written
+        })
+    };
+    let c = cluster.clone();
+    guard(
+        "CLUSTER FAILOVER",
+        tokio::task::spawn_blocking(move || c.failover(replica)),
+    )
+    .await
+    .expect("failover");
+    failover_done.store(true, SeqCst);
+    let written = guard("the once-writer", once_writer)
+        .await
+        .expect("once-writer");
+    // It writes from the failover's start until the failover ended (or, should the circuit
+    // open and skip the writes, until the pool ran out).
+    assert!(!written.is_empty(), "writes during the failover");
+    let after = cache.stats().function("cluster::bump").invalidations;
+    eventually(
+        "writes after the failover",
+        Duration::from_secs(20),
+        || async { cache.stats().function("cluster::bump").invalidations > after + 50 },
+    )
+    .await;
+    stop.store(true, SeqCst);
+    let (mut reads, mut writes) = (0, 0);
+    for t in tasks {
+        let (r, w) = guard("a load task", t).await.expect("task");
+        reads += r;
+        writes += w;
+    }
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "callers saw errors: {:?}",
+        errors.lock().unwrap()
+    );
+    assert_eq!(
+        cluster.master_for_key(&full("item:0")),
+        replica,
+        "the replica took over"
+    );
+    assert!(reads > 0 && writes > 0, "{reads} reads, {writes} writes");
+    eprintln!(
+        "coordinated failover: {reads} reads, {writes} writes, {} written once during the \
+         failover; item {:?}; bump {:?}",
+        written.len(),
+        cache.stats().function("cluster::item"),
+        cache.stats().function("cluster::bump")
+    );
+    let all: Vec<usize> = ids.iter().chain(&written).copied().collect();
+    assert_settled_and_fresh(&cluster, &cache, &db, &all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_master_under_load_loses_no_invalidation() {
+    let mut cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let master = cluster.master_for_key(&full("item:0"));
+    let replica = cluster.replica_of(master);
+    let (on, off) = ids_around(&cluster, master, 8, 8);
+    let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
+    let db = Arc::new(Db {
+        versions: (0..=*ids.iter().max().unwrap())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        loads: AtomicUsize::new(0),
+    });
+    // Cached entries on the master, replicated to its replica before the kill. Redis
+    // replication is asynchronous: a deletion acknowledged by a master that dies before its
+    // replica received it is lost (Redis's design, see the README), so the writers under load
+    // write the ids of the other masters, and the ids of the killed master are written while
+    // it is down: this test is about what the cache sends while the master is gone.
+    for &id in &ids {
+        assert_eq!(item(&cache, id, &db).await, Ok(0));
+    }
+    let _: i64 = cluster.node_cmd(master, redis::cmd("WAIT").arg(1).arg(5000));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_load(&cache, &db, &ids, &off, &stop, &errors);
+    eventually("load running", Duration::from_secs(20), || async {
+        cache.stats().function("cluster::item").hits > 200
+    })
+    .await;
+
+    cluster.kill(master);
+    // While the master is down (and until its replica is promoted): every id on it is
+    // written, and its invalidation must reach the promoted replica eventually.
+    for &id in &on {
+        assert_eq!(
+            bump(&cache, id, &db).await,
+            Ok(()),
+            "a write during the outage"
+        );
+        assert!(
+            item(&cache, id, &db).await.is_ok(),
+            "a read during the outage"
+        );
+    }
+    let pending = cache
+        .stats()
+        .function("cluster::bump")
+        .invalidations_pending;
+    let cluster = Arc::new(cluster);
+    let c = cluster.clone();
+    guard(
+        "replica promoted",
+        tokio::task::spawn_blocking(move || c.wait_master(replica)),
+    )
+    .await
+    .expect("promotion");
+    let after = cache.stats().function("cluster::bump").invalidations;
+    eventually(
+        "writes after the promotion",
+        Duration::from_secs(20),
+        || async { cache.stats().function("cluster::bump").invalidations > after + 50 },
+    )
+    .await;
+    stop.store(true, SeqCst);
+    for t in tasks {
+        guard("a load task", t).await.expect("task");
+    }
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "callers saw errors: {:?}",
+        errors.lock().unwrap()
+    );
+    let s = cache.stats().function("cluster::bump");
+    assert!(
+        pending > 0 || s.invalidation_retries > 0 || s.backend_errors + s.backend_skipped > 0,
+        "the outage was seen by the writes (else this test tested nothing): {s:?}"
+    );
+    assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up without a reachable cluster.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_goes_to_the_loader() {
+    let port = cache_tests::reserve_free_port();
+    let cache = Cache::builder()
+        .redis_cluster([format!("redis://127.0.0.1:{port}")])
+        .namespace(NS)
+        .connect_timeout(Duration::from_millis(200))
+        .command_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .expect("built with the circuit open");
+    let loads = AtomicUsize::new(0);
+    assert_eq!(user(&cache, 1, &loads).await, Ok(Some("user-1".into())));
+    assert_eq!(user(&cache, 1, &loads).await, Ok(Some("user-1".into())));
+    assert_eq!(loads.load(SeqCst), 2, "no cache, every call loads");
+    assert!(
+        Cache::builder()
+            .redis_cluster(Vec::<String>::new())
+            .build()
+            .await
+            .is_err(),
+        "no seed node is a configuration error"
+    );
+    assert!(
+        Cache::builder()
+            .redis_cluster([format!("redis://127.0.0.1:{port}")])
+            .connect_timeout(Duration::from_millis(200))
+            .command_timeout(Duration::from_millis(200))
+            .require_connection()
+            .build()
+            .await
+            .is_err(),
+        "require_connection fails without a cluster"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ACL: credentials from the seed URLs, as for a single server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acl_user_from_the_urls() {
+    let cluster = RedisCluster::start_with_acl("app", "s3cret-pw");
+    let cache = cache_on(&cluster).await;
+    let raw = cluster.raw().await;
+    let loads = AtomicUsize::new(0);
+    for id in 1..=10u64 {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(user(&cache, id, &loads).await, Ok(want.clone()));
+        assert_eq!(user(&cache, id, &loads).await, Ok(want));
+        assert!(raw.exists(&full(&format!("user:{id}"))).await);
+    }
+    assert_eq!(loads.load(SeqCst), 10);
+    let version = AtomicU64::new(1);
+    a(&cache, 1, &version).await;
+    b(&cache, 2, &version).await;
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    assert!(!raw.exists(&full("a:1")).await && !raw.exists(&full("b:2")).await);
+    let s = cache.stats().total();
+    assert_eq!((s.backend_errors, s.invalidations_failed), (0, 0), "{s:?}");
+    assert!(!format!("{cache:?}").contains("s3cret-pw"));
+
+    // A wrong password: `require_connection` fails, without echoing the password.
+    let wrong: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.replace("s3cret-pw", "wr0ng-pw"))
+        .collect();
+    let err = Cache::builder()
+        .redis_cluster(wrong)
+        .connect_timeout(Duration::from_millis(500))
+        .command_timeout(Duration::from_millis(500))
+        .require_connection()
+        .build()
+        .await
+        .expect_err("a wrong password is refused");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("wr0ng-pw"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands: never a keyspace scan, a flush or a blocking command, on any node.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_keyspace_scan_flush_or_blocking_command_on_any_node() {
+    let cluster = RedisCluster::start();
+    for port in cluster.live_ports() {
+        let _: () = cluster.node_cmd(port, redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+    let cache = cache_on(&cluster).await;
+    let loads = AtomicUsize::new(0);
+    let version = AtomicU64::new(1);
+    for id in 0..20u64 {
+        user(&cache, id, &loads).await.expect("a load never fails");
+        user(&cache, id, &loads).await.expect("a load never fails");
+        member(&cache, 7, id, &version).await;
+    }
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    rename_org(&cache, 7, &version).await.expect("tag write");
+    cache.invalidate_tag("org:7").await.expect("invalidate_tag");
+    let mut seen = std::collections::BTreeSet::new();
+    for port in cluster.live_ports() {
+        let info: String = cluster.node_cmd(port, redis::cmd("INFO").arg("commandstats"));
+        for line in info.lines() {
+            if let Some(rest) = line.strip_prefix("cmdstat_")
+                && let Some((name, _)) = rest.split_once(':')
+            {
+                seen.insert(name.to_owned());
+            }
+        }
+    }
+    const FORBIDDEN: &[&str] = &[
+        "keys",
+        "scan",
+        "flushall",
+        "flushdb",
+        "blpop",
+        "brpop",
+        "brpoplpush",
+        "blmove",
+        "blmpop",
+        "bzpopmin",
+        "bzpopmax",
+        "bzmpop",
+        "xread",
+        "xreadgroup",
+        "wait",
+        "debug",
+    ];
+    let bad: Vec<&String> = seen
+        .iter()
+        .filter(|c| FORBIDDEN.contains(&c.as_str()))
+        .collect();
+    assert!(bad.is_empty(), "forbidden commands {bad:?} (all: {seen:?})");
+    assert!(seen.contains("get") && seen.contains("unlink"), "{seen:?}");
+}
