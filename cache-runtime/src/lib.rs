@@ -43,8 +43,8 @@
 //! The README of the repository is the long form of this page (with every guarantee, its
 //! proof and the benchmark figures); the sections below follow it.
 //!
-//! - **The `Cache`**: [`Cache::builder`] picks the backend (`.redis(url)` or the bounded
-//!   in-process `.memory()`), the namespace, timeouts and limits; [`install`] makes one the
+//! - **The `Cache`**: [`Cache::builder`] picks the backend (`.redis(url)`,
+//!   `.redis_cluster([urls])` or the bounded in-process `.memory()`), the namespace, timeouts and limits; [`install`] makes one the
 //!   default, `cache = expr` on an attribute names another. [`Cache::stats`] returns
 //!   per-function counters ([`Stats`], [`FnStats`]).
 //! - **How a call works**: a hit is one `GET` and one decode; a miss takes a one-key lease
