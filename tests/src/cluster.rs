@@ -437,6 +437,17 @@ fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, St
     let mut last = None;
     for _ in 0..8 {
         let port = crate::reserve_free_port();
+        // The cluster bus listens on port + 10000: it must be free too.
+        let bus_free = port.checked_add(10_000).is_some_and(|bus| {
+            std::net::TcpListener::bind(std::net::SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                bus,
+            )))
+            .is_ok()
+        });
+        if !bus_free {
+            continue;
+        }
         let mut args: Vec<String> = vec![
             "--cluster-enabled".into(),
             "yes".into(),
@@ -464,7 +475,12 @@ fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, St
             Err(e) => last = Some(e),
         }
     }
-    Err(last.expect("at least one attempt"))
+    Err(last.unwrap_or_else(|| {
+        StartError::from(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free port whose cluster bus port (+10000) was free too",
+        ))
+    }))
 }
 
 /// A snapshot of which master serves which slots ([`RedisCluster::slot_map`]).

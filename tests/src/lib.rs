@@ -527,7 +527,8 @@ pub struct ServerSpec {
     /// Serve TLS only: `--port 0 --tls-port <port>` (certificate arguments go in `args`).
     /// Readiness is then a TCP connect, not a `PING`.
     pub tls: bool,
-    /// The server's working directory (removed on drop); a fresh one when `None`.
+    /// The server's working directory (removed when the server is dropped; left in place
+    /// when the start fails); a fresh one when `None`.
     pub dir: Option<PathBuf>,
 }
 
@@ -561,6 +562,8 @@ impl RedisServer {
 
     /// Like [`RedisServer::start_with`], but returns the error.
     pub fn try_start_with(spec: ServerSpec) -> Result<RedisServer, StartError> {
+        // A directory handed in may be shared (a cluster's nodes): a failed start leaves it.
+        let own_dir = spec.dir.is_none();
         let dir = match spec.dir.clone() {
             Some(d) => d,
             None => make_temp_dir()?,
@@ -586,13 +589,17 @@ impl RedisServer {
                     });
                 }
                 Err(e @ StartError::Missing { .. }) => {
-                    let _ = fs::remove_dir_all(&dir);
+                    if own_dir {
+                        let _ = fs::remove_dir_all(&dir);
+                    }
                     return Err(e);
                 }
                 Err(e) => last = Some(e),
             }
         }
-        let _ = fs::remove_dir_all(&dir);
+        if own_dir {
+            let _ = fs::remove_dir_all(&dir);
+        }
         Err(last.expect("at least one attempt"))
     }
 
