@@ -900,3 +900,34 @@ async fn forward_unless_partitioned(
         to.write_all(&buf[..n]).await?;
     }
 }
+
+/// Commands the runtime must never send (checked through `INFO commandstats` by
+/// `tests/tests/commandstats.rs` and, on every node, by `tests/tests/cluster.rs`): they scan
+/// the keyspace, wipe it, or block the server or the connection.
+pub const FORBIDDEN_COMMANDS: &[&str] = &[
+    "keys",
+    "scan",
+    "flushall",
+    "flushdb",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "blmove",
+    "blmpop",
+    "bzpopmin",
+    "bzpopmax",
+    "bzmpop",
+    "xread",
+    "xreadgroup",
+    "wait",
+    "waitaof",
+    "debug",
+    "monitor",
+    "save",
+    "bgsave",
+    "shutdown",
+    "client|pause",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+];

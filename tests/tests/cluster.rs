@@ -839,24 +839,7 @@ async fn no_keyspace_scan_flush_or_blocking_command_on_any_node() {
             }
         }
     }
-    const FORBIDDEN: &[&str] = &[
-        "keys",
-        "scan",
-        "flushall",
-        "flushdb",
-        "blpop",
-        "brpop",
-        "brpoplpush",
-        "blmove",
-        "blmpop",
-        "bzpopmin",
-        "bzpopmax",
-        "bzmpop",
-        "xread",
-        "xreadgroup",
-        "wait",
-        "debug",
-    ];
+    const FORBIDDEN: &[&str] = cache_tests::FORBIDDEN_COMMANDS;
     let bad: Vec<&String> = seen
         .iter()
         .filter(|c| FORBIDDEN.contains(&c.as_str()))

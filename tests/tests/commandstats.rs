@@ -75,33 +75,7 @@ const ALLOWED: &[&str] = &[
 /// Issued by this test itself.
 const TEST_OWN: &[&str] = &["config|resetstat", "info"];
 /// Never: scans the keyspace, wipes it, or blocks the server / the connection.
-const FORBIDDEN: &[&str] = &[
-    "keys",
-    "scan",
-    "flushall",
-    "flushdb",
-    "blpop",
-    "brpop",
-    "brpoplpush",
-    "blmove",
-    "blmpop",
-    "bzpopmin",
-    "bzpopmax",
-    "bzmpop",
-    "xread",
-    "xreadgroup",
-    "wait",
-    "waitaof",
-    "debug",
-    "monitor",
-    "save",
-    "bgsave",
-    "shutdown",
-    "client|pause",
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-];
+const FORBIDDEN: &[&str] = cache_tests::FORBIDDEN_COMMANDS;
 
 /// `cmdstat_<name>:calls=<n>,...` lines of `INFO commandstats`.
 fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
