@@ -205,6 +205,19 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
     let ids = tracking_clients(&raw).await;
     assert_eq!(ids.len(), 1, "one tracking connection: {ids:?}");
     let resets = a.stats().function("cache_runtime::near").tracking_resets;
+    // No new connection is accepted from now on (the open ones stay): tracking cannot come
+    // back until the limit is lifted.
+    let clients: String = raw.cmd(redis::cmd("INFO").arg("clients")).await;
+    let connected: u64 = clients
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _: () = raw
+        .cmd(redis::cmd("CONFIG").arg("SET").arg("maxclients").arg(connected - 1))
+        .await;
     let _: i64 = raw
         .cmd(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&ids[0]))
         .await;
@@ -212,14 +225,17 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
         a.stats().function("cache_runtime::near").tracking_resets > resets
     })
     .await;
-    // Flushed: the next call goes to Redis (unless tracking is already back and refilled,
-    // which the near-hit count would show).
+    // A write while nobody tracks for A: A's copy was flushed, and the near cache is bypassed.
+    db.version.fetch_add(1, SeqCst);
+    raw.del(&a.full_key("near:6")).await;
     let hits = local_hits(&a, "near.get");
-    let gets = get_calls(&raw).await;
-    get(&a, 6, &db).await;
-    if local_hits(&a, "near.get") == hits {
-        assert!(get_calls(&raw).await > gets, "flushed: the call read Redis");
+    for _ in 0..3 {
+        assert_eq!(get(&a, 6, &db).await, "row6@v1", "the near cache served an old copy");
     }
+    assert_eq!(local_hits(&a, "near.get"), hits, "the near cache was not bypassed");
+    let _: () = raw
+        .cmd(redis::cmd("CONFIG").arg("SET").arg("maxclients").arg(10_000))
+        .await;
     // Tracking is re-established, and the near cache serves again.
     until_near(&a, 6, &db).await;
     eventually("a new tracking connection", BOUND, || async {
@@ -231,7 +247,7 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
     db.version.fetch_add(1, SeqCst);
     raw.del(&a.full_key("near:6")).await;
     eventually("a raw DEL evicts after the reconnect", BOUND, || async {
-        get(&a, 6, &db).await == "row6@v1"
+        get(&a, 6, &db).await == "row6@v2"
     })
     .await;
 }
