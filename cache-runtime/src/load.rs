@@ -78,8 +78,15 @@ impl<V: 'static> Hook<V> for NearCall<'_, V> {
     fn keep(&self, full: &str, v: Option<&V>, raw: &[u8]) {
         if let Some(e) = self.epoch {
             let counters = self.inner.stats.counters(self.spec.name);
-            self.near
-                .fill(full, e, v, self.fns, raw, self.spec.local_ttl_secs, counters);
+            self.near.fill(
+                full,
+                e,
+                v,
+                self.fns,
+                raw,
+                self.spec.local_ttl_secs,
+                counters,
+            );
         }
     }
 }

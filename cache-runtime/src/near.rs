@@ -226,6 +226,12 @@ impl Near {
             weight: u32::try_from(raw.len()).unwrap_or(u32::MAX),
             counters,
         };
+        #[cfg(test)]
+        tests::BEFORE_INSERT.with(|h| {
+            if let Some(h) = h.borrow_mut().as_mut() {
+                h();
+            }
+        });
         self.map.insert(full.to_owned(), slot);
         if self.changed(e) {
             // An invalidation or flush raced this fill: it may have run its removal before
@@ -293,11 +299,12 @@ impl Near {
             Value::Array(items) | Value::Set(items) => {
                 items.into_iter().for_each(|i| self.invalidate_value(i))
             }
-            Value::BulkString(b) => match std::str::from_utf8(&b) {
-                Ok(k) => self.evict(k),
-                // Not one of our keys (ours are UTF-8): nothing to evict.
-                Err(_) => {}
-            },
+            // A key that is not UTF-8 is not one of ours: nothing to evict.
+            Value::BulkString(b) => {
+                if let Ok(k) = std::str::from_utf8(&b) {
+                    self.evict(k);
+                }
+            }
             Value::SimpleString(s) => self.evict(&s),
             _ => {}
         }
@@ -386,6 +393,127 @@ async fn track(me: Weak<Near>) {
         match me.upgrade() {
             Some(near) => near.drop_tracking(),
             None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::entry::{Header, Kind};
+
+    type Hook = Box<dyn FnMut()>;
+    thread_local! {
+        /// Runs inside `fill`, after its first epoch check and before its insert.
+        pub(super) static BEFORE_INSERT: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    /// The push is processed after the fill checked its epoch and before it inserted: the
+    /// push's removal found nothing, so the fill must notice and remove its own copy.
+    #[test]
+    fn push_between_the_check_and_the_insert() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        let n2 = n.clone();
+        BEFORE_INSERT.with(|h| *h.borrow_mut() = Some(Box::new(move || n2.evict("ns:k"))));
+        fill(&n, e, 1);
+        BEFORE_INSERT.with(|h| *h.borrow_mut() = None);
+        assert!(
+            matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))),
+            "the fill resurrected a copy the push evicted"
+        );
+    }
+
+    fn near() -> Arc<Near> {
+        // Never connected: the tests drive the state by hand.
+        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let n = Near::new(1 << 20, client, "ns", Arc::new(Counters::new("t")));
+        n.started.store(true, SeqCst);
+        n.active.store(true, SeqCst);
+        n
+    }
+
+    fn raw() -> Vec<u8> {
+        let now = entry::now_ms();
+        let mut buf = Header {
+            kind: Kind::Value,
+            codec: 0,
+            stored_at_ms: now,
+            fresh_until_ms: now + 60_000,
+            load_ms: 0,
+            type_tag: 0,
+            refresh_until_ms: 0,
+        }
+        .begin(0);
+        buf.extend_from_slice(b"x");
+        buf
+    }
+
+    fn fill(n: &Near, e: Epoch, v: u64) {
+        let c = Arc::new(Counters::new("t"));
+        n.fill("ns:k", e, Some(&v), near_fns::<u64>(), &raw(), 60, c);
+    }
+
+    /// The GET read the old value, then the invalidation push was processed, then the fill
+    /// ran: the fill must be dropped (the push's eviction found nothing to evict).
+    #[test]
+    fn fill_after_a_push_during_its_get_is_dropped() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!("a miss with an epoch")
+        };
+        n.evict("ns:k"); // the push, while the GET was in flight
+        fill(&n, e, 1);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))));
+        // A fill whose epoch was read after the push is kept.
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        fill(&n, e, 2);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(2))));
+    }
+
+    /// A flush (tracking reset) during the GET drops the fill, as does a fill while bypassed.
+    #[test]
+    fn fill_across_a_reset_is_dropped() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        n.drop_tracking();
+        n.active.store(true, SeqCst); // tracking back before the fill
+        fill(&n, e, 1);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))));
+        n.active.store(false, SeqCst);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(None)));
+    }
+
+    /// The push's removal and the fill's insert interleave in every order from threads; the
+    /// copy never outlives a push that ran after its epoch was read.
+    #[test]
+    fn racing_fills_and_pushes_never_leave_an_old_copy() {
+        for _ in 0..200 {
+            let n = near();
+            let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+                panic!()
+            };
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (n2, b2) = (n.clone(), barrier.clone());
+            let pusher = std::thread::spawn(move || {
+                b2.wait();
+                n2.evict("ns:k");
+            });
+            barrier.wait();
+            fill(&n, e, 1);
+            pusher.join().unwrap();
+            assert!(
+                matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))),
+                "an old copy survived a push processed after its GET started"
+            );
         }
     }
 }

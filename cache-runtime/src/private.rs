@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::cache::Cache;
 
 pub use crate::key::KeyBuf;
+pub use crate::near::{NearFns, near_fns};
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
 };
 pub use crate::spec::{
     FnSpec, InvalidateSpec, Opt, Plain, Res, ResOpt, Shape, Success, View, succeeded,
 };
-pub use crate::near::{NearFns, near_fns};
 pub use crate::stats::CounterSlot;
 pub use ::core;
 pub use ::linkme;
@@ -107,7 +107,8 @@ where
         spec,
         epoch: None,
     };
-    let call = crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
+    let call =
+        crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;

@@ -216,7 +216,12 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
         .parse()
         .unwrap();
     let _: () = raw
-        .cmd(redis::cmd("CONFIG").arg("SET").arg("maxclients").arg(connected - 1))
+        .cmd(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(connected - 1),
+        )
         .await;
     let _: i64 = raw
         .cmd(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&ids[0]))
@@ -230,11 +235,24 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
     raw.del(&a.full_key("near:6")).await;
     let hits = local_hits(&a, "near.get");
     for _ in 0..3 {
-        assert_eq!(get(&a, 6, &db).await, "row6@v1", "the near cache served an old copy");
+        assert_eq!(
+            get(&a, 6, &db).await,
+            "row6@v1",
+            "the near cache served an old copy"
+        );
     }
-    assert_eq!(local_hits(&a, "near.get"), hits, "the near cache was not bypassed");
+    assert_eq!(
+        local_hits(&a, "near.get"),
+        hits,
+        "the near cache was not bypassed"
+    );
     let _: () = raw
-        .cmd(redis::cmd("CONFIG").arg("SET").arg("maxclients").arg(10_000))
+        .cmd(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(10_000),
+        )
         .await;
     // Tracking is re-established, and the near cache serves again.
     until_near(&a, 6, &db).await;
@@ -267,7 +285,11 @@ async fn stopped_server_flushes_the_near_cache() {
     // Bypassed: no near hit while the server is stopped (the call goes to the loader).
     let hits = local_hits(&a, "near.get");
     get(&a, 8, &db).await;
-    assert_eq!(local_hits(&a, "near.get"), hits, "served from a flushed near cache");
+    assert_eq!(
+        local_hits(&a, "near.get"),
+        hits,
+        "served from a flushed near cache"
+    );
     server.cont();
     until_near(&a, 8, &db).await;
 }
