@@ -130,6 +130,8 @@ pub struct CachedArgs {
     pub tags: Vec<LitStr>,
     /// `cache_if = path`.
     pub cache_if: Option<ExprPath>,
+    /// `local_ttl = N` (seconds, `0 < N <= ttl`): the near cache.
+    pub local_ttl: Option<Int>,
     /// `key_fn = true|false`: whether the hidden key function that typed
     /// invalidation calls is emitted (default: see `policy::emits_key_fn`).
     pub key_fn: Option<syn::LitBool>,
@@ -191,6 +193,7 @@ const CACHED_ARGS: &[&str] = &[
     "timeout_ms",
     "tags",
     "cache_if",
+    "local_ttl",
     "key_fn",
     "cache",
     "name",
@@ -846,6 +849,18 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             "tags" => args.tags = expect_tags(&name, &value, ctxt),
             "cache_if" => args.cache_if = expect_fn_path(&name, &value, ctxt),
             "key_fn" => args.key_fn = expect_bool(&name, &value, ctxt),
+            "local_ttl" => {
+                args.local_ttl = expect_positive(
+                    &name,
+                    &value,
+                    "seconds",
+                    5,
+                    "`local_ttl` is how long (in seconds) this process keeps a decoded copy of \
+                     a value in its near cache; omit it for no near cache, or give seconds > 0 \
+                     and at most `ttl`, e.g. `local_ttl = 5`",
+                    ctxt,
+                );
+            }
             _ => {
                 common_arg(&name, &value, &mut args.common, ctxt);
             }
@@ -860,6 +875,31 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
                  the loader runs longer, and without `stale` no entry outlives its `ttl`, so \
                  there is never a stale value to return and the timeout could never apply; \
                  add `stale = N` (grace seconds after `ttl`), or remove `timeout_ms`",
+        );
+    }
+    if let (Some(ttl), Some(local)) = (args.ttl, args.local_ttl)
+        && local.value > ttl.value
+    {
+        ctxt.error(
+            local.span,
+            format!(
+                "`local_ttl = {}` exceeds `ttl = {}`: a near-cache copy must not outlive the \
+                 entry it was read from; give `local_ttl` between 1 and ttl",
+                local.value, ttl.value
+            ),
+        );
+        args.local_ttl = None;
+    }
+    if let Some(local) = args.local_ttl
+        && let Some(refresh) = args.refresh_args.first()
+    {
+        ctxt.error(
+            local.span,
+            format!(
+                "`local_ttl` cannot be combined with `{refresh}` yet: a near-cache hit would \
+                 skip the grace window and early-refresh decisions made on the Redis entry; \
+                 remove one of them"
+            ),
         );
     }
     if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter)

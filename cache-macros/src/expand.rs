@@ -77,6 +77,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
                 early_refresh: args.early_refresh.unwrap_or(0.0),
                 timeout_ms: args.timeout_ms.map_or(0, |t| t.value),
                 cache_if: args.cache_if,
+                local_ttl: args.local_ttl.map(|l| (l.value, l.span)),
                 key_fn: args.key_fn.as_ref().map(|b| b.value),
             };
             expand_cached(&target, &template, &tags, &spec, owned, &args.common)
@@ -447,6 +448,8 @@ struct CachedSpec {
     early_refresh: f64,
     timeout_ms: u64,
     cache_if: Option<syn::ExprPath>,
+    /// `local_ttl = N` and where it is written.
+    local_ttl: Option<(u64, Span)>,
     /// `key_fn = ..` as written.
     key_fn: Option<bool>,
 }
@@ -792,6 +795,7 @@ fn expand_cached(
     let stale = Literal::u64_unsuffixed(spec.stale);
     let early_refresh = Literal::f64_unsuffixed(spec.early_refresh);
     let timeout_ms = Literal::u64_unsuffixed(spec.timeout_ms);
+    let local_ttl = Literal::u64_unsuffixed(spec.local_ttl.map_or(0, |(v, _)| v));
     let option = |v: Option<u64>| match v {
         Some(v) => {
             let v = Literal::u64_unsuffixed(v);
@@ -823,6 +827,22 @@ fn expand_cached(
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
     let (sig, call) = match &owned {
+        None if spec.local_ttl.is_some() => {
+            let body = async_body(&ret, &TokenStream::new(), &stmts);
+            // Located at `local_ttl`: a stored type that is not `Clone` (or not `Sync`)
+            // is reported there, naming the bound.
+            let local_span = spec.local_ttl.map_or(ret_span, |(_, s)| s);
+            let local_span = Span::call_site().located_at(local_span);
+            let krate_at_local = respan(&krate, local_span);
+            let near = quote_spanned!(local_span=> #krate_at_local::__private::near_fns());
+            let call = quote_spanned! {ret_span=>
+                #krate_at_ret::__private::cached_near::<#marker_at_ret, #ret, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if, #near,
+                    move || (#tags_vec, #body)
+                ).await
+            };
+            (&func.sig, call)
+        }
         None => {
             let body = async_body(&ret, &TokenStream::new(), &stmts);
             let call = quote_spanned! {ret_span=>
@@ -888,6 +908,7 @@ fn expand_cached(
             stale_secs: #stale,
             early_refresh: #early_refresh,
             timeout_ms: #timeout_ms,
+            local_ttl_secs: #local_ttl,
             slot: #krate::__private::CounterSlot::new(),
         };
         #check

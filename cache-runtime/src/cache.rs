@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub(crate) rng: Option<std::sync::Mutex<rand::rngs::StdRng>>,
     pub(crate) stats: Registry,
     pub(crate) retrier: Retrier,
+    /// The near cache (`local_ttl = N`): single-node Redis with `local_capacity > 0` only.
+    pub(crate) near: OnceLock<Arc<crate::near::Near>>,
 }
 
 impl Inner {
@@ -149,7 +151,11 @@ impl Cache {
         let full = self.full_key(rendered_key);
         self.inner.flights.void(&full);
         self.inner.refreshing.void(&full);
-        match self.inner.store.delete(&[full]).await {
+        let near = std::slice::from_ref(&full);
+        crate::invalidation::near_evict(self, near);
+        let deleted = self.inner.store.delete(near).await;
+        crate::invalidation::near_evict(self, near);
+        match deleted {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),
             Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(
@@ -257,6 +263,7 @@ impl Cache {
                     ))
                 }),
                 stats: Registry::default(),
+                near: OnceLock::new(),
             }),
         }
     }
@@ -286,6 +293,7 @@ pub struct CacheBuilder {
     breaker: BreakerConfig,
     retry: RetryConfig,
     xfetch_seed: Option<u64>,
+    local_capacity: u64,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -320,6 +328,7 @@ impl Default for CacheBuilder {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             xfetch_seed: None,
+            local_capacity: crate::near::DEFAULT_LOCAL_CAPACITY,
         }
     }
 }
@@ -490,6 +499,16 @@ impl CacheBuilder {
         )
     }
 
+    /// Bounds the near cache of `#[cached(.., local_ttl = N)]` functions: `bytes` of keys
+    /// plus the serialized size of the values (default 64 MiB); `0` disables it (those
+    /// functions then read Redis on every call). Only a single Redis server has a near cache:
+    /// on the memory backend (already in process) and on a cluster (not supported yet)
+    /// `local_ttl` is a pass-through.
+    pub fn local_capacity(mut self, bytes: u64) -> Self {
+        self.local_capacity = bytes;
+        self
+    }
+
     /// Seeds the random source of early refresh (`early_refresh = B`), so that its decisions
     /// repeat from run to run (tests). By default each decision draws from the thread's RNG.
     pub fn xfetch_seed(mut self, seed: u64) -> Self {
@@ -506,8 +525,22 @@ impl CacheBuilder {
             BackendChoice::Memory => Ok(self.build_memory()),
             BackendChoice::Redis(url) => {
                 let backend = RedisBackend::new(url, self.redis_options())?;
+                let tracking = backend.tracking_client();
                 let reachable = backend.ping().await;
-                self.finish_redis(AnyBackend::Redis(backend), reachable)
+                let cache = self.finish_redis(AnyBackend::Redis(backend), reachable)?;
+                if self.local_capacity > 0
+                    && let Some(client) = tracking
+                {
+                    let counters = cache.inner.stats.counters(crate::near::NEAR_STATS_NAME);
+                    let near = crate::near::Near::new(
+                        self.local_capacity,
+                        client,
+                        &self.namespace,
+                        counters,
+                    );
+                    let _ = cache.inner.near.set(near);
+                }
+                Ok(cache)
             }
             BackendChoice::Cluster(urls) => {
                 let backend = RedisClusterBackend::new_cluster(urls, self.redis_options())?;

@@ -61,12 +61,16 @@ pub(crate) async fn invalidate(
         inner.flights.void(k);
         inner.refreshing.void(k);
     }
+    near_evict(cache, &pending.keys);
     let result = deliver(
         &inner.store,
         &[&inner.flights, &inner.refreshing],
         &pending.keys,
     )
     .await;
+    // Again after the delete: a call of this process whose GET ran before it may have
+    // filled the near cache in between (see `near`).
+    near_evict(cache, &pending.keys);
     let Some(c) = pending.counters.take() else {
         return;
     };
@@ -85,6 +89,21 @@ pub(crate) async fn invalidate(
                 inner.refreshing.void_all();
             }
             inner.retrier.enqueue(std::mem::take(&mut pending.keys), c);
+        }
+    }
+}
+
+/// Evicts `keys` (full keys and tag marks) from this process's near cache; a tag mark
+/// flushes it (the tag's members are known only to Redis).
+pub(crate) fn near_evict(cache: &Cache, keys: &[String]) {
+    let Some(near) = cache.inner.near.get() else {
+        return;
+    };
+    for k in keys {
+        if is_tag_mark(k) {
+            near.flush();
+        } else {
+            near.evict(k);
         }
     }
 }
@@ -117,7 +136,15 @@ pub(crate) fn is_tag_mark(key: &str) -> bool {
 /// process, deletes them and unregisters them, batch by batch.
 pub(crate) async fn void_tag(cache: &Cache, tag: &str) -> Result<(), Fault> {
     let inner = &cache.inner;
-    void_members(&inner.store, &[&inner.flights, &inner.refreshing], tag).await
+    let flush = || {
+        if let Some(near) = inner.near.get() {
+            near.flush();
+        }
+    };
+    flush();
+    let r = void_members(&inner.store, &[&inner.flights, &inner.refreshing], tag).await;
+    flush();
+    r
 }
 
 async fn void_members(store: &Store, flights: &[&Flights], tag: &str) -> Result<(), Fault> {

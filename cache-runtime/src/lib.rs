@@ -115,6 +115,7 @@ mod flight;
 mod invalidation;
 mod key;
 mod load;
+mod near;
 mod policy;
 mod protocol;
 mod refresh;

@@ -32,7 +32,99 @@ pub(crate) fn decode<S: Shape<R>, R>(u: Usable<'_>) -> Result<R, &'static str> {
     }
 }
 
+/// What the hit path does with the near cache: nothing (`()`, compiled away), or
+/// [`NearCall`].
+pub(crate) trait Hook<V> {
+    /// Whether the hook does anything (a constant: `()` costs the hit path nothing).
+    const ACTIVE: bool;
+    /// Before the `GET`: `Some(Some(v))` a near value, `Some(None)` a near negative entry.
+    fn lookup(&mut self, full: &str) -> Option<Option<V>>;
+    /// After a Redis hit (`raw`: the entry's bytes): keep a copy (`None`: negative).
+    fn keep(&self, full: &str, v: Option<&V>, raw: &[u8]);
+}
+
+impl<V> Hook<V> for () {
+    const ACTIVE: bool = false;
+    #[inline(always)]
+    fn lookup(&mut self, _: &str) -> Option<Option<V>> {
+        None
+    }
+    #[inline(always)]
+    fn keep(&self, _: &str, _: Option<&V>, _: &[u8]) {}
+}
+
+/// The near cache of one call of a `local_ttl` function.
+pub(crate) struct NearCall<'a, V> {
+    pub(crate) near: &'a crate::near::Near,
+    pub(crate) fns: crate::near::NearFns<V>,
+    pub(crate) inner: &'a crate::cache::Inner,
+    pub(crate) spec: &'static FnSpec,
+    /// The epoch read before the `GET` (`None`: bypassed, no fill).
+    pub(crate) epoch: Option<crate::near::Epoch>,
+}
+
+impl<V: 'static> Hook<V> for NearCall<'_, V> {
+    const ACTIVE: bool = true;
+    #[inline]
+    fn lookup(&mut self, full: &str) -> Option<Option<V>> {
+        match self.near.lookup::<V>(full, self.fns) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.epoch = e;
+                None
+            }
+        }
+    }
+    fn keep(&self, full: &str, v: Option<&V>, raw: &[u8]) {
+        if let Some(e) = self.epoch {
+            let counters = self.inner.stats.counters(self.spec.name);
+            self.near.fill(
+                full,
+                e,
+                v,
+                self.fns,
+                raw,
+                self.spec.local_ttl_secs,
+                counters,
+            );
+        }
+    }
+}
+
+/// Decodes a checked entry of the hit path, handing a copy to `hook`.
+#[inline]
+fn decode_hit<S: Shape<R>, R, H: Hook<S::Value>>(
+    u: Usable<'_>,
+    hook: &H,
+    full: &str,
+    raw: &[u8],
+) -> Result<R, &'static str> {
+    if !H::ACTIVE {
+        return decode::<S, R>(u);
+    }
+    match u {
+        Usable::Value { codec, payload } => match Codec::from_id(codec) {
+            None => Err("payload written with a codec this build does not have"),
+            Some(codec) => match codec.decode::<S::Value>(payload) {
+                Some(v) => {
+                    hook.keep(full, Some(&v), raw);
+                    Ok(S::from_value(v))
+                }
+                None => Err("payload does not decode into the function's type"),
+            },
+        },
+        Usable::Negative => {
+            let r = S::negative().ok_or("negative entry for a function that cannot return None")?;
+            hook.keep(full, None, raw);
+            Ok(r)
+        }
+        Usable::Lease => Err("a lease"),
+        Usable::Unusable(why) => Err(why),
+    }
+}
+
 /// Entry point behind every `#[cached]` function.
+#[inline]
 pub(crate) async fn get_or_load<S, R, F, Fut>(
     cache: &Cache,
     spec: &'static FnSpec,
@@ -45,15 +137,47 @@ where
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
 {
+    get_or_load_with::<S, R, F, Fut, ()>(cache, spec, key, cache_if, (), load).await
+}
+
+/// [`get_or_load`] with a near-cache hook.
+pub(crate) async fn get_or_load_with<S, R, F, Fut, H>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    key: String,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    mut hook: H,
+    load: F,
+) -> R
+where
+    S: Shape<R>,
+    F: FnOnce() -> (Vec<String>, Fut),
+    Fut: Future<Output = R>,
+    H: Hook<S::Value>,
+{
     let inner = &*cache.inner;
+    let full = full_key(cache, key);
+    if H::ACTIVE
+        && let Some(near) = hook.lookup(&full)
+    {
+        let r = match near {
+            Some(v) => Some(S::from_value(v)),
+            None => S::negative(),
+        };
+        if let Some(r) = r {
+            let c = inner.stats.for_slot(&spec.slot, spec.name);
+            Counters::bump(&c.local_hits);
+            return r;
+        }
+    }
     // The hit path: one GET, one decode, one counter.
-    let (full, got) = fetch(cache, key).await;
+    let got = get_full(cache, &full).await;
     let unusable_why = match &got {
         Ok(Some(raw)) => {
             let u = protocol::usable(raw, entry::type_tag::<S::Value>());
             let negative = matches!(u, Usable::Negative);
             let lease = matches!(u, Usable::Lease);
-            match decode::<S, R>(u) {
+            match decode_hit::<S, R, H>(u, &hook, &full, raw) {
                 Ok(r) => {
                     let c = inner.stats.for_slot(&spec.slot, spec.name);
                     Counters::bump(if negative { &c.negative_hits } else { &c.hits });
@@ -90,17 +214,33 @@ pub(crate) async fn fetch(
     String,
     Result<Option<crate::backend::Raw>, crate::store::Fault>,
 ) {
-    let inner = &*cache.inner;
+    let full = full_key(cache, key);
+    let got = get_full(cache, &full).await;
+    (full, got)
+}
+
+/// `<namespace>:<key>`, in the key's own buffer (the macro gives it spare capacity).
+#[inline]
+fn full_key(cache: &Cache, key: String) -> String {
     let mut full = key;
     full.insert(0, ':');
-    full.insert_str(0, &inner.namespace);
-    let got = if inner.retrier.pending.any() {
+    full.insert_str(0, &cache.inner.namespace);
+    full
+}
+
+/// The `GET` of [`fetch`].
+#[inline]
+async fn get_full(
+    cache: &Cache,
+    full: &str,
+) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
+    let inner = &*cache.inner;
+    if inner.retrier.pending.any() {
         // Boxed: rare, and it would otherwise grow every call's future.
-        Box::pin(get_pending(cache, &full)).await
+        Box::pin(get_pending(cache, full)).await
     } else {
-        inner.store.get(&full).await
-    };
-    (full, got)
+        inner.store.get(full).await
+    }
 }
 
 /// `GET`, when this process has queued invalidations: for a key among them, deliver the

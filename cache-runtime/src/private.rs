@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cache::Cache;
 
 pub use crate::key::KeyBuf;
+pub use crate::near::{NearFns, near_fns};
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
 };
@@ -72,6 +73,42 @@ where
     Fut: Future<Output = R>,
 {
     let call = crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
+    #[cfg(feature = "metrics")]
+    if crate::telemetry::calls_traced() {
+        return crate::telemetry::traced(spec.name, call).await;
+    }
+    call.await
+}
+
+/// The entry point of `#[cached(.., local_ttl = N)]`: as [`cached`], but a Redis hit leaves
+/// a decoded copy in this process's near cache (single-node Redis only; elsewhere this is
+/// [`cached`]), and the next calls are answered from it while it is valid.
+#[inline]
+pub async fn cached_near<S, R, F, Fut>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    key: String,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    near: NearFns<S::Value>,
+    load: F,
+) -> R
+where
+    S: Shape<R>,
+    F: FnOnce() -> (Vec<String>, Fut),
+    Fut: Future<Output = R>,
+{
+    let Some(n) = cache.inner.near.get() else {
+        return cached::<S, R, F, Fut>(cache, spec, key, cache_if, load).await;
+    };
+    let hook = crate::load::NearCall {
+        near: n,
+        fns: near,
+        inner: &cache.inner,
+        spec,
+        epoch: None,
+    };
+    let call =
+        crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;

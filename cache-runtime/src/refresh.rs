@@ -431,6 +431,7 @@ mod tests {
         stale_secs: 30,
         early_refresh: 0.0,
         timeout_ms: 0,
+        local_ttl_secs: 0,
         slot: CounterSlot::new(),
     };
 

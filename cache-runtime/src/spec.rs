@@ -25,6 +25,9 @@ pub struct FnSpec {
     pub early_refresh: f64,
     /// Soft loader timeout in ms when a stale value exists (`timeout_ms = N`); 0 = none.
     pub timeout_ms: u64,
+    /// How long this process keeps a decoded copy in its near cache, seconds
+    /// (`local_ttl = N`); 0 = no near cache.
+    pub local_ttl_secs: u64,
     /// This function's counters in the first cache it ran against (lock-free hit path).
     pub slot: CounterSlot,
 }

@@ -146,6 +146,17 @@ counters! {
     soft_timeouts,
     /// Tags invalidated (`#[invalidates(.., tags = [..])]`, `Cache::invalidate_tag`).
     tag_invalidations,
+    /// Calls answered from this process's near cache (`local_ttl = N`), without Redis. Not
+    /// counted in `hits`.
+    local_hits,
+    /// Near-cache copies removed before their `local_ttl` ran out: by an invalidation push
+    /// from Redis (another process's write, delete or expiry) or by an invalidation in this
+    /// process. Copies dropped by a flush are not counted (see `tracking_resets`).
+    local_evictions,
+    /// Times the near cache was flushed and bypassed because its invalidation channel (the
+    /// Redis tracking connection) dropped or failed; counted under the name
+    /// `cache_runtime::near`.
+    tracking_resets,
 }
 
 /// A snapshot of all functions' counters for one [`Cache`](crate::Cache), by function name.

@@ -196,6 +196,8 @@ pub struct RedisBackend<C = ConnectionManager> {
     timeout: Duration,
     /// Upper bound of the start-up check (connecting plus one command).
     ping_timeout: Duration,
+    /// A RESP3 client for the near cache's tracking connection (single server only).
+    tracking: Option<redis::Client>,
 }
 
 /// Redis backend over a Redis Cluster connection.
@@ -314,7 +316,32 @@ impl RedisClusterBackend {
             addr,
             timeout: opts.command_timeout,
             ping_timeout: opts.command_timeout + opts.connect_timeout,
+            tracking: None,
         })
+    }
+}
+
+/// `client`'s connection settings with RESP3 (needed for `CLIENT TRACKING` pushes).
+fn resp3_client(client: &redis::Client, opts: &RedisOptions) -> Option<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    match &opts.tls_root_ca_pem {
+        None => redis::Client::open(info).ok(),
+        #[cfg(feature = "tls")]
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )
+        .ok(),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => None,
     }
 }
 
@@ -345,6 +372,7 @@ impl RedisBackend<ConnectionManager> {
             }
         };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
+        let tracking = resp3_client(&client, &opts);
         let config = ConnectionManagerConfig::new()
             // Each operation is bounded by `timed` (connecting included); a second timer
             // per command in the connection would only cost time on the hit path.
@@ -359,11 +387,18 @@ impl RedisBackend<ConnectionManager> {
             addr,
             timeout: opts.command_timeout,
             ping_timeout: opts.command_timeout + opts.connect_timeout,
+            tracking,
         })
     }
 }
 
 impl<C: RedisConn> RedisBackend<C> {
+    /// A RESP3 client to the same server (same credentials and TLS settings), for the near
+    /// cache's tracking connection; `None` on a cluster or if it cannot be built.
+    pub(crate) fn tracking_client(&self) -> Option<redis::Client> {
+        self.tracking.clone()
+    }
+
     /// `PING` (on a cluster: every node redis-rs knows of): connects if needed and checks the
     /// server answers.
     pub async fn ping(&self) -> BackendResult<()> {

@@ -1,0 +1,18 @@
+use cache_runtime::cached;
+
+#[cached(key = "a:{id}", ttl = 60, local_ttl = 90)]
+async fn exceeds_ttl(id: u64) -> u64 {
+    id
+}
+
+#[cached(key = "b:{id}", ttl = 60, local_ttl = 0)]
+async fn zero(id: u64) -> u64 {
+    id
+}
+
+#[cached(key = "c:{id}", ttl = 60, local_ttl = 5, stale = 30)]
+async fn with_stale(id: u64) -> u64 {
+    id
+}
+
+fn main() {}
