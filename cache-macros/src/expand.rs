@@ -887,6 +887,7 @@ fn expand_cached(
             jitter: spec.jitter,
             negative_ttl: spec.negative_ttl,
             stale: spec.stale,
+            local_ttl: spec.local_ttl.map(|(v, _)| v),
             returns: policy::text(&ret),
         },
     );

@@ -65,6 +65,8 @@ pub struct CachedFields {
     pub negative_ttl: Option<u64>,
     /// Seconds.
     pub stale: u64,
+    /// `local_ttl`, seconds; `None`: no near cache.
+    pub local_ttl: Option<u64>,
     /// The return type as written.
     pub returns: String,
 }
@@ -92,6 +94,7 @@ pub fn cached_static(
         jitter,
         negative_ttl,
         stale,
+        local_ttl,
         returns,
     } = f;
     let tmpl = template.lit.value();
@@ -101,13 +104,14 @@ pub fn cached_static(
         Literal::u64_unsuffixed(*jitter),
         Literal::u64_unsuffixed(*stale),
     );
-    let negative_ttl = match negative_ttl {
+    let opt = |v: &Option<u64>| match v {
         Some(v) => {
             let v = Literal::u64_unsuffixed(*v);
             quote!(::core::option::Option::Some(#v))
         }
         None => quote!(::core::option::Option::None),
     };
+    let (negative_ttl, local_ttl) = (opt(negative_ttl), opt(local_ttl));
     quote! {
         #register
         static __CACHE_POLICY: #krate::__private::CachedPolicy = #krate::__private::CachedPolicy {
@@ -119,7 +123,7 @@ pub fn cached_static(
             jitter_secs: #jitter,
             negative_ttl_secs: #negative_ttl,
             stale_secs: #stale,
-            local_ttl_secs: ::core::option::Option::None,
+            local_ttl_secs: #local_ttl,
             tags: &[#(#tags),*],
             returns: #returns,
             file: ::core::file!(),

@@ -55,7 +55,7 @@ pub struct CachedPolicy {
     pub negative_ttl_secs: Option<u64>,
     /// `stale`, seconds (0: none).
     pub stale_secs: u64,
-    /// Near-cache TTL (`local_ttl`), seconds; always `None` until the near cache exists.
+    /// Near-cache TTL (`local_ttl`), seconds; `None` when the function has no near cache.
     pub local_ttl_secs: Option<u64>,
     /// The tag templates (`tags = [..]`).
     pub tags: &'static [&'static str],

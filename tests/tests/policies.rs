@@ -23,7 +23,14 @@ mod users {
 
     pub static LOADS: AtomicUsize = AtomicUsize::new(0);
 
-    #[cached(key = "user:{id}", ttl = 300, jitter = 30, negative_ttl = 60, tags = ["org:{org}"])]
+    #[cached(
+        key = "user:{id}",
+        ttl = 300,
+        jitter = 30,
+        negative_ttl = 60,
+        tags = ["org:{org}"],
+        local_ttl = 5
+    )]
     pub async fn get_user(id: u64, org: u64) -> Option<String> {
         LOADS.fetch_add(1, SeqCst);
         Some(format!("user {id} of org {org}"))
@@ -220,7 +227,7 @@ fn report_of_the_users_module() {
         "\
 | function | template | ttl | jitter | negative ttl | stale | tags | near ttl | invalidated by |
 |---|---|---|---|---|---|---|---|---|
-| `policies::users::get_user` | `user:{id}` | 300 s | 30 s | 60 s | – | `org:{org}` | – | `policies::users::rename_user` (typed `get_user(id)`), `policies::users::reorganise` (tag `org:{org}`) |
+| `policies::users::get_user` | `user:{id}` | 300 s | 30 s | 60 s | – | `org:{org}` | 5 s | `policies::users::rename_user` (typed `get_user(id)`), `policies::users::reorganise` (tag `org:{org}`) |
 | `policies::users::list_users` | `users:list` | 7200 s | – | = ttl | 60 s | – | – | `policies::users::rename_user` (key `users:list`) |
 | `policies::users::profile` | `profile:{self.region}:{id}` | 60 s | – | = ttl | – | – | – | `policies::users::touch` (typed `Self::profile(user.0)`) |
 
