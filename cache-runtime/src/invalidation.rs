@@ -68,14 +68,14 @@ pub(crate) async fn invalidate(
         &pending.keys,
     )
     .await;
-    // Again after the delete: a call of this process whose GET ran before it may have
-    // filled the near cache in between (see `near`).
-    near_evict(cache, &pending.keys);
     let Some(c) = pending.counters.take() else {
         return;
     };
     match result {
         Ok(_) => {
+            // Again after the delete: a call of this process whose GET ran before it may
+            // have filled the near cache in between (see `near`).
+            near_evict(cache, &pending.keys);
             c.invalidations.fetch_add(keys.len() as u64, Relaxed);
             c.tag_invalidations.fetch_add(tags.len() as u64, Relaxed);
         }
@@ -88,7 +88,12 @@ pub(crate) async fn invalidate(
                 inner.flights.void_all();
                 inner.refreshing.void_all();
             }
-            inner.retrier.enqueue(std::mem::take(&mut pending.keys), c);
+            // Queued first, then evicted: a call that fills after this eviction read its
+            // epoch after the key was queued, so its `GET` delivers the deletion first
+            // (`load::get_pending`); one that filled before has a stale epoch.
+            let keys = std::mem::take(&mut pending.keys);
+            inner.retrier.enqueue(keys.clone(), c);
+            near_evict(cache, &keys);
         }
     }
 }
@@ -183,7 +188,10 @@ impl Drop for PendingInvalidation<'_> {
                 self.cache.inner.flights.void_all();
                 self.cache.inner.refreshing.void_all();
             }
-            self.cache.inner.retrier.enqueue(keys, c);
+            // Cancelled mid-delete: a call of this process may have filled the near cache
+            // from the old entry meanwhile. Queued first, then evicted (as on failure).
+            self.cache.inner.retrier.enqueue(keys.clone(), c);
+            near_evict(self.cache, &keys);
         }
     }
 }

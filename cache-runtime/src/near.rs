@@ -20,6 +20,19 @@
 //! then removes. Whatever the interleaving, either the fill sees the bump, or the
 //! invalidation's removal comes after the insert. And a push processed before the epoch read
 //! was sent after the write it reports, so the `GET` that follows sees that write.
+//!
+//! A copy also carries the epoch its fill read, and a lookup answers from it only while its
+//! key's stripe and the flush counter still hold that epoch: between a fill's insert and its
+//! re-check the copy is already visible (moka publishes it inside `insert`), and a lookup
+//! that starts after an invalidation returned must not see it. The re-check after the insert
+//! only frees the memory of a copy that can no longer be answered.
+//!
+//! # Whose runtime
+//!
+//! The tracking connection (and the task that reads its pushes) runs on a thread the cache
+//! owns, with its own current-thread Tokio runtime, started with the first `local_ttl` call:
+//! it does not end with the runtime of that call (a `#[tokio::test]`, a warm-up
+//! `block_on`), which would leave copies served with nobody evicting them.
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
@@ -37,8 +50,13 @@ use crate::stats::Counters;
 
 /// Default bound of the near cache: 64 MiB (keys plus the serialized size of the values).
 pub const DEFAULT_LOCAL_CAPACITY: u64 = 64 * 1024 * 1024;
-/// Stripes of invalidation epochs (a power of two).
-const STRIPES: usize = 1024;
+/// Stripes of invalidation epochs (a power of two): an invalidation of one key also makes
+/// the copies of the keys sharing its stripe unanswerable (they are read again from Redis).
+const STRIPES: usize = 4096;
+/// What a copy weighs beyond its key and serialized bytes: the map's entry, the `Slot`, the
+/// `Arc` of the decoded value (an estimate; the decoded value is taken to weigh about its
+/// serialized size).
+const ENTRY_OVERHEAD: u32 = 160;
 /// How often the tracking connection is checked with a `PING`, and how long it may take.
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -79,6 +97,9 @@ struct Slot {
     type_id: TypeId,
     expires: Instant,
     weight: u32,
+    /// The epoch the fill read before its `GET`: the copy is answered only while it holds.
+    flush: u64,
+    stripe: u64,
     counters: Arc<Counters>,
 }
 
@@ -87,6 +108,17 @@ struct ByDeadline;
 impl moka::Expiry<String, Slot> for ByDeadline {
     fn expire_after_create(&self, _: &String, v: &Slot, created_at: Instant) -> Option<Duration> {
         Some(v.expires.saturating_duration_since(created_at))
+    }
+
+    /// A fill replacing a copy brings its own deadline (moka would keep the old one).
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Slot,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.expires.saturating_duration_since(updated_at))
     }
 }
 
@@ -128,6 +160,7 @@ impl Near {
                 u32::try_from(k.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(v.weight)
+                    .saturating_add(ENTRY_OVERHEAD)
             })
             .expire_after(ByDeadline)
             .build();
@@ -174,6 +207,9 @@ impl Near {
             return Err(None);
         }
         match self.map.get(full) {
+            // A copy whose epoch no longer holds was filled before an invalidation or a
+            // flush that has run since (or is running): never answered.
+            Some(slot) if slot.flush != e.flush || slot.stripe != e.stripe => Err(Some(e)),
             Some(slot) if slot.type_id == TypeId::of::<T>() => match &slot.value {
                 None => Ok(None),
                 Some(v) => match v.downcast_ref::<T>() {
@@ -224,6 +260,8 @@ impl Near {
             type_id: TypeId::of::<T>(),
             expires: Instant::now() + Duration::from_millis(left_ms),
             weight: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+            flush: e.flush,
+            stripe: e.stripe,
             counters,
         };
         #[cfg(test)]
@@ -233,9 +271,16 @@ impl Near {
             }
         });
         self.map.insert(full.to_owned(), slot);
+        #[cfg(test)]
+        tests::AFTER_INSERT.with(|h| {
+            if let Some(h) = h.borrow_mut().as_mut() {
+                h();
+            }
+        });
         if self.changed(e) {
             // An invalidation or flush raced this fill: it may have run its removal before
-            // the insert. Remove the copy (perhaps a newer fill's: that only costs a GET).
+            // the insert. The copy is never answered (its epoch is stale); free it (perhaps
+            // a newer fill's: that only costs a GET).
             self.map.invalidate(full);
         }
     }
@@ -263,16 +308,29 @@ impl Near {
         }
     }
 
-    /// Starts the tracking task (once; lazily, when the first `local_ttl` function runs).
+    /// Starts the tracking task (once; lazily, when the first `local_ttl` function runs) on
+    /// a thread of its own with a current-thread runtime: see "Whose runtime". The thread
+    /// ends when the cache is dropped.
     fn start(&self) {
         if self.started.load(Relaxed) || self.started.swap(true, SeqCst) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(track(self.me.clone()));
-            }
-            Err(_) => self.started.store(false, SeqCst),
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cache-near-tracking".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(track(me)),
+                    Err(e) => {
+                        warn!(error = %e, "near cache: could not start the tracking runtime; near cache stays bypassed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "near cache: could not start the tracking thread; near cache stays bypassed");
         }
     }
 
@@ -357,7 +415,14 @@ async fn track(me: Weak<Near>) {
         let mut conn = match tokio::time::timeout(HEALTH_TIMEOUT * 2, connected).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                debug!(error = %e, "near cache: tracking connection failed; retrying");
+                if backoff == FIRST_BACKOFF {
+                    // Once per outage: a refused `CLIENT TRACKING` (an ACL without
+                    // `+client|tracking`, a Redis older than 6, a proxy) keeps the near cache
+                    // bypassed for good, which a user should hear about.
+                    warn!(error = %e, "near cache: tracking connection failed; the near cache is bypassed until it succeeds");
+                } else {
+                    debug!(error = %e, "near cache: tracking connection failed; retrying");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -408,6 +473,8 @@ mod tests {
     thread_local! {
         /// Runs inside `fill`, after its first epoch check and before its insert.
         pub(super) static BEFORE_INSERT: RefCell<Option<Hook>> = RefCell::new(None);
+        /// Runs inside `fill`, after its insert and before its re-check.
+        pub(super) static AFTER_INSERT: RefCell<Option<Hook>> = RefCell::new(None);
     }
 
     /// The push is processed after the fill checked its epoch and before it inserted: the
@@ -426,6 +493,45 @@ mod tests {
             matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))),
             "the fill resurrected a copy the push evicted"
         );
+    }
+
+    /// The copy is visible between the insert and the re-check: an invalidation that ran
+    /// completely between the fill's check and its insert, then a lookup in that window
+    /// (it started after the invalidation returned) must not be answered by the copy.
+    #[test]
+    fn a_copy_is_not_answered_between_its_insert_and_its_recheck() {
+        for flush in [false, true] {
+            let n = near();
+            let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+                panic!()
+            };
+            let n2 = n.clone();
+            BEFORE_INSERT.with(|h| {
+                *h.borrow_mut() = Some(Box::new(
+                    move || {
+                        if flush { n2.flush() } else { n2.evict("ns:k") }
+                    },
+                ))
+            });
+            let n3 = n.clone();
+            let seen = Arc::new(std::sync::Mutex::new(None));
+            let seen2 = seen.clone();
+            AFTER_INSERT.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    let r = n3.lookup::<u64>("ns:k", near_fns());
+                    *seen2.lock().unwrap() = Some(r.ok());
+                }))
+            });
+            fill(&n, e, 1);
+            BEFORE_INSERT.with(|h| *h.borrow_mut() = None);
+            AFTER_INSERT.with(|h| *h.borrow_mut() = None);
+            assert_eq!(
+                *seen.lock().unwrap(),
+                Some(None),
+                "a lookup after the {} was answered by the fill's old copy",
+                if flush { "flush" } else { "eviction" }
+            );
+        }
     }
 
     fn near() -> Arc<Near> {

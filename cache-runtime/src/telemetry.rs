@@ -69,6 +69,7 @@ impl Handle {
         }
         let mark = match field {
             "hits" => Some(Mark::Outcome("hit")),
+            "local_hits" => Some(Mark::Outcome("local_hit")),
             "negative_hits" => Some(Mark::Outcome("negative_hit")),
             "misses" => Some(Mark::Outcome("miss")),
             "stale_served" => Some(Mark::Outcome("stale")),
@@ -127,7 +128,7 @@ pub(crate) fn calls_traced() -> bool {
     tracing::enabled!(target: "cache_runtime::call", tracing::Level::DEBUG)
 }
 
-/// The span one call of `#[cached]` function `name` runs in: `fn`, and `outcome` (`hit`,
+/// The span one call of `#[cached]` function `name` runs in: `fn`, and `outcome` (`hit`, `local_hit`,
 /// `negative_hit`, `stale`, `miss`, `load_error`; the last one recorded wins: a miss whose
 /// loader failed ends as `load_error`) and `degraded = true` when the backend failed or its
 /// circuit was open during the call. Level DEBUG, target `cache_runtime::call`.

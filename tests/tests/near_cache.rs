@@ -323,3 +323,34 @@ async fn local_capacity_zero_disables_it() {
     let s = cache.stats().function("near.get");
     assert_eq!((s.hits, s.local_hits, s.loads), (19, 0, 1));
 }
+
+/// The first `local_ttl` call ran on a runtime that is gone since (a warm-up `block_on`, a
+/// `#[tokio::test]` that built a shared cache): the tracking connection must not have died
+/// with it, or copies would be served with nobody evicting them.
+#[test]
+fn tracking_outlives_the_runtime_of_the_first_call() {
+    let server = RedisServer::start();
+    let main_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = main_rt.block_on(redis_cache(&server));
+    let db = Db::default();
+    {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(first.block_on(until_near(&cache, 9, &db)), "row9@v0");
+    } // `first` is dropped with every task spawned on it.
+    main_rt.block_on(async {
+        assert_eq!(until_near(&cache, 9, &db).await, "row9@v0");
+        db.version.fetch_add(1, SeqCst);
+        server.raw().await.del(&cache.full_key("near:9")).await;
+        eventually("a raw DEL evicts the copy", BOUND, || async {
+            get(&cache, 9, &db).await == "row9@v1"
+        })
+        .await;
+    });
+}
