@@ -552,7 +552,7 @@ const ONCE_POOL: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinated_failover_under_load_loses_no_invalidation() {
-    let cluster = Arc::new(RedisCluster::start());
+    let cluster = Arc::new(RedisCluster::start_for_failover());
     let cache = cache_on(&cluster).await;
     let master = cluster.master_for_key(&full("item:0"));
     let replica = cluster.replica_of(master);
@@ -646,7 +646,7 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_master_under_load_loses_no_invalidation() {
-    let mut cluster = RedisCluster::start();
+    let mut cluster = RedisCluster::start_for_failover();
     let cache = cache_on(&cluster).await;
     let master = cluster.master_for_key(&full("item:0"));
     let replica = cluster.replica_of(master);
