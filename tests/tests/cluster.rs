@@ -727,6 +727,87 @@ async fn killed_master_under_load_loses_no_invalidation() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The cache outlives the runtime that built it.
+
+/// Review finding 1: redis-rs drives a cluster connection from a task on the runtime current
+/// when it is created. Caches built on a runtime that is then dropped (current-thread and
+/// multi-thread) or that is kept but no longer driven (a current-thread runtime between two
+/// `block_on`s) are used from another runtime: hits, and invalidations delivered at once.
+#[test]
+fn the_cache_outlives_the_runtime_that_built_it() {
+    let cluster = RedisCluster::start();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let multi_thread = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let dropped_ct = current_thread();
+    let dropped_mt = multi_thread();
+    let idle_ct = current_thread();
+    let caches = [
+        ("current-thread, dropped", {
+            let c = dropped_ct.block_on(cache_on(&cluster));
+            drop(dropped_ct);
+            c
+        }),
+        ("multi-thread, dropped", {
+            let c = dropped_mt.block_on(cache_on(&cluster));
+            drop(dropped_mt);
+            c
+        }),
+        (
+            "current-thread, kept idle",
+            idle_ct.block_on(cache_on(&cluster)),
+        ),
+    ];
+    let other = multi_thread();
+    other.block_on(async {
+        let raw = cluster.raw().await;
+        for (what, cache) in &caches {
+            let loads = AtomicUsize::new(0);
+            for _ in 0..2 {
+                assert_eq!(
+                    guard(what, user(cache, 1, &loads)).await,
+                    Ok(Some("user-1".into())),
+                    "{what}"
+                );
+            }
+            let s = cache.stats().function("cluster::user");
+            assert_eq!(
+                (s.loads, s.hits, s.backend_errors, s.backend_skipped),
+                (1, 1, 0, 0),
+                "{what}: {s:?}"
+            );
+            let version = AtomicU64::new(1);
+            a(cache, 1, &version).await;
+            write_ab(cache, 1, 2, &version).await.expect("write");
+            assert!(!raw.exists(&full("a:1")).await, "{what}: invalidated");
+            let s = cache.stats().function("cluster::write_ab");
+            assert_eq!(
+                (
+                    s.invalidations,
+                    s.invalidation_retries,
+                    s.invalidations_failed
+                ),
+                (4, 0, 0),
+                "{what}: delivered at once: {s:?}"
+            );
+            // The entries are the same for every cache: the next one starts cold.
+            let _: i64 = raw.cmd(redis::cmd("DEL").arg(full("user:1"))).await;
+        }
+    });
+    drop(idle_ct);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start-up without a reachable cluster.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

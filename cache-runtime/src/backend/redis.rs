@@ -1,7 +1,7 @@
 //! The Redis backend: one shared auto-reconnecting multiplexed connection
 //! ([`redis::aio::ConnectionManager`]) to a single server, or one Redis Cluster connection
-//! ([`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK` and refreshes its
-//! slot map by itself); plain single-key commands and one-key Lua scripts run by SHA.
+//! ([`ClusterConn`]: a [`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK`
+//! and refreshes its slot map by itself, on the cache's own runtime, rebuilt when dead); plain single-key commands and one-key Lua scripts run by SHA.
 //!
 //! The two connection kinds are two instantiations of the same generic [`RedisBackend`], so
 //! the single-node hit path is the code it always was (no branch on the connection kind).
@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{Script, Value};
 
+use super::cluster::ClusterConn;
 use super::{Backend, BackendResult, Raw};
 use crate::error::{BackendError, BackendErrorKind};
 
@@ -169,7 +169,7 @@ struct Scripts {
 }
 
 /// The connection a [`RedisBackend`] runs its commands on: a single server's
-/// [`ConnectionManager`] or a Redis Cluster's [`ClusterConnection`].
+/// [`ConnectionManager`] or a Redis Cluster's [`ClusterConn`].
 pub trait RedisConn: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
     /// Whether keys may live on different nodes (multi-key commands must be split per slot).
     const CLUSTER: bool;
@@ -179,12 +179,12 @@ impl RedisConn for ConnectionManager {
     const CLUSTER: bool = false;
 }
 
-impl RedisConn for ClusterConnection {
+impl RedisConn for ClusterConn {
     const CLUSTER: bool = true;
 }
 
 /// Redis backend over one shared multiplexed connection (`C` = [`ConnectionManager`]) or a
-/// Redis Cluster connection (`C` = [`ClusterConnection`], see [`RedisClusterBackend`]).
+/// Redis Cluster connection (`C` = [`ClusterConn`], see [`RedisClusterBackend`]).
 #[derive(Clone)]
 pub struct RedisBackend<C = ConnectionManager> {
     conn: C,
@@ -201,7 +201,7 @@ pub struct RedisBackend<C = ConnectionManager> {
 }
 
 /// Redis backend over a Redis Cluster connection.
-pub type RedisClusterBackend = RedisBackend<ClusterConnection>;
+pub type RedisClusterBackend = RedisBackend<ClusterConn>;
 
 impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -309,7 +309,7 @@ impl RedisClusterBackend {
         let client = builder.build().map_err(invalid_url)?;
         let config =
             redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
-        let conn = client.get_pending_async_connection_with_config(config);
+        let conn = ClusterConn::new(client, config);
         Ok(RedisBackend {
             conn,
             scripts: scripts(),
