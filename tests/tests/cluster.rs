@@ -392,6 +392,16 @@ struct Db {
     loads: AtomicUsize,
 }
 
+impl Db {
+    /// Ids `0..=max`, all at version 0.
+    fn new(max: usize) -> Db {
+        Db {
+            versions: (0..=max).map(|_| AtomicU64::new(0)).collect(),
+            loads: AtomicUsize::new(0),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 struct DbError;
 
@@ -559,12 +569,7 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
     let (on, off) = ids_around(&cluster, master, 8 + ONCE_POOL, 8);
     let (on, once) = on.split_at(8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db {
-        versions: (0..=*on.iter().chain(&off).chain(once).max().unwrap())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        loads: AtomicUsize::new(0),
-    });
+    let db = Arc::new(Db::new(*on.iter().chain(&off).chain(once).max().unwrap()));
     // Ids on the failing master, cached, each written exactly once while the failover runs:
     // the load's writers rewrite their ids again and again (a lost invalidation would be
     // healed by the next one), these are not.
@@ -652,12 +657,7 @@ async fn killed_master_under_load_loses_no_invalidation() {
     let replica = cluster.replica_of(master);
     let (on, off) = ids_around(&cluster, master, 8, 8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db {
-        versions: (0..=*ids.iter().max().unwrap())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        loads: AtomicUsize::new(0),
-    });
+    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
     // Cached entries on the master, replicated to its replica before the kill. Redis
     // replication is asynchronous: a deletion acknowledged by a master that dies before its
     // replica received it is lost (Redis's design, see the README), so the writers under load
@@ -724,6 +724,82 @@ async fn killed_master_under_load_loses_no_invalidation() {
         "the outage was seen by the writes (else this test tested nothing): {s:?}"
     );
     assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
+}
+
+/// Review finding 2: a master that stops answering without closing its connections
+/// (`SIGSTOP`: a hung process, a dead host, a partition) gives redis-rs no error. Once the
+/// cluster promoted its replica, the cache must send those slots there: the invalidations
+/// written meanwhile are delivered (none given up), reads hit again, and a fresh cache (which
+/// learns the new topology at start) reads the new data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frozen_master_is_routed_around_once_its_replica_took_over() {
+    let mut cluster = RedisCluster::start_for_failover();
+    let cache = cache_on(&cluster).await;
+    let master = cluster.master_for_key(&full("item:0"));
+    let replica = cluster.replica_of(master);
+    let (on, off) = ids_around(&cluster, master, 6, 4);
+    let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
+    let db = Arc::new(Db::new(*ids.iter().max().expect("ids")));
+    for &id in &ids {
+        assert_eq!(item(&cache, id, &db).await, Ok(0));
+    }
+    let _: i64 = cluster.node_cmd(master, redis::cmd("WAIT").arg(1).arg(5000));
+
+    cluster.pause(master);
+    let cluster = Arc::new(cluster);
+    let c = cluster.clone();
+    guard(
+        "replica promoted",
+        tokio::task::spawn_blocking(move || c.wait_master(replica)),
+    )
+    .await
+    .expect("promotion");
+    // Written after the takeover: the entries live on the promoted replica now.
+    for &id in &on {
+        assert_eq!(bump(&cache, id, &db).await, Ok(()), "write {id}");
+    }
+    eventually(
+        "the invalidations reached the promoted replica",
+        Duration::from_secs(20),
+        || async {
+            cache
+                .stats()
+                .function("cluster::bump")
+                .invalidations_pending
+                == 0
+        },
+    )
+    .await;
+    let s = cache.stats().function("cluster::bump");
+    assert_eq!(s.invalidations_failed, 0, "none given up: {s:?}");
+    // Reads of the frozen master's ids are served from the cluster again: a second read is
+    // a hit, with the new version.
+    eventually(
+        "hits on the promoted replica",
+        Duration::from_secs(20),
+        || {
+            let (cache, db, on) = (cache.clone(), db.clone(), on.clone());
+            async move {
+                let before = cache.stats().function("cluster::item").hits;
+                for &id in &on {
+                    let want = db.versions[id].load(SeqCst);
+                    assert_eq!(item(&cache, id, &db).await, Ok(want), "id {id}: fresh");
+                }
+                cache.stats().function("cluster::item").hits >= before + on.len() as u64
+            }
+        },
+    )
+    .await;
+    // A cache started now reads the new versions (a lost invalidation would leave the old
+    // entry on the promoted replica).
+    let fresh = cache_on(&cluster).await;
+    for &id in &on {
+        assert_eq!(
+            item(&fresh, id, &db).await,
+            Ok(db.versions[id].load(SeqCst)),
+            "fresh cache, id {id}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The Redis Cluster connection of a cache: a redis-rs [`ClusterConnection`] that the cache
-//! keeps alive and replaces when it is dead.
+//! keeps alive and replaces when it is dead or stuck.
 //!
 //! * **Where it runs.** redis-rs drives a cluster connection (routing, and every node's
 //!   connection) from a task spawned on the runtime current when it is created. On a
@@ -14,14 +14,31 @@
 //!   rebuilt (on the caller's runtime, as above) and the command sent once more on the new one,
 //!   so the caller sees nothing. A command that was in flight when the runtime ended fails
 //!   ("Unable to receive command") and the connection is rebuilt as well.
+//! * **Replaced when stuck.** A master that stops answering without closing its connections
+//!   (a frozen process, a dead host, a partition) gives redis-rs no error, so it never refreshes
+//!   its slot map and keeps sending that master's slots to it, even after its replica took over.
+//!   Two operations timing out (`command_timeout`) within [`TIMEOUT_WINDOW`] rebuild the
+//!   connection (at most once per [`REBUILD_GAP`]): the new one connects to the nodes that
+//!   answer and reads the slot map from one of them, so once the cluster has promoted a replica
+//!   the slots go there. A rebuilt connection's node connections have a response timeout
+//!   (`command_timeout`), so that a node that does not answer cannot hold up its start (the
+//!   first connection has none: a timer per command on the hit path, where every operation
+//!   is bounded by `command_timeout` already).
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tracing::{error, warn};
+
+/// Two timeouts within this window rebuild the connection.
+pub(crate) const TIMEOUT_WINDOW: Duration = Duration::from_secs(10);
+
+/// At most one rebuild per this (on timeouts; a dead connection is rebuilt at once).
+pub(crate) const REBUILD_GAP: Duration = Duration::from_secs(1);
 
 /// A cache's Redis Cluster connection (cheap to clone: one shared state).
 #[derive(Clone)]
@@ -33,10 +50,17 @@ struct Shared {
     /// The connection in use, and its generation (bumped by each rebuild).
     current: RwLock<(u64, ClusterConnection)>,
     client: ClusterClient,
-    config: ClusterConfig,
+    /// A rebuilt connection's settings (with a response timeout per node).
+    rebuild_config: ClusterConfig,
     /// The cache's own runtime, started on first need (`None` inside if its thread could not
     /// be started: the caller's runtime is used then).
     home: OnceLock<Option<Home>>,
+    health: Mutex<Health>,
+}
+
+struct Health {
+    last_timeout: Option<Instant>,
+    last_rebuild: Instant,
 }
 
 /// A current-thread Tokio runtime on its own thread, running until this is dropped.
@@ -70,15 +94,24 @@ impl Home {
 
 impl ClusterConn {
     /// Creates the connection (connected lazily, in the background).
-    pub(crate) fn new(client: ClusterClient, config: ClusterConfig) -> Self {
+    pub(crate) fn new(
+        client: ClusterClient,
+        config: ClusterConfig,
+        response_timeout: Duration,
+    ) -> Self {
         let home = OnceLock::new();
         let conn = connect(&client, &config, &home);
+        let rebuild_config = config.clone().set_response_timeout(response_timeout);
         ClusterConn {
             shared: Arc::new(Shared {
                 current: RwLock::new((0, conn)),
                 client,
-                config,
+                rebuild_config,
                 home,
+                health: Mutex::new(Health {
+                    last_timeout: None,
+                    last_rebuild: Instant::now(),
+                }),
             }),
         }
     }
@@ -102,10 +135,35 @@ impl ClusterConn {
             .unwrap_or_else(|p| p.into_inner());
         if cur.0 == seen {
             warn!(reason = why, "rebuilding the Redis Cluster connection");
-            let conn = connect(&self.shared.client, &self.shared.config, &self.shared.home);
+            let conn = connect(
+                &self.shared.client,
+                &self.shared.rebuild_config,
+                &self.shared.home,
+            );
             *cur = (seen + 1, conn);
+            let mut h = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
+            h.last_rebuild = Instant::now();
+            h.last_timeout = None;
         }
         cur.1.clone()
+    }
+
+    /// An operation ran out of `command_timeout`: the second within [`TIMEOUT_WINDOW`]
+    /// rebuilds the connection (at most once per [`REBUILD_GAP`]).
+    pub(crate) fn timed_out(&self) {
+        let now = Instant::now();
+        let rebuild = {
+            let mut h = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = h
+                .last_timeout
+                .is_some_and(|t| now.duration_since(t) < TIMEOUT_WINDOW);
+            h.last_timeout = Some(now);
+            recent && now.duration_since(h.last_rebuild) >= REBUILD_GAP
+        };
+        if rebuild {
+            let (seen, _) = self.current();
+            self.rebuild(seen, "commands time out");
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Redis backend: one shared auto-reconnecting multiplexed connection
 //! ([`redis::aio::ConnectionManager`]) to a single server, or one Redis Cluster connection
 //! ([`ClusterConn`]: a [`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK`
-//! and refreshes its slot map by itself, on the cache's own runtime, rebuilt when dead); plain single-key commands and one-key Lua scripts run by SHA.
+//! and refreshes its slot map by itself, on the cache's own runtime, rebuilt when dead or stuck); plain single-key commands and one-key Lua scripts run by SHA.
 //!
 //! The two connection kinds are two instantiations of the same generic [`RedisBackend`], so
 //! the single-node hit path is the code it always was (no branch on the connection kind).
@@ -173,6 +173,10 @@ struct Scripts {
 pub trait RedisConn: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
     /// Whether keys may live on different nodes (multi-key commands must be split per slot).
     const CLUSTER: bool;
+
+    /// An operation ran out of `command_timeout` (a cluster connection may be stuck on a
+    /// node that stopped answering: see [`ClusterConn`]).
+    fn timed_out(&self) {}
 }
 
 impl RedisConn for ConnectionManager {
@@ -181,6 +185,10 @@ impl RedisConn for ConnectionManager {
 
 impl RedisConn for ClusterConn {
     const CLUSTER: bool = true;
+
+    fn timed_out(&self) {
+        ClusterConn::timed_out(self);
+    }
 }
 
 /// Redis backend over one shared multiplexed connection (`C` = [`ConnectionManager`]) or a
@@ -309,7 +317,7 @@ impl RedisClusterBackend {
         let client = builder.build().map_err(invalid_url)?;
         let config =
             redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
-        let conn = ClusterConn::new(client, config);
+        let conn = ClusterConn::new(client, config, opts.command_timeout);
         Ok(RedisBackend {
             conn,
             scripts: scripts(),
@@ -427,10 +435,13 @@ impl<C: RedisConn> RedisBackend<C> {
     ) -> BackendResult<T> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                "Redis did not answer in time",
-            )),
+            Err(_) => {
+                self.conn.timed_out();
+                Err(BackendError::new(
+                    BackendErrorKind::Timeout,
+                    "Redis did not answer in time",
+                ))
+            }
         }
     }
 }
