@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
 use cache_tests::{RedisCluster, eventually, guard};
@@ -166,7 +166,9 @@ async fn stampede_of_64_callers_on_4_caches_runs_the_loader_once() {
 }
 
 /// 4 OS processes (the `stampede-helper` binary, given the cluster's seed nodes) x 25 calls on
-/// one cold key, started together: the loader runs once in total.
+/// one cold key: the loader runs once in total. The loader waits on a gate key that the test
+/// sets only once every process reported all its calls missed, so the four processes are in
+/// the stampede together (whatever the machine's load), and three of them wait on the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
     const PROCESSES: usize = 4;
@@ -174,10 +176,15 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
     let cluster = RedisCluster::start();
     let raw = cluster.raw().await;
     let counter_key = "test:stampede:loader-runs";
-    let start_at = cache_tests::unix_ms() + 1_500;
+    let gate = "test:stampede:gate";
+    let start_at = cache_tests::unix_ms();
+    // `CACHE_TESTS_STAMPEDE_HELPER` overrides the binary (a target directory shared by several
+    // checkouts holds whichever one was built last under the same path).
+    let helper = std::env::var("CACHE_TESTS_STAMPEDE_HELPER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stampede-helper").to_owned());
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_stampede-helper"))
+            tokio::process::Command::new(&helper)
                 .args([
                     cluster.urls().join(","),
                     "xproc".to_owned(),
@@ -185,6 +192,7 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
                     counter_key.to_owned(),
                     start_at.to_string(),
                     CALLS.to_string(),
+                    gate.to_owned(),
                 ])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -194,6 +202,18 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
                 .expect("spawn stampede-helper")
         })
         .collect();
+    eventually(
+        "every process in the stampede",
+        Duration::from_secs(30),
+        || async { raw.get_i64(&format!("{gate}:missed")).await == Some(PROCESSES as i64) },
+    )
+    .await;
+    assert_eq!(
+        raw.get_i64(counter_key).await,
+        Some(1),
+        "one loader runs while every process waits"
+    );
+    let _: () = raw.cmd(redis::cmd("SET").arg(gate).arg(1)).await;
     let mut reports = Vec::new();
     for child in children {
         let out = guard("a stampede-helper process", child.wait_with_output())
@@ -226,6 +246,17 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
             report.values
         );
     }
+    assert_eq!(
+        reports.iter().map(|r| r.misses).sum::<u64>(),
+        (PROCESSES * CALLS) as u64,
+        "every call missed"
+    );
+    assert_eq!(
+        reports.iter().map(|r| r.lock_waits).sum::<u64>(),
+        PROCESSES as u64 - 1,
+        "the processes that lost the lease waited on it: {:?}",
+        reports.iter().map(|r| r.lock_waits).collect::<Vec<_>>()
+    );
     let total = raw.get_i64(counter_key).await.unwrap_or(0);
     assert_eq!(
         total,
@@ -389,6 +420,9 @@ async fn tag_invalidation_deletes_members_on_every_master() {
 /// A stand-in for the database: one version per id.
 struct Db {
     versions: Vec<AtomicU64>,
+    /// Per id, a version that every read starting now must return at least: set after a
+    /// write (`#[invalidates]`) of the load's writers returned.
+    acked: Vec<AtomicU64>,
     loads: AtomicUsize,
 }
 
@@ -397,6 +431,7 @@ impl Db {
     fn new(max: usize) -> Db {
         Db {
             versions: (0..=max).map(|_| AtomicU64::new(0)).collect(),
+            acked: (0..=max).map(|_| AtomicU64::new(0)).collect(),
             loads: AtomicUsize::new(0),
         }
     }
@@ -459,7 +494,9 @@ async fn prefill(cache: &Cache, db: &Arc<Db>, ids: &[usize]) {
 }
 
 /// Four readers of `read_ids` and two writers of `write_ids` (who also read) until `stop`:
-/// every call must succeed (a cache failure goes to the loader, never to the caller).
+/// every call must succeed (a cache failure goes to the loader, never to the caller) and no
+/// read may return a version older than a write that returned before it started (recorded
+/// in `errors`).
 /// Returns (reads, writes) done.
 fn spawn_load(
     cache: &Cache,
@@ -485,12 +522,22 @@ fn spawn_load(
                 i += 1;
                 // Two writer tasks (one write in three calls), four readers.
                 if t < 2 && i.is_multiple_of(3) {
+                    let next = db.versions[id].load(SeqCst) + 1;
                     match bump(&cache, id, &db).await {
-                        Ok(()) => writes += 1,
+                        Ok(()) => {
+                            writes += 1;
+                            db.acked[id].fetch_max(next, SeqCst);
+                        }
                         Err(e) => errors.lock().unwrap().push(format!("bump {id}: {e:?}")),
                     }
                 } else {
+                    // A read that starts after a write returned sees that write (this
+                    // process never reads an entry it invalidated, failover or not).
+                    let floor = db.acked[id].load(SeqCst);
                     match item(&cache, id, &db).await {
+                        Ok(v) if v < floor => errors.lock().unwrap().push(format!(
+                            "item {id}: version {v}, older than the acknowledged write {floor}"
+                        )),
                         Ok(_) => reads += 1,
                         Err(e) => errors.lock().unwrap().push(format!("item {id}: {e:?}")),
                     }
@@ -593,16 +640,21 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
                 if done.load(SeqCst) {
                     break;
                 }
+                let start = Instant::now();
                 assert_eq!(bump(&cache, id, &db).await, Ok(()));
-                written.push(id);
+                written.push((id, start, Instant::now()));
             }
             written
         })
     };
     let c = cluster.clone();
-    guard(
+    let (asked, took_over) = guard(
         "CLUSTER FAILOVER",
-        tokio::task::spawn_blocking(move || c.failover(replica)),
+        tokio::task::spawn_blocking(move || {
+            let asked = Instant::now();
+            c.failover(replica);
+            (asked, Instant::now())
+        }),
     )
     .await
     .expect("failover");
@@ -611,8 +663,19 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
         .await
         .expect("once-writer");
     // It writes from the failover's start until the failover ended (or, should the circuit
-    // open and skip the writes, until the pool ran out).
-    assert!(!written.is_empty(), "writes during the failover");
+    // open and skip the writes, until the pool ran out): at least one write ran entirely
+    // between `CLUSTER FAILOVER` and the takeover seen by every node.
+    let inside = written
+        .iter()
+        .filter(|&&(_, start, end)| start >= asked && end <= took_over)
+        .count();
+    assert!(
+        inside > 0,
+        "a write inside the failover window ({} written, window {:?})",
+        written.len(),
+        took_over - asked
+    );
+    let written: Vec<usize> = written.into_iter().map(|(id, _, _)| id).collect();
     let after = cache.stats().function("cluster::bump").invalidations;
     eventually(
         "writes after the failover",
