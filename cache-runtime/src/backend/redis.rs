@@ -407,7 +407,7 @@ impl<C: RedisConn> RedisBackend<C> {
         self.tracking.clone()
     }
 
-    /// `PING` (on a cluster: every node redis-rs knows of): connects if needed and checks the
+    /// `PING` (on a cluster: every master, redis-rs `AllPrimaries`): connects if needed and checks the
     /// server answers.
     pub async fn ping(&self) -> BackendResult<()> {
         let ping = async {
