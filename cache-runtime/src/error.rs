@@ -72,8 +72,9 @@ pub enum BackendErrorKind {
     Timeout,
     /// The server answered that it cannot serve the command for now: `-LOADING` (loading its
     /// dataset), `-BUSY` (running a slow script), `-TRYAGAIN`, `-CLUSTERDOWN`, `-MASTERDOWN`,
-    /// `-READONLY` (a replica, e.g. a master demoted by a failover), and a Redis Cluster's
-    /// `-MOVED`/`-ASK` when redirections ran out during a reconfiguration.
+    /// `-READONLY` (a replica, e.g. a master demoted by a failover), a Redis Cluster's
+    /// `-MOVED`/`-ASK` when redirections ran out during a reconfiguration, and `-NOSCRIPT`
+    /// left after the script was reloaded (a node that missed the reload).
     Unavailable,
     /// Any other error reported by the server or the client library (e.g. `-NOPERM`,
     /// `-WRONGTYPE`): retrying will not change it.
@@ -141,11 +142,15 @@ impl From<redis::RedisError> for BackendError {
                     | "READONLY"
                     | "MOVED"
                     | "ASK"
+                    | "NOSCRIPT"
             )
         ) {
             // "Try again later" replies (redis-rs has no kind for BUSY: match the code). A
             // MOVED/ASK reaching us means redis-rs ran out of redirections while the cluster
-            // was being reconfigured: also a "try again later".
+            // was being reconfigured: also a "try again later". NOSCRIPT reaching us means
+            // redis-rs's reload (`SCRIPT LOAD`, sent to every node it is connected to) missed
+            // the node that ran the script, e.g. a just-promoted master whose connection was
+            // being re-established: the next attempt loads it again.
             BackendErrorKind::Unavailable
         } else {
             BackendErrorKind::Other
@@ -176,6 +181,7 @@ mod tests {
             "-READONLY You can't write against a read only replica.",
             "-MOVED 3999 127.0.0.1:6381",
             "-ASK 3999 127.0.0.1:6381",
+            "-NOSCRIPT No matching script. Please use EVAL.",
         ] {
             let e = from_reply(reply);
             assert_eq!(e.kind(), BackendErrorKind::Unavailable, "{reply}: {e}");
@@ -185,7 +191,6 @@ mod tests {
             "-NOPERM User cache has no permissions to run the 'unlink' command",
             "-WRONGTYPE Operation against a key holding the wrong kind of value",
             "-ERR unknown command 'UNLINK'",
-            "-NOSCRIPT No matching script. Please use EVAL.",
             "-BUSYKEY Target key name already exists.",
             "-CROSSSLOT Keys in request don't hash to the same slot",
         ] {

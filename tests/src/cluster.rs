@@ -24,9 +24,14 @@ pub const REDIS_CLI_ENV: &str = "CACHE_TESTS_REDIS_CLI";
 /// Nodes of a test cluster: 3 masters + 3 replicas.
 pub const CLUSTER_NODES: usize = 6;
 
-/// `cluster-node-timeout` of the test cluster (ms): how long a silent master takes to be
-/// considered failed. Short, so a killed master's replica is promoted in about two seconds.
-pub const NODE_TIMEOUT_MS: u64 = 1000;
+/// `cluster-node-timeout` of a test cluster (ms) started with [`RedisCluster::start`]: how long
+/// a silent master takes to be considered failed. Long enough that a node starved of CPU for a
+/// moment on a loaded machine is not failed over in a test that does not expect it.
+pub const NODE_TIMEOUT_MS: u64 = 5000;
+
+/// `cluster-node-timeout` of a cluster started with [`RedisCluster::start_for_failover`]:
+/// short, so a killed or frozen master's replica is promoted in about two seconds.
+pub const FAILOVER_NODE_TIMEOUT_MS: u64 = 1000;
 
 /// How long the harness waits for the cluster to form, or to settle after a failover.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,6 +76,8 @@ pub struct RedisCluster {
     dir: PathBuf,
     /// `user:password@` in every URL (an ACL cluster), else empty.
     userinfo: String,
+    /// Ports of the nodes paused with [`RedisCluster::pause`] (not live).
+    paused: Vec<u16>,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -89,17 +96,24 @@ impl RedisCluster {
     /// With a message that says what to install when `redis-server` or `redis-cli` is missing,
     /// or with the nodes' output when the cluster does not form.
     pub fn start() -> RedisCluster {
-        Self::start_inner(None)
+        Self::start_inner(None, NODE_TIMEOUT_MS)
+    }
+
+    /// Like [`RedisCluster::start`], with a short `cluster-node-timeout`
+    /// ([`FAILOVER_NODE_TIMEOUT_MS`]), for tests that kill or freeze a master and wait for its
+    /// replica to take over.
+    pub fn start_for_failover() -> RedisCluster {
+        Self::start_inner(None, FAILOVER_NODE_TIMEOUT_MS)
     }
 
     /// Like [`RedisCluster::start`], with ACL: the `default` user is off and `user` (password
     /// `password`) may run every command on every key; replicas authenticate as that user. Its
     /// [`urls`](Self::urls) carry the credentials (`redis://user:password@127.0.0.1:port`).
     pub fn start_with_acl(user: &str, password: &str) -> RedisCluster {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS)
     }
 
-    fn start_inner(acl: Option<(&str, &str)>) -> RedisCluster {
+    fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let mut extra: Vec<String> = Vec::new();
         let mut userinfo = String::new();
@@ -127,7 +141,7 @@ impl RedisCluster {
         let mut nodes = Vec::with_capacity(CLUSTER_NODES);
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
         for _ in 0..CLUSTER_NODES {
-            let node = start_node(&dir, &extra).unwrap_or_else(|e| panic!("{e}"));
+            let node = start_node(&dir, &extra, node_timeout_ms).unwrap_or_else(|e| panic!("{e}"));
             ports.push(node.port());
             nodes.push(node);
         }
@@ -136,6 +150,7 @@ impl RedisCluster {
             ports,
             dir,
             userinfo,
+            paused: Vec::new(),
         };
         let mut create = Command::new(redis_cli());
         if let Some((user, password)) = acl {
@@ -150,7 +165,7 @@ impl RedisCluster {
         create
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null());
-        let out = create.output().unwrap_or_else(|e| {
+        let out = run_with_deadline(create, SETTLE_TIMEOUT).unwrap_or_else(|e| {
             panic!(
                 "could not run `{}` ({e}). The cluster tests need redis-cli (Debian/Ubuntu: \
                  `apt-get install -y redis-tools`; `scripts/test.sh` installs it), or point \
@@ -158,14 +173,19 @@ impl RedisCluster {
                 redis_cli()
             )
         });
-        if !out.status.success() {
-            panic!(
+        match out {
+            Some(out) if out.status.success() => {}
+            Some(out) => panic!(
                 "redis-cli --cluster create failed ({}):\n{}\n{}\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
                 cluster.logs()
-            );
+            ),
+            None => panic!(
+                "redis-cli --cluster create did not finish within {SETTLE_TIMEOUT:?} (killed)\n{}",
+                cluster.logs()
+            ),
         }
         cluster.wait_settled();
         cluster
@@ -180,11 +200,11 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The ports of the nodes that run.
+    /// The ports of the nodes that run (neither killed nor paused).
     pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| n.pid().is_some())
+            .filter(|n| n.pid().is_some() && !self.paused.contains(&n.port()))
             .map(RedisServer::port)
             .collect()
     }
@@ -300,8 +320,37 @@ impl RedisCluster {
     /// # Panics
     /// If the failover does not complete.
     pub fn failover(&self, replica_port: u16) {
-        let _: () = self.node_cmd(replica_port, redis::cmd("CLUSTER").arg("FAILOVER"));
-        self.wait_master(replica_port);
+        // Redis gives a manual failover 5 s (`CLUSTER_MF_TIMEOUT`) and then drops it: asked
+        // again until the replica took over.
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let _: () = self.node_cmd(replica_port, redis::cmd("CLUSTER").arg("FAILOVER"));
+            let attempt = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < attempt {
+                if self.is_master_everywhere(replica_port) && self.all_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {replica_port} did not take over within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Freezes the node at `port` with `SIGSTOP`: its connections stay open but it answers
+    /// nothing (like a hung process or an unreachable host). It no longer counts as live. It
+    /// is killed on drop like the others (`SIGKILL` also ends a stopped process).
+    pub fn pause(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port() == port {
+                node.stop();
+            }
+        }
+        self.paused.push(port);
     }
 
     /// Kills the node at `port` with `SIGKILL` (its log stays until drop).
@@ -321,16 +370,7 @@ impl RedisCluster {
     pub fn wait_master(&self, port: u16) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
-            let promoted = self.live_ports().iter().all(|&p| {
-                self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
-                    .map(|t| {
-                        parse_nodes(&t)
-                            .iter()
-                            .any(|n| n.port == port && n.master && !n.slots.is_empty())
-                    })
-                    .unwrap_or(false)
-            });
-            if promoted && self.all_ok() {
+            if self.is_master_everywhere(port) && self.all_ok() {
                 return;
             }
             if Instant::now() >= deadline {
@@ -341,6 +381,18 @@ impl RedisCluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn is_master_everywhere(&self, port: u16) -> bool {
+        self.live_ports().iter().all(|&p| {
+            self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                .map(|t| {
+                    parse_nodes(&t)
+                        .iter()
+                        .any(|n| n.port == port && n.master && !n.slots.is_empty())
+                })
+                .unwrap_or(false)
+        })
     }
 
     /// Waits until every live node reports `cluster_state:ok`.
@@ -433,7 +485,11 @@ impl Drop for RedisCluster {
 
 /// Starts one cluster-enabled node in `dir` on a free port (retried on a fresh port if the
 /// port was taken meanwhile).
-fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, StartError> {
+fn start_node(
+    dir: &std::path::Path,
+    extra: &[String],
+    node_timeout_ms: u64,
+) -> Result<RedisServer, StartError> {
     let mut last = None;
     for _ in 0..8 {
         let port = crate::reserve_free_port();
@@ -454,7 +510,7 @@ fn start_node(dir: &std::path::Path, extra: &[String]) -> Result<RedisServer, St
             "--cluster-config-file".into(),
             dir.join(format!("nodes-{port}.conf")).display().to_string(),
             "--cluster-node-timeout".into(),
-            NODE_TIMEOUT_MS.to_string(),
+            node_timeout_ms.to_string(),
             // A replica whose link was down for long may still take over (tests only).
             "--cluster-replica-validity-factor".into(),
             "0".into(),
@@ -528,6 +584,50 @@ pub fn key_slot(key: &str) -> u16 {
         }
     }
     crc % 16384
+}
+
+/// Runs `cmd` to completion, killing it after `limit` (then `Ok(None)`).
+fn run_with_deadline(
+    mut cmd: Command,
+    limit: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // Drain the pipes on threads (a full pipe would block the child).
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read_out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = std::io::Read::read_to_end(o, &mut buf);
+        }
+        buf
+    });
+    let read_err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = std::io::Read::read_to_end(e, &mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = read_out.join().unwrap_or_default();
+    let stderr = read_err.join().unwrap_or_default();
+    Ok(status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
 
 fn redis_cli() -> String {

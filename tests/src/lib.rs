@@ -494,6 +494,12 @@ pub struct HelperReport {
     pub values: Vec<Option<String>>,
     /// Loader runs in this process (the global count is the Redis counter).
     pub local_loads: usize,
+    /// Calls of this process that missed (found no entry).
+    #[serde(default)]
+    pub misses: u64,
+    /// Times this process waited on another process's lease.
+    #[serde(default)]
+    pub lock_waits: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
 use cache_tests::{RedisCluster, eventually, guard};
@@ -166,7 +166,9 @@ async fn stampede_of_64_callers_on_4_caches_runs_the_loader_once() {
 }
 
 /// 4 OS processes (the `stampede-helper` binary, given the cluster's seed nodes) x 25 calls on
-/// one cold key, started together: the loader runs once in total.
+/// one cold key: the loader runs once in total. The loader waits on a gate key that the test
+/// sets only once every process reported all its calls missed, so the four processes are in
+/// the stampede together (whatever the machine's load), and three of them wait on the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
     const PROCESSES: usize = 4;
@@ -174,10 +176,15 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
     let cluster = RedisCluster::start();
     let raw = cluster.raw().await;
     let counter_key = "test:stampede:loader-runs";
-    let start_at = cache_tests::unix_ms() + 1_500;
+    let gate = "test:stampede:gate";
+    let start_at = cache_tests::unix_ms();
+    // `CACHE_TESTS_STAMPEDE_HELPER` overrides the binary (a target directory shared by several
+    // checkouts holds whichever one was built last under the same path).
+    let helper = std::env::var("CACHE_TESTS_STAMPEDE_HELPER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stampede-helper").to_owned());
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_stampede-helper"))
+            tokio::process::Command::new(&helper)
                 .args([
                     cluster.urls().join(","),
                     "xproc".to_owned(),
@@ -185,6 +192,7 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
                     counter_key.to_owned(),
                     start_at.to_string(),
                     CALLS.to_string(),
+                    gate.to_owned(),
                 ])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -194,6 +202,18 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
                 .expect("spawn stampede-helper")
         })
         .collect();
+    eventually(
+        "every process in the stampede",
+        Duration::from_secs(30),
+        || async { raw.get_i64(&format!("{gate}:missed")).await == Some(PROCESSES as i64) },
+    )
+    .await;
+    assert_eq!(
+        raw.get_i64(counter_key).await,
+        Some(1),
+        "one loader runs while every process waits"
+    );
+    let _: () = raw.cmd(redis::cmd("SET").arg(gate).arg(1)).await;
     let mut reports = Vec::new();
     for child in children {
         let out = guard("a stampede-helper process", child.wait_with_output())
@@ -226,6 +246,17 @@ async fn stampede_across_4_processes_on_the_cluster_runs_the_loader_once() {
             report.values
         );
     }
+    assert_eq!(
+        reports.iter().map(|r| r.misses).sum::<u64>(),
+        (PROCESSES * CALLS) as u64,
+        "every call missed"
+    );
+    assert_eq!(
+        reports.iter().map(|r| r.lock_waits).sum::<u64>(),
+        PROCESSES as u64 - 1,
+        "the processes that lost the lease waited on it: {:?}",
+        reports.iter().map(|r| r.lock_waits).collect::<Vec<_>>()
+    );
     let total = raw.get_i64(counter_key).await.unwrap_or(0);
     assert_eq!(
         total,
@@ -389,7 +420,21 @@ async fn tag_invalidation_deletes_members_on_every_master() {
 /// A stand-in for the database: one version per id.
 struct Db {
     versions: Vec<AtomicU64>,
+    /// Per id, a version that every read starting now must return at least: set after a
+    /// write (`#[invalidates]`) of the load's writers returned.
+    acked: Vec<AtomicU64>,
     loads: AtomicUsize,
+}
+
+impl Db {
+    /// Ids `0..=max`, all at version 0.
+    fn new(max: usize) -> Db {
+        Db {
+            versions: (0..=max).map(|_| AtomicU64::new(0)).collect(),
+            acked: (0..=max).map(|_| AtomicU64::new(0)).collect(),
+            loads: AtomicUsize::new(0),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -449,7 +494,9 @@ async fn prefill(cache: &Cache, db: &Arc<Db>, ids: &[usize]) {
 }
 
 /// Four readers of `read_ids` and two writers of `write_ids` (who also read) until `stop`:
-/// every call must succeed (a cache failure goes to the loader, never to the caller).
+/// every call must succeed (a cache failure goes to the loader, never to the caller) and no
+/// read may return a version older than a write that returned before it started (recorded
+/// in `errors`).
 /// Returns (reads, writes) done.
 fn spawn_load(
     cache: &Cache,
@@ -475,12 +522,22 @@ fn spawn_load(
                 i += 1;
                 // Two writer tasks (one write in three calls), four readers.
                 if t < 2 && i.is_multiple_of(3) {
+                    let next = db.versions[id].load(SeqCst) + 1;
                     match bump(&cache, id, &db).await {
-                        Ok(()) => writes += 1,
+                        Ok(()) => {
+                            writes += 1;
+                            db.acked[id].fetch_max(next, SeqCst);
+                        }
                         Err(e) => errors.lock().unwrap().push(format!("bump {id}: {e:?}")),
                     }
                 } else {
+                    // A read that starts after a write returned sees that write (this
+                    // process never reads an entry it invalidated, failover or not).
+                    let floor = db.acked[id].load(SeqCst);
                     match item(&cache, id, &db).await {
+                        Ok(v) if v < floor => errors.lock().unwrap().push(format!(
+                            "item {id}: version {v}, older than the acknowledged write {floor}"
+                        )),
                         Ok(_) => reads += 1,
                         Err(e) => errors.lock().unwrap().push(format!("item {id}: {e:?}")),
                     }
@@ -552,19 +609,14 @@ const ONCE_POOL: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinated_failover_under_load_loses_no_invalidation() {
-    let cluster = Arc::new(RedisCluster::start());
+    let cluster = Arc::new(RedisCluster::start_for_failover());
     let cache = cache_on(&cluster).await;
     let master = cluster.master_for_key(&full("item:0"));
     let replica = cluster.replica_of(master);
     let (on, off) = ids_around(&cluster, master, 8 + ONCE_POOL, 8);
     let (on, once) = on.split_at(8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db {
-        versions: (0..=*on.iter().chain(&off).chain(once).max().unwrap())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        loads: AtomicUsize::new(0),
-    });
+    let db = Arc::new(Db::new(*on.iter().chain(&off).chain(once).max().unwrap()));
     // Ids on the failing master, cached, each written exactly once while the failover runs:
     // the load's writers rewrite their ids again and again (a lost invalidation would be
     // healed by the next one), these are not.
@@ -588,16 +640,21 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
                 if done.load(SeqCst) {
                     break;
                 }
+                let start = Instant::now();
                 assert_eq!(bump(&cache, id, &db).await, Ok(()));
-                written.push(id);
+                written.push((id, start, Instant::now()));
             }
             written
         })
     };
     let c = cluster.clone();
-    guard(
+    let (asked, took_over) = guard(
         "CLUSTER FAILOVER",
-        tokio::task::spawn_blocking(move || c.failover(replica)),
+        tokio::task::spawn_blocking(move || {
+            let asked = Instant::now();
+            c.failover(replica);
+            (asked, Instant::now())
+        }),
     )
     .await
     .expect("failover");
@@ -606,8 +663,19 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
         .await
         .expect("once-writer");
     // It writes from the failover's start until the failover ended (or, should the circuit
-    // open and skip the writes, until the pool ran out).
-    assert!(!written.is_empty(), "writes during the failover");
+    // open and skip the writes, until the pool ran out): at least one write ran entirely
+    // between `CLUSTER FAILOVER` and the takeover seen by every node.
+    let inside = written
+        .iter()
+        .filter(|&&(_, start, end)| start >= asked && end <= took_over)
+        .count();
+    assert!(
+        inside > 0,
+        "a write inside the failover window ({} written, window {:?})",
+        written.len(),
+        took_over - asked
+    );
+    let written: Vec<usize> = written.into_iter().map(|(id, _, _)| id).collect();
     let after = cache.stats().function("cluster::bump").invalidations;
     eventually(
         "writes after the failover",
@@ -646,18 +714,13 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_master_under_load_loses_no_invalidation() {
-    let mut cluster = RedisCluster::start();
+    let mut cluster = RedisCluster::start_for_failover();
     let cache = cache_on(&cluster).await;
     let master = cluster.master_for_key(&full("item:0"));
     let replica = cluster.replica_of(master);
     let (on, off) = ids_around(&cluster, master, 8, 8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db {
-        versions: (0..=*ids.iter().max().unwrap())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        loads: AtomicUsize::new(0),
-    });
+    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
     // Cached entries on the master, replicated to its replica before the kill. Redis
     // replication is asynchronous: a deletion acknowledged by a master that dies before its
     // replica received it is lost (Redis's design, see the README), so the writers under load
@@ -724,6 +787,163 @@ async fn killed_master_under_load_loses_no_invalidation() {
         "the outage was seen by the writes (else this test tested nothing): {s:?}"
     );
     assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
+}
+
+/// Review finding 2: a master that stops answering without closing its connections
+/// (`SIGSTOP`: a hung process, a dead host, a partition) gives redis-rs no error. Once the
+/// cluster promoted its replica, the cache must send those slots there: the invalidations
+/// written meanwhile are delivered (none given up), reads hit again, and a fresh cache (which
+/// learns the new topology at start) reads the new data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frozen_master_is_routed_around_once_its_replica_took_over() {
+    let mut cluster = RedisCluster::start_for_failover();
+    let cache = cache_on(&cluster).await;
+    let master = cluster.master_for_key(&full("item:0"));
+    let replica = cluster.replica_of(master);
+    let (on, off) = ids_around(&cluster, master, 6, 4);
+    let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
+    let db = Arc::new(Db::new(*ids.iter().max().expect("ids")));
+    for &id in &ids {
+        assert_eq!(item(&cache, id, &db).await, Ok(0));
+    }
+    let _: i64 = cluster.node_cmd(master, redis::cmd("WAIT").arg(1).arg(5000));
+
+    cluster.pause(master);
+    let cluster = Arc::new(cluster);
+    let c = cluster.clone();
+    guard(
+        "replica promoted",
+        tokio::task::spawn_blocking(move || c.wait_master(replica)),
+    )
+    .await
+    .expect("promotion");
+    // Written after the takeover: the entries live on the promoted replica now.
+    for &id in &on {
+        assert_eq!(bump(&cache, id, &db).await, Ok(()), "write {id}");
+    }
+    eventually(
+        "the invalidations reached the promoted replica",
+        Duration::from_secs(20),
+        || async {
+            cache
+                .stats()
+                .function("cluster::bump")
+                .invalidations_pending
+                == 0
+        },
+    )
+    .await;
+    let s = cache.stats().function("cluster::bump");
+    assert_eq!(s.invalidations_failed, 0, "none given up: {s:?}");
+    // Reads of the frozen master's ids are served from the cluster again: a second read is
+    // a hit, with the new version.
+    eventually(
+        "hits on the promoted replica",
+        Duration::from_secs(20),
+        || {
+            let (cache, db, on) = (cache.clone(), db.clone(), on.clone());
+            async move {
+                let before = cache.stats().function("cluster::item").hits;
+                for &id in &on {
+                    let want = db.versions[id].load(SeqCst);
+                    assert_eq!(item(&cache, id, &db).await, Ok(want), "id {id}: fresh");
+                }
+                cache.stats().function("cluster::item").hits >= before + on.len() as u64
+            }
+        },
+    )
+    .await;
+    // A cache started now reads the new versions (a lost invalidation would leave the old
+    // entry on the promoted replica).
+    let fresh = cache_on(&cluster).await;
+    for &id in &on {
+        assert_eq!(
+            item(&fresh, id, &db).await,
+            Ok(db.versions[id].load(SeqCst)),
+            "fresh cache, id {id}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache outlives the runtime that built it.
+
+/// Review finding 1: redis-rs drives a cluster connection from a task on the runtime current
+/// when it is created. Caches built on a runtime that is then dropped (current-thread and
+/// multi-thread) or that is kept but no longer driven (a current-thread runtime between two
+/// `block_on`s) are used from another runtime: hits, and invalidations delivered at once.
+#[test]
+fn the_cache_outlives_the_runtime_that_built_it() {
+    let cluster = RedisCluster::start();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let multi_thread = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let dropped_ct = current_thread();
+    let dropped_mt = multi_thread();
+    let idle_ct = current_thread();
+    let caches = [
+        ("current-thread, dropped", {
+            let c = dropped_ct.block_on(cache_on(&cluster));
+            drop(dropped_ct);
+            c
+        }),
+        ("multi-thread, dropped", {
+            let c = dropped_mt.block_on(cache_on(&cluster));
+            drop(dropped_mt);
+            c
+        }),
+        (
+            "current-thread, kept idle",
+            idle_ct.block_on(cache_on(&cluster)),
+        ),
+    ];
+    let other = multi_thread();
+    other.block_on(async {
+        let raw = cluster.raw().await;
+        for (what, cache) in &caches {
+            let loads = AtomicUsize::new(0);
+            for _ in 0..2 {
+                assert_eq!(
+                    guard(what, user(cache, 1, &loads)).await,
+                    Ok(Some("user-1".into())),
+                    "{what}"
+                );
+            }
+            let s = cache.stats().function("cluster::user");
+            assert_eq!(
+                (s.loads, s.hits, s.backend_errors, s.backend_skipped),
+                (1, 1, 0, 0),
+                "{what}: {s:?}"
+            );
+            let version = AtomicU64::new(1);
+            a(cache, 1, &version).await;
+            write_ab(cache, 1, 2, &version).await.expect("write");
+            assert!(!raw.exists(&full("a:1")).await, "{what}: invalidated");
+            let s = cache.stats().function("cluster::write_ab");
+            assert_eq!(
+                (
+                    s.invalidations,
+                    s.invalidation_retries,
+                    s.invalidations_failed
+                ),
+                (4, 0, 0),
+                "{what}: delivered at once: {s:?}"
+            );
+            // The entries are the same for every cache: the next one starts cold.
+            let _: i64 = raw.cmd(redis::cmd("DEL").arg(full("user:1"))).await;
+        }
+    });
+    drop(idle_ct);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::error::BackendError;
 
+pub mod cluster;
 pub mod memory;
 pub mod redis;
 

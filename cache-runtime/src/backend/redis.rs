@@ -1,7 +1,7 @@
 //! The Redis backend: one shared auto-reconnecting multiplexed connection
 //! ([`redis::aio::ConnectionManager`]) to a single server, or one Redis Cluster connection
-//! ([`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK` and refreshes its
-//! slot map by itself); plain single-key commands and one-key Lua scripts run by SHA.
+//! ([`ClusterConn`]: a [`redis::cluster_async::ClusterConnection`], which follows `MOVED`/`ASK`
+//! and refreshes its slot map by itself, on the cache's own runtime, rebuilt when dead or stuck); plain single-key commands and one-key Lua scripts run by SHA.
 //!
 //! The two connection kinds are two instantiations of the same generic [`RedisBackend`], so
 //! the single-node hit path is the code it always was (no branch on the connection kind).
@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{Script, Value};
 
+use super::cluster::ClusterConn;
 use super::{Backend, BackendResult, Raw};
 use crate::error::{BackendError, BackendErrorKind};
 
@@ -169,22 +169,30 @@ struct Scripts {
 }
 
 /// The connection a [`RedisBackend`] runs its commands on: a single server's
-/// [`ConnectionManager`] or a Redis Cluster's [`ClusterConnection`].
+/// [`ConnectionManager`] or a Redis Cluster's [`ClusterConn`].
 pub trait RedisConn: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
     /// Whether keys may live on different nodes (multi-key commands must be split per slot).
     const CLUSTER: bool;
+
+    /// An operation ran out of `command_timeout` (a cluster connection may be stuck on a
+    /// node that stopped answering: see [`ClusterConn`]).
+    fn timed_out(&self) {}
 }
 
 impl RedisConn for ConnectionManager {
     const CLUSTER: bool = false;
 }
 
-impl RedisConn for ClusterConnection {
+impl RedisConn for ClusterConn {
     const CLUSTER: bool = true;
+
+    fn timed_out(&self) {
+        ClusterConn::timed_out(self);
+    }
 }
 
 /// Redis backend over one shared multiplexed connection (`C` = [`ConnectionManager`]) or a
-/// Redis Cluster connection (`C` = [`ClusterConnection`], see [`RedisClusterBackend`]).
+/// Redis Cluster connection (`C` = [`ClusterConn`], see [`RedisClusterBackend`]).
 #[derive(Clone)]
 pub struct RedisBackend<C = ConnectionManager> {
     conn: C,
@@ -201,7 +209,7 @@ pub struct RedisBackend<C = ConnectionManager> {
 }
 
 /// Redis backend over a Redis Cluster connection.
-pub type RedisClusterBackend = RedisBackend<ClusterConnection>;
+pub type RedisClusterBackend = RedisBackend<ClusterConn>;
 
 impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -309,7 +317,7 @@ impl RedisClusterBackend {
         let client = builder.build().map_err(invalid_url)?;
         let config =
             redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
-        let conn = client.get_pending_async_connection_with_config(config);
+        let conn = ClusterConn::new(client, config, opts.command_timeout);
         Ok(RedisBackend {
             conn,
             scripts: scripts(),
@@ -399,7 +407,7 @@ impl<C: RedisConn> RedisBackend<C> {
         self.tracking.clone()
     }
 
-    /// `PING` (on a cluster: every node redis-rs knows of): connects if needed and checks the
+    /// `PING` (on a cluster: every master, redis-rs `AllPrimaries`): connects if needed and checks the
     /// server answers.
     pub async fn ping(&self) -> BackendResult<()> {
         let ping = async {
@@ -427,10 +435,13 @@ impl<C: RedisConn> RedisBackend<C> {
     ) -> BackendResult<T> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                "Redis did not answer in time",
-            )),
+            Err(_) => {
+                self.conn.timed_out();
+                Err(BackendError::new(
+                    BackendErrorKind::Timeout,
+                    "Redis did not answer in time",
+                ))
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One process of the cross-process stampede test (`tests/tests/stampede_cross_process.rs`).
 //!
-//! Usage: `stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>`
+//! Usage: `stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls> [<gate-key>]`
 //!
 //! `<redis-url>` may be a comma-separated list of a Redis Cluster's seed nodes
 //! (`tests/tests/cluster.rs`): the cache is then built with `redis_cluster`.
@@ -9,6 +9,10 @@
 //! processes start together), then makes `calls` concurrent calls of a `#[cached]` function on the
 //! same key. The loader counts itself with `INCR <counter-key>` (outside the cache namespace) and
 //! takes 300 ms. Prints one JSON [`cache_tests::HelperReport`] line on stdout.
+//!
+//! With `<gate-key>`, the loader instead waits until that key exists (the test sets it), and
+//! once every call of this process has missed, the process counts itself with
+//! `INCR <gate-key>:missed`: the test opens the gate when all processes are in the stampede.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +35,25 @@ impl Counter {
             Counter::Cluster(r) => r.incr(key).await,
         }
     }
+
+    async fn exists(&self, key: &str) -> bool {
+        match self {
+            Counter::Single(r) => r.get(key).await.is_some(),
+            Counter::Cluster(r) => r.exists(key).await,
+        }
+    }
+
+    /// Waits until `key` exists (at most 30 s).
+    async fn wait_for(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.exists(key).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gate {key} not opened within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[cached(key = "stampede:{id}", ttl = 60, cache = cache)]
@@ -40,16 +63,20 @@ async fn load_shared(
     counter: &Counter,
     counter_key: &str,
     local: &AtomicUsize,
+    gate: Option<&str>,
 ) -> String {
     counter.incr(counter_key).await;
     local.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    match gate {
+        Some(gate) => counter.wait_for(gate).await,
+        None => tokio::time::sleep(Duration::from_millis(300)).await,
+    }
     format!("value-{id}")
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls>"
+        "usage: stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls> [<gate-key>]"
     );
     std::process::exit(2)
 }
@@ -57,9 +84,10 @@ fn usage() -> ! {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 6 {
+    if args.len() != 6 && args.len() != 7 {
         usage();
     }
+    let gate: Option<Arc<str>> = args.get(6).map(|g| g.as_str().into());
     let url = args[0].clone();
     let namespace = args[1].clone();
     let id: u64 = args[2].parse().unwrap_or_else(|_| usage());
@@ -94,19 +122,33 @@ async fn main() {
     let barrier = Arc::new(tokio::sync::Barrier::new(calls));
     let tasks: Vec<_> = (0..calls)
         .map(|_| {
-            let (cache, counter, counter_key, local, barrier) = (
+            let (cache, counter, counter_key, local, barrier, gate) = (
                 cache.clone(),
                 counter.clone(),
                 counter_key.clone(),
                 local.clone(),
                 barrier.clone(),
+                gate.clone(),
             );
             tokio::spawn(async move {
                 barrier.wait().await;
-                load_shared(&cache, id, &counter, &counter_key, &local).await
+                load_shared(&cache, id, &counter, &counter_key, &local, gate.as_deref()).await
             })
         })
         .collect();
+    if let Some(gate) = &gate {
+        // Every call of this process is in the stampede (missed, waiting on a lease or on the
+        // in-process flight): tell the test.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while cache.stats().total().misses < calls as u64 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "calls did not all miss within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        counter.incr(&format!("{gate}:missed")).await;
+    }
 
     let mut values = Vec::with_capacity(calls);
     for task in tasks {
@@ -116,6 +158,8 @@ async fn main() {
         pid: std::process::id(),
         values,
         local_loads: local.load(Ordering::SeqCst),
+        misses: cache.stats().total().misses,
+        lock_waits: cache.stats().total().lock_waits,
     };
     println!(
         "{}",
