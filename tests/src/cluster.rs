@@ -313,6 +313,25 @@ impl RedisCluster {
         }
     }
 
+    /// Pauses the node at `port` with `SIGSTOP`: its connections stay open but it answers
+    /// nothing (a hung or partitioned node). Undo with [`RedisCluster::resume`].
+    pub fn pause(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port() == port {
+                node.stop();
+            }
+        }
+    }
+
+    /// Resumes a node paused by [`RedisCluster::pause`] (`SIGCONT`).
+    pub fn resume(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port() == port {
+                node.cont();
+            }
+        }
+    }
+
     /// Waits until the node at `port` is a master in every live node's view (e.g. a replica
     /// promoted after its master was killed) and the cluster is ok again.
     ///
