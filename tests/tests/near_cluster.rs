@@ -238,40 +238,21 @@ async fn killed_tracking_connection_to_one_master_flushes_bypasses_and_recovers(
         until_near(&a, id, &db).await;
     }
     let (victim_id, master) = ids[0];
+    let replica = cluster.replica_of(master);
     let old = tracking_on(&cluster, master);
     assert_eq!(old.len(), 1, "A's tracking connection on {master}: {old:?}");
     let before = resets(&a);
 
-    // From now on the master accepts no new connection (the open ones stay, this admin one
-    // included): A's tracking cannot come back until the limit is lifted.
-    let mut admin = redis::Client::open(format!("redis://127.0.0.1:{master}"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let info: String = redis::cmd("INFO").arg("clients").query(&mut admin).unwrap();
-    let connected: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxclients")
-        .arg(connected - 1)
-        .query(&mut admin)
-        .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(&old[0])
-        .query(&mut admin)
-        .unwrap();
+    // A's tracking connection to the master is killed, and the master accepts no new
+    // connection until the limit is lifted: A's tracking cannot come back meanwhile.
+    let mut on_master = Limited::kill_tracking(&cluster, master);
     eventually("A noticed the loss", BOUND, || async {
         resets(&a) > before
     })
     .await;
+    // The same on the master's replica, which would otherwise report the write below
+    // (replicated to it) and evict A's copy even without the flush.
+    let mut on_replica = Limited::kill_tracking(&cluster, replica);
 
     // Writes while nobody tracks that master for A, and on the other masters: A's copies were
     // flushed, and the near cache is bypassed for every key (no near read, no fill).
@@ -291,24 +272,76 @@ async fn killed_tracking_connection_to_one_master_flushes_bypasses_and_recovers(
     }
     assert_eq!(local_hits(&a), hits, "the near cache was not bypassed");
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxclients")
-        .arg(10_000)
-        .query(&mut admin)
-        .unwrap();
+    on_master.lift();
+    on_replica.lift();
     // Tracking is back (a new connection on that master), the near cache serves again, and
     // none of its copies is from before the loss ...
     for &(id, _) in &ids {
         assert_eq!(until_near(&a, id, &db).await, format!("row{id}@v1"));
     }
     let now = tracking_on(&cluster, master);
-    assert!(now.len() == 1 && now[0] != old[0], "{old:?} -> {now:?}");
+    assert!(
+        now.len() == 1 && now[0] != on_master.killed,
+        "{old:?} -> {now:?}"
+    );
     // ... and is coherent again on that master.
     db.version.fetch_add(1, SeqCst);
     raw.cmd::<i64>(redis::cmd("DEL").arg(key(victim_id))).await;
     let want = format!("row{victim_id}@v2");
     until_value(&a, victim_id, &db, &want, Instant::now()).await;
+}
+
+/// A node that accepts no new connection (`maxclients` at the count of open ones), on which
+/// A's tracking connection was killed (`CLIENT KILL ID`); an admin connection opened before
+/// lifts the limit.
+struct Limited {
+    admin: redis::Connection,
+    killed: String,
+}
+
+impl Limited {
+    fn kill_tracking(cluster: &RedisCluster, port: u16) -> Limited {
+        let ids = tracking_on(cluster, port);
+        assert_eq!(ids.len(), 1, "A's tracking connection on {port}: {ids:?}");
+        let mut admin = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut admin).unwrap();
+        let connected: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The killed connection's place is not free either.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(connected - 1)
+            .query(&mut admin)
+            .unwrap();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&ids[0])
+            .query(&mut admin)
+            .unwrap();
+        Limited {
+            admin,
+            killed: ids[0].clone(),
+        }
+    }
+
+    fn lift(&mut self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(10_000)
+            .query(&mut self.admin)
+            .unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
