@@ -359,7 +359,7 @@ mod tests {
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
         let n = Near::new(
             1 << 20,
-            TrackingTarget::Server(client),
+            TrackingTarget::Server(Box::new(client)),
             DEFAULT_CHECK_INTERVAL,
             "ns",
             Arc::new(Counters::new("t")),

@@ -380,7 +380,7 @@ impl RedisBackend<ConnectionManager> {
         };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
         let tracking = resp3_client(client.get_connection_info().clone(), &opts)
-            .map(crate::near::TrackingTarget::Server);
+            .map(|c| crate::near::TrackingTarget::Server(Box::new(c)));
         let config = ConnectionManagerConfig::new()
             // Each operation is bounded by `timed` (connecting included); a second timer
             // per command in the connection would only cost time on the hit path.

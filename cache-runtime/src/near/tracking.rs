@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, PushInfo, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Near;
 
@@ -44,12 +44,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_NODES: usize = 1000;
 /// Rounds of "connect to the nodes the views name, read their views" in one check.
 const ROUNDS: usize = 3;
+/// Incomplete checks in a row after which the reason is logged as a warning (once per streak).
+const WARN_AFTER: u32 = 10;
 
 /// Where the tracking connections go.
 #[derive(Clone)]
 pub(crate) enum TrackingTarget {
     /// One server: one tracking connection (checked with `PING`).
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     /// A Redis Cluster reached through these seed nodes (RESP3 clients with the data
     /// connection's credentials and TLS settings): one tracking connection per node,
     /// discovered with `CLUSTER NODES`.
@@ -468,6 +470,7 @@ pub(super) async fn track(me: Weak<Near>) {
         topology: None,
     };
     let mut backoff = FIRST_BACKOFF;
+    let mut incomplete = 0u32;
     loop {
         let Some(losses) = me.upgrade().map(|n| n.losses.load(SeqCst)) else {
             return;
@@ -497,8 +500,16 @@ pub(super) async fn track(me: Weak<Near>) {
                 }
             }
         } else {
-            near.drop_tracking("a tracked node is not reachable");
-            debug!(why = %check.why, "near cache: tracking not complete; retrying");
+            near.drop_tracking("a node is not tracked");
+            incomplete = incomplete.saturating_add(1);
+            if incomplete == WARN_AFTER {
+                warn!(why = %check.why, "near cache: tracking still not complete; the near cache stays bypassed until it is");
+            } else {
+                debug!(why = %check.why, "near cache: tracking not complete; retrying");
+            }
+        }
+        if check.complete {
+            incomplete = 0;
         }
         drop(near);
         if ok {
