@@ -424,6 +424,39 @@ mod tests {
         assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(None)));
     }
 
+    /// A disconnection of a connection in use flushes, bypasses and counts a loss (which the
+    /// tracking task re-reads after activating); one of a connection dropped on purpose
+    /// (`live` already false) changes nothing.
+    #[test]
+    fn disconnection_of_a_live_connection_flushes_and_counts_a_loss() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        fill(&n, e, 1);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(1))));
+        let gone = || PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        };
+        let dropped = AtomicBool::new(false);
+        n.on_push(&dropped, gone());
+        assert!(n.is_active() && n.losses.load(SeqCst) == 0);
+        let live = AtomicBool::new(true);
+        n.on_push(&live, gone());
+        assert!(!n.is_active() && !live.load(SeqCst));
+        assert_eq!(n.losses.load(SeqCst), 1);
+        assert_eq!(n.counters.tracking_resets.load(SeqCst), 1);
+        n.active.store(true, SeqCst);
+        assert!(
+            matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))),
+            "flushed"
+        );
+        // A second disconnection push of the same connection is not a second loss.
+        n.on_push(&live, gone());
+        assert_eq!(n.losses.load(SeqCst), 1);
+    }
+
     /// The push's removal and the fill's insert interleave in every order from threads; the
     /// copy never outlives a push that ran after its epoch was read.
     #[test]

@@ -161,10 +161,11 @@ fn required(views: &BTreeMap<String, String>) -> Result<BTreeMap<String, ()>, St
             if line.failed && !serving {
                 continue;
             }
-            let addr = if line.myself {
-                Some(queried.clone())
-            } else {
-                line.addr
+            // A node that does not know its own IP yet prints `:port` for itself: it is the
+            // node that answered.
+            let addr = match line.addr {
+                None if line.myself => Some(queried.clone()),
+                a => a,
             };
             match addr {
                 Some(a) => {
@@ -547,11 +548,11 @@ h1 127.0.0.1:7008@17008 handshake - 0 0 0 connected
         assert_eq!(
             want,
             [
+                "127.0.0.1:7001",
                 "127.0.0.1:7002",
                 "127.0.0.1:7003",
                 "127.0.0.1:7004",
                 "node5.example:7005",
-                "seed:7001"
             ]
         );
         let o = own(VIEW).unwrap();
@@ -572,5 +573,10 @@ h1 127.0.0.1:7008@17008 handshake - 0 0 0 connected
         let view = view.lines().take(2).collect::<Vec<_>>().join("\n");
         let views = BTreeMap::from([("127.0.0.1:7001".to_owned(), view)]);
         assert!(required(&views).unwrap().contains_key("127.0.0.1:7002"));
+        // A node that does not know its own IP: the address it answered on.
+        let view = "a1 :7001@17001 myself,master - 0 0 1 connected 0-16383\n";
+        let views = BTreeMap::from([("seed.example:7001".to_owned(), view.to_owned())]);
+        let want: Vec<String> = required(&views).unwrap().into_keys().collect();
+        assert_eq!(want, ["seed.example:7001"]);
     }
 }
