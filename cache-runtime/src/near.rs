@@ -122,6 +122,14 @@ pub(crate) struct Near {
     me: Weak<Near>,
 }
 
+impl Drop for Near {
+    fn drop(&mut self) {
+        // The tracking task ends (and closes its connections) without waiting for its next
+        // check.
+        self.wake.notify_one();
+    }
+}
+
 impl Near {
     pub(crate) fn new(
         capacity: u64,

@@ -510,6 +510,15 @@ async fn promoted_replica_reports_writes_before_any_topology_check() {
     );
     assert_eq!(resets(&a), before, "no check ran: the push alone evicted");
     println!("promoted replica's write -> A reads the new value after {delay:?}");
+    // Dropping the cache closes its tracking connections at once, not at the next check
+    // (a minute away).
+    drop(a);
+    for p in cluster.live_ports().into_iter().filter(|&p| p != master) {
+        eventually("A's tracking connections closed", BOUND, || async {
+            tracking_on(&cluster, p).is_empty()
+        })
+        .await;
+    }
     cluster.resume(master);
 }
 
