@@ -380,10 +380,12 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     )
     .await
     .expect("failover");
+    let settled = Instant::now();
     eventually("A noticed the topology change", BOUND, || async {
         resets(&a) > before
     })
     .await;
+    let noticed = settled.elapsed();
     let hits = local_hits(&a);
     assert_eq!(get(&a, id1, &db).await, format!("row{id1}@v0"));
     assert_eq!(
@@ -412,10 +414,12 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     until_near(&a, id2, &db).await;
     let before = resets(&a);
     cluster.kill(m2);
+    let killed = Instant::now();
     eventually("A noticed the dead master", BOUND, || async {
         resets(&a) > before
     })
     .await;
+    let noticed_kill = killed.elapsed();
     let hits = local_hits(&a);
     get(&a, id2, &db).await;
     assert_eq!(local_hits(&a), hits, "served from a flushed near cache");
@@ -440,6 +444,8 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     assert_eq!(b.stats().function("nc.write").invalidations_failed, 0);
     until_value(&a, id2, &db, &want, Instant::now()).await;
     // Near hits resume on the promoted master, and its writes evict.
+    until_near(&a, id2, &db).await;
+    let resumed = killed.elapsed();
     for _ in 0..2 {
         until_near(&a, id2, &db).await;
         guard("B's write on the promoted master", write(&b, id2, &db)).await;
@@ -449,6 +455,9 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     }
     // The third master was not touched: still served from the near cache.
     until_near(&a, ids[2].0, &db).await;
+    println!(
+        "CLUSTER FAILOVER settled -> A's reset {noticed:?}; SIGKILL -> A's reset {noticed_kill:?}, -> near hits on the promoted replica {resumed:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
