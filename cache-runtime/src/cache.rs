@@ -635,6 +635,7 @@ mod tests {
             Cache::builder().lock_ms(0),
             Cache::builder().lock_ms(MAX_LOCK_MS + 1),
             Cache::builder().command_timeout(Duration::ZERO),
+            Cache::builder().tracking_check_interval(Duration::ZERO),
             Cache::builder().invalidation_retry_backoff(Duration::ZERO, Duration::from_secs(1)),
             Cache::builder()
                 .invalidation_retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),
