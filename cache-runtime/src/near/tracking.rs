@@ -12,7 +12,10 @@
 //! are pushed on the connection this process already had to it (Redis keeps normal clients
 //! and their tracking state across a role change, and a replica pushes invalidations for the
 //! writes replicated to it; both checked on Redis 7.0). So a failover among known nodes
-//! leaves no window in which a write goes unreported.
+//! leaves no window in which a write goes unreported. (What a write cannot report is data the
+//! promoted replica never received, replication being asynchronous: its delete of such a key
+//! changes nothing and pushes nothing. A copy of it lives until the old master's loss is
+//! noticed: at once if its connection closed, at its next check if it hangs.)
 //!
 //! Any of these flushes the near cache (and bypasses it until the next complete check):
 //! a tracking connection closing (at once, from redis-rs's disconnection push), a node not
