@@ -563,6 +563,46 @@ h1 127.0.0.1:7008@17008 handshake - 0 0 0 connected
         assert_eq!(o.slots, ["0-5460"]);
     }
 
+    /// A node's client has the seed's credentials, protocol (RESP3) and TLS settings, and the
+    /// node's address.
+    #[test]
+    fn node_clients_keep_the_seed_settings() {
+        let info =
+            redis::IntoConnectionInfo::into_connection_info("redis://app:pw@seed.example:7000")
+                .unwrap();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let seed = redis::Client::open(info.set_redis_settings(settings)).unwrap();
+        let node = node_client(&seed, "10.0.0.2:7001").unwrap();
+        let info = node.get_connection_info();
+        assert!(
+            matches!(info.addr(), ConnectionAddr::Tcp(h, 7001) if h == "10.0.0.2"),
+            "{:?}",
+            info.addr()
+        );
+        let r = info.redis_settings();
+        assert_eq!((r.username(), r.password()), (Some("app"), Some("pw")));
+        assert_eq!(r.protocol(), redis::ProtocolVersion::RESP3);
+        assert!(node_client(&seed, "no-port").is_none());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn node_clients_of_a_tls_seed_use_tls() {
+        let seed = redis::Client::open("rediss://app:pw@seed.example:7000").unwrap();
+        let node = node_client(&seed, "10.0.0.2:7001").unwrap();
+        assert!(
+            matches!(
+                node.get_connection_info().addr(),
+                ConnectionAddr::TcpTls { host, port: 7001, insecure: false, .. } if host == "10.0.0.2"
+            ),
+            "{:?}",
+            node.get_connection_info().addr()
+        );
+    }
+
     #[test]
     fn a_failed_master_still_serving_slots_is_required() {
         let view = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-100\n\
