@@ -539,3 +539,32 @@ fn repl_offset(cluster: &RedisCluster, port: u16, field: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: the tracking connections use the seed URLs' `rediss://` and the trusted CA, as the data
+// connection does.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn near_cache_on_a_tls_cluster() {
+    let cluster = RedisCluster::start_tls();
+    let ca = cluster.tls_ca().expect("a TLS cluster").to_vec();
+    let tls = |urls: Vec<String>| builder(urls).tls_root_ca_pem(ca.clone());
+    assert!(cluster.urls()[0].starts_with("rediss://"));
+    let a = tls(cluster.urls()).build().await.expect("cache A");
+    let b = tls(cluster.urls()).build().await.expect("cache B");
+    let db = Db::default();
+    let ids = one_id_per_master(&cluster);
+    for &(id, master) in &ids {
+        until_near(&a, id, &db).await;
+        guard("B's write", write(&b, id, &db)).await;
+        let want = format!("row{id}@v{}", db.version.load(SeqCst));
+        until_value(&a, id, &db, &want, Instant::now()).await;
+        assert!(
+            a.stats().function("nc.get").local_evictions > 0,
+            "a push from {master}"
+        );
+    }
+    for p in cluster.live_ports() {
+        assert_eq!(tracking_on(&cluster, p).len(), 1, "node {p}");
+    }
+}
