@@ -12,8 +12,6 @@
 //! release, redis-rs connection driver) runs on the capturing thread.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
