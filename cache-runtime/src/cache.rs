@@ -60,7 +60,8 @@ pub(crate) struct Inner {
     pub(crate) rng: Option<std::sync::Mutex<rand::rngs::StdRng>>,
     pub(crate) stats: Registry,
     pub(crate) retrier: Retrier,
-    /// The near cache (`local_ttl = N`): single-node Redis with `local_capacity > 0` only.
+    /// The near cache (`local_ttl = N`): Redis (one server or a cluster) with
+    /// `local_capacity > 0` only.
     pub(crate) near: OnceLock<Arc<crate::near::Near>>,
 }
 
@@ -294,6 +295,7 @@ pub struct CacheBuilder {
     retry: RetryConfig,
     xfetch_seed: Option<u64>,
     local_capacity: u64,
+    tracking_check_interval: Duration,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -329,6 +331,7 @@ impl Default for CacheBuilder {
             retry: RetryConfig::default(),
             xfetch_seed: None,
             local_capacity: crate::near::DEFAULT_LOCAL_CAPACITY,
+            tracking_check_interval: crate::near::DEFAULT_CHECK_INTERVAL,
         }
     }
 }
@@ -481,6 +484,11 @@ impl CacheBuilder {
                 "lock_ms must be in 1..={MAX_LOCK_MS} (it is the stampede lease length in milliseconds)"
             )));
         }
+        if self.tracking_check_interval.is_zero() {
+            return Err(Error::Config(
+                "tracking_check_interval must be greater than 0".into(),
+            ));
+        }
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be greater than 0".into()));
         }
@@ -501,11 +509,21 @@ impl CacheBuilder {
 
     /// Bounds the near cache of `#[cached(.., local_ttl = N)]` functions: `bytes` of keys
     /// plus the serialized size of the values (default 64 MiB); `0` disables it (those
-    /// functions then read Redis on every call). Only a single Redis server has a near cache:
-    /// on the memory backend (already in process) and on a cluster (not supported yet)
-    /// `local_ttl` is a pass-through.
+    /// functions then read Redis on every call). A single Redis server and a Redis Cluster
+    /// have a near cache; on the memory backend (already in process) `local_ttl` is a
+    /// pass-through.
     pub fn local_capacity(mut self, bytes: u64) -> Self {
         self.local_capacity = bytes;
+        self
+    }
+
+    /// How often the near cache's tracking connections are checked (default 500 ms): a `PING`
+    /// on a single server; on a cluster a `CLUSTER NODES` on every node, which also re-reads
+    /// the topology. A connection that closes is noticed at once, one that stops answering
+    /// within this interval plus 1 s; a topology change flushes the near cache at the next
+    /// check.
+    pub fn tracking_check_interval(mut self, every: Duration) -> Self {
+        self.tracking_check_interval = every;
         self
     }
 
@@ -525,28 +543,38 @@ impl CacheBuilder {
             BackendChoice::Memory => Ok(self.build_memory()),
             BackendChoice::Redis(url) => {
                 let backend = RedisBackend::new(url, self.redis_options())?;
-                let tracking = backend.tracking_client();
+                let tracking = backend.tracking_target();
                 let reachable = backend.ping().await;
                 let cache = self.finish_redis(AnyBackend::Redis(backend), reachable)?;
-                if self.local_capacity > 0
-                    && let Some(client) = tracking
-                {
-                    let counters = cache.inner.stats.counters(crate::near::NEAR_STATS_NAME);
-                    let near = crate::near::Near::new(
-                        self.local_capacity,
-                        client,
-                        &self.namespace,
-                        counters,
-                    );
-                    let _ = cache.inner.near.set(near);
-                }
+                self.attach_near(&cache, tracking);
                 Ok(cache)
             }
             BackendChoice::Cluster(urls) => {
                 let backend = RedisClusterBackend::new_cluster(urls, self.redis_options())?;
+                let tracking = backend.tracking_target();
                 let reachable = backend.ping().await;
-                self.finish_redis(AnyBackend::Cluster(backend), reachable)
+                let cache = self.finish_redis(AnyBackend::Cluster(backend), reachable)?;
+                self.attach_near(&cache, tracking);
+                Ok(cache)
             }
+        }
+    }
+
+    /// Gives `cache` a near cache (unless `local_capacity` is 0); its tracking starts when the
+    /// first `local_ttl` function runs.
+    fn attach_near(&self, cache: &Cache, tracking: Option<crate::near::TrackingTarget>) {
+        if self.local_capacity > 0
+            && let Some(target) = tracking
+        {
+            let counters = cache.inner.stats.counters(crate::near::NEAR_STATS_NAME);
+            let near = crate::near::Near::new(
+                self.local_capacity,
+                target,
+                self.tracking_check_interval,
+                &self.namespace,
+                counters,
+            );
+            let _ = cache.inner.near.set(near);
         }
     }
 
@@ -607,6 +635,7 @@ mod tests {
             Cache::builder().lock_ms(0),
             Cache::builder().lock_ms(MAX_LOCK_MS + 1),
             Cache::builder().command_timeout(Duration::ZERO),
+            Cache::builder().tracking_check_interval(Duration::ZERO),
             Cache::builder().invalidation_retry_backoff(Duration::ZERO, Duration::from_secs(1)),
             Cache::builder()
                 .invalidation_retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),

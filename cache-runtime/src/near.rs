@@ -4,12 +4,14 @@
 //!
 //! # Coherence
 //!
-//! A dedicated RESP3 connection runs `CLIENT TRACKING ON BCAST PREFIX <namespace>:`: the
-//! server pushes an `invalidate` message for every write, delete, expiry or eviction of a key
-//! under the namespace, by any client (this process's own writes included). Each push evicts
-//! those keys here (a `null` one flushes everything). While that connection is not
-//! established (not yet, dropped, or not answering its health `PING`), the near cache is
-//! flushed and bypassed: no near reads, no near fills.
+//! Dedicated RESP3 connections (one to a single server; one to every node of a cluster, see
+//! [`tracking`]) run `CLIENT TRACKING ON BCAST PREFIX <namespace>:`: the server pushes an
+//! `invalidate` message for every write, delete, expiry or eviction of a key under the
+//! namespace, by any client (this process's own writes included). Each push evicts those keys
+//! here (a `null` one flushes everything). While tracking is not complete (not yet, a
+//! connection dropped or does not answer its check, a cluster node is not tracked, or the
+//! cluster's topology just changed), the near cache is flushed and bypassed: no near reads, no
+//! near fills.
 //!
 //! # Fills never resurrect an invalidated value
 //!
@@ -43,7 +45,11 @@ use std::time::{Duration, Instant};
 
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::warn;
+
+mod tracking;
+
+pub(crate) use tracking::TrackingTarget;
 
 use crate::entry;
 use crate::stats::Counters;
@@ -57,12 +63,9 @@ const STRIPES: usize = 4096;
 /// `Arc` of the decoded value (an estimate; the decoded value is taken to weigh about its
 /// serialized size).
 const ENTRY_OVERHEAD: u32 = 160;
-/// How often the tracking connection is checked with a `PING`, and how long it may take.
-const HEALTH_EVERY: Duration = Duration::from_millis(500);
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Reconnect backoff of the tracking connection.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Default of how often the tracking connections are checked (`PING`; on a cluster
+/// `CLUSTER NODES`, which also re-reads the topology).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// The stats name `tracking_resets` is counted under.
 pub(crate) const NEAR_STATS_NAME: &str = "cache_runtime::near";
 
@@ -138,19 +141,32 @@ pub(crate) struct Near {
     started: AtomicBool,
     flush_epoch: AtomicU64,
     stripes: Box<[AtomicU64]>,
-    /// RESP3 client of the tracking connection.
-    client: redis::Client,
+    /// Where the tracking connections go.
+    target: TrackingTarget,
+    /// How often the tracking task checks its connections.
+    interval: Duration,
     prefix: String,
     counters: Arc<Counters>,
-    /// Id of the current tracking connection (a late `Disconnection` of an old one is ignored).
-    conn_id: AtomicU64,
+    /// Tracking connections lost so far (bumped by a disconnection push).
+    losses: AtomicU64,
+    /// Wakes the tracking task when a connection was lost.
+    wake: Arc<Notify>,
     me: Weak<Near>,
+}
+
+impl Drop for Near {
+    fn drop(&mut self) {
+        // The tracking task ends (and closes its connections) without waiting for its next
+        // check.
+        self.wake.notify_one();
+    }
 }
 
 impl Near {
     pub(crate) fn new(
         capacity: u64,
-        client: redis::Client,
+        target: TrackingTarget,
+        interval: Duration,
         namespace: &str,
         counters: Arc<Counters>,
     ) -> Arc<Near> {
@@ -170,10 +186,12 @@ impl Near {
             started: AtomicBool::new(false),
             flush_epoch: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            client,
+            target,
+            interval,
             prefix: format!("{namespace}:"),
             counters,
-            conn_id: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            wake: Arc::new(Notify::new()),
             me: me.clone(),
         })
     }
@@ -299,12 +317,12 @@ impl Near {
         self.map.invalidate_all();
     }
 
-    /// The tracking connection dropped or failed: bypass and flush until it is back.
-    fn drop_tracking(&self) {
+    /// Tracking is no longer complete (`why`): bypass and flush until it is back.
+    fn drop_tracking(&self, why: &str) {
         if self.active.swap(false, SeqCst) {
             self.flush();
             Counters::bump(&self.counters.tracking_resets);
-            warn!("near cache: tracking connection lost; flushed and bypassed until it is back");
+            warn!("near cache: {why}; flushed and bypassed until tracking is complete again");
         }
     }
 
@@ -323,7 +341,7 @@ impl Near {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(track(me)),
+                    Ok(rt) => rt.block_on(tracking::track(me)),
                     Err(e) => {
                         warn!(error = %e, "near cache: could not start the tracking runtime; near cache stays bypassed");
                     }
@@ -334,18 +352,20 @@ impl Near {
         }
     }
 
-    fn on_push(&self, id: u64, info: PushInfo, dead: &Notify) {
+    /// A push from a tracking connection (`live`: that connection is still in use).
+    fn on_push(&self, live: &AtomicBool, info: PushInfo) {
         match info.kind {
             PushKind::Invalidate => {
                 for v in info.data {
                     self.invalidate_value(v);
                 }
             }
-            PushKind::Disconnection => {
-                if self.conn_id.load(SeqCst) == id {
-                    self.drop_tracking();
-                }
-                dead.notify_one();
+            PushKind::Disconnection if live.swap(false, SeqCst) => {
+                // Counted before `active` turns off: the task re-reads the count after
+                // activating, so a loss that raced its activation is not missed.
+                self.losses.fetch_add(1, SeqCst);
+                self.drop_tracking("a tracking connection closed");
+                self.wake.notify_one();
             }
             _ => {}
         }
@@ -365,99 +385,6 @@ impl Near {
             }
             Value::SimpleString(s) => self.evict(&s),
             _ => {}
-        }
-    }
-}
-
-/// The tracking task: connect, `CLIENT TRACKING ON BCAST PREFIX <ns>:`, activate, watch with
-/// `PING`; on any failure flush, bypass and reconnect with backoff. Ends when the cache is
-/// dropped.
-async fn track(me: Weak<Near>) {
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let Some(near) = me.upgrade() else { return };
-        let id = near.conn_id.fetch_add(1, SeqCst) + 1;
-        let client = near.client.clone();
-        let prefix = near.prefix.clone();
-        drop(near);
-        let dead = Arc::new(Notify::new());
-        let sender = {
-            let me = me.clone();
-            let dead = dead.clone();
-            move |info: PushInfo| -> Result<(), redis::aio::SendError> {
-                match me.upgrade() {
-                    Some(near) => {
-                        near.on_push(id, info, &dead);
-                        Ok(())
-                    }
-                    None => Err(redis::aio::SendError),
-                }
-            }
-        };
-        let config = redis::AsyncConnectionConfig::new()
-            .set_push_sender(sender)
-            .set_connection_timeout(Some(HEALTH_TIMEOUT))
-            .set_response_timeout(Some(HEALTH_TIMEOUT));
-        let connected = async {
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let _: () = redis::cmd("CLIENT")
-                .arg("TRACKING")
-                .arg("ON")
-                .arg("BCAST")
-                .arg("PREFIX")
-                .arg(&prefix)
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        let mut conn = match tokio::time::timeout(HEALTH_TIMEOUT * 2, connected).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                if backoff == FIRST_BACKOFF {
-                    // Once per outage: a refused `CLIENT TRACKING` (an ACL without
-                    // `+client|tracking`, a Redis older than 6, a proxy) keeps the near cache
-                    // bypassed for good, which a user should hear about.
-                    warn!(error = %e, "near cache: tracking connection failed; the near cache is bypassed until it succeeds");
-                } else {
-                    debug!(error = %e, "near cache: tracking connection failed; retrying");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-            Err(_) => {
-                debug!("near cache: tracking connection timed out; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        backoff = FIRST_BACKOFF;
-        match me.upgrade() {
-            Some(near) => near.active.store(true, SeqCst),
-            None => return,
-        }
-        debug!("near cache: tracking established");
-        loop {
-            tokio::select! {
-                _ = dead.notified() => break,
-                _ = tokio::time::sleep(HEALTH_EVERY) => {}
-            }
-            if me.strong_count() == 0 {
-                return;
-            }
-            let cmd = redis::cmd("PING");
-            let ping = cmd.query_async::<Value>(&mut conn);
-            match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
-                Ok(Ok(_)) => {}
-                _ => break,
-            }
-        }
-        match me.upgrade() {
-            Some(near) => near.drop_tracking(),
-            None => return,
         }
     }
 }
@@ -537,7 +464,13 @@ mod tests {
     fn near() -> Arc<Near> {
         // Never connected: the tests drive the state by hand.
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-        let n = Near::new(1 << 20, client, "ns", Arc::new(Counters::new("t")));
+        let n = Near::new(
+            1 << 20,
+            TrackingTarget::Server(Box::new(client)),
+            DEFAULT_CHECK_INTERVAL,
+            "ns",
+            Arc::new(Counters::new("t")),
+        );
         n.started.store(true, SeqCst);
         n.active.store(true, SeqCst);
         n
@@ -590,12 +523,45 @@ mod tests {
         let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
             panic!()
         };
-        n.drop_tracking();
+        n.drop_tracking("test");
         n.active.store(true, SeqCst); // tracking back before the fill
         fill(&n, e, 1);
         assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))));
         n.active.store(false, SeqCst);
         assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(None)));
+    }
+
+    /// A disconnection of a connection in use flushes, bypasses and counts a loss (which the
+    /// tracking task re-reads after activating); one of a connection dropped on purpose
+    /// (`live` already false) changes nothing.
+    #[test]
+    fn disconnection_of_a_live_connection_flushes_and_counts_a_loss() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        fill(&n, e, 1);
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(1))));
+        let gone = || PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        };
+        let dropped = AtomicBool::new(false);
+        n.on_push(&dropped, gone());
+        assert!(n.is_active() && n.losses.load(SeqCst) == 0);
+        let live = AtomicBool::new(true);
+        n.on_push(&live, gone());
+        assert!(!n.is_active() && !live.load(SeqCst));
+        assert_eq!(n.losses.load(SeqCst), 1);
+        assert_eq!(n.counters.tracking_resets.load(SeqCst), 1);
+        n.active.store(true, SeqCst);
+        assert!(
+            matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))),
+            "flushed"
+        );
+        // A second disconnection push of the same connection is not a second loss.
+        n.on_push(&live, gone());
+        assert_eq!(n.losses.load(SeqCst), 1);
     }
 
     /// The push's removal and the fill's insert interleave in every order from threads; the

@@ -81,7 +81,8 @@ where
 }
 
 /// The entry point of `#[cached(.., local_ttl = N)]`: as [`cached`], but a Redis hit leaves
-/// a decoded copy in this process's near cache (single-node Redis only; elsewhere this is
+/// a decoded copy in this process's near cache (Redis, one server or a cluster; on the
+/// memory backend this is
 /// [`cached`]), and the next calls are answered from it while it is valid.
 #[inline]
 pub async fn cached_near<S, R, F, Fut>(

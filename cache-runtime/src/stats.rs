@@ -153,9 +153,10 @@ counters! {
     /// from Redis (another process's write, delete or expiry) or by an invalidation in this
     /// process. Copies dropped by a flush are not counted (see `tracking_resets`).
     local_evictions,
-    /// Times the near cache was flushed and bypassed because its invalidation channel (the
-    /// Redis tracking connection) dropped or failed; counted under the name
-    /// `cache_runtime::near`.
+    /// Times the near cache was flushed and bypassed because its invalidation channel broke:
+    /// a tracking connection dropped or failed its check, a node (on a cluster: a master or
+    /// replica) had no tracking connection, or the cluster's topology changed; counted under
+    /// the name `cache_runtime::near`.
     tracking_resets,
 }
 

@@ -78,6 +78,8 @@ pub struct RedisCluster {
     userinfo: String,
     /// Ports of the nodes paused with [`RedisCluster::pause`] (not live).
     paused: Vec<u16>,
+    /// The CA certificate (PEM) of a TLS cluster (every port TLS-only), else `None`.
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -96,26 +98,59 @@ impl RedisCluster {
     /// With a message that says what to install when `redis-server` or `redis-cli` is missing,
     /// or with the nodes' output when the cluster does not form.
     pub fn start() -> RedisCluster {
-        Self::start_inner(None, NODE_TIMEOUT_MS)
+        Self::start_inner(None, NODE_TIMEOUT_MS, false)
     }
 
     /// Like [`RedisCluster::start`], with a short `cluster-node-timeout`
     /// ([`FAILOVER_NODE_TIMEOUT_MS`]), for tests that kill or freeze a master and wait for its
     /// replica to take over.
     pub fn start_for_failover() -> RedisCluster {
-        Self::start_inner(None, FAILOVER_NODE_TIMEOUT_MS)
+        Self::start_inner(None, FAILOVER_NODE_TIMEOUT_MS, false)
+    }
+
+    /// Like [`RedisCluster::start`], with TLS only: client ports, the cluster bus and
+    /// replication (`--tls-cluster yes --tls-replication yes`), with a throwaway CA and a
+    /// certificate for 127.0.0.1 made by the `openssl` CLI. [`urls`](Self::urls) are
+    /// `rediss://`; trust [`tls_ca`](Self::tls_ca).
+    pub fn start_tls() -> RedisCluster {
+        Self::start_inner(None, NODE_TIMEOUT_MS, true)
+    }
+
+    /// The CA certificate (PEM) of a cluster started with [`RedisCluster::start_tls`].
+    pub fn tls_ca(&self) -> Option<&[u8]> {
+        self.tls_ca.as_deref()
     }
 
     /// Like [`RedisCluster::start`], with ACL: the `default` user is off and `user` (password
     /// `password`) may run every command on every key; replicas authenticate as that user. Its
     /// [`urls`](Self::urls) carry the credentials (`redis://user:password@127.0.0.1:port`).
     pub fn start_with_acl(user: &str, password: &str) -> RedisCluster {
-        Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS)
+        Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS, false)
     }
 
-    fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64) -> RedisCluster {
+    fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64, tls: bool) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let mut extra: Vec<String> = Vec::new();
+        let tls_ca = tls.then(|| crate::tls::make_certificates(&dir));
+        if tls {
+            let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            for a in [
+                "--tls-cert-file".to_owned(),
+                file("server.crt"),
+                "--tls-key-file".to_owned(),
+                file("server.key"),
+                "--tls-ca-cert-file".to_owned(),
+                file("ca.crt"),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+                "--tls-cluster".to_owned(),
+                "yes".to_owned(),
+                "--tls-replication".to_owned(),
+                "yes".to_owned(),
+            ] {
+                extra.push(a);
+            }
+        }
         let mut userinfo = String::new();
         if let Some((user, password)) = acl {
             for a in [
@@ -141,7 +176,8 @@ impl RedisCluster {
         let mut nodes = Vec::with_capacity(CLUSTER_NODES);
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
         for _ in 0..CLUSTER_NODES {
-            let node = start_node(&dir, &extra, node_timeout_ms).unwrap_or_else(|e| panic!("{e}"));
+            let node =
+                start_node(&dir, &extra, node_timeout_ms, tls).unwrap_or_else(|e| panic!("{e}"));
             ports.push(node.port());
             nodes.push(node);
         }
@@ -151,8 +187,15 @@ impl RedisCluster {
             dir,
             userinfo,
             paused: Vec::new(),
+            tls_ca,
         };
         let mut create = Command::new(redis_cli());
+        if tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(cluster.dir.join("ca.crt"));
+        }
         if let Some((user, password)) = acl {
             create
                 .args(["--user", user, "--pass", password])
@@ -194,10 +237,32 @@ impl RedisCluster {
     /// `redis://127.0.0.1:<port>` of every node started (killed ones included), for
     /// `Cache::builder().redis_cluster(..)`.
     pub fn urls(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
-            .collect()
+        self.ports.iter().map(|&p| self.url(p)).collect()
+    }
+
+    /// `redis://` (`rediss://` on a TLS cluster) URL of the node at `port`, with the
+    /// credentials of an ACL cluster.
+    pub fn url(&self, port: u16) -> String {
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}127.0.0.1:{port}", self.userinfo)
+    }
+
+    /// A redis-rs client for the node at `port` (trusting the CA of a TLS cluster).
+    fn client(&self, port: u16) -> redis::RedisResult<redis::Client> {
+        match &self.tls_ca {
+            None => redis::Client::open(self.url(port)),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(port),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+        }
     }
 
     /// The ports of the nodes that run (neither killed nor paused).
@@ -214,12 +279,8 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not accept the connection.
     pub async fn raw(&self) -> RawCluster {
-        let urls: Vec<String> = self
-            .live_ports()
-            .iter()
-            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
-            .collect();
-        RawCluster::connect(&urls).await
+        let urls: Vec<String> = self.live_ports().iter().map(|&p| self.url(p)).collect();
+        RawCluster::connect(&urls, self.tls_ca.clone()).await
     }
 
     /// Runs `cmd` on the node at `port` (a plain, blocking connection).
@@ -236,7 +297,7 @@ impl RedisCluster {
         port: u16,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = redis::Client::open(format!("redis://{}127.0.0.1:{port}", self.userinfo))?;
+        let client = self.client(port)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         cmd.query(&mut conn)
@@ -342,8 +403,9 @@ impl RedisCluster {
     }
 
     /// Freezes the node at `port` with `SIGSTOP`: its connections stay open but it answers
-    /// nothing (like a hung process or an unreachable host). It no longer counts as live. It
-    /// is killed on drop like the others (`SIGKILL` also ends a stopped process).
+    /// nothing (like a hung process or an unreachable host). It no longer counts as live until
+    /// [`RedisCluster::resume`]. It is killed on drop like the others (`SIGKILL` also ends a
+    /// stopped process).
     pub fn pause(&mut self, port: u16) {
         for node in &mut self.nodes {
             if node.port() == port {
@@ -360,6 +422,16 @@ impl RedisCluster {
                 node.kill();
             }
         }
+    }
+
+    /// Resumes a node paused by [`RedisCluster::pause`] (`SIGCONT`).
+    pub fn resume(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port() == port {
+                node.cont();
+            }
+        }
+        self.paused.retain(|&p| p != port);
     }
 
     /// Waits until the node at `port` is a master in every live node's view (e.g. a replica
@@ -489,6 +561,7 @@ fn start_node(
     dir: &std::path::Path,
     extra: &[String],
     node_timeout_ms: u64,
+    tls: bool,
 ) -> Result<RedisServer, StartError> {
     let mut last = None;
     for _ in 0..8 {
@@ -522,7 +595,7 @@ fn start_node(
         let spec = ServerSpec {
             port: Some(port),
             args,
-            tls: false,
+            tls,
             dir: Some(dir.to_path_buf()),
         };
         match RedisServer::try_start_with(spec) {
@@ -685,8 +758,15 @@ impl RawCluster {
     ///
     /// # Panics
     /// If the cluster does not accept the connection.
-    pub async fn connect(urls: &[String]) -> RawCluster {
-        let client = redis::cluster::ClusterClient::new(urls.to_vec()).expect("valid cluster urls");
+    pub async fn connect(urls: &[String], tls_ca: Option<Vec<u8>>) -> RawCluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec());
+        if let Some(ca) = tls_ca {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            });
+        }
+        let client = builder.build().expect("valid cluster urls");
         let conn = client
             .get_async_connection()
             .await

@@ -36,6 +36,7 @@ pub use cache_runtime::{Cache, CacheBuilder};
 pub mod cluster;
 pub mod history;
 pub mod source;
+pub mod tls;
 
 pub use cluster::{RawCluster, RedisCluster, SlotMap, key_slot};
 

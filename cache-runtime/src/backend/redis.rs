@@ -204,8 +204,9 @@ pub struct RedisBackend<C = ConnectionManager> {
     timeout: Duration,
     /// Upper bound of the start-up check (connecting plus one command).
     ping_timeout: Duration,
-    /// A RESP3 client for the near cache's tracking connection (single server only).
-    tracking: Option<redis::Client>,
+    /// Where the near cache's tracking connections go (RESP3 clients with the data
+    /// connection's credentials and TLS settings).
+    tracking: Option<crate::near::TrackingTarget>,
 }
 
 /// Redis backend over a Redis Cluster connection.
@@ -287,6 +288,13 @@ impl RedisClusterBackend {
             );
         }
         let addr: Arc<str> = Arc::from(infos[0].addr().to_string());
+        // The near cache's tracking connections: the seeds, in RESP3, discover the nodes.
+        let seeds: Vec<redis::Client> = infos
+            .iter()
+            .filter_map(|info| resp3_client(info.clone(), &opts))
+            .collect();
+        let tracking =
+            (seeds.len() == infos.len()).then_some(crate::near::TrackingTarget::Cluster(seeds));
         #[allow(unused_mut)]
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
             .connection_timeout(opts.connect_timeout)
@@ -324,14 +332,13 @@ impl RedisClusterBackend {
             addr,
             timeout: opts.command_timeout,
             ping_timeout: opts.command_timeout + opts.connect_timeout,
-            tracking: None,
+            tracking,
         })
     }
 }
 
-/// `client`'s connection settings with RESP3 (needed for `CLIENT TRACKING` pushes).
-fn resp3_client(client: &redis::Client, opts: &RedisOptions) -> Option<redis::Client> {
-    let info = client.get_connection_info().clone();
+/// A client with `info`'s connection settings in RESP3 (needed for `CLIENT TRACKING` pushes).
+fn resp3_client(info: redis::ConnectionInfo, opts: &RedisOptions) -> Option<redis::Client> {
     let settings = info
         .redis_settings()
         .clone()
@@ -380,7 +387,8 @@ impl RedisBackend<ConnectionManager> {
             }
         };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
-        let tracking = resp3_client(&client, &opts);
+        let tracking = resp3_client(client.get_connection_info().clone(), &opts)
+            .map(|c| crate::near::TrackingTarget::Server(Box::new(c)));
         let config = ConnectionManagerConfig::new()
             // Each operation is bounded by `timed` (connecting included); a second timer
             // per command in the connection would only cost time on the hit path.
@@ -401,9 +409,9 @@ impl RedisBackend<ConnectionManager> {
 }
 
 impl<C: RedisConn> RedisBackend<C> {
-    /// A RESP3 client to the same server (same credentials and TLS settings), for the near
-    /// cache's tracking connection; `None` on a cluster or if it cannot be built.
-    pub(crate) fn tracking_client(&self) -> Option<redis::Client> {
+    /// Where the near cache's tracking connections go (same credentials and TLS settings as
+    /// the data connection); `None` if the RESP3 clients cannot be built.
+    pub(crate) fn tracking_target(&self) -> Option<crate::near::TrackingTarget> {
         self.tracking.clone()
     }
 
