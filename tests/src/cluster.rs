@@ -113,7 +113,24 @@ impl RedisCluster {
         Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS)
     }
 
+    /// Reserves six ports (each with a free cluster bus port) for a cluster that is started
+    /// later with [`PlannedCluster::start`]: its [`urls`](PlannedCluster::urls) are known
+    /// before any node runs (for a cache built before its cluster is up).
+    pub fn reserve() -> PlannedCluster {
+        PlannedCluster {
+            ports: (0..CLUSTER_NODES).map(|_| reserve_cluster_port()).collect(),
+        }
+    }
+
     fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64) -> RedisCluster {
+        Self::start_on(None, acl, node_timeout_ms)
+    }
+
+    fn start_on(
+        planned: Option<&[u16]>,
+        acl: Option<(&str, &str)>,
+        node_timeout_ms: u64,
+    ) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let mut extra: Vec<String> = Vec::new();
         let mut userinfo = String::new();
@@ -140,8 +157,10 @@ impl RedisCluster {
         }
         let mut nodes = Vec::with_capacity(CLUSTER_NODES);
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
-        for _ in 0..CLUSTER_NODES {
-            let node = start_node(&dir, &extra, node_timeout_ms).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..CLUSTER_NODES {
+            let port = planned.map(|p| p[i]);
+            let node =
+                start_node(&dir, port, &extra, node_timeout_ms).unwrap_or_else(|e| panic!("{e}"));
             ports.push(node.port());
             nodes.push(node);
         }
@@ -483,25 +502,70 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Starts one cluster-enabled node in `dir` on a free port (retried on a fresh port if the
-/// port was taken meanwhile).
+/// A cluster whose ports are reserved but whose nodes are not started yet
+/// ([`RedisCluster::reserve`]).
+#[derive(Debug, Clone)]
+pub struct PlannedCluster {
+    ports: Vec<u16>,
+}
+
+impl PlannedCluster {
+    /// `redis://127.0.0.1:<port>` of every node to be started.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Starts the six nodes on the reserved ports, creates the cluster and waits until it is
+    /// ready (blocking), as [`RedisCluster::start`] does.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`]; also if a reserved port was taken meanwhile.
+    pub fn start(self) -> RedisCluster {
+        RedisCluster::start_on(Some(&self.ports), None, NODE_TIMEOUT_MS)
+    }
+}
+
+/// A free port on 127.0.0.1 whose cluster bus port (+10000) is free too.
+fn reserve_cluster_port() -> u16 {
+    for _ in 0..64 {
+        let port = crate::reserve_free_port();
+        if bus_free(port) {
+            return port;
+        }
+    }
+    panic!("no free port whose cluster bus port (+10000) was free too");
+}
+
+/// The cluster bus listens on port + 10000: it must be free too.
+fn bus_free(port: u16) -> bool {
+    port.checked_add(10_000).is_some_and(|bus| {
+        std::net::TcpListener::bind(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            bus,
+        )))
+        .is_ok()
+    })
+}
+
+/// Starts one cluster-enabled node in `dir` on `port`, or on a free port (retried on a fresh
+/// port if the port was taken meanwhile).
 fn start_node(
     dir: &std::path::Path,
+    fixed: Option<u16>,
     extra: &[String],
     node_timeout_ms: u64,
 ) -> Result<RedisServer, StartError> {
     let mut last = None;
-    for _ in 0..8 {
-        let port = crate::reserve_free_port();
-        // The cluster bus listens on port + 10000: it must be free too.
-        let bus_free = port.checked_add(10_000).is_some_and(|bus| {
-            std::net::TcpListener::bind(std::net::SocketAddr::from((
-                std::net::Ipv4Addr::LOCALHOST,
-                bus,
-            )))
-            .is_ok()
-        });
-        if !bus_free {
+    let attempts = if fixed.is_some() { 1 } else { 8 };
+    for _ in 0..attempts {
+        let port = match fixed {
+            Some(p) => p,
+            None => crate::reserve_free_port(),
+        };
+        if fixed.is_none() && !bus_free(port) {
             continue;
         }
         let mut args: Vec<String> = vec![

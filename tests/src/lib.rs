@@ -37,7 +37,7 @@ pub mod cluster;
 pub mod history;
 pub mod source;
 
-pub use cluster::{RawCluster, RedisCluster, SlotMap, key_slot};
+pub use cluster::{PlannedCluster, RawCluster, RedisCluster, SlotMap, key_slot};
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "CACHE_TESTS_REDIS_SERVER";

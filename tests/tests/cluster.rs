@@ -985,6 +985,75 @@ async fn unreachable_cluster_goes_to_the_loader() {
     );
 }
 
+/// A cache built (without `require_connection`) on the seed URLs of a cluster whose nodes are
+/// not started yet: calls go to the loader without an error while the cluster is down and
+/// while it forms, and once it is ready caching starts (a hit served from the cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_that_comes_up_after_build_is_used_once_ready() {
+    let planned = RedisCluster::reserve();
+    let cache = Cache::builder()
+        .redis_cluster(planned.urls())
+        .namespace(NS)
+        .connect_timeout(Duration::from_millis(200))
+        .command_timeout(Duration::from_millis(200))
+        .circuit_breaker(3, Duration::from_millis(200))
+        .build()
+        .await
+        .expect("built with no node up");
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        assert_eq!(user(&cache, 1, &loads).await, Ok(Some("user-1".into())));
+    }
+    assert_eq!(loads.load(SeqCst), 3, "no cache yet: every call loads");
+
+    // Callers keep calling while the nodes start and the cluster forms: never an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (cache, loads, stop) = (cache.clone(), loads.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut calls = 0u64;
+            while !stop.load(SeqCst) {
+                assert_eq!(
+                    user(&cache, 2, &loads).await,
+                    Ok(Some("user-2".into())),
+                    "a call while the cluster comes up"
+                );
+                calls += 1;
+                tokio::task::yield_now().await;
+            }
+            calls
+        })
+    };
+    let started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || planned.start())
+        .await
+        .expect("cluster started");
+    let formed = started.elapsed();
+    let raw = cluster.raw().await;
+    eventually(
+        "caching starts once the cluster is ready",
+        Duration::from_secs(20),
+        || async {
+            let before = cache.stats().function("cluster::user").hits;
+            user(&cache, 3, &loads).await.expect("a load never fails");
+            user(&cache, 3, &loads).await.expect("a load never fails");
+            cache.stats().function("cluster::user").hits > before
+                && raw.exists(&full("user:3")).await
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster formed in {formed:?}; caching {:?} after the start began",
+        started.elapsed()
+    );
+    stop.store(true, SeqCst);
+    let calls = guard("the caller", caller).await.expect("no caller error");
+    assert!(calls > 0, "calls were made while the cluster came up");
+    let loads_now = loads.load(SeqCst);
+    assert_eq!(user(&cache, 3, &loads).await, Ok(Some("user-3".into())));
+    assert_eq!(loads.load(SeqCst), loads_now, "a hit, no load");
+}
+
 // ---------------------------------------------------------------------------------------------
 // ACL: credentials from the seed URLs, as for a single server.
 
