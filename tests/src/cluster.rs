@@ -284,6 +284,14 @@ impl RedisCluster {
         }
     }
 
+    /// The ports of the masters that serve slots (as the first live node sees it now).
+    pub fn slot_map_masters(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.slot_map().ranges.iter().map(|r| r.2).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// The hash slot of `key` as the server computes it (`CLUSTER KEYSLOT`; see [`key_slot`]
     /// for the same without a round trip).
     pub fn slot_of(&self, key: &str) -> u16 {
@@ -357,6 +365,111 @@ impl RedisCluster {
                     self.logs()
                 );
             }
+        }
+    }
+
+    /// The node id of the node at `port` (as it sees itself).
+    pub fn node_id(&self, port: u16) -> String {
+        self.nodes_seen_by(port)
+            .into_iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("node {port} not in its own CLUSTER NODES"))
+            .id
+    }
+
+    /// Starts moving `slot` from the master at `from` to the master at `to` (a resharding
+    /// step by step, as `redis-cli --cluster reshard` does it): `CLUSTER SETSLOT slot
+    /// IMPORTING` on `to`, then `MIGRATING` on `from`. From now on `from` answers `-ASK` for
+    /// the slot's keys it no longer holds. Move the keys with [`migrate_keys`]
+    /// (Self::migrate_keys) and end with [`finish_migration`](Self::finish_migration).
+    pub fn begin_migration(&self, slot: u16, from: u16, to: u16) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let _: () = self.node_cmd(
+            to,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("IMPORTING")
+                .arg(&from_id),
+        );
+        let _: () = self.node_cmd(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("MIGRATING")
+                .arg(&to_id),
+        );
+    }
+
+    /// Moves up to `count` of `slot`'s keys from `from` to `to` (`CLUSTER GETKEYSINSLOT`, then
+    /// `MIGRATE .. KEYS`): the number moved (0 when none is left on `from`).
+    pub fn migrate_keys(&self, slot: u16, from: u16, to: u16, count: usize) -> usize {
+        let keys: Vec<String> = self.node_cmd(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(count),
+        );
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000);
+        if let Some((user, password)) = self.userinfo.trim_end_matches('@').split_once(':') {
+            migrate.arg("AUTH2").arg(user).arg(password);
+        }
+        migrate.arg("KEYS").arg(&keys);
+        // `NOKEY` when every key went away meanwhile (deleted by the test's writers).
+        let _: redis::Value = self.node_cmd(from, &migrate);
+        keys.len()
+    }
+
+    /// Ends a migration begun with [`begin_migration`](Self::begin_migration): `CLUSTER
+    /// SETSLOT slot NODE <to>` on `to`, `from` and every other master, then waits until every
+    /// live node sees `to` as the slot's owner. `from` must hold none of the slot's keys.
+    ///
+    /// # Panics
+    /// If that does not happen within 30 s.
+    pub fn finish_migration(&self, slot: u16, from: u16, to: u16) {
+        let to_id = self.node_id(to);
+        let masters: Vec<u16> = self
+            .nodes_seen_by(to)
+            .into_iter()
+            .filter(|n| n.master && !n.failing && n.port != to && n.port != from)
+            .map(|n| n.port)
+            .collect();
+        for port in [to, from].into_iter().chain(masters) {
+            let _: () = self.node_cmd(
+                port,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id),
+            );
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let agreed = self.live_ports().iter().all(|&p| {
+                self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                    .is_ok_and(|t| {
+                        parse_nodes(&t).iter().any(|n| {
+                            n.port == to && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+                        })
+                    })
+            });
+            if agreed && self.all_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "slot {slot} not owned by {to} everywhere within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -712,6 +712,134 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
     assert_settled_and_fresh(&cluster, &cache, &db, &all).await;
 }
 
+/// Resharding under load: a slot holding cached keys moves from one master to another the way
+/// `redis-cli --cluster reshard` moves it (`SETSLOT IMPORTING` / `MIGRATING`, `MIGRATE .. KEYS`
+/// a few keys at a time, `SETSLOT NODE`) while readers (`#[cached]`) and writers
+/// (`#[invalidates]`) run on that slot's keys. While the slot is half moved, the source answers
+/// `-ASK` for the keys it no longer holds (and for new keys), afterwards `-MOVED`: no caller
+/// error, no read older than a write that returned before it, no cache error at all, and the
+/// keys are cached on the new owner afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resharding_a_slot_under_load_follows_ask_and_moved() {
+    let cluster = Arc::new(RedisCluster::start());
+    let cache = cache_on(&cluster).await;
+    // Twelve ids whose keys share one slot (found by the slot function, no hash tag).
+    let slot = cache_tests::key_slot(&full("item:0"));
+    let ids: Vec<usize> = (0..)
+        .filter(|id| cache_tests::key_slot(&full(&format!("item:{id}"))) == slot)
+        .take(12)
+        .collect();
+    let from = cluster.master_for_slot(slot);
+    let to = cluster
+        .slot_map_masters()
+        .into_iter()
+        .find(|&m| m != from)
+        .expect("another master");
+    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
+    prefill(&cache, &db, &ids).await;
+    for port in cluster.live_ports() {
+        let _: () = cluster.node_cmd(port, redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let tasks = spawn_load(&cache, &db, &ids, &ids, &stop, &errors);
+    let calls = || {
+        let s = cache.stats().function("cluster::item");
+        s.hits + s.misses + cache.stats().function("cluster::bump").invalidations
+    };
+    // `n` more calls (reads and writes) from now.
+    let progress = |n: u64| {
+        let target = calls() + n;
+        let calls = &calls;
+        async move {
+            eventually("calls made", Duration::from_secs(20), || async {
+                calls() >= target
+            })
+            .await;
+        }
+    };
+    progress(100).await;
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.begin_migration(slot, from, to))
+        .await
+        .expect("begin");
+    // Half the keys, a few at a time, with traffic in between: some keys on each side.
+    let mut moved = 0;
+    while moved < ids.len() / 2 {
+        let c = cluster.clone();
+        let n = tokio::task::spawn_blocking(move || c.migrate_keys(slot, from, to, 2))
+            .await
+            .expect("migrate");
+        if n == 0 {
+            break;
+        }
+        moved += n;
+        progress(50).await;
+    }
+    progress(300).await;
+    // The rest, then the slot is handed over.
+    loop {
+        let c = cluster.clone();
+        let n = tokio::task::spawn_blocking(move || c.migrate_keys(slot, from, to, 4))
+            .await
+            .expect("migrate");
+        if n == 0 {
+            break;
+        }
+        progress(20).await;
+    }
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.finish_migration(slot, from, to))
+        .await
+        .expect("finish");
+    assert_eq!(cluster.master_for_slot(slot), to, "the slot moved");
+    // Traffic after the move: the old owner answers `-MOVED`.
+    progress(300).await;
+    stop.store(true, SeqCst);
+    let (mut reads, mut writes) = (0, 0);
+    for t in tasks {
+        let (r, w) = guard("a load task", t).await.expect("task");
+        reads += r;
+        writes += w;
+    }
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "callers saw errors: {:?}",
+        errors.lock().unwrap()
+    );
+    // The ASK path was taken: the new owner served commands preceded by `ASKING`.
+    let stats: String = cluster.node_cmd(to, redis::cmd("INFO").arg("commandstats"));
+    let asking = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_asking:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let item = cache.stats().function("cluster::item");
+    let bump = cache.stats().function("cluster::bump");
+    eprintln!(
+        "resharding slot {slot} ({} keys) from {from} to {to}: {reads} reads, {writes} writes, \
+         {asking} ASKING on the new owner; item {item:?}; bump {bump:?}",
+        ids.len()
+    );
+    assert!(asking > 0, "no command was redirected with ASK");
+    assert_eq!(
+        (
+            item.backend_errors,
+            item.backend_skipped,
+            bump.backend_errors,
+            bump.invalidations_failed
+        ),
+        (0, 0, 0, 0),
+        "ASK and MOVED followed without a cache error: {item:?} {bump:?}"
+    );
+    assert!(reads > 0 && writes > 0, "{reads} reads, {writes} writes");
+    assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
+    let left: i64 = cluster.node_cmd(from, redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot));
+    assert_eq!(left, 0, "nothing left on the old owner");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_master_under_load_loses_no_invalidation() {
     let mut cluster = RedisCluster::start_for_failover();

@@ -24,6 +24,9 @@
 //!   (`command_timeout`), so that a node that does not answer cannot hold up its start (the
 //!   first connection has none: a timer per command on the hit path, where every operation
 //!   is bounded by `command_timeout` already).
+//! * **`-ASK` followed atomically.** An `-ASK` that redis-rs hands back (its `ASKING` and the
+//!   command are two separate sends on a shared connection, see [`follow_ask`]) is sent again
+//!   as one pipeline, `ASKING` + the command, to the node the redirection names.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -31,7 +34,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tracing::{error, warn};
 
 /// Two timeouts within this window rebuild the connection.
@@ -202,6 +206,43 @@ fn unreceived(e: &RedisError) -> bool {
     e.is_io_error() && e.to_string().contains("Unable to receive command")
 }
 
+/// The command answered `-ASK` after redis-rs's own redirections: sends `ASKING` and the
+/// command again to the node named by the redirection, as one pipeline (so nothing can run
+/// between the two on that connection).
+///
+/// redis-rs follows an `-ASK` by sending `ASKING` on the target node's shared (multiplexed)
+/// connection, waiting for its reply, then sending the command: another task's command sent
+/// in between takes the `ASKING` flag, the target answers ours with `-MOVED` back to the source,
+/// which answers `-ASK` again, and under load a command runs out of redirections (seen in
+/// `resharding_a_slot_under_load_follows_ask_and_moved`: dozens of reads sent to the loader and
+/// invalidations queued while one slot was half migrated).
+async fn follow_ask(
+    conn: &mut ClusterConnection,
+    cmd: &Cmd,
+    err: RedisError,
+) -> RedisResult<Value> {
+    let Some((host, port)) = err
+        .redirect_node()
+        .and_then(|(addr, _slot)| addr.rsplit_once(':'))
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+    else {
+        return Err(err);
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("ASKING").add_command(cmd.clone());
+    let mut replies = conn
+        .route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::ByAddress { host, port })
+        .await?;
+    match replies.pop() {
+        Some(reply) if replies.len() == 1 => reply.extract_error(),
+        _ => Err(err),
+    }
+}
+
+fn is_ask(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Ask)
+}
+
 impl ConnectionLike for ClusterConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -211,6 +252,7 @@ impl ConnectionLike for ClusterConn {
                     let mut conn = self.rebuild(seen, "the connection's task ended");
                     conn.req_packed_command(cmd).await
                 }
+                Err(e) if is_ask(&e) => follow_ask(&mut conn, cmd, e).await,
                 Err(e) => {
                     if unreceived(&e) {
                         self.rebuild(seen, "the connection's task ended");
