@@ -76,6 +76,8 @@ pub struct RedisCluster {
     dir: PathBuf,
     /// `user:password@` in every URL (an ACL cluster), else empty.
     userinfo: String,
+    /// A TLS cluster's CA certificate (PEM): its nodes serve `rediss://` only.
+    tls_ca: Option<Vec<u8>>,
     /// Ports of the nodes paused with [`RedisCluster::pause`] (not live).
     paused: Vec<u16>,
 }
@@ -113,6 +115,31 @@ impl RedisCluster {
         Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS)
     }
 
+    /// Like [`RedisCluster::start`], over TLS only: every node runs with `--port 0 --tls-port
+    /// <port> --tls-cluster yes --tls-replication yes` and a certificate for 127.0.0.1 signed
+    /// by a throwaway CA ([`crate::make_certificates`]; clients need no certificate), the
+    /// cluster is created with `redis-cli --tls --cacert ..`, and [`urls`](Self::urls) are
+    /// `rediss://`. Trust [`tls_ca`](Self::tls_ca) to connect.
+    ///
+    /// # Panics
+    /// Loudly (never a skip) if this `redis-server` cannot serve TLS.
+    pub fn start_with_tls() -> RedisCluster {
+        Self::start_on(None, None, NODE_TIMEOUT_MS, true)
+    }
+
+    /// A TLS cluster's CA certificate (PEM), `None` for a plain one.
+    pub fn tls_ca(&self) -> Option<&[u8]> {
+        self.tls_ca.as_deref()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
     /// Reserves six ports (each with a free cluster bus port) for a cluster that is started
     /// later with [`PlannedCluster::start`]: its [`urls`](PlannedCluster::urls) are known
     /// before any node runs (for a cache built before its cluster is up).
@@ -123,16 +150,36 @@ impl RedisCluster {
     }
 
     fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64) -> RedisCluster {
-        Self::start_on(None, acl, node_timeout_ms)
+        Self::start_on(None, acl, node_timeout_ms, false)
     }
 
     fn start_on(
         planned: Option<&[u16]>,
         acl: Option<(&str, &str)>,
         node_timeout_ms: u64,
+        tls: bool,
     ) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let mut extra: Vec<String> = Vec::new();
+        let tls_ca = tls.then(|| {
+            let ca = crate::make_certificates(&dir);
+            let file = |name: &str| dir.join(name).display().to_string();
+            extra.extend([
+                "--tls-cert-file".to_owned(),
+                file("server.crt"),
+                "--tls-key-file".to_owned(),
+                file("server.key"),
+                "--tls-ca-cert-file".to_owned(),
+                file("ca.crt"),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+                "--tls-cluster".to_owned(),
+                "yes".to_owned(),
+                "--tls-replication".to_owned(),
+                "yes".to_owned(),
+            ]);
+            ca
+        });
         let mut userinfo = String::new();
         if let Some((user, password)) = acl {
             for a in [
@@ -159,8 +206,16 @@ impl RedisCluster {
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
         for i in 0..CLUSTER_NODES {
             let port = planned.map(|p| p[i]);
-            let node =
-                start_node(&dir, port, &extra, node_timeout_ms).unwrap_or_else(|e| panic!("{e}"));
+            let node = start_node(&dir, port, &extra, node_timeout_ms, tls).unwrap_or_else(|e| {
+                let text = e.to_string();
+                if tls && (text.contains("Bad directive") || text.contains("TLS")) {
+                    panic!(
+                        "this redis-server cannot serve TLS (was it built without \
+                             BUILD_TLS=yes?); the TLS cluster test needs one that can:\n{text}"
+                    );
+                }
+                panic!("{text}")
+            });
             ports.push(node.port());
             nodes.push(node);
         }
@@ -169,9 +224,16 @@ impl RedisCluster {
             ports,
             dir,
             userinfo,
+            tls_ca,
             paused: Vec::new(),
         };
         let mut create = Command::new(redis_cli());
+        if tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(cluster.dir.join("ca.crt"));
+        }
         if let Some((user, password)) = acl {
             create
                 .args(["--user", user, "--pass", password])
@@ -215,7 +277,7 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
-            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
+            .map(|p| format!("{}://{}127.0.0.1:{p}", self.scheme(), self.userinfo))
             .collect()
     }
 
@@ -236,9 +298,9 @@ impl RedisCluster {
         let urls: Vec<String> = self
             .live_ports()
             .iter()
-            .map(|p| format!("redis://{}127.0.0.1:{p}", self.userinfo))
+            .map(|p| format!("{}://{}127.0.0.1:{p}", self.scheme(), self.userinfo))
             .collect();
-        RawCluster::connect(&urls).await
+        RawCluster::connect_with(&urls, self.tls_ca.as_deref()).await
     }
 
     /// Runs `cmd` on the node at `port` (a plain, blocking connection).
@@ -255,7 +317,17 @@ impl RedisCluster {
         port: u16,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = redis::Client::open(format!("redis://{}127.0.0.1:{port}", self.userinfo))?;
+        let url = format!("{}://{}127.0.0.1:{port}", self.scheme(), self.userinfo);
+        let client = match &self.tls_ca {
+            None => redis::Client::open(url)?,
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+        };
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         cmd.query(&mut conn)
@@ -637,7 +709,7 @@ impl PlannedCluster {
     /// # Panics
     /// As [`RedisCluster::start`]; also if a reserved port was taken meanwhile.
     pub fn start(self) -> RedisCluster {
-        RedisCluster::start_on(Some(&self.ports), None, NODE_TIMEOUT_MS)
+        RedisCluster::start_on(Some(&self.ports), None, NODE_TIMEOUT_MS, false)
     }
 }
 
@@ -670,6 +742,7 @@ fn start_node(
     fixed: Option<u16>,
     extra: &[String],
     node_timeout_ms: u64,
+    tls: bool,
 ) -> Result<RedisServer, StartError> {
     let mut last = None;
     let attempts = if fixed.is_some() { 1 } else { 8 };
@@ -699,7 +772,7 @@ fn start_node(
         let spec = ServerSpec {
             port: Some(port),
             args,
-            tls: false,
+            tls,
             dir: Some(dir.to_path_buf()),
         };
         match RedisServer::try_start_with(spec) {
@@ -863,7 +936,23 @@ impl RawCluster {
     /// # Panics
     /// If the cluster does not accept the connection.
     pub async fn connect(urls: &[String]) -> RawCluster {
-        let client = redis::cluster::ClusterClient::new(urls.to_vec()).expect("valid cluster urls");
+        Self::connect_with(urls, None).await
+    }
+
+    /// Like [`RawCluster::connect`], trusting the CA certificate `tls_ca` (PEM) for
+    /// `rediss://` seeds.
+    ///
+    /// # Panics
+    /// If the cluster does not accept the connection.
+    pub async fn connect_with(urls: &[String], tls_ca: Option<&[u8]>) -> RawCluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec());
+        if let Some(ca) = tls_ca {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            });
+        }
+        let client = builder.build().expect("valid cluster urls");
         let conn = client
             .get_async_connection()
             .await

@@ -1338,6 +1338,98 @@ const LEAST_CLUSTER_ACL: &str = "+get +set +del +pexpire +evalsha +script|load +
      +zscan +zadd +zscore +zrem +zremrangebyscore +zrange +pttl +time +cluster|slots";
 
 // ---------------------------------------------------------------------------------------------
+// TLS: `rediss://` seeds and a private CA, as for a single server.
+
+/// A TLS-only cluster (client ports, the cluster bus and replication all over TLS): a
+/// `rediss://` cache trusting the test CA works end to end (miss then hit on every master,
+/// negative entries, an invalidation across slots, a tag), without a cache error; a cache that
+/// does not trust the CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_cluster_with_private_ca_works_end_to_end() {
+    let cluster = RedisCluster::start_with_tls();
+    let urls = cluster.urls();
+    assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
+    let ca = cluster.tls_ca().expect("a TLS cluster").to_vec();
+    let cache = Cache::builder()
+        .redis_cluster(urls.clone())
+        .namespace(NS)
+        .tls_root_ca_pem(ca)
+        .circuit_breaker(3, Duration::from_millis(200))
+        .require_connection()
+        .build()
+        .await
+        .expect("the TLS cluster accepts the cache");
+    let raw = cluster.raw().await;
+    let loads = AtomicUsize::new(0);
+    let ids: Vec<u64> = (0..15).collect();
+    let masters: HashSet<u16> = ids
+        .iter()
+        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
+    for &id in &ids {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(
+            user(&cache, id, &loads).await,
+            Ok(want.clone()),
+            "miss {id}"
+        );
+        assert_eq!(user(&cache, id, &loads).await, Ok(want), "hit {id}");
+        assert!(
+            raw.exists(&full(&format!("user:{id}"))).await,
+            "stored {id}"
+        );
+    }
+    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+    let version = AtomicU64::new(1);
+    assert_eq!(a(&cache, 1, &version).await, "a1-v1");
+    assert_eq!(b(&cache, 2, &version).await, "b2-v1");
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    assert!(!raw.exists(&full("a:1")).await && !raw.exists(&full("b:2")).await);
+    assert_eq!(
+        a(&cache, 1, &version).await,
+        "a1-v2",
+        "reloaded after the write"
+    );
+    for id in 0..6 {
+        member(&cache, 9, id, &version).await;
+    }
+    rename_org(&cache, 9, &version).await.expect("tag write");
+    for id in 0..6 {
+        assert!(
+            !raw.exists(&full(&format!("member:{id}"))).await,
+            "member {id}"
+        );
+    }
+    let s = cache.stats().total();
+    assert_eq!(
+        (
+            s.backend_errors,
+            s.backend_skipped,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
+    let u = cache.stats().function("cluster::user");
+    assert_eq!((u.hits, u.negative_hits), (12, 3), "{u:?}");
+
+    // Without the CA (the system store does not trust it): refused.
+    assert!(
+        Cache::builder()
+            .redis_cluster(urls)
+            .connect_timeout(Duration::from_millis(500))
+            .command_timeout(Duration::from_millis(500))
+            .require_connection()
+            .build()
+            .await
+            .is_err(),
+        "an untrusted certificate is refused"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Commands: never a keyspace scan, a flush or a blocking command, on any node.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

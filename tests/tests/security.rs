@@ -12,14 +12,12 @@
 //! release, redis-rs connection driver) runs on the capturing thread.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{BreakerState, Cache, CacheBuilder, Error, cached, invalidates};
-use cache_tests::{RedisServer, ServerSpec, eventually, guard, scratch_dir};
+use cache_tests::{RedisServer, ServerSpec, eventually, guard, make_certificates, scratch_dir};
 use tracing_subscriber::fmt::MakeWriter;
 
 const PASSWORD: &str = "Right-pw-7f3a9c21";
@@ -503,84 +501,6 @@ async fn acl_user_without_del_gets_loader_errors_and_the_failed_release_is_count
 
 // ---------------------------------------------------------------------------------------------
 // (c) TLS
-
-/// A throwaway CA and a server certificate for the IP address 127.0.0.1 (IP SAN), made with the
-/// `openssl` CLI in `dir`. Returns the CA certificate (PEM).
-fn make_certificates(dir: &Path) -> Vec<u8> {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("could not run `openssl` (install the openssl CLI): {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cache-tests throwaway CA",
-        ],
-        &["-addext", "basicConstraints=critical,CA:TRUE"],
-        &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write server.ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    std::fs::read(dir.join("ca.crt")).expect("read ca.crt")
-}
 
 /// A TLS-only `redis-server` (plain port disabled) with a fresh certificate; returns it and the
 /// CA certificate. Fails loudly when this `redis-server` was built without TLS.
