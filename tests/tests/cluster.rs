@@ -1,7 +1,9 @@
 //! The cache on a real Redis Cluster (3 masters + 3 replicas on loopback, built per test by
 //! [`RedisCluster::start`]): behaviour, negative caching, a cross-cache stampede, invalidation
-//! of keys in different slots, tags whose members live on several nodes, and failovers under
-//! load (a coordinated `CLUSTER FAILOVER`, and a master killed with `SIGKILL`).
+//! of keys in different slots, tags whose members live on several nodes, failovers under
+//! load (a coordinated `CLUSTER FAILOVER`, and a master killed with `SIGKILL`), a slot
+//! resharded under load (`-ASK`, then `-MOVED`), a cluster that comes up after `build()`, a
+//! TLS-only cluster, and the least ACL.
 //!
 //! Each test has its own cluster (nextest runs every test in its own process, and the failover
 //! tests change the topology). Every check of what is stored goes through a raw cluster
