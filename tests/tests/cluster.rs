@@ -454,6 +454,14 @@ async fn bump(cache: &Cache, id: usize, db: &Db) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Two ids written together: one `UNLINK` of both keys when they share a slot.
+#[invalidates("item:{x}", "item:{y}", cache = cache)]
+async fn bump_pair(cache: &Cache, x: usize, y: usize, db: &Db) -> Result<(), DbError> {
+    db.versions[x].fetch_add(1, SeqCst);
+    db.versions[y].fetch_add(1, SeqCst);
+    Ok(())
+}
+
 /// `n_on` ids whose keys live on the master at `master` and `n_off` that live elsewhere.
 fn ids_around(
     cluster: &RedisCluster,
@@ -744,7 +752,35 @@ async fn resharding_a_slot_under_load_follows_ask_and_moved() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let tasks = spawn_load(&cache, &db, &ids, &ids, &stop, &errors);
+    let mut tasks = spawn_load(&cache, &db, &ids, &ids, &stop, &errors);
+    // A third writer invalidates two keys of the slot at once (one two-key `UNLINK`): while
+    // one of them has moved and the other has not, the source answers `-TRYAGAIN`.
+    tasks.push({
+        let (cache, db, stop, errors) = (cache.clone(), db.clone(), stop.clone(), errors.clone());
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u64;
+            let mut i = 0;
+            while !stop.load(SeqCst) {
+                let (x, y) = (ids[i % ids.len()], ids[(i + 5) % ids.len()]);
+                i += 1;
+                let next = (
+                    db.versions[x].load(SeqCst) + 1,
+                    db.versions[y].load(SeqCst) + 1,
+                );
+                match bump_pair(&cache, x, y, &db).await {
+                    Ok(()) => {
+                        writes += 1;
+                        db.acked[x].fetch_max(next.0, SeqCst);
+                        db.acked[y].fetch_max(next.1, SeqCst);
+                    }
+                    Err(e) => errors.lock().unwrap().push(format!("bump_pair: {e:?}")),
+                }
+                tokio::task::yield_now().await;
+            }
+            (0, writes)
+        })
+    });
     let calls = || {
         let s = cache.stats().function("cluster::item");
         s.hits + s.misses + cache.stats().function("cluster::bump").invalidations
@@ -820,9 +856,10 @@ async fn resharding_a_slot_under_load_follows_ask_and_moved() {
         .unwrap_or(0);
     let item = cache.stats().function("cluster::item");
     let bump = cache.stats().function("cluster::bump");
+    let pair = cache.stats().function("cluster::bump_pair");
     eprintln!(
         "resharding slot {slot} ({} keys) from {from} to {to}: {reads} reads, {writes} writes, \
-         {asking} ASKING on the new owner; item {item:?}; bump {bump:?}",
+         {asking} ASKING on the new owner; item {item:?}; bump {bump:?}; bump_pair {pair:?}",
         ids.len()
     );
     assert!(asking > 0, "no command was redirected with ASK");
@@ -836,7 +873,23 @@ async fn resharding_a_slot_under_load_follows_ask_and_moved() {
         (0, 0, 0, 0),
         "ASK and MOVED followed without a cache error: {item:?} {bump:?}"
     );
+    assert_eq!(
+        pair.invalidations_failed, 0,
+        "two-key invalidations delivered (TRYAGAIN retried): {pair:?}"
+    );
     assert!(reads > 0 && writes > 0, "{reads} reads, {writes} writes");
+    eventually(
+        "the retry queue delivered every two-key invalidation",
+        Duration::from_secs(20),
+        || async {
+            cache
+                .stats()
+                .function("cluster::bump_pair")
+                .invalidations_pending
+                == 0
+        },
+    )
+    .await;
     assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
     let left: i64 = cluster.node_cmd(from, redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot));
     assert_eq!(left, 0, "nothing left on the old owner");

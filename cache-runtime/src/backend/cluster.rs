@@ -24,9 +24,10 @@
 //!   (`command_timeout`), so that a node that does not answer cannot hold up its start (the
 //!   first connection has none: a timer per command on the hit path, where every operation
 //!   is bounded by `command_timeout` already).
-//! * **`-ASK` followed atomically.** An `-ASK` that redis-rs hands back (its `ASKING` and the
-//!   command are two separate sends on a shared connection, see [`follow_ask`]) is sent again
-//!   as one pipeline, `ASKING` + the command, to the node the redirection names.
+//! * **`-ASK` followed atomically.** An `-ASK` or `-MOVED` that redis-rs hands back after its
+//!   redirections (its `ASKING` and the command are two separate sends on a shared connection,
+//!   see [`follow_redirect`]) is sent again as one pipeline, `ASKING` + the command, to the
+//!   node the redirection names.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -206,17 +207,20 @@ fn unreceived(e: &RedisError) -> bool {
     e.is_io_error() && e.to_string().contains("Unable to receive command")
 }
 
-/// The command answered `-ASK` after redis-rs's own redirections: sends `ASKING` and the
-/// command again to the node named by the redirection, as one pipeline (so nothing can run
-/// between the two on that connection).
+/// The command answered `-ASK` or `-MOVED` after redis-rs's own redirections: sends `ASKING`
+/// and the command again to the node named by the redirection, as one pipeline (so nothing
+/// can run between the two on that connection). Should that node redirect the pipeline
+/// again, redis-rs follows it with the pipeline, `ASKING` included.
 ///
 /// redis-rs follows an `-ASK` by sending `ASKING` on the target node's shared (multiplexed)
 /// connection, waiting for its reply, then sending the command: another task's command sent
 /// in between takes the `ASKING` flag, the target answers ours with `-MOVED` back to the source,
-/// which answers `-ASK` again, and under load a command runs out of redirections (seen in
-/// `resharding_a_slot_under_load_follows_ask_and_moved`: dozens of reads sent to the loader and
-/// invalidations queued while one slot was half migrated).
-async fn follow_ask(
+/// which answers `-ASK` again, and under load a command runs out of redirections on either
+/// answer (seen in `resharding_a_slot_under_load_follows_ask_and_moved`: dozens of reads sent
+/// to the loader and invalidations queued while one slot was half migrated). `ASKING` in
+/// front of a command is harmless on a node that is not importing the slot: after a real
+/// `-MOVED` (the slot changed hands) the command simply runs on the new owner.
+async fn follow_redirect(
     conn: &mut ClusterConnection,
     cmd: &Cmd,
     err: RedisError,
@@ -239,8 +243,11 @@ async fn follow_ask(
     }
 }
 
-fn is_ask(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Ask)
+fn is_redirect(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::Ask | redis::ServerErrorKind::Moved)
+    )
 }
 
 impl ConnectionLike for ClusterConn {
@@ -252,7 +259,7 @@ impl ConnectionLike for ClusterConn {
                     let mut conn = self.rebuild(seen, "the connection's task ended");
                     conn.req_packed_command(cmd).await
                 }
-                Err(e) if is_ask(&e) => follow_ask(&mut conn, cmd, e).await,
+                Err(e) if is_redirect(&e) => follow_redirect(&mut conn, cmd, e).await,
                 Err(e) => {
                     if unreceived(&e) {
                         self.rebuild(seen, "the connection's task ended");
