@@ -76,10 +76,10 @@ pub struct RedisCluster {
     dir: PathBuf,
     /// `user:password@` in every URL (an ACL cluster), else empty.
     userinfo: String,
+    /// A TLS cluster's CA certificate (PEM): its nodes serve `rediss://` only.
+    tls_ca: Option<Vec<u8>>,
     /// Ports of the nodes paused with [`RedisCluster::pause`] (not live).
     paused: Vec<u16>,
-    /// The CA certificate (PEM) of a TLS cluster (every port TLS-only), else `None`.
-    tls_ca: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -98,43 +98,73 @@ impl RedisCluster {
     /// With a message that says what to install when `redis-server` or `redis-cli` is missing,
     /// or with the nodes' output when the cluster does not form.
     pub fn start() -> RedisCluster {
-        Self::start_inner(None, NODE_TIMEOUT_MS, false)
+        Self::start_inner(None, NODE_TIMEOUT_MS)
     }
 
     /// Like [`RedisCluster::start`], with a short `cluster-node-timeout`
     /// ([`FAILOVER_NODE_TIMEOUT_MS`]), for tests that kill or freeze a master and wait for its
     /// replica to take over.
     pub fn start_for_failover() -> RedisCluster {
-        Self::start_inner(None, FAILOVER_NODE_TIMEOUT_MS, false)
-    }
-
-    /// Like [`RedisCluster::start`], with TLS only: client ports, the cluster bus and
-    /// replication (`--tls-cluster yes --tls-replication yes`), with a throwaway CA and a
-    /// certificate for 127.0.0.1 made by the `openssl` CLI. [`urls`](Self::urls) are
-    /// `rediss://`; trust [`tls_ca`](Self::tls_ca).
-    pub fn start_tls() -> RedisCluster {
-        Self::start_inner(None, NODE_TIMEOUT_MS, true)
-    }
-
-    /// The CA certificate (PEM) of a cluster started with [`RedisCluster::start_tls`].
-    pub fn tls_ca(&self) -> Option<&[u8]> {
-        self.tls_ca.as_deref()
+        Self::start_inner(None, FAILOVER_NODE_TIMEOUT_MS)
     }
 
     /// Like [`RedisCluster::start`], with ACL: the `default` user is off and `user` (password
     /// `password`) may run every command on every key; replicas authenticate as that user. Its
     /// [`urls`](Self::urls) carry the credentials (`redis://user:password@127.0.0.1:port`).
     pub fn start_with_acl(user: &str, password: &str) -> RedisCluster {
-        Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS, false)
+        Self::start_inner(Some((user, password)), NODE_TIMEOUT_MS)
     }
 
-    fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64, tls: bool) -> RedisCluster {
+    /// Like [`RedisCluster::start`], over TLS only: every node runs with `--port 0 --tls-port
+    /// <port> --tls-cluster yes --tls-replication yes` and a certificate for 127.0.0.1 signed
+    /// by a throwaway CA ([`crate::make_certificates`]; clients need no certificate), the
+    /// cluster is created with `redis-cli --tls --cacert ..`, and [`urls`](Self::urls) are
+    /// `rediss://`. Trust [`tls_ca`](Self::tls_ca) to connect.
+    ///
+    /// # Panics
+    /// Loudly (never a skip) if this `redis-server` cannot serve TLS.
+    pub fn start_with_tls() -> RedisCluster {
+        Self::start_on(None, None, NODE_TIMEOUT_MS, true)
+    }
+
+    /// A TLS cluster's CA certificate (PEM), `None` for a plain one.
+    pub fn tls_ca(&self) -> Option<&[u8]> {
+        self.tls_ca.as_deref()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// Reserves six ports (each with a free cluster bus port) for a cluster that is started
+    /// later with [`PlannedCluster::start`]: its [`urls`](PlannedCluster::urls) are known
+    /// before any node runs (for a cache built before its cluster is up).
+    pub fn reserve() -> PlannedCluster {
+        PlannedCluster {
+            ports: (0..CLUSTER_NODES).map(|_| reserve_cluster_port()).collect(),
+        }
+    }
+
+    fn start_inner(acl: Option<(&str, &str)>, node_timeout_ms: u64) -> RedisCluster {
+        Self::start_on(None, acl, node_timeout_ms, false)
+    }
+
+    fn start_on(
+        planned: Option<&[u16]>,
+        acl: Option<(&str, &str)>,
+        node_timeout_ms: u64,
+        tls: bool,
+    ) -> RedisCluster {
         let dir = make_temp_dir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let mut extra: Vec<String> = Vec::new();
-        let tls_ca = tls.then(|| crate::tls::make_certificates(&dir));
-        if tls {
-            let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
-            for a in [
+        let tls_ca = tls.then(|| {
+            let ca = crate::make_certificates(&dir);
+            let file = |name: &str| dir.join(name).display().to_string();
+            extra.extend([
                 "--tls-cert-file".to_owned(),
                 file("server.crt"),
                 "--tls-key-file".to_owned(),
@@ -147,10 +177,9 @@ impl RedisCluster {
                 "yes".to_owned(),
                 "--tls-replication".to_owned(),
                 "yes".to_owned(),
-            ] {
-                extra.push(a);
-            }
-        }
+            ]);
+            ca
+        });
         let mut userinfo = String::new();
         if let Some((user, password)) = acl {
             for a in [
@@ -175,9 +204,18 @@ impl RedisCluster {
         }
         let mut nodes = Vec::with_capacity(CLUSTER_NODES);
         let mut ports = Vec::with_capacity(CLUSTER_NODES);
-        for _ in 0..CLUSTER_NODES {
-            let node =
-                start_node(&dir, &extra, node_timeout_ms, tls).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..CLUSTER_NODES {
+            let port = planned.map(|p| p[i]);
+            let node = start_node(&dir, port, &extra, node_timeout_ms, tls).unwrap_or_else(|e| {
+                let text = e.to_string();
+                if tls && (text.contains("Bad directive") || text.contains("TLS")) {
+                    panic!(
+                        "this redis-server cannot serve TLS (was it built without \
+                             BUILD_TLS=yes?); the TLS cluster test needs one that can:\n{text}"
+                    );
+                }
+                panic!("{text}")
+            });
             ports.push(node.port());
             nodes.push(node);
         }
@@ -186,8 +224,8 @@ impl RedisCluster {
             ports,
             dir,
             userinfo,
-            paused: Vec::new(),
             tls_ca,
+            paused: Vec::new(),
         };
         let mut create = Command::new(redis_cli());
         if tls {
@@ -237,32 +275,10 @@ impl RedisCluster {
     /// `redis://127.0.0.1:<port>` of every node started (killed ones included), for
     /// `Cache::builder().redis_cluster(..)`.
     pub fn urls(&self) -> Vec<String> {
-        self.ports.iter().map(|&p| self.url(p)).collect()
-    }
-
-    /// `redis://` (`rediss://` on a TLS cluster) URL of the node at `port`, with the
-    /// credentials of an ACL cluster.
-    pub fn url(&self, port: u16) -> String {
-        let scheme = if self.tls_ca.is_some() {
-            "rediss"
-        } else {
-            "redis"
-        };
-        format!("{scheme}://{}127.0.0.1:{port}", self.userinfo)
-    }
-
-    /// A redis-rs client for the node at `port` (trusting the CA of a TLS cluster).
-    fn client(&self, port: u16) -> redis::RedisResult<redis::Client> {
-        match &self.tls_ca {
-            None => redis::Client::open(self.url(port)),
-            Some(ca) => redis::Client::build_with_tls(
-                self.url(port),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            ),
-        }
+        self.ports
+            .iter()
+            .map(|p| format!("{}://{}127.0.0.1:{p}", self.scheme(), self.userinfo))
+            .collect()
     }
 
     /// The ports of the nodes that run (neither killed nor paused).
@@ -279,8 +295,12 @@ impl RedisCluster {
     /// # Panics
     /// If the cluster does not accept the connection.
     pub async fn raw(&self) -> RawCluster {
-        let urls: Vec<String> = self.live_ports().iter().map(|&p| self.url(p)).collect();
-        RawCluster::connect(&urls, self.tls_ca.clone()).await
+        let urls: Vec<String> = self
+            .live_ports()
+            .iter()
+            .map(|p| format!("{}://{}127.0.0.1:{p}", self.scheme(), self.userinfo))
+            .collect();
+        RawCluster::connect_with(&urls, self.tls_ca.as_deref()).await
     }
 
     /// Runs `cmd` on the node at `port` (a plain, blocking connection).
@@ -297,7 +317,17 @@ impl RedisCluster {
         port: u16,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = self.client(port)?;
+        let url = format!("{}://{}127.0.0.1:{port}", self.scheme(), self.userinfo);
+        let client = match &self.tls_ca {
+            None => redis::Client::open(url)?,
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+        };
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         cmd.query(&mut conn)
@@ -324,6 +354,14 @@ impl RedisCluster {
                 .flat_map(|n| n.slots.into_iter().map(move |(a, b)| (a, b, n.port)))
                 .collect(),
         }
+    }
+
+    /// The ports of the masters that serve slots (as the first live node sees it now).
+    pub fn slot_map_masters(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.slot_map().ranges.iter().map(|r| r.2).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// The hash slot of `key` as the server computes it (`CLUSTER KEYSLOT`; see [`key_slot`]
@@ -399,6 +437,111 @@ impl RedisCluster {
                     self.logs()
                 );
             }
+        }
+    }
+
+    /// The node id of the node at `port` (as it sees itself).
+    pub fn node_id(&self, port: u16) -> String {
+        self.nodes_seen_by(port)
+            .into_iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("node {port} not in its own CLUSTER NODES"))
+            .id
+    }
+
+    /// Starts moving `slot` from the master at `from` to the master at `to` (a resharding
+    /// step by step, as `redis-cli --cluster reshard` does it): `CLUSTER SETSLOT slot
+    /// IMPORTING` on `to`, then `MIGRATING` on `from`. From now on `from` answers `-ASK` for
+    /// the slot's keys it no longer holds. Move the keys with [`migrate_keys`]
+    /// (Self::migrate_keys) and end with [`finish_migration`](Self::finish_migration).
+    pub fn begin_migration(&self, slot: u16, from: u16, to: u16) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let _: () = self.node_cmd(
+            to,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("IMPORTING")
+                .arg(&from_id),
+        );
+        let _: () = self.node_cmd(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("MIGRATING")
+                .arg(&to_id),
+        );
+    }
+
+    /// Moves up to `count` of `slot`'s keys from `from` to `to` (`CLUSTER GETKEYSINSLOT`, then
+    /// `MIGRATE .. KEYS`): the number moved (0 when none is left on `from`).
+    pub fn migrate_keys(&self, slot: u16, from: u16, to: u16, count: usize) -> usize {
+        let keys: Vec<String> = self.node_cmd(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(count),
+        );
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000);
+        if let Some((user, password)) = self.userinfo.trim_end_matches('@').split_once(':') {
+            migrate.arg("AUTH2").arg(user).arg(password);
+        }
+        migrate.arg("KEYS").arg(&keys);
+        // `NOKEY` when every key went away meanwhile (deleted by the test's writers).
+        let _: redis::Value = self.node_cmd(from, &migrate);
+        keys.len()
+    }
+
+    /// Ends a migration begun with [`begin_migration`](Self::begin_migration): `CLUSTER
+    /// SETSLOT slot NODE <to>` on `to`, `from` and every other master, then waits until every
+    /// live node sees `to` as the slot's owner. `from` must hold none of the slot's keys.
+    ///
+    /// # Panics
+    /// If that does not happen within 30 s.
+    pub fn finish_migration(&self, slot: u16, from: u16, to: u16) {
+        let to_id = self.node_id(to);
+        let masters: Vec<u16> = self
+            .nodes_seen_by(to)
+            .into_iter()
+            .filter(|n| n.master && !n.failing && n.port != to && n.port != from)
+            .map(|n| n.port)
+            .collect();
+        for port in [to, from].into_iter().chain(masters) {
+            let _: () = self.node_cmd(
+                port,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id),
+            );
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let agreed = self.live_ports().iter().all(|&p| {
+                self.try_node_cmd::<String>(p, redis::cmd("CLUSTER").arg("NODES"))
+                    .is_ok_and(|t| {
+                        parse_nodes(&t).iter().any(|n| {
+                            n.port == to && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+                        })
+                    })
+            });
+            if agreed && self.all_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "slot {slot} not owned by {to} everywhere within {SETTLE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -555,26 +698,71 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Starts one cluster-enabled node in `dir` on a free port (retried on a fresh port if the
-/// port was taken meanwhile).
+/// A cluster whose ports are reserved but whose nodes are not started yet
+/// ([`RedisCluster::reserve`]).
+#[derive(Debug, Clone)]
+pub struct PlannedCluster {
+    ports: Vec<u16>,
+}
+
+impl PlannedCluster {
+    /// `redis://127.0.0.1:<port>` of every node to be started.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Starts the six nodes on the reserved ports, creates the cluster and waits until it is
+    /// ready (blocking), as [`RedisCluster::start`] does.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`]; also if a reserved port was taken meanwhile.
+    pub fn start(self) -> RedisCluster {
+        RedisCluster::start_on(Some(&self.ports), None, NODE_TIMEOUT_MS, false)
+    }
+}
+
+/// A free port on 127.0.0.1 whose cluster bus port (+10000) is free too.
+fn reserve_cluster_port() -> u16 {
+    for _ in 0..64 {
+        let port = crate::reserve_free_port();
+        if bus_free(port) {
+            return port;
+        }
+    }
+    panic!("no free port whose cluster bus port (+10000) was free too");
+}
+
+/// The cluster bus listens on port + 10000: it must be free too.
+fn bus_free(port: u16) -> bool {
+    port.checked_add(10_000).is_some_and(|bus| {
+        std::net::TcpListener::bind(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            bus,
+        )))
+        .is_ok()
+    })
+}
+
+/// Starts one cluster-enabled node in `dir` on `port`, or on a free port (retried on a fresh
+/// port if the port was taken meanwhile).
 fn start_node(
     dir: &std::path::Path,
+    fixed: Option<u16>,
     extra: &[String],
     node_timeout_ms: u64,
     tls: bool,
 ) -> Result<RedisServer, StartError> {
     let mut last = None;
-    for _ in 0..8 {
-        let port = crate::reserve_free_port();
-        // The cluster bus listens on port + 10000: it must be free too.
-        let bus_free = port.checked_add(10_000).is_some_and(|bus| {
-            std::net::TcpListener::bind(std::net::SocketAddr::from((
-                std::net::Ipv4Addr::LOCALHOST,
-                bus,
-            )))
-            .is_ok()
-        });
-        if !bus_free {
+    let attempts = if fixed.is_some() { 1 } else { 8 };
+    for _ in 0..attempts {
+        let port = match fixed {
+            Some(p) => p,
+            None => crate::reserve_free_port(),
+        };
+        if fixed.is_none() && !bus_free(port) {
             continue;
         }
         let mut args: Vec<String> = vec![
@@ -758,12 +946,21 @@ impl RawCluster {
     ///
     /// # Panics
     /// If the cluster does not accept the connection.
-    pub async fn connect(urls: &[String], tls_ca: Option<Vec<u8>>) -> RawCluster {
+    pub async fn connect(urls: &[String]) -> RawCluster {
+        Self::connect_with(urls, None).await
+    }
+
+    /// Like [`RawCluster::connect`], trusting the CA certificate `tls_ca` (PEM) for
+    /// `rediss://` seeds.
+    ///
+    /// # Panics
+    /// If the cluster does not accept the connection.
+    pub async fn connect_with(urls: &[String], tls_ca: Option<&[u8]>) -> RawCluster {
         let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec());
         if let Some(ca) = tls_ca {
             builder = builder.certs(redis::TlsCertificates {
                 client_tls: None,
-                root_cert: Some(ca),
+                root_cert: Some(ca.to_vec()),
             });
         }
         let client = builder.build().expect("valid cluster urls");

@@ -38,7 +38,9 @@ pub mod history;
 pub mod source;
 pub mod tls;
 
-pub use cluster::{RawCluster, RedisCluster, SlotMap, key_slot};
+pub use tls::make_certificates;
+
+pub use cluster::{PlannedCluster, RawCluster, RedisCluster, SlotMap, key_slot};
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "CACHE_TESTS_REDIS_SERVER";

@@ -1,5 +1,5 @@
 //! Throwaway TLS material for the TLS tests (a single server in `tests/tests/security.rs`, a
-//! cluster in [`RedisCluster::start_tls`](crate::RedisCluster::start_tls)).
+//! cluster in [`RedisCluster::start_with_tls`](crate::cluster::RedisCluster::start_with_tls)).
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,9 @@
 //! The cache on a real Redis Cluster (3 masters + 3 replicas on loopback, built per test by
 //! [`RedisCluster::start`]): behaviour, negative caching, a cross-cache stampede, invalidation
-//! of keys in different slots, tags whose members live on several nodes, and failovers under
-//! load (a coordinated `CLUSTER FAILOVER`, and a master killed with `SIGKILL`).
+//! of keys in different slots, tags whose members live on several nodes, failovers under
+//! load (a coordinated `CLUSTER FAILOVER`, and a master killed with `SIGKILL`), a slot
+//! resharded under load (`-ASK`, then `-MOVED`), a cluster that comes up after `build()`, a
+//! TLS-only cluster, and the least ACL.
 //!
 //! Each test has its own cluster (nextest runs every test in its own process, and the failover
 //! tests change the topology). Every check of what is stored goes through a raw cluster
@@ -452,6 +454,14 @@ async fn bump(cache: &Cache, id: usize, db: &Db) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Two ids written together: one `UNLINK` of both keys when they share a slot.
+#[invalidates("item:{x}", "item:{y}", cache = cache)]
+async fn bump_pair(cache: &Cache, x: usize, y: usize, db: &Db) -> Result<(), DbError> {
+    db.versions[x].fetch_add(1, SeqCst);
+    db.versions[y].fetch_add(1, SeqCst);
+    Ok(())
+}
+
 /// `n_on` ids whose keys live on the master at `master` and `n_off` that live elsewhere.
 fn ids_around(
     cluster: &RedisCluster,
@@ -710,6 +720,179 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
     );
     let all: Vec<usize> = ids.iter().chain(&written).copied().collect();
     assert_settled_and_fresh(&cluster, &cache, &db, &all).await;
+}
+
+/// Resharding under load: a slot holding cached keys moves from one master to another the way
+/// `redis-cli --cluster reshard` moves it (`SETSLOT IMPORTING` / `MIGRATING`, `MIGRATE .. KEYS`
+/// a few keys at a time, `SETSLOT NODE`) while readers (`#[cached]`) and writers
+/// (`#[invalidates]`) run on that slot's keys. While the slot is half moved, the source answers
+/// `-ASK` for the keys it no longer holds (and for new keys), afterwards `-MOVED`: no caller
+/// error, no read older than a write that returned before it, no cache error at all, and the
+/// keys are cached on the new owner afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resharding_a_slot_under_load_follows_ask_and_moved() {
+    let cluster = Arc::new(RedisCluster::start());
+    let cache = cache_on(&cluster).await;
+    // Twelve ids whose keys share one slot (found by the slot function, no hash tag).
+    let slot = cache_tests::key_slot(&full("item:0"));
+    let ids: Vec<usize> = (0..)
+        .filter(|id| cache_tests::key_slot(&full(&format!("item:{id}"))) == slot)
+        .take(12)
+        .collect();
+    let from = cluster.master_for_slot(slot);
+    let to = cluster
+        .slot_map_masters()
+        .into_iter()
+        .find(|&m| m != from)
+        .expect("another master");
+    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
+    prefill(&cache, &db, &ids).await;
+    for port in cluster.live_ports() {
+        let _: () = cluster.node_cmd(port, redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = spawn_load(&cache, &db, &ids, &ids, &stop, &errors);
+    // A third writer invalidates two keys of the slot at once (one two-key `UNLINK`): while
+    // one of them has moved and the other has not, the source answers `-TRYAGAIN`.
+    tasks.push({
+        let (cache, db, stop, errors) = (cache.clone(), db.clone(), stop.clone(), errors.clone());
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u64;
+            let mut i = 0;
+            while !stop.load(SeqCst) {
+                let (x, y) = (ids[i % ids.len()], ids[(i + 5) % ids.len()]);
+                i += 1;
+                let next = (
+                    db.versions[x].load(SeqCst) + 1,
+                    db.versions[y].load(SeqCst) + 1,
+                );
+                match bump_pair(&cache, x, y, &db).await {
+                    Ok(()) => {
+                        writes += 1;
+                        db.acked[x].fetch_max(next.0, SeqCst);
+                        db.acked[y].fetch_max(next.1, SeqCst);
+                    }
+                    Err(e) => errors.lock().unwrap().push(format!("bump_pair: {e:?}")),
+                }
+                tokio::task::yield_now().await;
+            }
+            (0, writes)
+        })
+    });
+    let calls = || {
+        let s = cache.stats().function("cluster::item");
+        s.hits + s.misses + cache.stats().function("cluster::bump").invalidations
+    };
+    // `n` more calls (reads and writes) from now.
+    let progress = |n: u64| {
+        let target = calls() + n;
+        let calls = &calls;
+        async move {
+            eventually("calls made", Duration::from_secs(20), || async {
+                calls() >= target
+            })
+            .await;
+        }
+    };
+    progress(100).await;
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.begin_migration(slot, from, to))
+        .await
+        .expect("begin");
+    // Half the keys, a few at a time, with traffic in between: some keys on each side.
+    let mut moved = 0;
+    while moved < ids.len() / 2 {
+        let c = cluster.clone();
+        let n = tokio::task::spawn_blocking(move || c.migrate_keys(slot, from, to, 2))
+            .await
+            .expect("migrate");
+        if n == 0 {
+            break;
+        }
+        moved += n;
+        progress(50).await;
+    }
+    progress(300).await;
+    // The rest, then the slot is handed over.
+    loop {
+        let c = cluster.clone();
+        let n = tokio::task::spawn_blocking(move || c.migrate_keys(slot, from, to, 4))
+            .await
+            .expect("migrate");
+        if n == 0 {
+            break;
+        }
+        progress(20).await;
+    }
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.finish_migration(slot, from, to))
+        .await
+        .expect("finish");
+    assert_eq!(cluster.master_for_slot(slot), to, "the slot moved");
+    // Traffic after the move: the old owner answers `-MOVED`.
+    progress(300).await;
+    stop.store(true, SeqCst);
+    let (mut reads, mut writes) = (0, 0);
+    for t in tasks {
+        let (r, w) = guard("a load task", t).await.expect("task");
+        reads += r;
+        writes += w;
+    }
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "callers saw errors: {:?}",
+        errors.lock().unwrap()
+    );
+    // The ASK path was taken: the new owner served commands preceded by `ASKING`.
+    let stats: String = cluster.node_cmd(to, redis::cmd("INFO").arg("commandstats"));
+    let asking = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_asking:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let item = cache.stats().function("cluster::item");
+    let bump = cache.stats().function("cluster::bump");
+    let pair = cache.stats().function("cluster::bump_pair");
+    eprintln!(
+        "resharding slot {slot} ({} keys) from {from} to {to}: {reads} reads, {writes} writes, \
+         {asking} ASKING on the new owner; item {item:?}; bump {bump:?}; bump_pair {pair:?}",
+        ids.len()
+    );
+    assert!(asking > 0, "no command was redirected with ASK");
+    assert_eq!(
+        (
+            item.backend_errors,
+            item.backend_skipped,
+            bump.backend_errors,
+            bump.invalidations_failed
+        ),
+        (0, 0, 0, 0),
+        "ASK and MOVED followed without a cache error: {item:?} {bump:?}"
+    );
+    assert_eq!(
+        pair.invalidations_failed, 0,
+        "two-key invalidations delivered (TRYAGAIN retried): {pair:?}"
+    );
+    assert!(reads > 0 && writes > 0, "{reads} reads, {writes} writes");
+    eventually(
+        "the retry queue delivered every two-key invalidation",
+        Duration::from_secs(20),
+        || async {
+            cache
+                .stats()
+                .function("cluster::bump_pair")
+                .invalidations_pending
+                == 0
+        },
+    )
+    .await;
+    assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
+    let left: i64 = cluster.node_cmd(from, redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot));
+    assert_eq!(left, 0, "nothing left on the old owner");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -985,6 +1168,75 @@ async fn unreachable_cluster_goes_to_the_loader() {
     );
 }
 
+/// A cache built (without `require_connection`) on the seed URLs of a cluster whose nodes are
+/// not started yet: calls go to the loader without an error while the cluster is down and
+/// while it forms, and once it is ready caching starts (a hit served from the cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_that_comes_up_after_build_is_used_once_ready() {
+    let planned = RedisCluster::reserve();
+    let cache = Cache::builder()
+        .redis_cluster(planned.urls())
+        .namespace(NS)
+        .connect_timeout(Duration::from_millis(200))
+        .command_timeout(Duration::from_millis(200))
+        .circuit_breaker(3, Duration::from_millis(200))
+        .build()
+        .await
+        .expect("built with no node up");
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        assert_eq!(user(&cache, 1, &loads).await, Ok(Some("user-1".into())));
+    }
+    assert_eq!(loads.load(SeqCst), 3, "no cache yet: every call loads");
+
+    // Callers keep calling while the nodes start and the cluster forms: never an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (cache, loads, stop) = (cache.clone(), loads.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut calls = 0u64;
+            while !stop.load(SeqCst) {
+                assert_eq!(
+                    user(&cache, 2, &loads).await,
+                    Ok(Some("user-2".into())),
+                    "a call while the cluster comes up"
+                );
+                calls += 1;
+                tokio::task::yield_now().await;
+            }
+            calls
+        })
+    };
+    let started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || planned.start())
+        .await
+        .expect("cluster started");
+    let formed = started.elapsed();
+    let raw = cluster.raw().await;
+    eventually(
+        "caching starts once the cluster is ready",
+        Duration::from_secs(20),
+        || async {
+            let before = cache.stats().function("cluster::user").hits;
+            user(&cache, 3, &loads).await.expect("a load never fails");
+            user(&cache, 3, &loads).await.expect("a load never fails");
+            cache.stats().function("cluster::user").hits > before
+                && raw.exists(&full("user:3")).await
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster formed in {formed:?}; caching {:?} after the start began",
+        started.elapsed()
+    );
+    stop.store(true, SeqCst);
+    let calls = guard("the caller", caller).await.expect("no caller error");
+    assert!(calls > 0, "calls were made while the cluster came up");
+    let loads_now = loads.load(SeqCst);
+    assert_eq!(user(&cache, 3, &loads).await, Ok(Some("user-3".into())));
+    assert_eq!(loads.load(SeqCst), loads_now, "a hit, no load");
+}
+
 // ---------------------------------------------------------------------------------------------
 // ACL: credentials from the seed URLs, as for a single server.
 
@@ -1026,6 +1278,210 @@ async fn acl_user_from_the_urls() {
         .expect_err("a wrong password is refused");
     let text = format!("{err} {err:?}");
     assert!(!text.contains("wr0ng-pw"), "{text}");
+
+    // The least ACL the README documents for a cluster, created on every node (ACL users are
+    // per node): miss, hit, negative entry, invalidation across slots, tags, with no command
+    // refused anywhere.
+    for port in cluster.live_ports() {
+        let _: () = cluster.node_cmd(
+            port,
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("least")
+                .arg(least_cluster_rules("least-pw", "least")),
+        );
+        let _: () = cluster.node_cmd(port, redis::cmd("ACL").arg("LOG").arg("RESET"));
+    }
+    let least = Cache::builder()
+        .redis_cluster(
+            cluster
+                .live_ports()
+                .iter()
+                .map(|p| format!("redis://least:least-pw@127.0.0.1:{p}")),
+        )
+        .namespace("least")
+        .circuit_breaker(3, Duration::from_millis(200))
+        .require_connection()
+        .build()
+        .await
+        .expect("the least ACL user connects");
+    let loads = AtomicUsize::new(0);
+    for id in 0..20u64 {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(
+            user(&least, id, &loads).await,
+            Ok(want.clone()),
+            "miss {id}"
+        );
+        assert_eq!(user(&least, id, &loads).await, Ok(want), "hit {id}");
+        assert!(raw.exists(&format!("least:user:{id}")).await, "stored {id}");
+    }
+    assert_eq!(loads.load(SeqCst), 20, "one load per key");
+    let version = AtomicU64::new(1);
+    for (x, y) in [(1, 2), (3, 4)] {
+        a(&least, x, &version).await;
+        b(&least, y, &version).await;
+        write_ab(&least, x, y, &version).await.expect("write");
+        for k in [format!("a:{x}"), format!("b:{y}")] {
+            assert!(!raw.exists(&format!("least:{k}")).await, "{k} invalidated");
+        }
+    }
+    for id in 0..10u64 {
+        member(&least, 7, id, &version).await;
+    }
+    assert_eq!(raw.zcard("least:!tag:org:7").await, 10, "tag registered");
+    rename_org(&least, 7, &version).await.expect("tag write");
+    for id in 0..10u64 {
+        assert!(
+            !raw.exists(&format!("least:member:{id}")).await,
+            "member {id}"
+        );
+        member(&least, 7, id, &version).await;
+    }
+    least.invalidate_tag("org:7").await.expect("invalidate_tag");
+    for id in 0..10u64 {
+        assert!(
+            !raw.exists(&format!("least:member:{id}")).await,
+            "member {id}"
+        );
+    }
+    let s = least.stats().total();
+    assert_eq!(
+        (
+            s.backend_errors,
+            s.backend_skipped,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
+        (0, 0, 0, 0),
+        "no NOPERM: {s:?}"
+    );
+    let u = least.stats().function("cluster::user");
+    assert_eq!((u.hits, u.negative_hits), (16, 4), "{u:?}");
+    for port in cluster.live_ports() {
+        // (The wrong-password connection above may still be retrying: denials of `app`.)
+        let denied: Vec<redis::Value> = cluster.node_cmd(port, redis::cmd("ACL").arg("LOG"));
+        let least_denied: Vec<String> = denied
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .filter(|d| d.contains("\"least\""))
+            .collect();
+        assert!(
+            least_denied.is_empty(),
+            "ACL denials of `least` on node {port}: {least_denied:?}"
+        );
+    }
+}
+
+/// The least ACL of a cache on a cluster, as the README documents it: the single-server
+/// commands, the tag commands (`ZSCAN`, and inside the tag scripts `ZADD`, `ZSCORE`, `ZREM`,
+/// `ZREMRANGEBYSCORE`, `ZRANGE`, `PTTL`, `TIME`) and `CLUSTER SLOTS` (redis-rs's slot
+/// discovery); keys limited to the namespace.
+fn least_cluster_rules(password: &str, namespace: &str) -> Vec<String> {
+    let mut rules = vec![
+        "reset".to_owned(),
+        "on".to_owned(),
+        format!(">{password}"),
+        format!("~{namespace}:*"),
+    ];
+    rules.extend(LEAST_CLUSTER_ACL.split_whitespace().map(String::from));
+    rules
+}
+
+/// The commands of the README's least cluster ACL (section "Redis Cluster").
+const LEAST_CLUSTER_ACL: &str = "+get +set +del +pexpire +evalsha +script|load +unlink +ping \
+     +zscan +zadd +zscore +zrem +zremrangebyscore +zrange +pttl +time +cluster|slots";
+
+// ---------------------------------------------------------------------------------------------
+// TLS: `rediss://` seeds and a private CA, as for a single server.
+
+/// A TLS-only cluster (client ports, the cluster bus and replication all over TLS): a
+/// `rediss://` cache trusting the test CA works end to end (miss then hit on every master,
+/// negative entries, an invalidation across slots, a tag), without a cache error; a cache that
+/// does not trust the CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_cluster_with_private_ca_works_end_to_end() {
+    let cluster = RedisCluster::start_with_tls();
+    let urls = cluster.urls();
+    assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
+    let ca = cluster.tls_ca().expect("a TLS cluster").to_vec();
+    let cache = Cache::builder()
+        .redis_cluster(urls.clone())
+        .namespace(NS)
+        .tls_root_ca_pem(ca)
+        .circuit_breaker(3, Duration::from_millis(200))
+        .require_connection()
+        .build()
+        .await
+        .expect("the TLS cluster accepts the cache");
+    let raw = cluster.raw().await;
+    let loads = AtomicUsize::new(0);
+    let ids: Vec<u64> = (0..15).collect();
+    let masters: HashSet<u16> = ids
+        .iter()
+        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
+    for &id in &ids {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(
+            user(&cache, id, &loads).await,
+            Ok(want.clone()),
+            "miss {id}"
+        );
+        assert_eq!(user(&cache, id, &loads).await, Ok(want), "hit {id}");
+        assert!(
+            raw.exists(&full(&format!("user:{id}"))).await,
+            "stored {id}"
+        );
+    }
+    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+    let version = AtomicU64::new(1);
+    assert_eq!(a(&cache, 1, &version).await, "a1-v1");
+    assert_eq!(b(&cache, 2, &version).await, "b2-v1");
+    write_ab(&cache, 1, 2, &version).await.expect("write");
+    assert!(!raw.exists(&full("a:1")).await && !raw.exists(&full("b:2")).await);
+    assert_eq!(
+        a(&cache, 1, &version).await,
+        "a1-v2",
+        "reloaded after the write"
+    );
+    for id in 0..6 {
+        member(&cache, 9, id, &version).await;
+    }
+    rename_org(&cache, 9, &version).await.expect("tag write");
+    for id in 0..6 {
+        assert!(
+            !raw.exists(&full(&format!("member:{id}"))).await,
+            "member {id}"
+        );
+    }
+    let s = cache.stats().total();
+    assert_eq!(
+        (
+            s.backend_errors,
+            s.backend_skipped,
+            s.invalidations_failed,
+            s.invalidation_retries
+        ),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
+    let u = cache.stats().function("cluster::user");
+    assert_eq!((u.hits, u.negative_hits), (12, 3), "{u:?}");
+
+    // Without the CA (the system store does not trust it): refused.
+    assert!(
+        Cache::builder()
+            .redis_cluster(urls)
+            .connect_timeout(Duration::from_millis(500))
+            .command_timeout(Duration::from_millis(500))
+            .require_connection()
+            .build()
+            .await
+            .is_err(),
+        "an untrusted certificate is refused"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

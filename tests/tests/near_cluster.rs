@@ -546,7 +546,7 @@ fn repl_offset(cluster: &RedisCluster, port: u16, field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn near_cache_on_a_tls_cluster() {
-    let cluster = RedisCluster::start_tls();
+    let cluster = RedisCluster::start_with_tls();
     let ca = cluster.tls_ca().expect("a TLS cluster").to_vec();
     let tls = |urls: Vec<String>| builder(urls).tls_root_ca_pem(ca.clone());
     assert!(cluster.urls()[0].starts_with("rediss://"));

@@ -24,6 +24,10 @@
 //!   (`command_timeout`), so that a node that does not answer cannot hold up its start (the
 //!   first connection has none: a timer per command on the hit path, where every operation
 //!   is bounded by `command_timeout` already).
+//! * **`-ASK` followed atomically.** An `-ASK` or `-MOVED` that redis-rs hands back after its
+//!   redirections (its `ASKING` and the command are two separate sends on a shared connection,
+//!   see [`follow_redirect`]) is sent again as one pipeline, `ASKING` + the command, to the
+//!   node the redirection names.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -31,7 +35,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tracing::{error, warn};
 
 /// Two timeouts within this window rebuild the connection.
@@ -202,6 +207,49 @@ fn unreceived(e: &RedisError) -> bool {
     e.is_io_error() && e.to_string().contains("Unable to receive command")
 }
 
+/// The command answered `-ASK` or `-MOVED` after redis-rs's own redirections: sends `ASKING`
+/// and the command again to the node named by the redirection, as one pipeline (so nothing
+/// can run between the two on that connection). Should that node redirect the pipeline
+/// again, redis-rs follows it with the pipeline, `ASKING` included.
+///
+/// redis-rs follows an `-ASK` by sending `ASKING` on the target node's shared (multiplexed)
+/// connection, waiting for its reply, then sending the command: another task's command sent
+/// in between takes the `ASKING` flag, the target answers ours with `-MOVED` back to the source,
+/// which answers `-ASK` again, and under load a command runs out of redirections on either
+/// answer (seen in `resharding_a_slot_under_load_follows_ask_and_moved`: dozens of reads sent
+/// to the loader and invalidations queued while one slot was half migrated). `ASKING` in
+/// front of a command is harmless on a node that is not importing the slot: after a real
+/// `-MOVED` (the slot changed hands) the command simply runs on the new owner.
+async fn follow_redirect(
+    conn: &mut ClusterConnection,
+    cmd: &Cmd,
+    err: RedisError,
+) -> RedisResult<Value> {
+    let Some((host, port)) = err
+        .redirect_node()
+        .and_then(|(addr, _slot)| addr.rsplit_once(':'))
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+    else {
+        return Err(err);
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("ASKING").add_command(cmd.clone());
+    let mut replies = conn
+        .route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::ByAddress { host, port })
+        .await?;
+    match replies.pop() {
+        Some(reply) if replies.len() == 1 => reply.extract_error(),
+        _ => Err(err),
+    }
+}
+
+fn is_redirect(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::Ask | redis::ServerErrorKind::Moved)
+    )
+}
+
 impl ConnectionLike for ClusterConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -211,6 +259,7 @@ impl ConnectionLike for ClusterConn {
                     let mut conn = self.rebuild(seen, "the connection's task ended");
                     conn.req_packed_command(cmd).await
                 }
+                Err(e) if is_redirect(&e) => follow_redirect(&mut conn, cmd, e).await,
                 Err(e) => {
                     if unreceived(&e) {
                         self.rebuild(seen, "the connection's task ended");

@@ -107,7 +107,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("building the cache failed: {e:?}"));
     let counter = if urls.len() > 1 {
-        Counter::Cluster(RawCluster::connect(&urls, None).await)
+        Counter::Cluster(RawCluster::connect(&urls).await)
     } else {
         Counter::Single(Raw::connect(&url).await)
     };
