@@ -25,7 +25,7 @@ use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::{PushInfo, PushKind, Value};
@@ -45,6 +45,9 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reconnect backoff of the tracking connection.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A test hook: called with the keys of every invalidation push, after they were evicted.
+pub(crate) type PushHook = Box<dyn Fn(&[String]) + Send + Sync>;
+
 /// The stats name `tracking_resets` is counted under.
 pub(crate) const NEAR_STATS_NAME: &str = "cache_runtime::near";
 
@@ -112,6 +115,8 @@ pub(crate) struct Near {
     counters: Arc<Counters>,
     /// Id of the current tracking connection (a late `Disconnection` of an old one is ignored).
     conn_id: AtomicU64,
+    /// See [`Cache::__on_near_push`](crate::Cache::__on_near_push).
+    push_hook: OnceLock<PushHook>,
     me: Weak<Near>,
 }
 
@@ -141,6 +146,7 @@ impl Near {
             prefix: format!("{namespace}:"),
             counters,
             conn_id: AtomicU64::new(0),
+            push_hook: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -279,8 +285,16 @@ impl Near {
     fn on_push(&self, id: u64, info: PushInfo, dead: &Notify) {
         match info.kind {
             PushKind::Invalidate => {
+                let keys = self.push_hook.get().map(|_| {
+                    let mut keys = Vec::new();
+                    info.data.iter().for_each(|v| push_keys(v, &mut keys));
+                    keys
+                });
                 for v in info.data {
                     self.invalidate_value(v);
+                }
+                if let (Some(hook), Some(keys)) = (self.push_hook.get(), keys) {
+                    hook(&keys);
                 }
             }
             PushKind::Disconnection => {
@@ -291,6 +305,11 @@ impl Near {
             }
             _ => {}
         }
+    }
+
+    /// Sets the push hook (once; `false` if one was set already).
+    pub(crate) fn set_push_hook(&self, hook: PushHook) -> bool {
+        self.push_hook.set(hook).is_ok()
     }
 
     fn invalidate_value(&self, v: Value) {
@@ -308,6 +327,16 @@ impl Near {
             Value::SimpleString(s) => self.evict(&s),
             _ => {}
         }
+    }
+}
+
+/// The keys named by an invalidation push (a `null`, a flush, names none).
+fn push_keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| push_keys(i, out)),
+        Value::BulkString(b) => out.extend(std::str::from_utf8(b).ok().map(str::to_owned)),
+        Value::SimpleString(s) => out.push(s.clone()),
+        _ => {}
     }
 }
 

@@ -216,3 +216,34 @@ async fn redis_history_across_processes() {
     );
     report.assert_ok(test, "redis (3 processes)", seed);
 }
+
+/// Three caches (each with its own near cache and tracking connection, like three processes)
+/// read the history rows through `local_ttl` functions. Checks (a') of `history::check`:
+/// reads in the writer's own cache are strict; in another cache, a read that starts after
+/// that cache processed the push of the write's marker (exact rule), or the bound
+/// (`NEAR_BOUND_MS`, default `history::DEFAULT_NEAR_BOUND_MS`) after the write returned,
+/// never sees older data; and (b) one load per generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_near_caches() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, false, seed).await;
+    let mut work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
+    work.fresh_share = 0.0;
+    work.near_markers = Some(server.url());
+    // Longer histories whose last half has no writes: their reads are checked by the bound.
+    work.history_ms = 2 * HISTORY_MS;
+    work.quiet_tail_ms = HISTORY_MS;
+    let test = "redis_history_near_caches";
+    let report = run_in_process(test, &work, &caches, None).await;
+    eprintln!("[{test}] {}", report.near_figures());
+    report.assert_ok(test, "redis (near caches)", seed);
+    assert!(
+        report.counts.local_hits > 0 && report.near_reads > 0,
+        "no near hit: the run checked nothing about the near cache"
+    );
+    assert!(
+        report.pushes > 0 && report.near_after_push > 0,
+        "no read came after a processed marker push: the exact rule checked nothing"
+    );
+}

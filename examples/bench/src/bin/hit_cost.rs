@@ -1,9 +1,11 @@
-//! `hit-cost N`: N hits of one `#[cached]` function on the memory backend (a 1 KB value), on a
+//! `hit-cost N [REDIS-URL]`: N hits of one `#[cached]` function on the memory backend (a 1 KB
+//! value), or with a URL on that Redis server (the Redis hit path: one `GET` per call), on a
 //! current-thread runtime, with a `tracing` fmt subscriber at `info` (as a service would run)
 //! and, when built with `--features metrics`, the runtime's `metrics` feature and a Prometheus
 //! recorder installed. Run under `valgrind --tool=callgrind` for N and 2N: the difference of
 //! the instruction counts divided by N is the instructions of one hit, without start-up.
-//! `scripts/hit-cost.sh` does that for both builds and prints the table.
+//! `scripts/hit-cost.sh` does that for both builds and prints the table; `scripts/hit-cost.sh
+//! --redis` counts the Redis hit path (client side only) against a private `redis-server`.
 
 use cache_runtime::{Cache, cached};
 use serde::{Deserialize, Serialize};
@@ -38,15 +40,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let cache = Cache::builder().memory().build().await?;
+        let cache = match std::env::args().nth(2) {
+            Some(url) => {
+                Cache::builder()
+                    .redis(url)
+                    .namespace(format!("hit-cost.{}", std::process::id()))
+                    .require_connection()
+                    .build()
+                    .await?
+            }
+            None => Cache::builder().memory().build().await?,
+        };
         let mut sum = item(&cache, 1).await.id;
         for _ in 0..n {
             sum += item(&cache, 1).await.id;
         }
         let hits = cache.stats().function("hit_cost.item").hits;
         println!(
-            "metrics feature: {}; hits: {hits}; sum {sum}",
-            cfg!(feature = "metrics")
+            "metrics feature: {}; backend {}; hits: {hits}; sum {sum}",
+            cfg!(feature = "metrics"),
+            cache.backend_kind()
         );
         Ok::<_, Box<dyn std::error::Error>>(())
     })
