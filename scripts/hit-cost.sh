@@ -5,10 +5,13 @@
 #   scripts/hit-cost.sh [N]          memory backend, without and with the `metrics` feature
 #   scripts/hit-cost.sh --redis [N]  the Redis hit path (one GET; the client's instructions
 #                                    only) against a private redis-server, default features
+#   scripts/hit-cost.sh --near [N]   near-cache hits (`local_ttl`) on that private server
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 redis=""
-if [ "${1:-}" = "--redis" ]; then
+mode=""
+if [ "${1:-}" = "--redis" ] || [ "${1:-}" = "--near" ]; then
+    [ "$1" = "--near" ] && mode="near"
     shift
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     dir=$(mktemp -d)
@@ -20,7 +23,7 @@ if [ "${1:-}" = "--redis" ]; then
 fi
 n="${1:-20000}"
 count() { # binary hits -> instructions
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$2" $redis 2>&1 \
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$2" $redis $mode 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf '| build | backend | instructions per hit |\n|---|---|---|\n'
@@ -30,5 +33,5 @@ for features in "${builds[@]}"; do
     bin="${CARGO_TARGET_DIR:-target}/release/hit-cost"
     a=$(count "$bin" "$n")
     b=$(count "$bin" "$((2 * n))")
-    printf '| %s | %s | %s |\n' "${features:-default}" "$( [ -n "$redis" ] && echo redis || echo memory )" "$(( (b - a) / n ))"
+    printf '| %s | %s | %s |\n' "${features:-default}" "$( [ -n "$redis" ] && echo "redis${mode:+ $mode}" || echo memory )" "$(( (b - a) / n ))"
 done
