@@ -2155,12 +2155,14 @@ pub fn check(records: &[Record]) -> Report {
                     None
                 }
             };
-            for (i, r) in ["own", "exact", "bound"].iter().enumerate() {
-                report.near_broken[i] += usize::from(
-                    newer
-                        .iter()
-                        .any(|w| broken(w).is_some_and(|b| b.contains(r))),
-                );
+            // Each rule on its own (`broken` names the first one a write breaks).
+            let rules: [&dyn Fn(&Event) -> bool; 3] = [
+                &|w| w.cache == read.cache,
+                &|w| w.cache != read.cache && pushed_before(read.cache, w, read.start),
+                &|w| w.cache != read.cache && read.start_us >= w.end_us + near_bound_ms * 1000,
+            ];
+            for (i, rule) in rules.iter().enumerate() {
+                report.near_broken[i] += usize::from(newer.iter().any(|w| rule(w)));
             }
             match newer.iter().find_map(|w| broken(w)) {
                 Some(r) => rule = r,
