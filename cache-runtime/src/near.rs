@@ -37,6 +37,8 @@ use crate::stats::Counters;
 
 /// Default bound of the near cache: 64 MiB (keys plus the serialized size of the values).
 pub const DEFAULT_LOCAL_CAPACITY: u64 = 64 * 1024 * 1024;
+/// How long the map keeps a copy at most, past its own deadline too (see `lookup`).
+const LINGER: Duration = Duration::from_secs(600);
 /// Stripes of invalidation epochs (a power of two).
 const STRIPES: usize = 1024;
 /// How often the tracking connection is checked with a `PING`, and how long it may take.
@@ -118,19 +120,6 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-struct ByDeadline;
-
-impl moka::Expiry<String, Arc<Slot>> for ByDeadline {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        v: &Arc<Slot>,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(v.expires.saturating_duration_since(created_at))
-    }
-}
-
 /// What a fill compares: the epochs read before the `GET`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epoch {
@@ -172,7 +161,7 @@ impl Near {
                     .unwrap_or(u32::MAX)
                     .saturating_add(v.weight)
             })
-            .expire_after(ByDeadline)
+            .time_to_live(LINGER)
             .build_with_hasher(KeyHash(rand::random()));
         Arc::new_cyclic(|me| Near {
             map,
@@ -218,6 +207,10 @@ impl Near {
             return Err(None);
         }
         match self.map.get(full) {
+            // Past its deadline (`local_ttl`, or the entry's freshness): the map keeps no
+            // timers (they cost a near hit more than this check); the copy stays until it
+            // is replaced, evicted or pushed out by the capacity bound.
+            Some(slot) if slot.expires <= Instant::now() => Err(Some(e)),
             Some(slot) if slot.type_id == TypeId::of::<T>() => match &slot.value {
                 None => Ok(None),
                 Some(v) => match v.downcast_ref::<T>() {

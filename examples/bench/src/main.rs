@@ -31,6 +31,11 @@
 //!   never finishing: every measured call is served stale, checked on `stale_served`) against
 //!   a plain hit; and a steady hot key (16 tasks on one key, `ttl = 1`, a 20 ms loader) with
 //!   and without XFetch (`early_refresh = 1.0`): the share of calls that waited for a loader.
+//! * The near cache (`local_ttl`): a near hit of the value against a bare `moka` get + clone,
+//!   and (64 tasks) against the Redis hit path; the same function returning `Arc<Item>`.
+//! * Near-cache coherence across two OS processes (this binary started again with
+//!   `--near-helper`): the delay from an `#[invalidates]` write returning here to the other
+//!   process reading the new value, for 1 000 writes (see "Near-cache coherence" below).
 //!
 //! Each timed slice runs one case for a fixed time; a round runs every case once, in an order
 //! that rotates from round to round, so a slow moment of the machine is spread over all cases.
