@@ -107,6 +107,18 @@ impl Cache {
         CacheBuilder::default()
     }
 
+    /// Test hook, not a stable API: `hook` is called with the keys of every invalidation push
+    /// this cache's near cache processes, after it evicted them (a `null` push, a flush,
+    /// names no key). `false` when this cache has no near cache or a hook is set already.
+    /// The history checker uses it to see when a process has processed the push of a write.
+    #[doc(hidden)]
+    pub fn __on_near_push(&self, hook: impl Fn(&[String]) + Send + Sync + 'static) -> bool {
+        match self.inner.near.get() {
+            Some(near) => near.set_push_hook(Box::new(hook)),
+            None => false,
+        }
+    }
+
     /// The per-function counters of this cache.
     pub fn stats(&self) -> Stats {
         self.inner.stats.snapshot()

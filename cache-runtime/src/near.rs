@@ -40,7 +40,7 @@ use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::{PushInfo, PushKind, Value};
@@ -66,6 +66,10 @@ const ENTRY_OVERHEAD: u32 = 160;
 /// Default of how often the tracking connections are checked (`PING`; on a cluster
 /// `CLUSTER NODES`, which also re-reads the topology).
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the map keeps a copy at most, past its own deadline too (see `lookup`).
+const LINGER: Duration = Duration::from_secs(600);
+/// A test hook: called with the keys of every invalidation push, after they were evicted.
+pub(crate) type PushHook = Box<dyn Fn(&[String]) + Send + Sync>;
 /// The stats name `tracking_resets` is counted under.
 pub(crate) const NEAR_STATS_NAME: &str = "cache_runtime::near";
 
@@ -73,7 +77,7 @@ pub(crate) const NEAR_STATS_NAME: &str = "cache_runtime::near";
 /// made by [`near_fns`](crate::__private::near_fns) where `local_ttl = N` is written.
 pub struct NearFns<T> {
     clone: fn(&T) -> T,
-    wrap: fn(T) -> Arc<dyn Any + Send + Sync>,
+    wrap: fn(T) -> Box<dyn Any + Send + Sync>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -88,15 +92,16 @@ impl<T> Copy for NearFns<T> {}
 pub fn near_fns<T: Clone + Send + Sync + 'static>() -> NearFns<T> {
     NearFns {
         clone: T::clone,
-        wrap: |v| Arc::new(v),
+        wrap: |v| Box::new(v),
         _t: PhantomData,
     }
 }
 
-#[derive(Clone)]
+/// One copy. The map holds it behind an `Arc`: a near hit (moka clones the value it returns)
+/// then touches one reference count, of this key only.
 struct Slot {
     /// `None`: a negative entry.
-    value: Option<Arc<dyn Any + Send + Sync>>,
+    value: Option<Box<dyn Any + Send + Sync>>,
     type_id: TypeId,
     expires: Instant,
     weight: u32,
@@ -106,22 +111,35 @@ struct Slot {
     counters: Arc<Counters>,
 }
 
-struct ByDeadline;
+/// The near map's hasher: seeded XXH3 over the key's bytes in one call (a String key is
+/// hashed as its bytes and a `0xff` terminator), instead of SipHash, which cost about a fifth
+/// of a near hit for a typical 40-byte key (callgrind, `scripts/hit-cost.sh --near`). The seed
+/// is random per near cache, so that keys chosen by a caller cannot aim at one bucket without
+/// knowing it (XXH3 is not a keyed PRF like SipHash: a weaker defence, for a bounded map).
+#[derive(Clone)]
+struct KeyHash(u64);
 
-impl moka::Expiry<String, Slot> for ByDeadline {
-    fn expire_after_create(&self, _: &String, v: &Slot, created_at: Instant) -> Option<Duration> {
-        Some(v.expires.saturating_duration_since(created_at))
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
     }
+}
 
-    /// A fill replacing a copy brings its own deadline (moka would keep the old one).
-    fn expire_after_update(
-        &self,
-        _: &String,
-        v: &Slot,
-        updated_at: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.expires.saturating_duration_since(updated_at))
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -135,7 +153,7 @@ pub(crate) struct Epoch {
 
 /// One cache's near cache and its tracking state.
 pub(crate) struct Near {
-    map: moka::sync::Cache<String, Slot>,
+    map: moka::sync::Cache<String, Arc<Slot>, KeyHash>,
     /// Tracking is established: near reads and fills are allowed.
     active: AtomicBool,
     started: AtomicBool,
@@ -151,6 +169,8 @@ pub(crate) struct Near {
     losses: AtomicU64,
     /// Wakes the tracking task when a connection was lost.
     wake: Arc<Notify>,
+    /// See [`Cache::__on_near_push`](crate::Cache::__on_near_push).
+    push_hook: OnceLock<PushHook>,
     me: Weak<Near>,
 }
 
@@ -172,14 +192,14 @@ impl Near {
     ) -> Arc<Near> {
         let map = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .weigher(|k: &String, v: &Slot| {
+            .weigher(|k: &String, v: &Arc<Slot>| {
                 u32::try_from(k.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(v.weight)
                     .saturating_add(ENTRY_OVERHEAD)
             })
-            .expire_after(ByDeadline)
-            .build();
+            .time_to_live(LINGER)
+            .build_with_hasher(KeyHash(rand::random()));
         Arc::new_cyclic(|me| Near {
             map,
             active: AtomicBool::new(false),
@@ -192,6 +212,7 @@ impl Near {
             counters,
             losses: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
+            push_hook: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -228,6 +249,10 @@ impl Near {
             // A copy whose epoch no longer holds was filled before an invalidation or a
             // flush that has run since (or is running): never answered.
             Some(slot) if slot.flush != e.flush || slot.stripe != e.stripe => Err(Some(e)),
+            // Past its deadline (`local_ttl`, or the entry's freshness): the map keeps no
+            // timers (they cost a near hit more than this check); the copy stays until it
+            // is replaced, evicted or pushed out by the capacity bound.
+            Some(slot) if slot.expires <= Instant::now() => Err(Some(e)),
             Some(slot) if slot.type_id == TypeId::of::<T>() => match &slot.value {
                 None => Ok(None),
                 Some(v) => match v.downcast_ref::<T>() {
@@ -288,7 +313,7 @@ impl Near {
                 h();
             }
         });
-        self.map.insert(full.to_owned(), slot);
+        self.map.insert(full.to_owned(), Arc::new(slot));
         #[cfg(test)]
         tests::AFTER_INSERT.with(|h| {
             if let Some(h) = h.borrow_mut().as_mut() {
@@ -356,8 +381,16 @@ impl Near {
     fn on_push(&self, live: &AtomicBool, info: PushInfo) {
         match info.kind {
             PushKind::Invalidate => {
+                let keys = self.push_hook.get().map(|_| {
+                    let mut keys = Vec::new();
+                    info.data.iter().for_each(|v| push_keys(v, &mut keys));
+                    keys
+                });
                 for v in info.data {
                     self.invalidate_value(v);
+                }
+                if let (Some(hook), Some(keys)) = (self.push_hook.get(), keys) {
+                    hook(&keys);
                 }
             }
             PushKind::Disconnection if live.swap(false, SeqCst) => {
@@ -369,6 +402,11 @@ impl Near {
             }
             _ => {}
         }
+    }
+
+    /// Sets the push hook (once; `false` if one was set already).
+    pub(crate) fn set_push_hook(&self, hook: PushHook) -> bool {
+        self.push_hook.set(hook).is_ok()
     }
 
     fn invalidate_value(&self, v: Value) {
@@ -386,6 +424,16 @@ impl Near {
             Value::SimpleString(s) => self.evict(&s),
             _ => {}
         }
+    }
+}
+
+/// The keys named by an invalidation push (a `null`, a flush, names none).
+fn push_keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| push_keys(i, out)),
+        Value::BulkString(b) => out.extend(std::str::from_utf8(b).ok().map(str::to_owned)),
+        Value::SimpleString(s) => out.push(s.clone()),
+        _ => {}
     }
 }
 

@@ -156,6 +156,17 @@ pub fn fresh_row(g: u64, i: u64) -> u64 {
     FRESH_BASE + g * FRESH_GROUP_STRIDE + i + 1
 }
 
+/// Name of [`read_rown`] in the stats.
+pub const READN_NAME: &str = concat!(module_path!(), "::read_rown");
+/// Name of [`read_rown0`] in the stats.
+pub const READN0_NAME: &str = concat!(module_path!(), "::read_rown0");
+/// Name of [`write_rown`] in the stats.
+pub const WRITEN_NAME: &str = concat!(module_path!(), "::write_rown");
+/// Name of [`write_rown_b`] in the stats.
+pub const WRITEN_B_NAME: &str = concat!(module_path!(), "::write_rown_b");
+/// Default of the near-cache coherence bound (`NEAR_BOUND_MS`), see [`near_bound_from_env`].
+pub const DEFAULT_NEAR_BOUND_MS: u64 = 50;
+
 /// Which cached function a read or load belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Func {
@@ -169,11 +180,23 @@ pub enum Func {
     RowE,
     /// [`read_rowt`]: key `rowt:{id}`, `ttl = 1, stale = 30, timeout_ms = 5`, tag `grp:{g}`.
     RowT,
+    /// [`read_rown`]: key `rown:{id}`, `ttl = 300, local_ttl = 60` (near cache).
+    RowN,
+    /// [`read_rown0`]: key `rown0:{id}`, `ttl = 300, negative_ttl = 0, local_ttl = 60`.
+    RowN0,
 }
 
 impl Func {
     /// Every function.
-    pub const ALL: [Func; 5] = [Func::Row, Func::Row0, Func::RowG, Func::RowE, Func::RowT];
+    pub const ALL: [Func; 7] = [
+        Func::Row,
+        Func::Row0,
+        Func::RowG,
+        Func::RowE,
+        Func::RowT,
+        Func::RowN,
+        Func::RowN0,
+    ];
     /// The freshness-layer functions (on the fresh rows).
     pub const FRESH: [Func; 3] = [Func::RowG, Func::RowE, Func::RowT];
 
@@ -184,7 +207,14 @@ impl Func {
             Func::RowG => "rowg",
             Func::RowE => "rowe",
             Func::RowT => "rowt",
+            Func::RowN => "rown",
+            Func::RowN0 => "rown0",
         }
+    }
+
+    /// Whether it keeps a near-cache copy (`local_ttl`).
+    pub fn is_near(self) -> bool {
+        matches!(self, Func::RowN | Func::RowN0)
     }
 
     /// Whether it is a freshness-layer function.
@@ -272,11 +302,25 @@ pub struct Event {
     /// Load: wall clock (unix ms) when the loader ended (check (d)'s grace window end).
     #[serde(default)]
     pub wall_ms: u64,
+    /// Read and write of the near-cache run: wall clock (unix µs) right before the call.
+    #[serde(default)]
+    pub start_us: u64,
+    /// Completed read and write of the near-cache run: wall clock (unix µs) right after the
+    /// call returned.
+    #[serde(default)]
+    pub end_us: u64,
+    /// Completed write of the near-cache run: the key of the marker written right after it
+    /// returned (see [`Record::Push`]).
+    #[serde(default)]
+    pub marker: Option<String>,
 }
 
 impl Event {
     fn key(&self) -> String {
         match (self.kind, self.inval) {
+            (Kind::Write, None) if self.marker.is_some() || self.func == Func::RowN => {
+                format!("rown:{0}+rown0:{0}", self.row)
+            }
             (Kind::Write, None) => format!("row:{0}+row0:{0}", self.row),
             (Kind::Write, Some(Inval::Keys)) => format!("rowg+rowe+rowt:{}", self.row),
             (Kind::Write, Some(Inval::KeysAndTag)) => {
@@ -394,16 +438,33 @@ pub struct Counts {
     /// `soft_timeouts` of the readers (`timeout_ms`).
     #[serde(default)]
     pub soft_timeouts: u64,
+    /// `local_hits` of the readers (near cache).
+    #[serde(default)]
+    pub local_hits: u64,
+    /// `local_evictions` of the readers (near cache).
+    #[serde(default)]
+    pub local_evictions: u64,
+    /// `tracking_resets` of the cache (near cache).
+    #[serde(default)]
+    pub tracking_resets: u64,
 }
 
 impl Counts {
     /// Counters of one cache.
     pub fn of(cache: &Cache) -> Counts {
         let s = cache.stats();
-        let readers: Vec<FnStats> = [READ_NAME, READ0_NAME, READG_NAME, READE_NAME, READT_NAME]
-            .iter()
-            .map(|n| s.function(n))
-            .collect();
+        let readers: Vec<FnStats> = [
+            READ_NAME,
+            READ0_NAME,
+            READG_NAME,
+            READE_NAME,
+            READT_NAME,
+            READN_NAME,
+            READN0_NAME,
+        ]
+        .iter()
+        .map(|n| s.function(n))
+        .collect();
         let writers: Vec<FnStats> = [
             WRITE_NAME,
             WRITE_B_NAME,
@@ -411,6 +472,8 @@ impl Counts {
             WRITE_FKT_NAME,
             WRITE_FT_NAME,
             INVALIDATE_TAG_NAME,
+            WRITEN_NAME,
+            WRITEN_B_NAME,
         ]
         .iter()
         .map(|n| s.function(n))
@@ -432,6 +495,9 @@ impl Counts {
             early_refreshes: r(|s| s.early_refreshes),
             refresh_errors: r(|s| s.refresh_errors),
             soft_timeouts: r(|s| s.soft_timeouts),
+            local_hits: r(|s| s.local_hits),
+            local_evictions: r(|s| s.local_evictions),
+            tracking_resets: s.function("cache_runtime::near").tracking_resets,
         }
     }
 
@@ -451,6 +517,9 @@ impl Counts {
         self.early_refreshes += o.early_refreshes;
         self.refresh_errors += o.refresh_errors;
         self.soft_timeouts += o.soft_timeouts;
+        self.local_hits += o.local_hits;
+        self.local_evictions += o.local_evictions;
+        self.tracking_resets += o.tracking_resets;
     }
 }
 
@@ -463,6 +532,21 @@ pub enum Record {
     Fault(FaultWindow),
     /// The cache counters at the end of a process's run.
     Counts(Counts),
+    /// Near-cache run: cache `cache` processed the invalidation push of a write's marker
+    /// (`key`); `clock` was read after it had evicted every key of that push. A marker is
+    /// written right after its write returned, so its push reaches every tracking connection
+    /// after the push of the write's own invalidation: from `clock` on, this cache holds no
+    /// copy older than that write.
+    Push {
+        /// The cache (process) whose near cache processed it.
+        cache: u32,
+        /// The marker key (with the namespace).
+        key: String,
+        /// Logical clock, read after the eviction.
+        clock: u64,
+        /// Wall clock (unix µs), after the eviction.
+        wall_us: u64,
+    },
 }
 
 /// The "database": row versions and the logical clock.
@@ -501,6 +585,14 @@ impl Db {
         Db::Redis(Raw::connect(url).await)
     }
 
+    /// Ticks the in-process logical clock without waiting (`None` for [`Db::Redis`]).
+    pub fn clock_now(&self) -> Option<u64> {
+        match self {
+            Db::Local(db) => Some(db.clock.fetch_add(1, SeqCst) + 1),
+            Db::Redis(_) => None,
+        }
+    }
+
     /// Ticks the logical clock and returns the new time.
     pub async fn clock(&self) -> u64 {
         match self {
@@ -536,6 +628,60 @@ impl Db {
 
 /// Where events are logged.
 pub type Log = Arc<Mutex<Vec<Record>>>;
+
+/// Wall clock, unix µs.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The near-cache coherence bound of check (a'): `NEAR_BOUND_MS` when set, else
+/// [`DEFAULT_NEAR_BOUND_MS`].
+pub fn near_bound_from_env() -> u64 {
+    match std::env::var("NEAR_BOUND_MS") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("NEAR_BOUND_MS={s:?} is not a whole number of ms")),
+        Err(_) => DEFAULT_NEAR_BOUND_MS,
+    }
+}
+
+/// Near-cache run: logs every marker push `cache` (index `cache_ix`) processes, stamped with
+/// the logical clock after the eviction (across processes, where the clock is an `INCR`, a
+/// task stamps it a little later, which only makes the rule weaker). Panics when `cache` has
+/// no near cache.
+pub fn log_marker_pushes(cache: &Cache, cache_ix: u32, db: &Db, log: &Log) {
+    let (db, log) = (db.clone(), log.clone());
+    let set = cache.__on_near_push(move |keys| {
+        let marks: Vec<String> = keys
+            .iter()
+            .filter(|k| k.contains(":mark:"))
+            .cloned()
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        let record = move |clock: u64, key: String| Record::Push {
+            cache: cache_ix,
+            key,
+            clock,
+            wall_us: unix_us(),
+        };
+        match db.clock_now() {
+            Some(clock) => marks.into_iter().for_each(|k| push(&log, record(clock, k))),
+            None => {
+                let (db, log) = (db.clone(), log.clone());
+                tokio::spawn(async move {
+                    let clock = db.clock().await;
+                    marks.into_iter().for_each(|k| push(&log, record(clock, k)));
+                });
+            }
+        }
+    });
+    assert!(set, "the near-cache run needs caches with a near cache");
+}
 
 fn push(log: &Log, r: Record) {
     log.lock().unwrap_or_else(|p| p.into_inner()).push(r);
@@ -615,6 +761,9 @@ impl LoadCtx {
                 failed: self.fail,
                 inval: None,
                 wall_ms: unix_ms(),
+                start_us: 0,
+                end_us: 0,
+                marker: None,
             }),
         );
         version
@@ -700,6 +849,35 @@ pub async fn read_rowt(
     ctx: &LoadCtx,
 ) -> Result<Option<u64>, String> {
     ctx.load_fresh(id).await
+}
+
+/// [`read_row`] with a near cache: a Redis hit is kept in this cache's process for up to 60 s,
+/// evicted by the invalidation pushes of Redis.
+#[cached(key = "rown:{id}", ttl = 300, local_ttl = 60, cache = cache)]
+pub async fn read_rown(cache: &Cache, id: u64, ctx: &LoadCtx) -> Option<u64> {
+    ctx.load(id).await
+}
+
+/// [`read_row0`] with a near cache.
+#[cached(key = "rown0:{id}", ttl = 300, negative_ttl = 0, local_ttl = 60, cache = cache)]
+pub async fn read_rown0(cache: &Cache, id: u64, ctx: &LoadCtx) -> Option<u64> {
+    ctx.load(id).await
+}
+
+/// The write of the near-cache run: deletes the near functions' keys.
+#[invalidates("rown:{id}", "rown0:{id}", cache = cache)]
+pub async fn write_rown(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
+}
+
+/// The same as [`write_rown`], under another name.
+#[invalidates("rown:{id}", "rown0:{id}", cache = cache)]
+pub async fn write_rown_b(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
+    pause(delay_ms).await;
+    let v = db.bump(id).await;
+    written.store(v, SeqCst);
 }
 
 /// The write: bumps row `id`'s version in the body; the macro then deletes both keys.
@@ -809,6 +987,14 @@ pub struct Workload {
     pub fresh_write_ms: u64,
     /// Longest loader delay of the fresh functions (before and after the read, each), ms.
     pub max_fresh_delay_ms: u64,
+    /// Near-cache run: the history rows are read through [`read_rown`] / [`read_rown0`]
+    /// (`local_ttl`) and written with [`write_rown`] / [`write_rown_b`], each completed write
+    /// followed by a marker `SET` on this server (the caches' server URL), and every cache's
+    /// marker pushes are logged (set up by [`run`]). `None`: the plain functions.
+    pub near_markers: Option<String>,
+    /// Writers stop this long before the end of each history (the reads of this quiet tail
+    /// come long enough after the last write for the near-cache bound rule to apply).
+    pub quiet_tail_ms: u64,
 }
 
 impl Workload {
@@ -834,6 +1020,8 @@ impl Workload {
             fresh_share: 0.4,
             fresh_write_ms: 300 * u64::from(caches.max(1)),
             max_fresh_delay_ms: 8,
+            near_markers: None,
+            quiet_tail_ms: 0,
         }
     }
 
@@ -875,6 +1063,15 @@ pub fn xfetch_seed(seed: u64, cache_ix: u32) -> u64 {
 /// writer runs alongside, across histories.
 pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
     let t0 = Instant::now();
+    let markers = match &work.near_markers {
+        Some(url) => {
+            for (i, cache) in caches.iter().enumerate() {
+                log_marker_pushes(cache, work.cache_base + i as u32, db, log);
+            }
+            Some(Raw::connect(url).await)
+        }
+        None => None,
+    };
     let fresh: Vec<FreshWrites> = caches
         .iter()
         .enumerate()
@@ -909,7 +1106,7 @@ pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
         // A history whose time is already over (the previous one overran, e.g. a lease wait
         // of `lock_ms`) is skipped, so that every process keeps to the same schedule.
         if deadline > Instant::now() {
-            run_history(work, h, caches, &fresh, db, log, deadline).await;
+            run_history(work, h, caches, &fresh, db, log, deadline, &markers).await;
             ran += 1;
         }
         h += 1;
@@ -920,6 +1117,7 @@ pub async fn run(work: &Workload, caches: &[Cache], db: &Db, log: &Log) -> u32 {
     ran
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_history(
     work: &Workload,
     h: u32,
@@ -928,6 +1126,7 @@ async fn run_history(
     db: &Db,
     log: &Log,
     deadline: Instant,
+    markers: &Option<Raw>,
 ) {
     let rows: Arc<[u64]> = work.rows(h).into();
     let cancels = work.cancels(h);
@@ -950,11 +1149,12 @@ async fn run_history(
                 cancels,
                 deadline,
                 fresh: fresh[i].clone(),
+                markers: markers.clone(),
             };
             tasks.push(if t < work.readers_per_cache {
                 tokio::spawn(task.reader(work.clone()))
             } else {
-                tokio::spawn(task.writer(history_ms))
+                tokio::spawn(task.writer(history_ms, work.quiet_tail_ms))
             });
         }
     }
@@ -975,6 +1175,8 @@ struct Task {
     cancels: bool,
     deadline: Instant,
     fresh: FreshWrites,
+    /// Near-cache run: where the writer sets its markers.
+    markers: Option<Raw>,
 }
 
 /// A cancellation timeout for a call, if it is to be cancelled.
@@ -1002,10 +1204,12 @@ impl Task {
                 (func, fresh_row(g, i), g)
             } else {
                 let row = self.rows[self.rng.random_range(0..self.rows.len())];
-                let func = if self.rng.random_bool(0.5) {
-                    Func::Row
-                } else {
-                    Func::Row0
+                let near = self.markers.is_some();
+                let func = match (near, self.rng.random_bool(0.5)) {
+                    (false, true) => Func::Row,
+                    (false, false) => Func::Row0,
+                    (true, true) => Func::RowN,
+                    (true, false) => Func::RowN0,
                 };
                 (func, row, 0)
             };
@@ -1041,10 +1245,13 @@ impl Task {
                     cancellable: cancel.is_some(),
                 }),
             };
+            let start_us = unix_us();
             let call = IN_READ_CALL.scope((), async {
                 match func {
                     Func::Row => Ok(read_row(&self.cache, row, &ctx).await),
                     Func::Row0 => Ok(read_row0(&self.cache, row, &ctx).await),
+                    Func::RowN => Ok(read_rown(&self.cache, row, &ctx).await),
+                    Func::RowN0 => Ok(read_rown0(&self.cache, row, &ctx).await),
                     Func::RowG => read_rowg(&self.cache, group, row, &ctx).await,
                     Func::RowE => read_rowe(&self.cache, group, row, &ctx).await,
                     Func::RowT => read_rowt(&self.cache, group, row, &ctx).await,
@@ -1054,6 +1261,7 @@ impl Task {
                 None => Some(call.await),
                 Some(after) => tokio::time::timeout(after, call).await.ok(),
             };
+            let end_us = unix_us();
             let end = match got {
                 Some(_) => Some(self.db.clock().await),
                 None => None,
@@ -1078,6 +1286,9 @@ impl Task {
                     failed,
                     inval: None,
                     wall_ms: 0,
+                    start_us,
+                    end_us,
+                    marker: None,
                 }),
             );
             let think = if self.rng.random_ratio(1, 3) {
@@ -1089,29 +1300,35 @@ impl Task {
         }
     }
 
-    async fn writer(mut self, history_ms: u64) {
+    async fn writer(mut self, history_ms: u64, quiet_tail_ms: u64) {
         // The first write of each writer comes anywhere in the first half of the history, so
         // that rows stay absent (negative entries) for a while.
-        pause(self.rng.random_range(0..=history_ms / 2)).await;
-        while Instant::now() < self.deadline {
+        let active = history_ms.saturating_sub(quiet_tail_ms);
+        pause(self.rng.random_range(0..=active / 2)).await;
+        let stop = self.deadline - Duration::from_millis(quiet_tail_ms);
+        while Instant::now() < stop {
             let row = self.rows[self.rng.random_range(0..self.rows.len())];
             let cancel = cancel_after(&mut self.rng, self.cancels);
             let delay = delay(&mut self.rng, 3);
             let written = AtomicU64::new(0);
             // Writer tasks alternate between two functions: with two writers per cache, each
             // function's counters are this task's alone.
-            let (name, b) = if self.task.is_multiple_of(2) {
-                (WRITE_NAME, false)
-            } else {
-                (WRITE_B_NAME, true)
+            let near = self.markers.is_some();
+            let (name, b) = match (near, self.task.is_multiple_of(2)) {
+                (false, true) => (WRITE_NAME, false),
+                (false, false) => (WRITE_B_NAME, true),
+                (true, true) => (WRITEN_NAME, false),
+                (true, false) => (WRITEN_B_NAME, true),
             };
             let before = self.cache.stats().function(name);
             let start = self.db.clock().await;
+            let start_us = unix_us();
             let call = async {
-                if b {
-                    write_row_b(&self.cache, row, &self.db, delay, &written).await
-                } else {
-                    write_row(&self.cache, row, &self.db, delay, &written).await
+                match (near, b) {
+                    (false, true) => write_row_b(&self.cache, row, &self.db, delay, &written).await,
+                    (false, false) => write_row(&self.cache, row, &self.db, delay, &written).await,
+                    (true, true) => write_rown_b(&self.cache, row, &self.db, delay, &written).await,
+                    (true, false) => write_rown(&self.cache, row, &self.db, delay, &written).await,
                 }
             };
             let done = match cancel {
@@ -1121,10 +1338,28 @@ impl Task {
                 }
                 Some(after) => tokio::time::timeout(after, call).await.is_ok(),
             };
+            let end_us = unix_us();
             let end = if done {
                 Some(self.db.clock().await)
             } else {
                 None
+            };
+            // The marker: set after the write returned (and after its end stamp), so its push
+            // follows the push of the write's invalidation on every tracking connection.
+            let marker = match (&self.markers, end) {
+                (Some(raw), Some(end)) => {
+                    let key = format!(
+                        "{}:mark:{}:{}:{}",
+                        self.cache.namespace(),
+                        self.cache_ix,
+                        self.task,
+                        end
+                    );
+                    raw.cmd::<()>(redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(60_000))
+                        .await;
+                    Some(key)
+                }
+                _ => None,
             };
             let after = self.cache.stats().function(name);
             let suspect = done
@@ -1134,7 +1369,7 @@ impl Task {
                 &self.log,
                 Record::Event(Event {
                     kind: Kind::Write,
-                    func: Func::Row,
+                    func: if near { Func::RowN } else { Func::Row },
                     history: self.history,
                     row,
                     version: written.load(SeqCst),
@@ -1148,6 +1383,9 @@ impl Task {
                     failed: false,
                     inval: None,
                     wall_ms: 0,
+                    start_us,
+                    end_us,
+                    marker,
                 }),
             );
             let think = self.rng.random_range(2..=(history_ms / 8).max(3));
@@ -1251,6 +1489,9 @@ impl FreshWrites {
                 failed: false,
                 inval: Some(inval),
                 wall_ms: 0,
+                start_us: 0,
+                end_us: 0,
+                marker: None,
             }),
         );
     }
@@ -1386,6 +1627,8 @@ pub struct Stale {
     pub after_failed_invalidation: bool,
     /// Context: the row's other writes and the loads that read the returned version.
     pub context: Vec<Event>,
+    /// Near-cache reads: which rule the read broke (see [`check`]); empty otherwise.
+    pub rule: &'static str,
 }
 
 /// A violation of (c) (two loader runs of one key at once) or (d) (a second miss load without
@@ -1466,6 +1709,27 @@ pub struct Report {
     pub reloads: Vec<Finding>,
     /// Counters summed over caches.
     pub counts: Counts,
+    /// Near-cache run (a'): completed reads of the near functions.
+    pub near_reads: usize,
+    /// (a'): the bound, ms (`NEAR_BOUND_MS`).
+    pub near_bound_ms: u64,
+    /// (a'): reads that returned an older version than a write completed before they
+    /// started, in another cache, within the bound and before that cache processed the
+    /// write's push: the coherence delay (allowed).
+    pub near_within_bound: usize,
+    /// (a'): the largest such lag, from the write's return to the read's start, µs.
+    pub near_max_lag_us: u64,
+    /// (a'): reads the exact rule applied to (the newest write of another cache that completed
+    /// before the read started had its marker push processed by the reader's cache before).
+    pub near_after_push: usize,
+    /// (a'): reads the bound rule applied to (the newest write of another cache completed at
+    /// least the bound before the read started).
+    pub near_past_bound: usize,
+    /// Marker pushes logged (over all caches).
+    pub pushes: usize,
+    /// (a') stale near reads by rule they break (a read may break several): a newer write in
+    /// the reader's own cache, the exact rule, the bound rule.
+    pub near_broken: [usize; 3],
 }
 
 impl Report {
@@ -1571,6 +1835,33 @@ impl Report {
         )
     }
 
+    /// The near-cache figures (a'), one line.
+    pub fn near_figures(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "near cache (a'): reads={} (near hits {}), stale reads={} (by function: rown {}, \
+             rown0 {}; breaking the own-cache rule {}, the exact rule {}, the bound rule {}), within the coherence delay={} (largest lag {:.1} ms, bound {} \
+             ms), reads the exact rule applied to={}, reads the bound rule applied to={}, \
+             marker pushes logged={}, local evictions={}, tracking resets={}",
+            self.near_reads,
+            c.local_hits,
+            self.stale_by_func(Func::RowN) + self.stale_by_func(Func::RowN0),
+            self.stale_by_func(Func::RowN),
+            self.stale_by_func(Func::RowN0),
+            self.near_broken[0],
+            self.near_broken[1],
+            self.near_broken[2],
+            self.near_within_bound,
+            self.near_max_lag_us as f64 / 1e3,
+            self.near_bound_ms,
+            self.near_after_push,
+            self.near_past_bound,
+            self.pushes,
+            c.local_evictions,
+            c.tracking_resets,
+        )
+    }
+
     /// The header of [`Report::table_row`].
     pub fn table_header() -> &'static str {
         "| test | histories | reads | writes | cancellations | faults | stale reads (excused) | \
@@ -1629,6 +1920,9 @@ impl Report {
                     ""
                 }
             );
+            if !v.rule.is_empty() {
+                let _ = writeln!(s, "  broken: {}", v.rule);
+            }
             let _ = writeln!(s, "  {}   <- the stale read", v.read);
             let _ = writeln!(s, "  {}   <- the completed write", v.write);
             for e in &v.context {
@@ -1731,8 +2025,30 @@ pub fn check(records: &[Record]) -> Report {
             Record::Event(e) => events.push(e.clone()),
             Record::Fault(f) => faults.push(f.clone()),
             Record::Counts(c) => report.counts.add(c),
+            Record::Push { .. } => {}
         }
     }
+    // Near-cache run: when each cache first processed each marker's push.
+    let mut pushes: HashMap<(u32, &str), u64> = HashMap::new();
+    for r in records {
+        if let Record::Push {
+            cache, key, clock, ..
+        } = r
+        {
+            report.pushes += 1;
+            let p = pushes.entry((*cache, key.as_str())).or_insert(u64::MAX);
+            *p = (*p).min(*clock);
+        }
+    }
+    let near_bound_ms = near_bound_from_env();
+    report.near_bound_ms = near_bound_ms;
+    // Whether `reader` had processed the push of `w`'s marker before clock `at`.
+    let pushed_before = |reader: u32, w: &Event, at: u64| {
+        w.marker
+            .as_deref()
+            .and_then(|m| pushes.get(&(reader, m)))
+            .is_some_and(|&p| p < at)
+    };
     report.faults = faults.len();
     for e in &events {
         match e.kind {
@@ -1799,6 +2115,69 @@ pub fn check(records: &[Record]) -> Report {
         .filter(|e| e.kind == Kind::Read && e.end.is_some() && !e.failed)
     {
         let row_writes = writes.get(&read.row).unwrap_or(&no_writes);
+        // (a') Near-cache reads. A write in the reader's own cache is strict, as in (a): it
+        // evicts this process's copy before it returns. A write in another cache must be seen
+        // (exact rule) by every read that starts after the reader's cache processed the push
+        // of the write's marker (set right after the write returned, so pushed after the
+        // write's own invalidation), and (bound rule) by every read that starts at least
+        // the bound after the write returned (wall clock). A read that breaks neither rule is
+        // within the coherence delay.
+        let mut rule = "";
+        if read.func.is_near() {
+            report.near_reads += 1;
+            let done_before =
+                |w: &&&Event| w.end.is_some_and(|end| end < read.start) && w.cache != read.cache;
+            if let Some(newest) = row_writes
+                .iter()
+                .filter(done_before)
+                .max_by_key(|w| w.version)
+            {
+                report.near_after_push +=
+                    usize::from(pushed_before(read.cache, newest, read.start));
+                report.near_past_bound +=
+                    usize::from(read.start_us >= newest.end_us + near_bound_ms * 1000);
+            }
+            let newer: Vec<&&Event> = row_writes
+                .iter()
+                .filter(|w| w.version > read.version && w.end.is_some_and(|end| end < read.start))
+                .collect();
+            if newer.is_empty() {
+                continue;
+            }
+            let broken = |w: &Event| {
+                if w.cache == read.cache {
+                    Some("(a') own: a write in the reader's own cache")
+                } else if pushed_before(read.cache, w, read.start) {
+                    Some("(a') exact: the reader's cache had processed the write's push")
+                } else if read.start_us >= w.end_us + near_bound_ms * 1000 {
+                    Some("(a') bound: the read started the bound or more after the write returned")
+                } else {
+                    None
+                }
+            };
+            // Each rule on its own (`broken` names the first one a write breaks).
+            let rules: [&dyn Fn(&Event) -> bool; 3] = [
+                &|w| w.cache == read.cache,
+                &|w| w.cache != read.cache && pushed_before(read.cache, w, read.start),
+                &|w| w.cache != read.cache && read.start_us >= w.end_us + near_bound_ms * 1000,
+            ];
+            for (i, rule) in rules.iter().enumerate() {
+                report.near_broken[i] += usize::from(newer.iter().any(|w| rule(w)));
+            }
+            match newer.iter().find_map(|w| broken(w)) {
+                Some(r) => rule = r,
+                None => {
+                    report.near_within_bound += 1;
+                    let lag = newer
+                        .iter()
+                        .map(|w| read.start_us.saturating_sub(w.end_us))
+                        .max()
+                        .unwrap_or(0);
+                    report.near_max_lag_us = report.near_max_lag_us.max(lag);
+                    continue;
+                }
+            }
+        }
         let latest = row_writes
             .iter()
             .filter(|w| w.end.is_some_and(|end| end < read.start))
@@ -1855,6 +2234,7 @@ pub fn check(records: &[Record]) -> Report {
             write: (*latest).clone(),
             after_failed_invalidation,
             context,
+            rule,
         });
     }
 
@@ -1873,10 +2253,10 @@ pub fn check(records: &[Record]) -> Report {
         if row_writes.iter().any(|w| w.version == 0) {
             continue;
         }
-        for func in [Func::Row, Func::Row0] {
+        for func in [Func::Row, Func::Row0, Func::RowN, Func::RowN0] {
             let func_loads = loads_by.get(&(func, row)).unwrap_or(&no_loads);
             for v in 0..=max_version {
-                if func == Func::Row0 && v == 0 {
+                if matches!(func, Func::Row0 | Func::RowN0) && v == 0 {
                     continue;
                 }
                 let mut from = 0u64;

@@ -156,12 +156,42 @@ async fn redis_history_with_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_history_across_processes() {
+    let test = "redis_history_across_processes";
+    let (report, seed) = across_processes(test, false).await;
+    report.assert_ok(test, "redis (3 processes)", seed);
+}
+
+/// The near-cache run (see [`redis_history_near_caches`]) across three OS processes: each
+/// stamps the marker pushes it processed with the shared clock (an `INCR`, taken after the
+/// push: the exact rule only gets weaker); the bound rule compares wall clocks, which all
+/// processes read from the same system clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_near_across_processes() {
+    let test = "redis_history_near_across_processes";
+    let (report, seed) = across_processes(test, true).await;
+    eprintln!("[{test}] {}", report.near_figures());
+    report.assert_ok(test, "redis (3 processes, near caches)", seed);
+    assert!(
+        report.counts.local_hits > 0 && report.near_after_push > 0,
+        "no near hit, or no read after a processed marker push: the run checked nothing"
+    );
+}
+
+/// Runs the workload in three `history-helper` processes (with near caches when `near`) and
+/// checks the merged history; returns the report and the seed.
+async fn across_processes(test: &str, near: bool) -> (Report, u64) {
     let seed = history::seed_from_env();
     let cache_server = RedisServer::start();
     let db_server = RedisServer::start();
     let duration = history::duration_from_env(DEFAULT_SECONDS);
     // Start together: every helper waits until this wall-clock time (after its own start-up).
     let start_at = unix_ms() + 1_000;
+    // The near run: histories twice as long, writes only in their first half.
+    let (history_ms, near_arg) = if near {
+        (2 * HISTORY_MS, vec![format!("near:{HISTORY_MS}")])
+    } else {
+        (HISTORY_MS, Vec::new())
+    };
     let children: Vec<_> = (0..CACHES)
         .map(|p| {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_history-helper"))
@@ -173,10 +203,11 @@ async fn redis_history_across_processes() {
                     p.to_string(),
                     start_at.to_string(),
                     duration.as_millis().to_string(),
-                    HISTORY_MS.to_string(),
+                    history_ms.to_string(),
                     "odd".to_owned(),
                     CACHES.to_string(),
                 ])
+                .args(&near_arg)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -208,11 +239,41 @@ async fn redis_history_across_processes() {
         }
     }
     let report = history::check(&records);
-    let test = "redis_history_across_processes";
     eprintln!(
         "{}\n{}",
         report.figures(test, "redis (3 processes)", seed),
         report.table_row(test)
     );
-    report.assert_ok(test, "redis (3 processes)", seed);
+    (report, seed)
+}
+
+/// Three caches (each with its own near cache and tracking connection, like three processes)
+/// read the history rows through `local_ttl` functions. Checks (a') of `history::check`:
+/// reads in the writer's own cache are strict; in another cache, a read that starts after
+/// that cache processed the push of the write's marker (exact rule), or the bound
+/// (`NEAR_BOUND_MS`, default `history::DEFAULT_NEAR_BOUND_MS`) after the write returned,
+/// never sees older data; and (b) one load per generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_near_caches() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, false, seed).await;
+    let mut work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
+    work.fresh_share = 0.0;
+    work.near_markers = Some(server.url());
+    // Longer histories whose last half has no writes: their reads are checked by the bound.
+    work.history_ms = 2 * HISTORY_MS;
+    work.quiet_tail_ms = HISTORY_MS;
+    let test = "redis_history_near_caches";
+    let report = run_in_process(test, &work, &caches, None).await;
+    eprintln!("[{test}] {}", report.near_figures());
+    report.assert_ok(test, "redis (near caches)", seed);
+    assert!(
+        report.counts.local_hits > 0 && report.near_reads > 0,
+        "no near hit: the run checked nothing about the near cache"
+    );
+    assert!(
+        report.pushes > 0 && report.near_after_push > 0,
+        "no read came after a processed marker push: the exact rule checked nothing"
+    );
 }

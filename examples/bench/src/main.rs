@@ -31,6 +31,11 @@
 //!   never finishing: every measured call is served stale, checked on `stale_served`) against
 //!   a plain hit; and a steady hot key (16 tasks on one key, `ttl = 1`, a 20 ms loader) with
 //!   and without XFetch (`early_refresh = 1.0`): the share of calls that waited for a loader.
+//! * The near cache (`local_ttl`): a near hit of the value against a bare `moka` get + clone,
+//!   and (64 tasks) against the Redis hit path; the same function returning `Arc<Item>`.
+//! * Near-cache coherence across two OS processes (this binary started again with
+//!   `--near-helper`): the delay from an `#[invalidates]` write returning here to the other
+//!   process reading the new value, for 1 000 writes (see "Near-cache coherence" below).
 //!
 //! Each timed slice runs one case for a fixed time; a round runs every case once, in an order
 //! that rotates from round to round, so a slow moment of the machine is spread over all cases.
@@ -42,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, Codec, cached};
+use cache_runtime::{Cache, Codec, cached, invalidates};
 use cached::macros::concurrent_cached;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -181,9 +186,16 @@ enum Variant {
     RedisOursStale,
     MemOursFresh,
     MemOursStale,
+    /// `#[cached(.., local_ttl = N)]` msgpack on the Redis cache: a near-cache hit.
+    NearOurs,
+    /// A bare `moka::sync::Cache<u64, Arc<Item>>`: `get` and a clone of the value.
+    NearMoka,
+    /// [`NearOurs`](Variant::NearOurs) returning a [`Shared`] (`Arc<Item>`): the near hit
+    /// clones an `Arc`, not the value.
+    NearOursArc,
 }
 
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 16;
 
 impl Variant {
     const REDIS: [Variant; 7] = [
@@ -203,6 +215,7 @@ impl Variant {
         Variant::MemOursFresh,
         Variant::MemOursStale,
     ];
+    const NEAR: [Variant; 3] = [Variant::NearOurs, Variant::NearMoka, Variant::NearOursArc];
     const STAMPEDE: [Variant; 3] = [
         Variant::RedisOursMsgpack,
         Variant::RedisHandMsgpack,
@@ -222,6 +235,9 @@ impl Variant {
             Variant::MemHandMsgpack => "hand-written msgpack",
             Variant::RedisOursFresh | Variant::MemOursFresh => "#[cached] stale+tags msgpack",
             Variant::RedisOursStale | Variant::MemOursStale => "#[cached] grace-window hit",
+            Variant::NearOurs => "#[cached] local_ttl hit",
+            Variant::NearMoka => "moka get + clone",
+            Variant::NearOursArc => "#[cached] local_ttl hit, Arc<Item>",
         }
     }
 
@@ -233,6 +249,7 @@ impl Variant {
             | Variant::MemHandMsgpack
             | Variant::MemOursFresh
             | Variant::MemOursStale => "memory",
+            Variant::NearOurs | Variant::NearMoka | Variant::NearOursArc => "near",
             _ => "redis",
         }
     }
@@ -242,7 +259,8 @@ impl Variant {
             Variant::RedisHandJson
             | Variant::RedisHandMsgpack
             | Variant::MemHandJson
-            | Variant::MemHandMsgpack => "hand-written",
+            | Variant::MemHandMsgpack
+            | Variant::NearMoka => "hand-written",
             Variant::RedisCachedCrate => "cached-crate",
             _ => "cache-runtime",
         }
@@ -255,6 +273,7 @@ impl Variant {
             | Variant::MemOursJson
             | Variant::MemHandJson => "json",
             Variant::RedisCachedCrate => "msgpack-compact",
+            Variant::NearMoka => "none",
             _ => "msgpack",
         }
     }
@@ -394,6 +413,8 @@ struct Ctx {
     hand_msgpack: Hand,
     hand_mem_json: HandMemory,
     hand_mem_msgpack: HandMemory,
+    /// The near-cache baseline: decoded values in a bare moka map.
+    moka: moka::sync::Cache<u64, Arc<Item>>,
     redis_url: String,
     /// Key prefix of this run (`bench.<pid>`).
     prefix: String,
@@ -478,6 +499,78 @@ async fn ours_mem_stale(id: u64) -> Result<Item, BenchError> {
     load_gated(Variant::MemOursStale, id).await
 }
 
+/// [`ours_redis_msgpack`] with a near cache: after two Redis hits (the first one's copy is
+/// evicted by the push of the cache's own fill, see the README), every call is a near hit.
+#[cached(
+    key = "item-near:{id}",
+    ttl = 3600,
+    local_ttl = 3600,
+    cache = ctx().redis_msgpack,
+    name = "near_item"
+)]
+async fn ours_near(id: u64) -> Result<Item, BenchError> {
+    load(Variant::NearOurs, id).await
+}
+
+/// An `Arc<Item>` that is stored as the `Item` itself: a near hit of a function returning it
+/// clones the `Arc` (what a caller does to make near hits of a large value cheap).
+#[derive(Debug, Clone, PartialEq)]
+struct Shared(Arc<Item>);
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Item::deserialize(d).map(|i| Shared(Arc::new(i)))
+    }
+}
+
+/// [`ours_near`] returning the value behind an `Arc`.
+#[cached(
+    key = "item-near-arc:{id}",
+    ttl = 3600,
+    local_ttl = 3600,
+    cache = ctx().redis_msgpack,
+    name = "near_item_arc"
+)]
+async fn ours_near_arc(id: u64) -> Result<Shared, BenchError> {
+    load(Variant::NearOursArc, id)
+        .await
+        .map(|i| Shared(Arc::new(i)))
+}
+
+/// What a variant returns: the value, or (the `Arc` variant) a shared one. Not boxed: that
+/// would add an allocation to every measured call of the other variants.
+#[allow(clippy::large_enum_variant)]
+enum Got {
+    Item(Item),
+    Shared(Shared),
+}
+
+impl Got {
+    fn item(&self) -> &Item {
+        match self {
+            Got::Item(i) => i,
+            Got::Shared(s) => &s.0,
+        }
+    }
+}
+
+/// The near-cache baseline: `get` on a bare moka map of decoded values, and a clone.
+async fn moka_get(id: u64) -> Result<Item, BenchError> {
+    let map = &ctx().moka;
+    if let Some(item) = map.get(&id) {
+        return Ok((*item).clone());
+    }
+    let item = load(Variant::NearMoka, id).await?;
+    map.insert(id, Arc::new(item.clone()));
+    Ok(item)
+}
+
 /// Loader of the hot-key cases: [`HOT_LOADER_MS`] per run.
 async fn hot_load(id: u64) -> Result<Item, BenchError> {
     tokio::time::sleep(Duration::from_millis(HOT_LOADER_MS)).await;
@@ -520,7 +613,14 @@ async fn cached_crate_item(id: u64) -> Result<Item, BenchError> {
     load(Variant::RedisCachedCrate, id).await
 }
 
-async fn call(v: Variant, id: u64) -> Result<Item, BenchError> {
+async fn call(v: Variant, id: u64) -> Result<Got, BenchError> {
+    if v == Variant::NearOursArc {
+        return ours_near_arc(id).await.map(Got::Shared);
+    }
+    call_item(v, id).await.map(Got::Item)
+}
+
+async fn call_item(v: Variant, id: u64) -> Result<Item, BenchError> {
     match v {
         Variant::RedisOursJson => ours_redis_json(id).await,
         Variant::RedisHandJson => ctx().hand_json.get(id).await,
@@ -535,7 +635,359 @@ async fn call(v: Variant, id: u64) -> Result<Item, BenchError> {
         Variant::RedisOursStale => ours_redis_stale(id).await,
         Variant::MemOursFresh => ours_mem_fresh(id).await,
         Variant::MemOursStale => ours_mem_stale(id).await,
+        Variant::NearOurs => ours_near(id).await,
+        Variant::NearMoka => moka_get(id).await,
+        Variant::NearOursArc => ours_near_arc(id).await.map(|s| (*s.0).clone()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Near-cache coherence across two OS processes
+//
+// This process (A) writes with `#[invalidates]`; a second process (B: this binary started
+// with `--near-helper`) keeps the key in its near cache and reads it in a loop. For each
+// write: A tells B (stdin) which version to near-cache; B reads until a call is a near hit of
+// that version and says so (stdout), then keeps calling; A writes (the body sets the
+// version in the "database", the macro deletes the key) and takes the time when the call
+// returned; B reports the first call that returned the new version: how long before its
+// report that call started (B's own clock) and when it started (wall clock). Delay, on
+// A's clock: (report received - write returned) - (report sent - read started), an upper
+// bound that includes one pipe hop; and, as a cross-check, B's wall-clock read start minus A's
+// wall-clock write return (both processes read the same system clock).
+
+/// The near-cached key of the coherence measurement.
+const COH_ID: u64 = 7;
+
+/// The coherence measurement's cache and "database" (a key outside the cache's namespace on
+/// the same server), in both processes.
+struct Coh {
+    cache: Cache,
+    db: ConnectionManager,
+    db_prefix: String,
+}
+
+static COH: OnceLock<Coh> = OnceLock::new();
+
+fn coh() -> &'static Coh {
+    COH.get().expect("coherence context is set")
+}
+
+async fn coh_init(url: &str, namespace: &str, db_prefix: &str) -> Result<(), BenchError> {
+    let err = |e: &dyn std::fmt::Display| BenchError(e.to_string());
+    let cache = Cache::builder()
+        .redis(url)
+        .namespace(namespace)
+        .codec(Codec::MessagePack)
+        .require_connection()
+        .build()
+        .await
+        .map_err(|e| err(&e))?;
+    let client = redis::Client::open(url).map_err(|e| err(&e))?;
+    let db = ConnectionManager::new(client).await.map_err(|e| err(&e))?;
+    COH.set(Coh {
+        cache,
+        db,
+        db_prefix: db_prefix.to_owned(),
+    })
+    .map_err(|_| BenchError("coherence context set twice".into()))
+}
+
+/// The near-cached read: the loader reads the version from the "database".
+#[cached(
+    key = "coh:{id}",
+    ttl = 3600,
+    local_ttl = 3600,
+    cache = coh().cache,
+    name = "coh_item"
+)]
+async fn coh_item(id: u64) -> Result<Item, BenchError> {
+    let mut db = coh().db.clone();
+    let v: Option<u64> = redis::cmd("GET")
+        .arg(format!("{}:{id}", coh().db_prefix))
+        .query_async(&mut db)
+        .await
+        .map_err(|e| BenchError(e.to_string()))?;
+    Ok(sample_item(v.unwrap_or(0)))
+}
+
+/// The write: sets the version in the "database"; the macro then deletes `coh:{id}`.
+#[invalidates("coh:{id}", cache = coh().cache, name = "coh_write")]
+async fn coh_write(id: u64, version: u64) -> Result<(), BenchError> {
+    let mut db = coh().db.clone();
+    redis::cmd("SET")
+        .arg(format!("{}:{id}", coh().db_prefix))
+        .arg(version)
+        .query_async::<()>(&mut db)
+        .await
+        .map_err(|e| BenchError(e.to_string()))
+}
+
+fn unix_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn coh_local_hits() -> u64 {
+    coh().cache.stats().function("coh_item").local_hits
+}
+
+/// Process B: `bench --near-helper <redis-url> <namespace> <db-prefix>`; commands on stdin,
+/// one per line: `ping` (answers `pong`), `want V` (see the section comment), `quit`.
+async fn near_helper(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write as _;
+    let [url, namespace, db_prefix] = args else {
+        return Err("usage: bench --near-helper <redis-url> <namespace> <db-prefix>".into());
+    };
+    coh_init(url, namespace, db_prefix).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let say = |line: String| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    };
+    say("ready".into())?;
+    while let Some(cmd) = rx.recv().await {
+        let mut words = cmd.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|v| v.parse::<u64>().ok()),
+        ) {
+            (Some("ping"), _) => say("pong".into())?,
+            (Some("want"), Some(v)) => {
+                // Until a call is a near hit of version `v`.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let before = coh_local_hits();
+                    let item = coh_item(COH_ID).await?;
+                    if item.id == v && coh_local_hits() > before {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("version {v} never became a near hit").into());
+                    }
+                    tokio::task::yield_now().await;
+                }
+                say(format!("cached {v}"))?;
+                // Near hits until the copy is evicted; the first call that returns another
+                // version is reported.
+                loop {
+                    let (t, wall) = (Instant::now(), unix_ns());
+                    let item = coh_item(COH_ID).await?;
+                    if item.id != v {
+                        say(format!(
+                            "seen {} {} {wall}",
+                            item.id,
+                            t.elapsed().as_nanos()
+                        ))?;
+                        break;
+                    }
+                    if t > deadline + Duration::from_secs(10) {
+                        return Err(format!("version {v} was never replaced").into());
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            (Some("quit"), _) => return Ok(()),
+            _ => return Err(format!("near-helper: unknown command {cmd:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Quantiles of signed delays, in µs.
+#[derive(Debug, Serialize)]
+struct Quantiles {
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    min_us: f64,
+}
+
+fn quantiles(ns: &[i128]) -> Quantiles {
+    let mut v = ns.to_vec();
+    v.sort();
+    let at = |q: f64| {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i] as f64 / 1e3
+    };
+    Quantiles {
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        max_us: at(1.0),
+        min_us: v.first().map_or(f64::NAN, |&x| x as f64 / 1e3),
+    }
+}
+
+/// What the coherence measurement found.
+#[derive(Debug, Serialize)]
+struct Coherence {
+    writes: usize,
+    /// Delay from `#[invalidates]` returning in A to the start of B's first read of the new
+    /// value, on A's clock (includes one pipe hop).
+    round_trip: Quantiles,
+    /// The same from the two processes' wall clocks (`SystemTime`).
+    wall_clock: Quantiles,
+    /// Writes whose new value B read (a read that started) before A's call returned, by the
+    /// round-trip figure.
+    before_return: usize,
+    /// Pipe round trip A -> B -> A (`ping`), p50, µs: one hop is about half of it.
+    pipe_rtt_p50_us: f64,
+    /// Duration of the `#[invalidates]` call in A, p50, µs.
+    write_p50_us: f64,
+}
+
+/// Process A's side of the coherence measurement: `writes` writes.
+async fn coherence(
+    redis_url: &str,
+    prefix: &str,
+    writes: usize,
+) -> Result<Coherence, Box<dyn std::error::Error>> {
+    use std::io::{BufRead as _, Write as _};
+    let namespace = format!("{prefix}.coh");
+    let db_prefix = format!("{prefix}.cohdb");
+    coh_init(redis_url, &namespace, &db_prefix).await?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["--near-helper", redis_url, &namespace, &db_prefix])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    // Killed (if still running) on every way out.
+    struct Helper(Child);
+    impl Drop for Helper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Helper(child);
+    let mut stdin = child.0.stdin.take().ok_or("helper stdin")?;
+    // B's reports, line by line, read by a thread (a few bytes into a pipe: writing to B's
+    // stdin from here does not block).
+    let stdout = std::io::BufReader::new(child.0.stdout.take().ok_or("helper stdout")?);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next = async || -> Result<String, Box<dyn std::error::Error>> {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(l)) => Ok(l),
+            Ok(None) => Err("the near helper exited".into()),
+            Err(_) => Err("the near helper did not answer within 30 s".into()),
+        }
+    };
+    let mut send = |line: &str| -> std::io::Result<()> {
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()
+    };
+    if next().await? != "ready" {
+        return Err("near helper: expected `ready`".into());
+    }
+    let mut rtt = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        send("ping")?;
+        if next().await? != "pong" {
+            return Err("near helper: expected `pong`".into());
+        }
+        rtt.push(t.elapsed().as_nanos() as i128);
+    }
+    let mut version = 1_000_000u64;
+    coh_write(COH_ID, version).await?;
+    let (mut rt, mut wall, mut took) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..writes {
+        send(&format!("want {version}"))?;
+        if next().await? != format!("cached {version}") {
+            return Err("near helper: expected `cached`".into());
+        }
+        let t0 = Instant::now();
+        coh_write(COH_ID, version + 1).await?;
+        let (returned, wall_returned) = (Instant::now(), unix_ns());
+        let seen = next().await?;
+        let received = Instant::now();
+        let f: Vec<&str> = seen.split_whitespace().collect();
+        let (Some(&"seen"), Some(Ok(v)), Some(Ok(since)), Some(Ok(wall_read))) = (
+            f.first(),
+            f.get(1).map(|s| s.parse::<u64>()),
+            f.get(2).map(|s| s.parse::<i128>()),
+            f.get(3).map(|s| s.parse::<i128>()),
+        ) else {
+            return Err(format!("near helper: bad report {seen:?}").into());
+        };
+        if v != version + 1 {
+            return Err(format!("near helper read version {v}, expected {}", version + 1).into());
+        }
+        rt.push((received - returned).as_nanos() as i128 - since);
+        wall.push(wall_read - wall_returned);
+        took.push((returned - t0).as_nanos() as i128);
+        version += 1;
+    }
+    send("quit")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            return Err("the near helper did not exit".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    if !status.success() {
+        return Err(format!("near helper failed: {status}").into());
+    }
+    Ok(Coherence {
+        writes,
+        before_return: rt.iter().filter(|&&d| d < 0).count(),
+        round_trip: quantiles(&rt),
+        wall_clock: quantiles(&wall),
+        pipe_rtt_p50_us: quantiles(&rtt).p50_us,
+        write_p50_us: quantiles(&took).p50_us,
+    })
+}
+
+fn print_coherence(c: &Coherence) {
+    println!();
+    println!(
+        "near-cache coherence across processes: {} #[invalidates] writes here, the key \
+         near-cached in a second process on the same redis-server; delay from the write \
+         returning to the start of the other process's first read of the new value (µs):",
+        c.writes
+    );
+    let row = |name: &str, q: &Quantiles| {
+        println!(
+            "  {name:<52} p50 {:>8.1}  p99 {:>8.1}  max {:>8.1}  min {:>8.1}",
+            q.p50_us, q.p99_us, q.max_us, q.min_us
+        )
+    };
+    row(
+        "round trip (A's clock; includes one pipe hop)",
+        &c.round_trip,
+    );
+    row("wall clock (SystemTime of both processes)", &c.wall_clock);
+    println!(
+        "  pipe round trip p50 {:.1} µs; #[invalidates] call p50 {:.1} µs; new value read \
+         before the write returned: {}",
+        c.pipe_rtt_p50_us, c.write_p50_us, c.before_return
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -885,7 +1337,19 @@ struct Report {
     stampede: Vec<StampedeRow>,
     ratios: Vec<Ratio>,
     serve_stale: Vec<StaleCheck>,
+    near_hits: NearCheck,
+    coherence: Option<Coherence>,
     early_refresh: Vec<HotRow>,
+}
+
+/// The near-cache variant's counters over the measured hit path.
+#[derive(Debug, Serialize)]
+struct NearCheck {
+    /// Measured calls (all rounds, both concurrencies).
+    calls: u64,
+    local_hits: u64,
+    redis_hits: u64,
+    misses: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -1015,6 +1479,11 @@ fn ratio(accs: &[Acc], a: Case, b: Case, target: Option<(f64, &str)>) -> Option<
         if a.tasks == 1 { "" } else { "s" }
     );
     let (target, met) = match target {
+        // ">= N": the first is at least N times slower (a speed-up of the second).
+        Some((limit, text)) if text.starts_with(">=") => (
+            Some(text.to_owned()),
+            Some(time_ratio_median_round >= limit),
+        ),
         Some((limit, text)) => (
             Some(text.to_owned()),
             Some(time_ratio_median_round <= limit),
@@ -1139,6 +1608,38 @@ fn print_report(r: &Report) {
                 "  NOT ALL GRACE-WINDOW HITS"
             }
         );
+    }
+    if let Some(h) = r
+        .hit_path
+        .iter()
+        .find(|h| h.case == "near #[cached] local_ttl hit" && h.tasks == 1)
+    {
+        println!(
+            "near hit of the 1 KB value, 1 task: {:.0} ns/op  target <= 1000 ns: {}",
+            h.ns_per_op,
+            if h.ns_per_op <= 1000.0 {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    let n = &r.near_hits;
+    println!(
+        "near hits (every measured call must be a near hit): {} calls: local_hits {}, redis \
+         hits {}, misses {}{}",
+        n.calls,
+        n.local_hits,
+        n.redis_hits,
+        n.misses,
+        if n.local_hits == n.calls {
+            ""
+        } else {
+            "  NOT ALL NEAR HITS"
+        }
+    );
+    if let Some(c) = &r.coherence {
+        print_coherence(c);
     }
     println!();
     println!(
@@ -1465,11 +1966,16 @@ struct Args {
     no_stampede: bool,
     /// Skip the hot-key (early refresh) cases.
     no_early_refresh: bool,
+    /// Skip the cross-process coherence measurement.
+    no_coherence: bool,
+    /// Writes of the coherence measurement.
+    coherence_writes: Option<usize>,
 }
 
 const USAGE: &str = "usage: cargo run --release -p bench -- \
     [--quick] [--json PATH] [--svg PATH] [--rounds N] [--slice-ms MS] \
-    [--only NAME-PART]... [--no-stampede] [--no-early-refresh]";
+    [--only NAME-PART]... [--no-stampede] [--no-early-refresh] [--no-coherence] \
+    [--coherence-writes N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -1481,6 +1987,8 @@ fn parse_args() -> Result<Args, String> {
         only: Vec::new(),
         no_stampede: false,
         no_early_refresh: false,
+        no_coherence: false,
+        coherence_writes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -1495,6 +2003,14 @@ fn parse_args() -> Result<Args, String> {
             "--only" => args.only.push(value("--only")?),
             "--no-stampede" => args.no_stampede = true,
             "--no-early-refresh" => args.no_early_refresh = true,
+            "--no-coherence" => args.no_coherence = true,
+            "--coherence-writes" => {
+                args.coherence_writes = Some(
+                    value("--coherence-writes")?
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
+                )
+            }
             "--rounds" => {
                 args.rounds = Some(value("--rounds")?.parse().map_err(|e| format!("{e}"))?)
             }
@@ -1518,6 +2034,19 @@ fn main() {
              \n    cargo run --release -p bench\n"
         );
         std::process::exit(1);
+    }
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "--near-helper") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        if let Err(e) = rt.block_on(near_helper(&argv[1..])) {
+            eprintln!("bench --near-helper: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -1604,6 +2133,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         hand_mem_json: HandMemory::new(false, Variant::MemHandJson),
         hand_mem_msgpack: HandMemory::new(true, Variant::MemHandMsgpack),
+        moka: moka::sync::Cache::builder()
+            .max_capacity(1 << 16)
+            .time_to_live(Duration::from_secs(TTL_SECS))
+            .build(),
         redis_url: redis_url.clone(),
         prefix: prefix.clone(),
     };
@@ -1637,23 +2170,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "#[cached] stale+tags fn".to_owned(),
             std::mem::size_of_val(&ours_redis_fresh(0)),
         ),
+        (
+            "#[cached] local_ttl fn".to_owned(),
+            std::mem::size_of_val(&ours_near(0)),
+        ),
     ];
 
     // Fill every hot key of every variant and check each returns the right value.
     let all: Vec<Variant> = Variant::REDIS
         .iter()
         .chain(&Variant::MEMORY)
+        .chain(&Variant::NEAR)
         .copied()
         .collect();
     for &v in &all {
-        for id in 0..KEYS {
-            let got = call(v, id).await?;
-            if got != sample_item(id) {
-                return Err(format!("{v:?} returned a wrong value for {id}").into());
+        // The near variant: the first call loads, the second is a Redis hit (the copy of the
+        // first was evicted by the push of the fill), from the third on near hits.
+        let passes = if v.backend() == "near" { 3 } else { 1 };
+        for _ in 0..passes {
+            for id in 0..KEYS {
+                let got = call(v, id).await?;
+                if *got.item() != sample_item(id) {
+                    return Err(format!("{v:?} returned a wrong value for {id}").into());
+                }
             }
         }
         let again = call(v, 0).await?;
-        if again != sample_item(0) || loads(v) != KEYS {
+        if *again.item() != sample_item(0) || loads(v) != KEYS {
             return Err(format!("{v:?}: second call was not a hit").into());
         }
     }
@@ -1697,6 +2240,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (Variant::RedisOursStale, &ctx().redis_msgpack, "redis_stale"),
         (Variant::MemOursStale, &ctx().mem_msgpack, "mem_stale"),
     ];
+    let near_counts = || {
+        let s = ctx().redis_msgpack.stats();
+        let (a, b) = (s.function("near_item"), s.function("near_item_arc"));
+        (
+            a.local_hits + b.local_hits,
+            a.hits + b.hits,
+            a.misses + b.misses,
+        )
+    };
+    let near_before = near_counts();
     let stale_before: Vec<_> = stale_fns
         .iter()
         .map(|(_, cache, name)| cache.stats().function(name))
@@ -1708,6 +2261,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ("redis", TASKS),
         ("memory", 1),
         ("memory", TASKS),
+        ("near", 1),
+        ("near", TASKS),
     ]
     .iter()
     .map(|&(backend, tasks)| {
@@ -1780,6 +2335,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
 
+    let near_after = near_counts();
+    let near_check = NearCheck {
+        calls: accs
+            .iter()
+            .filter(|a| matches!(a.case.variant, Variant::NearOurs | Variant::NearOursArc))
+            .map(|a| a.ops)
+            .sum(),
+        local_hits: near_after.0 - near_before.0,
+        redis_hits: near_after.1 - near_before.1,
+        misses: near_after.2 - near_before.2,
+    };
+
+    // Near-cache coherence across two processes.
+    let coherence = if args.no_coherence {
+        None
+    } else {
+        let writes = args
+            .coherence_writes
+            .unwrap_or(if args.quick { 100 } else { 1000 });
+        eprintln!("bench: near-cache coherence across two processes, {writes} writes");
+        Some(coherence(&redis_url, &prefix, writes).await?)
+    };
+
     // Early refresh: one hot key, with and without XFetch, one after the other.
     let hot_secs = if args.quick { 2 } else { 6 };
     let mut early_refresh = Vec::new();
@@ -1814,7 +2392,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // Report.
     let mut hit_path: Vec<HitRow> = Vec::new();
-    for backend in ["redis", "memory"] {
+    for backend in ["redis", "memory", "near"] {
         for tasks in [1, TASKS] {
             hit_path.extend(
                 accs.iter()
@@ -1920,6 +2498,32 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
 
+    // The near cache: a near hit against a bare moka map of decoded values, and against the
+    // Redis hit path of the same value (the speed-up: second over first).
+    for tasks in [1, TASKS] {
+        let t = (tasks == 1).then_some((1.5, "<= 1.5x"));
+        ratios.push(ratio(&accs, c(NearOurs, tasks), c(NearMoka, tasks), t));
+        let t = (tasks == TASKS).then_some((20.0, ">= 20x"));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursMsgpack, tasks),
+            c(NearOurs, tasks),
+            t,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(RedisOursMsgpack, tasks),
+            c(NearOursArc, tasks),
+            None,
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(NearOurs, tasks),
+            c(NearOursArc, tasks),
+            None,
+        ));
+    }
+
     let ratios: Vec<Ratio> = ratios.into_iter().flatten().collect();
     let mut command = String::from("cargo run --release -p bench");
     let passed: Vec<String> = std::env::args().skip(1).collect();
@@ -1953,6 +2557,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         stampede: stampede_rows,
         ratios,
         serve_stale,
+        near_hits: near_check,
+        coherence,
         early_refresh,
     };
     print_report(&report);

@@ -1,7 +1,10 @@
 //! One process of the cross-process history run (`tests/tests/history.rs`).
 //!
 //! Usage: `history-helper <cache-url> <db-url> <namespace> <seed> <process-index>
-//! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes>`
+//! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes> [near:<quiet-ms>]`
+//!
+//! With `near:<quiet-ms>` it runs the near-cache workload (`local_ttl` readers, marker writes,
+//! marker pushes logged; writers quiet for the last `quiet-ms` of each history).
 //!
 //! Builds one Redis-backed `Cache` on `<cache-url>` (the cache server) and runs the
 //! [`cache_tests::history`] workload against the "database" on `<db-url>` (row versions and the
@@ -20,7 +23,8 @@ use cache_tests::unix_ms;
 fn usage() -> ! {
     eprintln!(
         "usage: history-helper <cache-url> <db-url> <namespace> <seed> <process-index> \
-         <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes>"
+         <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes> \
+         [near:<quiet-ms>]"
     );
     std::process::exit(2)
 }
@@ -32,7 +36,7 @@ fn arg<T: std::str::FromStr>(s: &str) -> T {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 10 {
+    if args.len() != 10 && args.len() != 11 {
         usage();
     }
     let cancel = match args[8].as_str() {
@@ -48,6 +52,12 @@ async fn main() {
     let mut work = Workload::new(seed, duration, cancel, 6, 2, processes);
     work.cache_base = cache_base;
     work.history_ms = arg(&args[7]);
+    if let Some(near) = args.get(10) {
+        let quiet = near.strip_prefix("near:").unwrap_or_else(|| usage());
+        work.quiet_tail_ms = arg(quiet);
+        work.fresh_share = 0.0;
+        work.near_markers = Some(args[0].clone());
+    }
     let start_at: u64 = arg(&args[5]);
     let cache = Cache::builder()
         .redis(args[0].clone())
