@@ -45,20 +45,42 @@ async fn user(cache: &Cache, id: u64, loads: &AtomicUsize) -> Result<Option<Stri
     Ok((!id.is_multiple_of(5)).then(|| format!("user-{id}")))
 }
 
+/// Calls `user` twice for each of `ids` (keys on all three masters, checked): a miss, then a
+/// hit or negative hit, and the entry is in the cluster. One load per key.
+async fn misses_then_hits_on_every_master(
+    cluster: &RedisCluster,
+    cache: &Cache,
+    raw: &cache_tests::cluster::RawCluster,
+    ids: &[u64],
+) {
+    let loads = AtomicUsize::new(0);
+    let masters: HashSet<u16> = ids
+        .iter()
+        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
+        .collect();
+    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
+    for &id in ids {
+        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
+        assert_eq!(user(cache, id, &loads).await, Ok(want.clone()), "miss {id}");
+        assert_eq!(user(cache, id, &loads).await, Ok(want), "hit {id}");
+        assert!(
+            raw.exists(&full(&format!("user:{id}"))).await,
+            "entry {id} stored in the cluster"
+        );
+    }
+    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hit_miss_and_negative_entries_on_every_master() {
     let cluster = RedisCluster::start();
     let cache = cache_on(&cluster).await;
     assert_eq!(cache.backend_kind(), "redis-cluster");
     let raw = cluster.raw().await;
-    let loads = AtomicUsize::new(0);
     let ids: Vec<u64> = (0..40).collect();
-    // The keys land on all three masters (else this test would say nothing about routing).
-    let masters: HashSet<u16> = ids
-        .iter()
-        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
-        .collect();
-    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
+    // The harness's slot computation and slot map agree with the cluster's (the helper then
+    // checks that the keys land on all three masters, else this test would say nothing
+    // about routing).
     let map = cluster.slot_map();
     for id in &ids {
         let k = full(&format!("user:{id}"));
@@ -73,21 +95,7 @@ async fn hit_miss_and_negative_entries_on_every_master() {
             "master of {k}"
         );
     }
-
-    for &id in &ids {
-        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
-        assert_eq!(
-            user(&cache, id, &loads).await,
-            Ok(want.clone()),
-            "first call {id}"
-        );
-        assert_eq!(user(&cache, id, &loads).await, Ok(want), "second call {id}");
-        assert!(
-            raw.exists(&full(&format!("user:{id}"))).await,
-            "entry {id} stored in the cluster"
-        );
-    }
-    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+    misses_then_hits_on_every_master(&cluster, &cache, &raw, &ids).await;
     let s = cache.stats().function("cluster::user");
     assert_eq!(
         (s.misses, s.loads, s.hits, s.negative_hits),
@@ -1415,27 +1423,8 @@ async fn tls_cluster_with_private_ca_works_end_to_end() {
         .await
         .expect("the TLS cluster accepts the cache");
     let raw = cluster.raw().await;
-    let loads = AtomicUsize::new(0);
     let ids: Vec<u64> = (0..15).collect();
-    let masters: HashSet<u16> = ids
-        .iter()
-        .map(|id| cluster.master_for_key(&full(&format!("user:{id}"))))
-        .collect();
-    assert_eq!(masters.len(), 3, "keys on every master: {masters:?}");
-    for &id in &ids {
-        let want = (!id.is_multiple_of(5)).then(|| format!("user-{id}"));
-        assert_eq!(
-            user(&cache, id, &loads).await,
-            Ok(want.clone()),
-            "miss {id}"
-        );
-        assert_eq!(user(&cache, id, &loads).await, Ok(want), "hit {id}");
-        assert!(
-            raw.exists(&full(&format!("user:{id}"))).await,
-            "stored {id}"
-        );
-    }
-    assert_eq!(loads.load(SeqCst), ids.len(), "one load per key");
+    misses_then_hits_on_every_master(&cluster, &cache, &raw, &ids).await;
     let version = AtomicU64::new(1);
     assert_eq!(a(&cache, 1, &version).await, "a1-v1");
     assert_eq!(b(&cache, 2, &version).await, "b2-v1");
