@@ -105,9 +105,12 @@ struct Slot {
     type_id: TypeId,
     expires: Instant,
     weight: u32,
-    /// The epoch the fill read before its `GET`: the copy is answered only while it holds.
+    /// The epoch the fill read before its `GET`: the copy is answered only while it holds
+    /// (the stripe: only until `confirmed`).
     flush: u64,
     stripe: u64,
+    /// Set by the fill once its re-check after the insert found the epoch unchanged.
+    confirmed: AtomicBool,
     counters: Arc<Counters>,
 }
 
@@ -247,12 +250,21 @@ impl Near {
         }
         match self.map.get(full) {
             // A copy whose epoch no longer holds was filled before an invalidation or a
-            // flush that has run since (or is running): never answered.
-            Some(slot) if slot.flush != e.flush || slot.stripe != e.stripe => Err(Some(e)),
+            // flush that has run since (or is running): never answered. The stripe is
+            // compared only until the fill's re-check confirmed the copy (see `fill`).
+            Some(slot)
+                if slot.flush != e.flush
+                    || (!slot.confirmed.load(SeqCst) && slot.stripe != e.stripe) =>
+            {
+                Err(Some(e))
+            }
             // Past its deadline (`local_ttl`, or the entry's freshness): the map keeps no
-            // timers (they cost a near hit more than this check); the copy stays until it
-            // is replaced, evicted or pushed out by the capacity bound.
-            Some(slot) if slot.expires <= Instant::now() => Err(Some(e)),
+            // timers (they cost a near hit more than this check); the copy is dropped here
+            // (perhaps a newer fill's, racing: that only costs a GET).
+            Some(slot) if slot.expires <= Instant::now() => {
+                self.map.invalidate(full);
+                Err(Some(e))
+            }
             Some(slot) if slot.type_id == TypeId::of::<T>() => match &slot.value {
                 None => Ok(None),
                 Some(v) => match v.downcast_ref::<T>() {
@@ -305,15 +317,17 @@ impl Near {
             weight: u32::try_from(raw.len()).unwrap_or(u32::MAX),
             flush: e.flush,
             stripe: e.stripe,
+            confirmed: AtomicBool::new(false),
             counters,
         };
+        let slot = Arc::new(slot);
         #[cfg(test)]
         tests::BEFORE_INSERT.with(|h| {
             if let Some(h) = h.borrow_mut().as_mut() {
                 h();
             }
         });
-        self.map.insert(full.to_owned(), Arc::new(slot));
+        self.map.insert(full.to_owned(), slot.clone());
         #[cfg(test)]
         tests::AFTER_INSERT.with(|h| {
             if let Some(h) = h.borrow_mut().as_mut() {
@@ -325,13 +339,20 @@ impl Near {
             // the insert. The copy is never answered (its epoch is stale); free it (perhaps
             // a newer fill's: that only costs a GET).
             self.map.invalidate(full);
+        } else {
+            // No invalidation of this key ran between the `GET` and now: any later one
+            // removes the copy after its bump. From here the copy no longer needs its
+            // stripe compared, so writes to other keys of its stripe leave it answerable.
+            slot.confirmed.store(true, SeqCst);
         }
     }
 
     /// Evicts `full` (a push, or an invalidation in this process).
     pub(crate) fn evict(&self, full: &str) {
         self.stripes[Self::stripe(full)].fetch_add(1, SeqCst);
-        if let Some(slot) = self.map.remove(full) {
+        if let Some(slot) = self.map.remove(full)
+            && slot.expires > Instant::now()
+        {
             Counters::bump(&slot.counters.local_evictions);
         }
     }
@@ -507,6 +528,29 @@ mod tests {
                 if flush { "flush" } else { "eviction" }
             );
         }
+    }
+
+    /// A confirmed copy stays answerable when another key of its stripe is invalidated (a
+    /// copy dropped by every write to one of the ~1/4096 keys sharing its stripe would make
+    /// the near cache useless on a write-heavy namespace), and is still removed by its own.
+    #[test]
+    fn an_invalidation_of_another_key_of_the_stripe_keeps_the_copy() {
+        let n = near();
+        let Err(Some(e)) = n.lookup::<u64>("ns:k", near_fns()) else {
+            panic!()
+        };
+        fill(&n, e, 1);
+        let other = (0..)
+            .map(|i| format!("ns:other{i}"))
+            .find(|k| Near::stripe(k) == Near::stripe("ns:k"))
+            .unwrap();
+        n.evict(&other);
+        assert!(
+            matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(1))),
+            "an invalidation of {other} (same stripe) dropped the copy of ns:k"
+        );
+        n.evict("ns:k");
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Err(Some(_))));
     }
 
     fn near() -> Arc<Near> {
