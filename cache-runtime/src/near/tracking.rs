@@ -225,6 +225,14 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// A tracked connection failed its check: bypass now, before the reconnects of this
+    /// check (a hung node makes each of them wait for its timeout).
+    fn lost_now(&self, why: &str) {
+        if let Some(near) = self.me.upgrade() {
+            near.drop_tracking(why);
+        }
+    }
+
     /// Opens a RESP3 connection whose pushes go to the near cache and turns tracking on.
     async fn connect(&self, client: &redis::Client) -> Result<Tracked, String> {
         let live = Arc::new(AtomicBool::new(true));
@@ -293,6 +301,7 @@ impl Tracker {
             }
             self.conns.remove("");
             c.lost = true;
+            self.lost_now("a tracking connection failed its check");
         }
         match self.connect(client).await {
             Ok(t) => {
@@ -328,6 +337,9 @@ impl Tracker {
                     c.lost = true;
                 }
             }
+        }
+        if c.lost {
+            self.lost_now("a tracking connection failed its check");
         }
         if views.is_empty() {
             match seed_view(seeds).await {
@@ -496,7 +508,10 @@ pub(super) async fn track(me: Weak<Near>) {
             // A connection lost during the check: its push may have found the near cache
             // still inactive (nothing to flush), then the swap above activated it.
             if near.losses.load(SeqCst) != losses {
-                near.drop_tracking("a tracking connection was lost");
+                // Already counted (and flushed) by the push that reported the loss: undo
+                // this activation and flush what a fill may have kept meanwhile.
+                near.active.store(false, SeqCst);
+                near.flush();
             } else {
                 ok = true;
                 if !was {
