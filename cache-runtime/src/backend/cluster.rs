@@ -18,7 +18,8 @@
 //!   (a frozen process, a dead host, a partition) gives redis-rs no error, so it never refreshes
 //!   its slot map and keeps sending that master's slots to it, even after its replica took over.
 //!   Two operations timing out (`command_timeout`) within [`TIMEOUT_WINDOW`] rebuild the
-//!   connection (at most once per [`REBUILD_GAP`]): the new one connects to the nodes that
+//!   connection (at most once per [`REBUILD_GAP`], doubling up to [`MAX_REBUILD_GAP`] while
+//!   timeouts continue): the new one connects to the nodes that
 //!   answer and reads the slot map from one of them, so once the cluster has promoted a replica
 //!   the slots go there. A rebuilt connection's node connections have a response timeout
 //!   (`command_timeout`), so that a node that does not answer cannot hold up its start (the
@@ -42,8 +43,14 @@ use tracing::{error, warn};
 /// Two timeouts within this window rebuild the connection.
 pub(crate) const TIMEOUT_WINDOW: Duration = Duration::from_secs(10);
 
-/// At most one rebuild per this (on timeouts; a dead connection is rebuilt at once).
+/// At most one rebuild per this (on timeouts; a dead connection is rebuilt at once). The gap
+/// doubles with each timeout-driven rebuild, up to [`MAX_REBUILD_GAP`], while timeouts keep
+/// coming (a master down for the whole failover: rebuilding cannot help until a replica
+/// serves its slots, and each rebuild reconnects to every node), and is back to this after
+/// [`TIMEOUT_WINDOW`] without a timeout.
 pub(crate) const REBUILD_GAP: Duration = Duration::from_secs(1);
+/// The longest gap between timeout-driven rebuilds.
+pub(crate) const MAX_REBUILD_GAP: Duration = Duration::from_secs(8);
 
 /// A cache's Redis Cluster connection (cheap to clone: one shared state).
 #[derive(Clone)]
@@ -64,8 +71,13 @@ struct Shared {
 }
 
 struct Health {
+    /// The last timeout since the last rebuild.
     last_timeout: Option<Instant>,
     last_rebuild: Instant,
+    /// The last timeout at all (a rebuild does not clear it).
+    last_seen: Option<Instant>,
+    /// The current gap between rebuilds (see [`REBUILD_GAP`]).
+    gap: Duration,
 }
 
 /// A current-thread Tokio runtime on its own thread, running until this is dropped.
@@ -116,6 +128,8 @@ impl ClusterConn {
                 health: Mutex::new(Health {
                     last_timeout: None,
                     last_rebuild: Instant::now(),
+                    last_seen: None,
+                    gap: REBUILD_GAP,
                 }),
             }),
         }
@@ -157,18 +171,38 @@ impl ClusterConn {
     /// rebuilds the connection (at most once per [`REBUILD_GAP`]).
     pub(crate) fn timed_out(&self) {
         let now = Instant::now();
-        let rebuild = {
-            let mut h = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
-            let recent = h
-                .last_timeout
-                .is_some_and(|t| now.duration_since(t) < TIMEOUT_WINDOW);
-            h.last_timeout = Some(now);
-            recent && now.duration_since(h.last_rebuild) >= REBUILD_GAP
-        };
+        let rebuild = self
+            .shared
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_timeout(now);
         if rebuild {
             let (seen, _) = self.current();
             self.rebuild(seen, "commands time out");
         }
+    }
+}
+
+impl Health {
+    /// An operation timed out at `now`: whether to rebuild the connection now.
+    fn on_timeout(&mut self, now: Instant) -> bool {
+        let recent = self
+            .last_timeout
+            .is_some_and(|t| now.duration_since(t) < TIMEOUT_WINDOW);
+        if self
+            .last_seen
+            .is_none_or(|t| now.duration_since(t) >= TIMEOUT_WINDOW)
+        {
+            self.gap = REBUILD_GAP;
+        }
+        self.last_seen = Some(now);
+        self.last_timeout = Some(now);
+        let due = recent && now.duration_since(self.last_rebuild) >= self.gap;
+        if due {
+            self.gap = (self.gap * 2).min(MAX_REBUILD_GAP);
+        }
+        due
     }
 }
 
@@ -291,5 +325,53 @@ impl ConnectionLike for ClusterConn {
 
     fn get_db(&self) -> i64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timeouts every 100 ms for 40 s (a master down through a failover): rebuilds back off
+    /// 1, 2, 4, 8, 8, .. s apart; after a calm `TIMEOUT_WINDOW`, the gap is 1 s again.
+    #[test]
+    fn rebuilds_back_off_while_timeouts_continue() {
+        let t0 = Instant::now();
+        let mut h = Health {
+            last_timeout: None,
+            last_rebuild: t0,
+            last_seen: None,
+            gap: REBUILD_GAP,
+        };
+        let mut rebuilds = Vec::new();
+        let run = |h: &mut Health, from_ms: u64, to_ms: u64, rebuilds: &mut Vec<u64>| {
+            for ms in (from_ms..to_ms).step_by(100) {
+                let now = t0 + Duration::from_millis(ms);
+                if h.on_timeout(now) {
+                    rebuilds.push(ms);
+                    // What `rebuild` does.
+                    h.last_rebuild = now;
+                    h.last_timeout = None;
+                }
+            }
+        };
+        run(&mut h, 0, 40_000, &mut rebuilds);
+        let gaps: Vec<u64> = rebuilds.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 4, "{rebuilds:?}");
+        assert!(
+            gaps[..3].windows(2).all(|w| w[1] > w[0]),
+            "backs off: {gaps:?}"
+        );
+        assert!(
+            gaps.iter()
+                .all(|&g| g <= MAX_REBUILD_GAP.as_millis() as u64 + 200),
+            "capped: {gaps:?}"
+        );
+        // Calm for longer than the window, then timeouts again: rebuilt at the second
+        // timeout, then 2 s later (the gap starts over at 1 s, as at the start).
+        let mut again = Vec::new();
+        run(&mut h, 60_000, 63_000, &mut again);
+        assert_eq!(again, vec![60_100, 62_100], "gap reset after a calm window");
+        assert_eq!(rebuilds[..4], [1_000, 3_000, 7_000, 15_000], "{rebuilds:?}");
     }
 }
