@@ -150,7 +150,7 @@ pub use stats::{FnStats, Stats};
 ///
 /// Required: `key = "tmpl"` (placeholders `{param}` / `{param.field}`, checked by the
 /// compiler) and `ttl = N` (seconds). Optional: `jitter`, `negative_ttl`, `lock_ms`, `stale`,
-/// `early_refresh`, `timeout_ms`, `tags`, `cache_if`, `key_fn`, `cache`, `name`, `returns`,
+/// `early_refresh`, `timeout_ms`, `local_ttl`, `tags`, `cache_if`, `key_fn`, `cache`, `name`, `returns`,
 /// `crate`; the return shape decides what is cached (`Option`: `None` is a negative entry,
 /// `Result`: `Err` is never cached). Every argument is described in the README's attribute
 /// reference and in [`cache_macros::cached`](macro@cache_macros::cached).

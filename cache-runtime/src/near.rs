@@ -383,6 +383,9 @@ impl Near {
         let spawned = std::thread::Builder::new()
             .name("cache-near-tracking".into())
             .spawn(move || {
+                // If the thread ends while the cache lives (a panic), nobody would evict:
+                // bypass, and let the next `local_ttl` call start tracking again.
+                let _ended = Ended(me.clone());
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -444,6 +447,19 @@ impl Near {
             }
             Value::SimpleString(s) => self.evict(&s),
             _ => {}
+        }
+    }
+}
+
+/// Ends the tracking thread: if the cache still lives (the thread panicked), bypass the near
+/// cache and allow a new start.
+struct Ended(Weak<Near>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(near) = self.0.upgrade() {
+            near.drop_tracking("the tracking thread ended");
+            near.started.store(false, SeqCst);
         }
     }
 }
