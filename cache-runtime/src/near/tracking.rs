@@ -370,8 +370,7 @@ impl Tracker {
                 c.why = format!("{} nodes: more than {MAX_NODES}", want.len());
                 return c;
             }
-            let missing: Vec<String> = want
-                .keys()
+            let missing: Vec<String> = BTreeMap::keys(&want)
                 .filter(|a| !self.conns.contains_key(*a))
                 .cloned()
                 .collect();
@@ -403,7 +402,7 @@ impl Tracker {
         // Nodes that left the topology (or failed replicas) are not tracked any more.
         self.conns.retain(|a, _| want.contains_key(a));
         let mut topology = BTreeMap::new();
-        for addr in want.keys() {
+        for addr in BTreeMap::keys(&want) {
             match (self.conns.get(addr), views.get(addr).and_then(|v| own(v))) {
                 (Some(t), Some(o)) if t.is_live() => {
                     topology.insert(addr.clone(), o);
