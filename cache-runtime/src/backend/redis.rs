@@ -326,14 +326,7 @@ impl RedisClusterBackend {
         let config =
             redis::cluster::ClusterConfig::new().set_connection_timeout(opts.connect_timeout);
         let conn = ClusterConn::new(client, config, opts.command_timeout);
-        Ok(RedisBackend {
-            conn,
-            scripts: scripts(),
-            addr,
-            timeout: opts.command_timeout,
-            ping_timeout: opts.command_timeout + opts.connect_timeout,
-            tracking,
-        })
+        Ok(RedisBackend::with(conn, addr, &opts, tracking))
     }
 }
 
@@ -397,18 +390,28 @@ impl RedisBackend<ConnectionManager> {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisBackend {
+        Ok(RedisBackend::with(conn, addr, &opts, tracking))
+    }
+}
+
+impl<C: RedisConn> RedisBackend<C> {
+    /// A backend over `conn` (single server or cluster), with `opts`' timeouts.
+    fn with(
+        conn: C,
+        addr: Arc<str>,
+        opts: &RedisOptions,
+        tracking: Option<crate::near::TrackingTarget>,
+    ) -> Self {
+        RedisBackend {
             conn,
             scripts: scripts(),
             addr,
             timeout: opts.command_timeout,
             ping_timeout: opts.command_timeout + opts.connect_timeout,
             tracking,
-        })
+        }
     }
-}
 
-impl<C: RedisConn> RedisBackend<C> {
     /// Where the near cache's tracking connections go (same credentials and TLS settings as
     /// the data connection); `None` if the RESP3 clients cannot be built.
     pub(crate) fn tracking_target(&self) -> Option<crate::near::TrackingTarget> {
