@@ -890,18 +890,6 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
         );
         args.local_ttl = None;
     }
-    if let Some(local) = args.local_ttl
-        && let Some(refresh) = args.refresh_args.first()
-    {
-        ctxt.error(
-            local.span,
-            format!(
-                "`local_ttl` cannot be combined with `{refresh}` yet: a near-cache hit would \
-                 skip the grace window and early-refresh decisions made on the Redis entry; \
-                 remove one of them"
-            ),
-        );
-    }
     if let (Some(ttl), Some(jitter)) = (args.ttl, args.jitter)
         && jitter.value > ttl.value
     {

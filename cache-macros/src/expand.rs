@@ -790,12 +790,14 @@ fn expand_cached(
     let key = render_key(&krate, template, &prelude);
     let tags_vec = render_tags(&krate, tags, &prelude);
     let marker = marker(&krate, shape);
-    let ttl = Literal::u64_unsuffixed(spec.ttl);
-    let jitter = Literal::u64_unsuffixed(spec.jitter);
-    let stale = Literal::u64_unsuffixed(spec.stale);
+    // The runtime counts in milliseconds (the programmatic API takes `Duration`s).
+    let ms = |secs: u64| Literal::u64_unsuffixed(secs.saturating_mul(1000));
+    let ttl = ms(spec.ttl);
+    let jitter = ms(spec.jitter);
+    let stale = ms(spec.stale);
     let early_refresh = Literal::f64_unsuffixed(spec.early_refresh);
     let timeout_ms = Literal::u64_unsuffixed(spec.timeout_ms);
-    let local_ttl = Literal::u64_unsuffixed(spec.local_ttl.map_or(0, |(v, _)| v));
+    let local_ttl = ms(spec.local_ttl.map_or(0, |(v, _)| v));
     let option = |v: Option<u64>| match v {
         Some(v) => {
             let v = Literal::u64_unsuffixed(v);
@@ -803,7 +805,7 @@ fn expand_cached(
         }
         None => quote!(::core::option::Option::None),
     };
-    let negative_ttl = option(spec.negative_ttl);
+    let negative_ttl = option(spec.negative_ttl.map(|v| v.saturating_mul(1000)));
     let lock_ms = option(spec.lock_ms);
     // Every token of the call and its `.await` is located at the return
     // type, so that an unsupported return type (not `Serialize`, not
@@ -826,28 +828,23 @@ fn expand_cached(
     };
     let krate_at_ret = respan(&krate, ret_span);
     let marker_at_ret = respan(&marker, ret_span);
-    let (sig, call) = match &owned {
-        None if spec.local_ttl.is_some() => {
-            let body = async_body(&ret, &TokenStream::new(), &stmts);
-            // Located at `local_ttl`: a stored type that is not `Clone` (or not `Sync`)
-            // is reported there, naming the bound.
-            let local_span = spec.local_ttl.map_or(ret_span, |(_, s)| s);
+    // `()`, or with `local_ttl` the proof that the stored type can live in the near cache,
+    // located at `local_ttl`: a stored type that is not `Clone` (or not `Sync`) is reported
+    // there, naming the bound.
+    let near = match spec.local_ttl {
+        Some((_, local_span)) => {
             let local_span = Span::call_site().located_at(local_span);
             let krate_at_local = respan(&krate, local_span);
-            let near = quote_spanned!(local_span=> #krate_at_local::__private::near_fns());
-            let call = quote_spanned! {ret_span=>
-                #krate_at_ret::__private::cached_near::<#marker_at_ret, #ret, _, _>(
-                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if, #near,
-                    move || (#tags_vec, #body)
-                ).await
-            };
-            (&func.sig, call)
+            quote_spanned!(local_span=> #krate_at_local::__private::near_fns())
         }
+        None => quote!(()),
+    };
+    let (sig, call) = match &owned {
         None => {
             let body = async_body(&ret, &TokenStream::new(), &stmts);
             let call = quote_spanned! {ret_span=>
-                #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _>(
-                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                #krate_at_ret::__private::cached::<#marker_at_ret, #ret, _, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if, #near,
                     move || (#tags_vec, #body)
                 ).await
             };
@@ -864,8 +861,8 @@ fn expand_cached(
             } = owned;
             let body = async_body(&ret, rebinds, stmts);
             let call = quote_spanned! {ret_span=>
-                #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _>(
-                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if,
+                #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _, _>(
+                    #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if, #near,
                     || {
                         let __cache_tags: ::std::vec::Vec<::std::string::String> = #tags_vec;
                         #copies
@@ -902,14 +899,14 @@ fn expand_cached(
         #policy_static
         static __CACHE_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
             name: #name,
-            ttl_secs: #ttl,
-            jitter_secs: #jitter,
-            negative_ttl_secs: #negative_ttl,
+            ttl_ms: #ttl,
+            jitter_ms: #jitter,
+            negative_ttl_ms: #negative_ttl,
             lock_ms: #lock_ms,
-            stale_secs: #stale,
+            stale_ms: #stale,
             early_refresh: #early_refresh,
             timeout_ms: #timeout_ms,
-            local_ttl_secs: #local_ttl,
+            local_ttl_ms: #local_ttl,
             slot: #krate::__private::CounterSlot::new(),
         };
         #check

@@ -197,11 +197,6 @@ pub(crate) fn new_token() -> [u8; 16] {
     rand::random::<u128>().to_le_bytes()
 }
 
-/// The stored-at bytes of an envelope (identifies the version a caller read).
-pub(crate) fn stored_at_bytes(bytes: &[u8]) -> Option<&[u8]> {
-    bytes.get(4..12)
-}
-
 /// Takes a refresh lease on the value or negative entry `cur` (the same steps as the Redis
 /// backend's Lua script): only if `cur` is still the version stored at `stored_at` and no
 /// other refresh lease runs past `now_ms`. Returns the new bytes, or `None` when not taken.
@@ -308,7 +303,9 @@ mod tests {
     fn refresh_lease_round_trip() {
         let mut v = header(Kind::Value).begin(2);
         v.extend_from_slice(b"42");
-        let at = stored_at_bytes(&v).unwrap().to_vec();
+        // The version a caller read, as the hit path passes it (from the decoded header).
+        let at = decode(&v).unwrap().0.stored_at_ms.to_le_bytes().to_vec();
+        assert_eq!(&at[..], &v[4..12]);
         let t1 = [1u8; 16];
         let leased = embed_refresh(&v, &t1, &at, 100, 200).unwrap();
         let (h, payload) = decode(&leased).unwrap();

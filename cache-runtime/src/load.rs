@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::cache::Cache;
 use crate::codec::Codec;
 use crate::entry;
+use crate::near::Meta;
 use crate::protocol::{self, Loaded, Miss, Step, Usable};
 use crate::spec::{FnSpec, Shape, View};
 use crate::stats::Counters;
@@ -33,67 +34,136 @@ pub(crate) fn decode<S: Shape<R>, R>(u: Usable<'_>) -> Result<R, &'static str> {
 }
 
 /// What the hit path does with the near cache: nothing (`()`, compiled away), or
-/// [`NearCall`].
-pub(crate) trait Hook<V> {
+/// `Option<NearCall>` (a `local_ttl` function; `None` when this cache has no near cache).
+///
+/// Public in a private module so that [`NearArg`](crate::__private::NearArg) can name it.
+pub trait Hook<V> {
     /// Whether the hook does anything (a constant: `()` costs the hit path nothing).
     const ACTIVE: bool;
-    /// Before the `GET`: `Some(Some(v))` a near value, `Some(None)` a near negative entry.
-    fn lookup(&mut self, full: &str) -> Option<Option<V>>;
+    /// Before the `GET`: a copy (`None`: a negative entry) and its entry's header fields.
+    /// A copy may be past its freshness (in its grace window): the caller decides.
+    fn lookup(&mut self, full: &str) -> Option<(Option<V>, Meta)>;
     /// After a Redis hit (`raw`: the entry's bytes): keep a copy (`None`: negative).
     fn keep(&self, full: &str, v: Option<&V>, raw: &[u8]);
+    /// The fail-safe copy of a call whose backend and loader both failed.
+    fn fallback(&self, full: &str) -> Option<Option<V>>;
 }
 
 impl<V> Hook<V> for () {
     const ACTIVE: bool = false;
     #[inline(always)]
-    fn lookup(&mut self, _: &str) -> Option<Option<V>> {
+    fn lookup(&mut self, _: &str) -> Option<(Option<V>, Meta)> {
         None
     }
     #[inline(always)]
     fn keep(&self, _: &str, _: Option<&V>, _: &[u8]) {}
+    #[inline(always)]
+    fn fallback(&self, _: &str) -> Option<Option<V>> {
+        None
+    }
 }
 
 /// The near cache of one call of a `local_ttl` function.
-pub(crate) struct NearCall<'a, V> {
+pub struct NearCall<'a, V> {
     pub(crate) near: &'a crate::near::Near,
     pub(crate) fns: crate::near::NearFns<V>,
     pub(crate) inner: &'a crate::cache::Inner,
-    pub(crate) spec: &'static FnSpec,
+    pub(crate) spec: &'a FnSpec,
     /// The epoch read before the `GET` (`None`: bypassed, no fill).
     pub(crate) epoch: Option<crate::near::Epoch>,
 }
 
-impl<V: 'static> Hook<V> for NearCall<'_, V> {
+impl<V: 'static> Hook<V> for Option<NearCall<'_, V>> {
     const ACTIVE: bool = true;
     #[inline]
-    fn lookup(&mut self, full: &str) -> Option<Option<V>> {
-        match self.near.lookup::<V>(full, self.fns) {
+    fn lookup(&mut self, full: &str) -> Option<(Option<V>, Meta)> {
+        let call = self.as_mut()?;
+        match call.near.lookup::<V>(full, call.fns) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.epoch = e;
+                call.epoch = e;
                 None
             }
         }
     }
     fn keep(&self, full: &str, v: Option<&V>, raw: &[u8]) {
-        if let Some(e) = self.epoch {
-            let counters = self.inner.stats.counters(self.spec.name);
-            self.near.fill(
+        if let Some(call) = self
+            && let Some(e) = call.epoch
+        {
+            let counters = call.inner.stats.counters(call.spec.name);
+            call.near.fill(
                 full,
                 e,
                 v,
-                self.fns,
+                call.fns,
                 raw,
-                self.spec.local_ttl_secs,
+                (call.spec.local_ttl_ms, call.spec.stale_ms),
                 counters,
             );
         }
+    }
+    fn fallback(&self, full: &str) -> Option<Option<V>> {
+        let call = self.as_ref()?;
+        if call.spec.stale_ms == 0 {
+            return None;
+        }
+        call.near.fallback(full, call.fns)
+    }
+}
+
+/// What a `#[cached]` expansion passes for the near cache: `()` without `local_ttl`, the
+/// proof [`NearFns`](crate::near::NearFns) with it. Chooses the hook at compile time, so
+/// a function without `local_ttl` compiles one path without near-cache code.
+pub trait NearArg<V> {
+    /// The hook of one call.
+    type Hook<'a>: Hook<V>
+    where
+        V: 'a;
+    /// The hook for a call of `spec` on `cache`.
+    fn hook<'a>(self, cache: &'a Cache, spec: &'a FnSpec) -> Self::Hook<'a>
+    where
+        V: 'a;
+}
+
+impl<V> NearArg<V> for () {
+    type Hook<'a>
+        = ()
+    where
+        V: 'a;
+    #[inline(always)]
+    fn hook<'a>(self, _: &'a Cache, _: &'a FnSpec) -> Self::Hook<'a>
+    where
+        V: 'a,
+    {
+    }
+}
+
+impl<V: 'static> NearArg<V> for crate::near::NearFns<V> {
+    type Hook<'a>
+        = Option<NearCall<'a, V>>
+    where
+        V: 'a;
+    #[inline]
+    fn hook<'a>(self, cache: &'a Cache, spec: &'a FnSpec) -> Self::Hook<'a>
+    where
+        V: 'a,
+    {
+        if spec.local_ttl_ms == 0 {
+            return None;
+        }
+        cache.inner.near.get().map(|near| NearCall {
+            near,
+            fns: self,
+            inner: &cache.inner,
+            spec,
+            epoch: None,
+        })
     }
 }
 
 /// Decodes a checked entry of the hit path, handing a copy to `hook`.
 #[inline]
-fn decode_hit<S: Shape<R>, R, H: Hook<S::Value>>(
+pub(crate) fn decode_hit<S: Shape<R>, R, H: Hook<S::Value>>(
     u: Usable<'_>,
     hook: &H,
     full: &str,
@@ -123,29 +193,22 @@ fn decode_hit<S: Shape<R>, R, H: Hook<S::Value>>(
     }
 }
 
-/// Entry point behind every `#[cached]` function: [`get_or_load_with`] without a near cache.
-/// Not an `async fn` around it: that would nest one more state machine in every call's
-/// future (56 B more per call, measured by the bench's `future size per call`).
+/// A near copy as the function's result (`None`: a negative copy of a function that cannot
+/// return `None`, which is never answered).
 #[inline]
-pub(crate) fn get_or_load<'a, S, R, F, Fut>(
-    cache: &'a Cache,
-    spec: &'static FnSpec,
-    key: String,
-    cache_if: Option<fn(&S::Value) -> bool>,
-    load: F,
-) -> impl Future<Output = R> + use<'a, S, R, F, Fut>
-where
-    S: Shape<R>,
-    F: FnOnce() -> (Vec<String>, Fut),
-    Fut: Future<Output = R>,
-{
-    get_or_load_with::<S, R, F, Fut, ()>(cache, spec, key, cache_if, (), load)
+pub(crate) fn from_copy<S: Shape<R>, R>(v: Option<S::Value>) -> Option<R> {
+    match v {
+        Some(v) => Some(S::from_value(v)),
+        None => S::negative(),
+    }
 }
 
-/// [`get_or_load`] with a near-cache hook.
+/// The engine behind every call whose loader borrows (no background refresh: no `stale`,
+/// `early_refresh` or `timeout_ms`): the hit path (a near copy, else one `GET`, one decode,
+/// one counter), then the boxed miss path.
 pub(crate) async fn get_or_load_with<S, R, F, Fut, H>(
     cache: &Cache,
-    spec: &'static FnSpec,
+    spec: &FnSpec,
     key: String,
     cache_if: Option<fn(&S::Value) -> bool>,
     mut hook: H,
@@ -159,18 +222,14 @@ where
 {
     let inner = &*cache.inner;
     let full = full_key(cache, key);
+    // Without a grace window a copy is never kept past its entry's freshness.
     if H::ACTIVE
-        && let Some(near) = hook.lookup(&full)
+        && let Some((v, _)) = hook.lookup(&full)
+        && let Some(r) = from_copy::<S, R>(v)
     {
-        let r = match near {
-            Some(v) => Some(S::from_value(v)),
-            None => S::negative(),
-        };
-        if let Some(r) = r {
-            let c = inner.stats.for_slot(&spec.slot, spec.name);
-            Counters::bump(&c.local_hits);
-            return r;
-        }
+        let c = inner.stats.for_slot(&spec.slot, spec.name);
+        Counters::bump(&c.local_hits);
+        return r;
     }
     // The hit path: one GET, one decode, one counter.
     let got = get_full(cache, &full).await;
@@ -193,46 +252,31 @@ where
     };
     // Everything else is boxed: the miss path's state is much larger than the hit path's
     // and would otherwise make every call's future that large.
-    Box::pin(miss::<S, R, F, Fut>(
+    Box::pin(miss::<S, R, F, Fut, H>(
         cache,
         spec,
         full,
         got,
         unusable_why,
         cache_if,
+        &hook,
         load,
     ))
     .await
 }
 
-/// The full key (`<namespace>:<key>`, in the key's own buffer: the macro gives it spare
-/// capacity) and its `GET` (unless this process has a queued invalidation for the key: then
-/// it deletes the key first, see [`get_pending`]).
-#[inline]
-pub(crate) async fn fetch(
-    cache: &Cache,
-    key: String,
-) -> (
-    String,
-    Result<Option<crate::backend::Raw>, crate::store::Fault>,
-) {
-    let full = full_key(cache, key);
-    let got = get_full(cache, &full).await;
-    (full, got)
-}
-
 /// `<namespace>:<key>`, in the key's own buffer (the macro gives it spare capacity).
 #[inline]
-fn full_key(cache: &Cache, key: String) -> String {
+pub(crate) fn full_key(cache: &Cache, key: String) -> String {
     let mut full = key;
     full.insert(0, ':');
     full.insert_str(0, &cache.inner.namespace);
     full
 }
 
-/// The `GET` of [`fetch`].
+/// The hit path's `GET` of a full key.
 #[inline]
-async fn get_full(
+pub(crate) async fn get_full(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
@@ -267,19 +311,22 @@ pub(crate) async fn get_pending(
 
 /// The driver of the miss path: everything but decoding and running the loader happens in
 /// [`Miss`], compiled once for all functions.
-pub(crate) async fn miss<S, R, F, Fut>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn miss<S, R, F, Fut, H>(
     cache: &Cache,
-    spec: &'static FnSpec,
+    spec: &FnSpec,
     full: String,
     got: Result<Option<crate::backend::Raw>, crate::store::Fault>,
     unusable_why: Option<&'static str>,
     cache_if: Option<fn(&S::Value) -> bool>,
+    hook: &H,
     load: F,
 ) -> R
 where
     S: Shape<R>,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
+    H: Hook<S::Value>,
 {
     let inner = &*cache.inner;
     let (tags, fut) = load();
@@ -300,6 +347,16 @@ where
     let r = run_loader::<S, R>(m.counters(), m.keep_alive(), fut).await;
     let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
     let loaded = match S::view(&r) {
+        // Fail-safe across an outage: the backend failed and so did the loader; a near copy
+        // in its grace window is served instead of the error.
+        View::Error if H::ACTIVE && m.backend_failed() => {
+            if let Some(stale) = hook.fallback(m.full()).and_then(from_copy::<S, R>) {
+                Counters::bump(&m.counters().stale_served);
+                m.finish(Loaded::Error, load_ms).await;
+                return stale;
+            }
+            Loaded::Error
+        }
         View::Error => Loaded::Error,
         View::Negative => Loaded::Negative,
         View::Value(v) => {
@@ -361,9 +418,9 @@ mod tests {
     #[test]
     fn ttl_within_jitter_range() {
         for _ in 0..1000 {
-            let t = ttl_ms(10, 3);
+            let t = ttl_ms(10_000, 3_000);
             assert!((10_000..=13_000).contains(&t), "{t}");
         }
-        assert_eq!(ttl_ms(10, 0), 10_000);
+        assert_eq!(ttl_ms(10_000, 0), 10_000);
     }
 }

@@ -103,7 +103,13 @@ struct Slot {
     /// `None`: a negative entry.
     value: Option<Box<dyn Any + Send + Sync>>,
     type_id: TypeId,
+    /// Answered as a near hit until then (`local_ttl`, never past the entry's grace end).
     expires: Instant,
+    /// The entry's end of grace (unix ms; its freshness when it has no grace window): a
+    /// copy of a `stale` function is kept until then for the fail-safe ([`Near::fallback`]).
+    keep_until_ms: u64,
+    /// What the entry's header said when the copy was filled.
+    meta: Meta,
     weight: u32,
     /// The epoch the fill read before its `GET`: the copy is answered only while it holds
     /// (the stripe: only until `confirmed`).
@@ -144,6 +150,20 @@ impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The header fields of the entry a copy was filled from: what the hit path's decisions
+/// (freshness, grace window, early refresh) read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Unix ms.
+    pub(crate) stored_at_ms: u64,
+    /// Unix ms.
+    pub(crate) fresh_until_ms: u64,
+    /// The loader's duration, ms.
+    pub(crate) load_ms: u32,
+    /// When the entry's refresh lease ran out, as read (unix ms; 0: none).
+    pub(crate) refresh_until_ms: u64,
 }
 
 /// What a fill compares: the epochs read before the `GET`.
@@ -229,14 +249,15 @@ impl Near {
         self.active.load(SeqCst)
     }
 
-    /// Looks `full` up: `Ok(Some(v))` a value, `Ok(None)` a negative entry, `Err(Some(e))` a
-    /// miss whose fill must compare `e`, `Err(None)` bypassed (no fill).
+    /// Looks `full` up: `Ok((Some(v), meta))` a value, `Ok((None, meta))` a negative entry,
+    /// `Err(Some(e))` a miss whose fill must compare `e`, `Err(None)` bypassed (no fill).
+    /// A copy may be past its entry's freshness (in its grace window): `meta` says.
     #[inline]
     pub(crate) fn lookup<T: 'static>(
         &self,
         full: &str,
         fns: NearFns<T>,
-    ) -> Result<Option<T>, Option<Epoch>> {
+    ) -> Result<(Option<T>, Meta), Option<Epoch>> {
         // The epoch first, then `active`: a reset between the two changes the flush epoch.
         let idx = Self::stripe(full);
         let e = Epoch {
@@ -258,17 +279,20 @@ impl Near {
             {
                 Err(Some(e))
             }
-            // Past its deadline (`local_ttl`, or the entry's freshness): the map keeps no
+            // Past its deadline (`local_ttl`, or the entry's grace end): the map keeps no
             // timers (they cost a near hit more than this check); the copy is dropped here
-            // (perhaps a newer fill's, racing: that only costs a GET).
+            // (perhaps a newer fill's, racing: that only costs a GET), unless the fail-safe
+            // may still need it.
             Some(slot) if slot.expires <= Instant::now() => {
-                self.map.invalidate(full);
+                if slot.keep_until_ms <= entry::now_ms() {
+                    self.map.invalidate(full);
+                }
                 Err(Some(e))
             }
             Some(slot) if slot.type_id == TypeId::of::<T>() => match &slot.value {
-                None => Ok(None),
+                None => Ok((None, slot.meta)),
                 Some(v) => match v.downcast_ref::<T>() {
-                    Some(v) => Ok(Some((fns.clone)(v))),
+                    Some(v) => Ok((Some((fns.clone)(v)), slot.meta)),
                     None => Err(Some(e)),
                 },
             },
@@ -282,9 +306,24 @@ impl Near {
             || self.stripes[e.idx].load(SeqCst) != e.stripe
     }
 
-    /// Keeps a copy read from Redis (`raw`: the entry's bytes) for at most `local_ttl_secs`
-    /// and never past the entry's freshness, unless an invalidation or flush happened since
-    /// `e` was read.
+    /// The fail-safe copy of `full`: a copy of an entry whose grace window has not ended,
+    /// whatever happened to tracking since it was filled (`Some(None)`: a negative entry).
+    /// Only for a call whose backend failed and whose loader failed: such a copy may be
+    /// older than a write another process made while tracking was lost.
+    pub(crate) fn fallback<T: 'static>(&self, full: &str, fns: NearFns<T>) -> Option<Option<T>> {
+        let slot = self.map.get(full)?;
+        if slot.keep_until_ms <= entry::now_ms() || slot.type_id != TypeId::of::<T>() {
+            return None;
+        }
+        match &slot.value {
+            None => Some(None),
+            Some(v) => v.downcast_ref::<T>().map(|v| Some((fns.clone)(v))),
+        }
+    }
+
+    /// Keeps a copy read from Redis (`raw`: the entry's bytes) for at most `local_ttl_ms`
+    /// and never past the entry's grace end (its freshness plus `stale_ms`), unless an
+    /// invalidation or flush happened since `e` was read.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fill<T: 'static>(
         &self,
@@ -293,7 +332,7 @@ impl Near {
         value: Option<&T>,
         fns: NearFns<T>,
         raw: &[u8],
-        local_ttl_secs: u64,
+        (local_ttl_ms, stale_ms): (u64, u64),
         counters: Arc<Counters>,
     ) {
         if self.changed(e) {
@@ -303,10 +342,8 @@ impl Near {
             return;
         };
         let now_ms = entry::now_ms();
-        let left_ms = h
-            .fresh_until_ms
-            .saturating_sub(now_ms)
-            .min(local_ttl_secs.saturating_mul(1000));
+        let keep_until_ms = h.fresh_until_ms.saturating_add(stale_ms);
+        let left_ms = keep_until_ms.saturating_sub(now_ms).min(local_ttl_ms);
         if left_ms == 0 {
             return;
         }
@@ -314,6 +351,13 @@ impl Near {
             value: value.map(|v| (fns.wrap)((fns.clone)(v))),
             type_id: TypeId::of::<T>(),
             expires: Instant::now() + Duration::from_millis(left_ms),
+            keep_until_ms: if stale_ms > 0 { keep_until_ms } else { 0 },
+            meta: Meta {
+                stored_at_ms: h.stored_at_ms,
+                fresh_until_ms: h.fresh_until_ms,
+                load_ms: h.load_ms,
+                refresh_until_ms: h.refresh_until_ms,
+            },
             weight: u32::try_from(raw.len()).unwrap_or(u32::MAX),
             flush: e.flush,
             stripe: e.stripe,
@@ -363,12 +407,19 @@ impl Near {
         self.map.invalidate_all();
     }
 
-    /// Tracking is no longer complete (`why`): bypass and flush until it is back.
+    /// Makes every copy unanswerable (a tracking reset) but keeps them for the fail-safe
+    /// ([`fallback`](Self::fallback)), which serves a copy in its grace window when Redis
+    /// and the loader both fail. An invalidation [`flush`](Self::flush)es instead.
+    pub(crate) fn reset(&self) {
+        self.flush_epoch.fetch_add(1, SeqCst);
+    }
+
+    /// Tracking is no longer complete (`why`): bypass and reset until it is back.
     fn drop_tracking(&self, why: &str) {
         if self.active.swap(false, SeqCst) {
-            self.flush();
+            self.reset();
             Counters::bump(&self.counters.tracking_resets);
-            warn!("near cache: {why}; flushed and bypassed until tracking is complete again");
+            warn!("near cache: {why}; bypassed until tracking is complete again");
         }
     }
 
@@ -531,7 +582,7 @@ mod tests {
             AFTER_INSERT.with(|h| {
                 *h.borrow_mut() = Some(Box::new(move || {
                     let r = n3.lookup::<u64>("ns:k", near_fns());
-                    *seen2.lock().unwrap() = Some(r.ok());
+                    *seen2.lock().unwrap() = Some(r.ok().map(|(v, _)| v));
                 }))
             });
             fill(&n, e, 1);
@@ -562,7 +613,7 @@ mod tests {
             .unwrap();
         n.evict(&other);
         assert!(
-            matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(1))),
+            matches!(n.lookup::<u64>("ns:k", near_fns()), Ok((Some(1), _))),
             "an invalidation of {other} (same stripe) dropped the copy of ns:k"
         );
         n.evict("ns:k");
@@ -602,7 +653,7 @@ mod tests {
 
     fn fill(n: &Near, e: Epoch, v: u64) {
         let c = Arc::new(Counters::new("t"));
-        n.fill("ns:k", e, Some(&v), near_fns::<u64>(), &raw(), 60, c);
+        n.fill("ns:k", e, Some(&v), near_fns::<u64>(), &raw(), (60_000, 0), c);
     }
 
     /// The GET read the old value, then the invalidation push was processed, then the fill
@@ -621,7 +672,7 @@ mod tests {
             panic!()
         };
         fill(&n, e, 2);
-        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(2))));
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok((Some(2), _))));
     }
 
     /// A flush (tracking reset) during the GET drops the fill, as does a fill while bypassed.
@@ -649,7 +700,7 @@ mod tests {
             panic!()
         };
         fill(&n, e, 1);
-        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok(Some(1))));
+        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok((Some(1), _))));
         let gone = || PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cache::Cache;
 
 pub use crate::key::KeyBuf;
+pub use crate::load::NearArg;
 pub use crate::near::{NearFns, near_fns};
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
@@ -54,62 +55,28 @@ pub fn global() -> &'static Cache {
     crate::cache::global()
 }
 
-/// The one runtime entry point of `#[cached]`.
-///
-/// `load` is called at most once, on a miss: it renders the entry's tags (templates of
-/// `tags = [..]`, without the namespace) and returns the body's future. `cache_if` decides
-/// whether a loaded value is stored (`cache_if = path`).
+/// The entry point of `#[cached]` functions without background refresh: the body's future
+/// may borrow the arguments. `load` is called at most once, on a miss: it renders the
+/// entry's tags (templates of `tags = [..]`, without the namespace) and returns the body's
+/// future. `cache_if` decides whether a loaded value is stored (`cache_if = path`); `near`
+/// is `()` or, with `local_ttl = N`, [`near_fns`]`()`.
 #[inline]
-pub async fn cached<S, R, F, Fut>(
+pub async fn cached<S, R, F, Fut, N>(
     cache: &Cache,
     spec: &'static FnSpec,
     key: String,
     cache_if: Option<fn(&S::Value) -> bool>,
+    near: N,
     load: F,
 ) -> R
 where
     S: Shape<R>,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R>,
+    N: NearArg<S::Value>,
 {
-    let call = crate::load::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
-    #[cfg(feature = "metrics")]
-    if crate::telemetry::calls_traced() {
-        return crate::telemetry::traced(spec.name, call).await;
-    }
-    call.await
-}
-
-/// The entry point of `#[cached(.., local_ttl = N)]`: as [`cached`], but a Redis hit leaves
-/// a decoded copy in this process's near cache (Redis, one server or a cluster; on the
-/// memory backend this is
-/// [`cached`]), and the next calls are answered from it while it is valid.
-#[inline]
-pub async fn cached_near<S, R, F, Fut>(
-    cache: &Cache,
-    spec: &'static FnSpec,
-    key: String,
-    cache_if: Option<fn(&S::Value) -> bool>,
-    near: NearFns<S::Value>,
-    load: F,
-) -> R
-where
-    S: Shape<R>,
-    F: FnOnce() -> (Vec<String>, Fut),
-    Fut: Future<Output = R>,
-{
-    let Some(n) = cache.inner.near.get() else {
-        return cached::<S, R, F, Fut>(cache, spec, key, cache_if, load).await;
-    };
-    let hook = crate::load::NearCall {
-        near: n,
-        fns: near,
-        inner: &cache.inner,
-        spec,
-        epoch: None,
-    };
-    let call =
-        crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
+    let hook = near.hook(cache, spec);
+    let call = crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;
@@ -121,11 +88,12 @@ where
 /// as [`cached`], but the body's future owns its arguments (`'static`), so that a refresh can
 /// run in the background after the call returned.
 #[inline]
-pub async fn cached_refresh<S, R, F, Fut>(
+pub async fn cached_refresh<S, R, F, Fut, N>(
     cache: &Cache,
     spec: &'static FnSpec,
     key: String,
     cache_if: Option<fn(&S::Value) -> bool>,
+    near: N,
     load: F,
 ) -> R
 where
@@ -133,8 +101,11 @@ where
     R: Send + 'static,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,
+    N: NearArg<S::Value>,
 {
-    let call = crate::refresh::get_or_load::<S, R, F, Fut>(cache, spec, key, cache_if, load);
+    let hook = near.hook(cache, spec);
+    let call =
+        crate::refresh::get_or_load::<S, R, F, Fut, _, _>(cache, spec, key, cache_if, hook, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;

@@ -88,7 +88,7 @@ enum Mode {
 /// The state of one call on the miss path.
 pub(crate) struct Miss<'a> {
     inner: &'a Inner,
-    spec: &'static FnSpec,
+    spec: &'a FnSpec,
     c: Arc<Counters>,
     full: String,
     type_tag: u64,
@@ -193,35 +193,32 @@ pub(crate) fn envelope(
 
 /// How long a key lives in the store: its freshness plus the grace window.
 pub(crate) fn stored_ms(spec: &FnSpec, fresh_ms: u64) -> u64 {
-    fresh_ms.saturating_add(spec.stale_secs.saturating_mul(1000))
+    fresh_ms.saturating_add(spec.stale_ms)
 }
 
 /// How long a tag membership registered now must last (ms): as long as the entry can live,
 /// counted from a fill as late as the loader may hold its lease.
 pub(crate) fn member_life_ms(spec: &FnSpec, lock_ms: u64) -> u64 {
-    let secs = spec
-        .ttl_secs
-        .max(spec.negative_ttl_secs.unwrap_or(0))
-        .saturating_add(spec.jitter_secs)
-        .saturating_add(spec.stale_secs);
-    secs.saturating_mul(1000)
+    spec.ttl_ms
+        .max(spec.negative_ttl_ms.unwrap_or(0))
+        .saturating_add(spec.jitter_ms)
+        .saturating_add(spec.stale_ms)
         .saturating_add(lock_ms.saturating_mul(MAX_HOLD_LEASES + 1))
 }
 
-/// The stored TTL: uniform in `[secs, secs + jitter]`, in milliseconds.
-pub(crate) fn ttl_ms(secs: u64, jitter_secs: u64) -> u64 {
-    let base = secs.saturating_mul(1000);
-    if jitter_secs == 0 {
-        base
+/// The stored freshness: uniform in `[ttl_ms, ttl_ms + jitter_ms]`.
+pub(crate) fn ttl_ms(ttl_ms: u64, jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        ttl_ms
     } else {
-        base.saturating_add(rand::random_range(0..=jitter_secs.saturating_mul(1000)))
+        ttl_ms.saturating_add(rand::random_range(0..=jitter_ms))
     }
 }
 
 impl<'a> Miss<'a> {
     pub(crate) fn new(
         inner: &'a Inner,
-        spec: &'static FnSpec,
+        spec: &'a FnSpec,
         full: String,
         type_tag: u64,
     ) -> Self {
@@ -252,6 +249,16 @@ impl<'a> Miss<'a> {
     /// This function's counters.
     pub(crate) fn counters(&self) -> &Counters {
         &self.c
+    }
+
+    /// The full key.
+    pub(crate) fn full(&self) -> &str {
+        &self.full
+    }
+
+    /// Whether the backend failed during this call (it then runs without the lease).
+    pub(crate) fn backend_failed(&self) -> bool {
+        self.degraded
     }
 
     fn store(&self) -> &Store {
@@ -550,8 +557,8 @@ impl<'a> Miss<'a> {
                 return Landed::Failed;
             }
             // Jitter spreads the expiry of values; a negative entry keeps its own TTL.
-            Loaded::Negative => self.spec.negative_ttl_secs.unwrap_or(self.spec.ttl_secs) * 1000,
-            Loaded::Value(_) => ttl_ms(self.spec.ttl_secs, self.spec.jitter_secs),
+            Loaded::Negative => self.spec.negative_ms(),
+            Loaded::Value(_) => ttl_ms(self.spec.ttl_ms, self.spec.jitter_ms),
             Loaded::Unstorable(_) => 0,
         };
         let bytes = self.envelope(&loaded, secs, load_ms);

@@ -21,19 +21,177 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::cache::Cache;
-use crate::entry::{self, Header, Kind};
+use crate::entry::{self, Kind};
 use crate::flight::{self, Landed, Leader, Role, Slot};
-use crate::load;
+use crate::load::{self, Hook};
+use crate::near::Meta;
 use crate::protocol::{self, Loaded, MAX_HOLD_LEASES, Usable};
 use crate::spec::{FnSpec, Shape, View};
 use crate::stats::Counters;
 use crate::store::{Store, fault};
 
-/// Entry point behind `#[cached]` functions with `stale`, `early_refresh` or `timeout_ms`.
-pub(crate) async fn get_or_load<S, R, F, Fut>(
+/// A handle to the [`FnSpec`] a background refresh can keep: `&'static FnSpec` (a
+/// `#[cached]` function's static) or `Arc<FnSpec>` (the programmatic API's options).
+pub trait SpecRef: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static {}
+impl<T: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static> SpecRef for T {}
+
+/// What to do with a usable entry (from Redis or a near copy) of a refreshing function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Fresh: return it; `early`: XFetch chose to refresh it in the background now.
+    Fresh { early: bool },
+    /// In the grace window: return it stale, starting a refresh unless one runs (`refresh`),
+    /// after waiting up to `timeout_ms` for the refresh (`wait`).
+    Stale { refresh: bool, wait: bool },
+    /// Past its grace window: a miss.
+    Expired,
+}
+
+/// The hit path's decision for an entry read at `now` (unix ms): `draw` is a uniform draw
+/// in `(0, 1]` for XFetch, called only when early refresh is considered.
+pub(crate) fn decide(spec: &FnSpec, m: &Meta, now: u64, draw: impl FnOnce() -> f64) -> Decision {
+    let refreshing = m.refresh_until_ms > now;
+    if m.fresh_until_ms >= now {
+        let early = spec.early_refresh > 0.0
+            && !refreshing
+            && xfetch(m.load_ms, spec.early_refresh, m.fresh_until_ms, now, draw());
+        return Decision::Fresh { early };
+    }
+    if now < m.fresh_until_ms.saturating_add(spec.stale_ms) {
+        return Decision::Stale {
+            refresh: !refreshing,
+            wait: spec.timeout_ms > 0,
+        };
+    }
+    Decision::Expired
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh now when
+/// `now - load_ms * B * ln(U) >= fresh_until`, `U ~ Uniform(0, 1]`.
+fn xfetch(load_ms: u32, beta: f64, fresh_until: u64, now: u64, u: f64) -> bool {
+    let gap = f64::from(load_ms) * beta * -u.ln();
+    now as f64 + gap >= fresh_until as f64
+}
+
+/// The header fields of stored bytes, when they are a value or negative entry of `type_tag`.
+fn meta_of(raw: &[u8], type_tag: u64) -> Option<(Meta, Usable<'_>)> {
+    let (h, payload) = entry::decode(raw).ok()?;
+    if h.kind == Kind::Lease || h.type_tag != type_tag {
+        return None;
+    }
+    let u = match h.kind {
+        Kind::Negative => Usable::Negative,
+        _ => Usable::Value {
+            codec: h.codec,
+            payload,
+        },
+    };
+    let m = Meta {
+        stored_at_ms: h.stored_at_ms,
+        fresh_until_ms: h.fresh_until_ms,
+        load_ms: h.load_ms,
+        refresh_until_ms: h.refresh_until_ms,
+    };
+    Some((m, u))
+}
+
+/// The engine behind calls that may refresh in the background (`stale`, `early_refresh`,
+/// `timeout_ms`): the loader owns its arguments. The same hit path as
+/// [`get_or_load_with`](crate::load::get_or_load_with) (a near copy, else one `GET`), then
+/// [`decide`] on what was found, else the miss path.
+pub(crate) async fn get_or_load<S, R, F, Fut, P, H>(
     cache: &Cache,
-    spec: &'static FnSpec,
+    spec: P,
     key: String,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    mut hook: H,
+    load: F,
+) -> R
+where
+    S: Shape<R> + 'static,
+    R: Send + 'static,
+    F: FnOnce() -> (Vec<String>, Fut),
+    Fut: Future<Output = R> + Send + 'static,
+    P: SpecRef,
+    H: Hook<S::Value>,
+{
+    let full = load::full_key(cache, key);
+    if H::ACTIVE
+        && let Some((v, m)) = hook.lookup(&full)
+        && let Some(r) = load::from_copy::<S, R>(v)
+    {
+        let now = entry::now_ms();
+        let d = decide(&spec, &m, now, || cache.inner.uniform());
+        if d != Decision::Expired {
+            if matches!(d, Decision::Fresh { .. }) {
+                let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+                Counters::bump(&c.local_hits);
+            }
+            return serve::<S, R, F, Fut, P>(cache, spec, &full, m, d, r, cache_if, load).await;
+        }
+    }
+    let got = load::get_full(cache, &full).await;
+    let type_tag = entry::type_tag::<S::Value>();
+    let mut unusable_why = None;
+    if let Ok(Some(raw)) = &got {
+        match meta_of(raw, type_tag) {
+            Some((m, u)) => {
+                let now = entry::now_ms();
+                match decide(&spec, &m, now, || cache.inner.uniform()) {
+                    Decision::Expired => unusable_why = Some("stale"),
+                    d => {
+                        let negative = matches!(u, Usable::Negative);
+                        match load::decode_hit::<S, R, H>(u, &hook, &full, raw) {
+                            Ok(r) => {
+                                if matches!(d, Decision::Fresh { .. }) {
+                                    let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+                                    Counters::bump(if negative {
+                                        &c.negative_hits
+                                    } else {
+                                        &c.hits
+                                    });
+                                }
+                                return serve::<S, R, F, Fut, P>(
+                                    cache, spec, &full, m, d, r, cache_if, load,
+                                )
+                                .await;
+                            }
+                            Err(why) => unusable_why = Some(why),
+                        }
+                    }
+                }
+            }
+            None => {
+                unusable_why = match protocol::usable(raw, type_tag) {
+                    Usable::Unusable(why) => Some(why),
+                    _ => None,
+                }
+            }
+        }
+    }
+    Box::pin(load::miss::<S, R, F, Fut, H>(
+        cache,
+        &spec,
+        full,
+        got,
+        unusable_why,
+        cache_if,
+        &hook,
+        load,
+    ))
+    .await
+}
+
+/// Returns `r` (found fresh or in its grace window, as `d` says), starting the background
+/// refresh `d` calls for and, with a soft timeout, waiting for it.
+#[allow(clippy::too_many_arguments)]
+async fn serve<S, R, F, Fut, P>(
+    cache: &Cache,
+    spec: P,
+    full: &str,
+    m: Meta,
+    d: Decision,
+    r: R,
     cache_if: Option<fn(&S::Value) -> bool>,
     load: F,
 ) -> R
@@ -42,104 +200,58 @@ where
     R: Send + 'static,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,
+    P: SpecRef,
 {
-    let inner = &*cache.inner;
-    let (full, got) = load::fetch(cache, key).await;
-    let type_tag = entry::type_tag::<S::Value>();
-    let mut unusable_why = None;
-    if let Ok(Some(raw)) = &got {
-        match entry::decode(raw) {
-            Ok((h, payload)) if h.kind != Kind::Lease && h.type_tag == type_tag => {
-                let now = entry::now_ms();
-                let fresh = h.fresh_until_ms >= now;
-                if fresh || spec.stale_secs > 0 {
-                    let negative = h.kind == Kind::Negative;
-                    let u = if negative {
-                        Usable::Negative
-                    } else {
-                        Usable::Value {
-                            codec: h.codec,
-                            payload,
-                        }
-                    };
-                    match load::decode::<S, R>(u) {
-                        Ok(r) => {
-                            let c = inner.stats.for_slot(&spec.slot, spec.name);
-                            let refreshing = h.refresh_until_ms > now;
-                            if fresh {
-                                Counters::bump(if negative { &c.negative_hits } else { &c.hits });
-                                if spec.early_refresh > 0.0
-                                    && !refreshing
-                                    && xfetch(cache, spec, &h, now)
-                                {
-                                    start::<S, R, F, Fut>(
-                                        cache, spec, &full, raw, cache_if, load, true,
-                                    );
-                                }
-                                return r;
-                            }
-                            // The grace window: serve the stale value, refresh in the background.
-                            if spec.timeout_ms == 0 {
-                                Counters::bump(&c.stale_served);
-                                if !refreshing {
-                                    start::<S, R, F, Fut>(
-                                        cache, spec, &full, raw, cache_if, load, false,
-                                    );
-                                }
-                                return r;
-                            }
-                            // Soft timeout: wait for this process's refresh (started now, or
-                            // running already); another process's refresh is not waited for.
-                            let rx = if refreshing {
-                                inner.refreshing.running(&full)
-                            } else {
-                                start::<S, R, F, Fut>(
-                                    cache, spec, &full, raw, cache_if, load, false,
-                                )
-                            };
-                            return Box::pin(soft_wait::<S, R>(cache, spec, r, rx)).await;
-                        }
-                        Err(why) => unusable_why = Some(why),
-                    }
-                } else {
-                    unusable_why = Some("stale");
-                }
+    let stored_at = m.stored_at_ms.to_le_bytes();
+    match d {
+        Decision::Fresh { early: true } => {
+            start::<S, R, F, Fut, P>(cache, spec, full, stored_at, cache_if, load, true);
+            r
+        }
+        Decision::Fresh { early: false } | Decision::Expired => r,
+        Decision::Stale {
+            refresh,
+            wait: false,
+        } => {
+            let c = cache.inner.stats.counters(spec.name);
+            Counters::bump(&c.stale_served);
+            if refresh {
+                start::<S, R, F, Fut, P>(cache, spec, full, stored_at, cache_if, load, false);
             }
-            _ => {
-                unusable_why = match protocol::usable(raw, type_tag) {
-                    Usable::Unusable(why) => Some(why),
-                    _ => None,
-                }
-            }
+            r
+        }
+        // Soft timeout: wait for this process's refresh (started now, or running already);
+        // another process's refresh is not waited for.
+        Decision::Stale {
+            refresh,
+            wait: true,
+        } => {
+            let rx = if refresh {
+                start::<S, R, F, Fut, P>(
+                    cache,
+                    spec.clone(),
+                    full,
+                    stored_at,
+                    cache_if,
+                    load,
+                    false,
+                )
+            } else {
+                cache.inner.refreshing.running(full)
+            };
+            Box::pin(soft_wait::<S, R>(cache, &spec, r, rx)).await
         }
     }
-    Box::pin(load::miss::<S, R, F, Fut>(
-        cache,
-        spec,
-        full,
-        got,
-        unusable_why,
-        cache_if,
-        load,
-    ))
-    .await
 }
 
-/// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh now with probability
-/// `P(now - load_ms * B * ln(U) >= fresh_until)`, `U ~ Uniform(0, 1]`.
-fn xfetch(cache: &Cache, spec: &FnSpec, h: &Header, now: u64) -> bool {
-    let u = cache.inner.uniform();
-    let gap = f64::from(h.load_ms) * spec.early_refresh * -u.ln();
-    now as f64 + gap >= h.fresh_until_ms as f64
-}
-
-/// Starts the background refresh of `full` (read as `raw`) unless this process runs one
-/// already; returns a receiver of its outcome (`None` without a tokio runtime).
-fn start<S, R, F, Fut>(
+/// Starts the background refresh of `full` (the version stored at `stored_at`) unless this
+/// process runs one already; returns a receiver of its outcome (`None` without a tokio
+/// runtime).
+fn start<S, R, F, Fut, P>(
     cache: &Cache,
-    spec: &'static FnSpec,
+    spec: P,
     full: &str,
-    raw: &[u8],
+    stored_at: [u8; 8],
     cache_if: Option<fn(&S::Value) -> bool>,
     load: F,
     early: bool,
@@ -149,10 +261,9 @@ where
     R: Send + 'static,
     F: FnOnce() -> (Vec<String>, Fut),
     Fut: Future<Output = R> + Send + 'static,
+    P: SpecRef,
 {
     let rt = tokio::runtime::Handle::try_current().ok()?;
-    let mut stored_at = [0u8; 8];
-    stored_at.copy_from_slice(entry::stored_at_bytes(raw)?);
     match cache.inner.refreshing.join_owned(full) {
         Role::Follower(rx) => Some(rx),
         Role::Leader(leader) => {
@@ -175,7 +286,7 @@ where
 /// Waits up to `timeout_ms` for the refresh, else returns the stale value `stale`.
 async fn soft_wait<S: Shape<R>, R>(
     cache: &Cache,
-    spec: &'static FnSpec,
+    spec: &FnSpec,
     stale: R,
     rx: Option<Slot>,
 ) -> R {
@@ -207,16 +318,16 @@ async fn soft_wait<S: Shape<R>, R>(
 }
 
 /// One background refresh.
-struct Refresh {
+struct Refresh<P> {
     cache: Cache,
-    spec: &'static FnSpec,
+    spec: P,
     full: String,
     stored_at: [u8; 8],
     tags: Vec<String>,
     early: bool,
 }
 
-impl Refresh {
+impl<P: SpecRef> Refresh<P> {
     async fn run<S, R, Fut>(
         self,
         cache_if: Option<fn(&S::Value) -> bool>,
@@ -241,7 +352,7 @@ impl Refresh {
         Fut: Future<Output = R>,
     {
         let inner = &*self.cache.inner;
-        let spec = self.spec;
+        let spec = &*self.spec;
         let c = inner.stats.counters(spec.name);
         let lock_ms = spec.lock_ms.unwrap_or(inner.lock_ms).max(1);
         let token = entry::new_token();
@@ -301,7 +412,7 @@ impl Refresh {
             }
             View::Negative => (
                 Loaded::Negative,
-                spec.negative_ttl_secs.unwrap_or(spec.ttl_secs) * 1000,
+                spec.negative_ms(),
             ),
             View::Value(v) => {
                 let mut buf = entry::reserve(128);
@@ -309,7 +420,7 @@ impl Refresh {
                     Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => (Loaded::Unstorable(buf), 0),
                     Ok(()) => (
                         Loaded::Value(buf),
-                        protocol::ttl_ms(spec.ttl_secs, spec.jitter_secs),
+                        protocol::ttl_ms(spec.ttl_ms, spec.jitter_ms),
                     ),
                     Err(e) => {
                         Counters::bump(&c.refresh_errors);
@@ -424,20 +535,20 @@ mod tests {
 
     static SPEC: FnSpec = FnSpec {
         name: "refresh_test",
-        ttl_secs: 1,
-        jitter_secs: 0,
-        negative_ttl_secs: None,
+        ttl_ms: 1000,
+        jitter_ms: 0,
+        negative_ttl_ms: None,
         lock_ms: None,
-        stale_secs: 30,
+        stale_ms: 30_000,
         early_refresh: 0.0,
         timeout_ms: 0,
-        local_ttl_secs: 0,
+        local_ttl_ms: 0,
         slot: CounterSlot::new(),
     };
 
     async fn call(cache: &Cache, n: &Arc<AtomicU64>) -> u64 {
         let n = n.clone();
-        cached_refresh::<Plain, u64, _, _>(cache, &SPEC, "k".into(), None, move || {
+        cached_refresh::<Plain, u64, _, _, ()>(cache, &SPEC, "k".into(), None, (), move || {
             (Vec::new(), async move { n.fetch_add(1, SeqCst) + 1 })
         })
         .await

@@ -6,30 +6,66 @@ use serde::de::DeserializeOwned;
 
 use crate::stats::CounterSlot;
 
-/// Static description of one `#[cached]` function.
+/// What one cached function (or one [`EntryOptions`](crate::EntryOptions) value) asks of the
+/// engine: its name, its policy (all durations in milliseconds) and its counters.
+///
+/// `#[cached]` builds one as a `static`; the programmatic API keeps one inside its options.
 #[derive(Debug)]
 pub struct FnSpec {
     /// Name in stats and tracing.
     pub name: &'static str,
-    /// TTL of a value, seconds.
-    pub ttl_secs: u64,
-    /// Extra random TTL, up to this many seconds.
-    pub jitter_secs: u64,
-    /// TTL of a cached `None`; `None` = `ttl_secs`; `Some(0)` = do not cache `None`.
-    pub negative_ttl_secs: Option<u64>,
+    /// Freshness of a value, ms (> 0).
+    pub ttl_ms: u64,
+    /// Extra random freshness, up to this many ms.
+    pub jitter_ms: u64,
+    /// Freshness of a cached `None`; `None` = `ttl_ms`; `Some(0)` = do not cache `None`.
+    pub negative_ttl_ms: Option<u64>,
     /// Lease length; `None` = the cache's default.
     pub lock_ms: Option<u64>,
-    /// Grace window after the TTL, seconds (`stale = N`); 0 = none.
-    pub stale_secs: u64,
+    /// Grace window after the freshness, ms (`stale = N`); 0 = none.
+    pub stale_ms: u64,
     /// XFetch's `B` (`early_refresh = B`); 0.0 = no early refresh.
     pub early_refresh: f64,
     /// Soft loader timeout in ms when a stale value exists (`timeout_ms = N`); 0 = none.
     pub timeout_ms: u64,
-    /// How long this process keeps a decoded copy in its near cache, seconds
-    /// (`local_ttl = N`); 0 = no near cache.
-    pub local_ttl_secs: u64,
+    /// How long this process keeps a decoded copy in its near cache, ms (`local_ttl = N`);
+    /// 0 = no near cache.
+    pub local_ttl_ms: u64,
     /// This function's counters in the first cache it ran against (lock-free hit path).
     pub slot: CounterSlot,
+}
+
+impl Clone for FnSpec {
+    /// A copy with an empty counter slot.
+    fn clone(&self) -> Self {
+        FnSpec {
+            name: self.name,
+            ttl_ms: self.ttl_ms,
+            jitter_ms: self.jitter_ms,
+            negative_ttl_ms: self.negative_ttl_ms,
+            lock_ms: self.lock_ms,
+            stale_ms: self.stale_ms,
+            early_refresh: self.early_refresh,
+            timeout_ms: self.timeout_ms,
+            local_ttl_ms: self.local_ttl_ms,
+            slot: CounterSlot::new(),
+        }
+    }
+}
+
+impl FnSpec {
+    /// Whether a call may refresh in the background (grace window, early refresh, soft
+    /// timeout): then the loader must own its arguments.
+    #[inline]
+    pub(crate) fn refreshes(&self) -> bool {
+        self.stale_ms > 0 || self.early_refresh > 0.0 || self.timeout_ms > 0
+    }
+
+    /// The freshness of a negative entry, ms.
+    #[inline]
+    pub(crate) fn negative_ms(&self) -> u64 {
+        self.negative_ttl_ms.unwrap_or(self.ttl_ms)
+    }
 }
 
 /// Static description of one `#[invalidates]` function.

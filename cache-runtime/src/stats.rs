@@ -215,14 +215,14 @@ impl CounterSlot {
 }
 
 /// Counters found by [`Registry::for_slot`].
-pub(crate) enum CountersRef {
-    /// Held by a function's static slot.
-    Static(&'static Counters),
+pub(crate) enum CountersRef<'a> {
+    /// Held by a function's slot.
+    Static(&'a Counters),
     /// From the registry.
     Shared(Arc<Counters>),
 }
 
-impl std::ops::Deref for CountersRef {
+impl std::ops::Deref for CountersRef<'_> {
     type Target = Counters;
     #[inline]
     fn deref(&self) -> &Counters {
@@ -275,7 +275,7 @@ impl Registry {
     /// The counters of function `name`: lock-free when the function's static `slot` belongs
     /// to this registry (the common case of one cache per function).
     #[inline]
-    pub(crate) fn for_slot(&self, slot: &'static CounterSlot, name: &'static str) -> CountersRef {
+    pub(crate) fn for_slot<'a>(&self, slot: &'a CounterSlot, name: &'static str) -> CountersRef<'a> {
         if let Some(c) = slot.get(self.id) {
             return CountersRef::Static(c);
         }

@@ -510,7 +510,7 @@ pub(super) async fn track(me: Weak<Near>) {
                 // Already counted (and flushed) by the push that reported the loss: undo
                 // this activation and flush what a fill may have kept meanwhile.
                 near.active.store(false, SeqCst);
-                near.flush();
+                near.reset();
             } else {
                 ok = true;
                 if !was {
