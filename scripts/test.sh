@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, integration (against private redis-server processes that the
-# tests start themselves on free ports), trybuild UI tests, the example crates' tests
-# (examples/catalog, examples/bench) and doc tests. Every stage passes `--workspace`: the
-# workspace's default members leave the two example crates out.
+# Runs the quality gates (rustfmt, clippy and rustdoc with warnings as errors, the module
+# import-cycle check scripts/check-module-dag.sh), then the whole test suite: unit, integration
+# (against private redis-server processes that the tests start themselves on free ports),
+# trybuild UI tests, the example crates' tests (examples/catalog, examples/bench) and doc tests.
+# The workspace-wide stages pass `--workspace` (`--all` for rustfmt): the workspace's default
+# members leave the two example crates out.
 # Installs redis-server and redis-cli first when one is missing and we are root (Debian/Ubuntu).
 # Never uses a Redis on 6379.
 set -euo pipefail
@@ -41,6 +43,12 @@ echo "test.sh: using $(${CACHE_TESTS_REDIS_SERVER:-redis-server} --version)" >&2
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Run every stage even when an earlier one fails, so one run shows all failures.
 status=0
+# Quality gates first: formatting, lints (warnings are errors), docs (broken intra-doc links
+# and other rustdoc warnings are errors) and no import cycle between modules.
+cargo fmt --all --check || status=1
+cargo clippy --workspace --all-targets -- -D warnings || status=1
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps || status=1
+bash scripts/check-module-dag.sh || status=1
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast || status=1
 else
@@ -56,6 +64,6 @@ cargo run -p cache-runtime --example quickstart || status=1
 if [[ "$status" != 0 ]]; then
     echo "test.sh: FAILED (see above)" >&2
 else
-    echo "test.sh: all tests passed" >&2
+    echo "test.sh: all gates and tests passed" >&2
 fi
 exit "$status"

@@ -112,6 +112,7 @@ impl Cache {
     /// names no key). `false` when this cache has no near cache or a hook is set already.
     /// The history checker uses it to see when a process has processed the push of a write.
     #[doc(hidden)]
+    #[cfg(feature = "test-util")]
     pub fn __on_near_push(&self, hook: impl Fn(&[String]) + Send + Sync + 'static) -> bool {
         match self.inner.near.get() {
             Some(near) => near.set_push_hook(Box::new(hook)),
@@ -541,6 +542,7 @@ impl CacheBuilder {
 
     /// Seeds the random source of early refresh (`early_refresh = B`), so that its decisions
     /// repeat from run to run (tests). By default each decision draws from the thread's RNG.
+    #[cfg(feature = "test-util")]
     pub fn xfetch_seed(mut self, seed: u64) -> Self {
         self.xfetch_seed = Some(seed);
         self

@@ -103,6 +103,7 @@
 //! | `msgpack` | the MessagePack value codec ([`Codec::MessagePack`]) |
 //! | `tls` | `rediss://` URLs (rustls) and [`CacheBuilder::tls_root_ca_pem`] |
 //! | `uuid` | [`KeyPart`] for `uuid::Uuid` |
+//! | `test-util` | test hooks, not a stable API: `CacheBuilder::xfetch_seed` (seeded early-refresh draws) and `Cache::__on_near_push` |
 #![warn(missing_docs)]
 
 mod backend;

@@ -480,6 +480,7 @@ impl Near {
     }
 
     /// Sets the push hook (once; `false` if one was set already).
+    #[cfg(feature = "test-util")]
     pub(crate) fn set_push_hook(&self, hook: PushHook) -> bool {
         self.push_hook.set(hook).is_ok()
     }

@@ -452,8 +452,9 @@ impl RedisCluster {
     /// Starts moving `slot` from the master at `from` to the master at `to` (a resharding
     /// step by step, as `redis-cli --cluster reshard` does it): `CLUSTER SETSLOT slot
     /// IMPORTING` on `to`, then `MIGRATING` on `from`. From now on `from` answers `-ASK` for
-    /// the slot's keys it no longer holds. Move the keys with [`migrate_keys`]
-    /// (Self::migrate_keys) and end with [`finish_migration`](Self::finish_migration).
+    /// the slot's keys it no longer holds. Move the keys with
+    /// [`migrate_keys`](Self::migrate_keys) and end with
+    /// [`finish_migration`](Self::finish_migration).
     pub fn begin_migration(&self, slot: u16, from: u16, to: u16) {
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let _: () = self.node_cmd(
