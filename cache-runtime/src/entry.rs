@@ -253,9 +253,65 @@ pub(crate) fn strip_refresh(cur: &[u8], token: &[u8]) -> Option<Vec<u8>> {
     Some(v)
 }
 
+/// What `Cache::expire` leaves of `cur` at `now_ms` (the same steps as the Redis backend's
+/// Lua script): a value or negative entry becomes stale (fresh-until at most `now_ms - 1`)
+/// and loses its refresh lease (a refresh that started before cannot store its result);
+/// `None`: delete the key (a lease, whose load must not store either, or foreign bytes).
+pub(crate) fn expire_bytes(cur: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+    let (h, _) = decode(cur).ok()?;
+    if h.kind == Kind::Lease {
+        return None;
+    }
+    let mut v = if cur[2] & REFRESHING != 0 {
+        cur[..cur.len() - TRAILER].to_vec()
+    } else {
+        cur.to_vec()
+    };
+    v[2] &= !REFRESHING;
+    let stale = h.fresh_until_ms.min(now_ms.saturating_sub(1));
+    v[12..20].copy_from_slice(&stale.to_le_bytes());
+    Some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `expire_bytes`: a fresh value becomes stale keeping its payload, an already stale one
+    /// keeps its (earlier) fresh-until, a refresh lease is dropped, a lease or foreign bytes
+    /// are deleted.
+    #[test]
+    fn expire_makes_an_entry_stale_and_voids_its_refresh() {
+        let mut fresh = Header {
+            fresh_until_ms: 1_000,
+            ..header(Kind::Value)
+        }
+        .begin(2);
+        fresh.extend_from_slice(b"42");
+        let out = expire_bytes(&fresh, 500).unwrap();
+        let (h, payload) = decode(&out).unwrap();
+        assert_eq!(
+            (h.kind, h.fresh_until_ms, payload),
+            (Kind::Value, 499, &b"42"[..])
+        );
+        assert_eq!(h.stored_at_ms, 10, "the version stays");
+        // Already stale at 20: unchanged.
+        let out = expire_bytes(&fresh, 5_000).unwrap();
+        assert_eq!(decode(&out).unwrap().0.fresh_until_ms, 1_000);
+        // A refreshing entry loses its lease.
+        let leased = embed_refresh(&fresh, &[7; 16], &10u64.to_le_bytes(), 0, 9_999).unwrap();
+        let out = expire_bytes(&leased, 500).unwrap();
+        let (h, payload) = decode(&out).unwrap();
+        assert_eq!((h.refresh_until_ms, payload), (0, &b"42"[..]));
+        assert!(!holds_refresh(&out, &[7; 16]));
+        let neg = header(Kind::Negative).begin(0);
+        assert_eq!(
+            decode(&expire_bytes(&neg, 500).unwrap()).unwrap().0.kind,
+            Kind::Negative
+        );
+        assert_eq!(expire_bytes(&new_lease(1000), 500), None);
+        assert_eq!(expire_bytes(b"garbage", 500), None);
+    }
 
     fn header(kind: Kind) -> Header {
         Header {

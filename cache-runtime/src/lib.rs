@@ -106,6 +106,7 @@
 //! | `test-util` | test hooks, not a stable API: `CacheBuilder::xfetch_seed` (seeded early-refresh draws) and `Cache::__on_near_push` |
 #![warn(missing_docs)]
 
+mod api;
 mod backend;
 mod breaker;
 mod cache;
@@ -117,6 +118,7 @@ mod invalidation;
 mod key;
 mod load;
 mod near;
+mod options;
 mod policy;
 mod protocol;
 mod refresh;
@@ -141,6 +143,7 @@ pub use cache::{
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
+pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_OPTION_NAMES, Peek};
 pub use policy::{
     CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
     TypedKey, check_policies, policies, policy_report,

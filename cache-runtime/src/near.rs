@@ -654,7 +654,15 @@ mod tests {
 
     fn fill(n: &Near, e: Epoch, v: u64) {
         let c = Arc::new(Counters::new("t"));
-        n.fill("ns:k", e, Some(&v), near_fns::<u64>(), &raw(), (60_000, 0), c);
+        n.fill(
+            "ns:k",
+            e,
+            Some(&v),
+            near_fns::<u64>(),
+            &raw(),
+            (60_000, 0),
+            c,
+        );
     }
 
     /// The GET read the old value, then the invalidation push was processed, then the fill
@@ -673,7 +681,10 @@ mod tests {
             panic!()
         };
         fill(&n, e, 2);
-        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok((Some(2), _))));
+        assert!(matches!(
+            n.lookup::<u64>("ns:k", near_fns()),
+            Ok((Some(2), _))
+        ));
     }
 
     /// A flush (tracking reset) during the GET drops the fill, as does a fill while bypassed.
@@ -701,7 +712,10 @@ mod tests {
             panic!()
         };
         fill(&n, e, 1);
-        assert!(matches!(n.lookup::<u64>("ns:k", near_fns()), Ok((Some(1), _))));
+        assert!(matches!(
+            n.lookup::<u64>("ns:k", near_fns()),
+            Ok((Some(1), _))
+        ));
         let gone = || PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],

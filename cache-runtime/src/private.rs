@@ -76,7 +76,8 @@ where
     N: NearArg<S::Value>,
 {
     let hook = near.hook(cache, spec);
-    let call = crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
+    let call =
+        crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;

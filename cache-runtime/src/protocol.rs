@@ -216,12 +216,7 @@ pub(crate) fn ttl_ms(ttl_ms: u64, jitter_ms: u64) -> u64 {
 }
 
 impl<'a> Miss<'a> {
-    pub(crate) fn new(
-        inner: &'a Inner,
-        spec: &'a FnSpec,
-        full: String,
-        type_tag: u64,
-    ) -> Self {
+    pub(crate) fn new(inner: &'a Inner, spec: &'a FnSpec, full: String, type_tag: u64) -> Self {
         Miss {
             c: inner.stats.counters(spec.name),
             lock_ms: spec.lock_ms.unwrap_or(inner.lock_ms).max(1),

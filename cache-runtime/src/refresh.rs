@@ -284,12 +284,7 @@ where
 }
 
 /// Waits up to `timeout_ms` for the refresh, else returns the stale value `stale`.
-async fn soft_wait<S: Shape<R>, R>(
-    cache: &Cache,
-    spec: &FnSpec,
-    stale: R,
-    rx: Option<Slot>,
-) -> R {
+async fn soft_wait<S: Shape<R>, R>(cache: &Cache, spec: &FnSpec, stale: R, rx: Option<Slot>) -> R {
     let c = cache.inner.stats.counters(spec.name);
     if let Some(rx) = rx {
         let wait = Duration::from_millis(spec.timeout_ms);
@@ -410,10 +405,7 @@ impl<P: SpecRef> Refresh<P> {
                 guard.release().await;
                 return Landed::Failed;
             }
-            View::Negative => (
-                Loaded::Negative,
-                spec.negative_ms(),
-            ),
+            View::Negative => (Loaded::Negative, spec.negative_ms()),
             View::Value(v) => {
                 let mut buf = entry::reserve(128);
                 match inner.codec.encode(&mut buf, v) {

@@ -275,7 +275,11 @@ impl Registry {
     /// The counters of function `name`: lock-free when the function's static `slot` belongs
     /// to this registry (the common case of one cache per function).
     #[inline]
-    pub(crate) fn for_slot<'a>(&self, slot: &'a CounterSlot, name: &'static str) -> CountersRef<'a> {
+    pub(crate) fn for_slot<'a>(
+        &self,
+        slot: &'a CounterSlot,
+        name: &'static str,
+    ) -> CountersRef<'a> {
         if let Some(c) = slot.get(self.id) {
             return CountersRef::Static(c);
         }

@@ -17,6 +17,18 @@ pub(crate) enum Fault {
     Failed(BackendError),
 }
 
+impl From<Fault> for crate::error::Error {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::Failed(e) => crate::error::Error::Backend(e),
+            Fault::Skipped => crate::error::Error::Backend(BackendError::new(
+                crate::error::BackendErrorKind::Connection,
+                "circuit open: the backend is skipped after repeated failures",
+            )),
+        }
+    }
+}
+
 /// Counts a backend fault (the caller then goes to the loader).
 pub(crate) fn fault(c: &Counters, name: &str, f: &Fault) {
     match f {
@@ -113,6 +125,14 @@ impl Store {
 
     pub(crate) async fn release(&self, key: &str, lease: &[u8]) -> Result<bool, Fault> {
         self.guarded(self.backend.release(key, lease)).await
+    }
+
+    pub(crate) async fn put(&self, key: &str, value: &[u8], px_ms: u64) -> Result<(), Fault> {
+        self.guarded(self.backend.put(key, value, px_ms)).await
+    }
+
+    pub(crate) async fn expire(&self, key: &str, now_ms: u64) -> Result<(), Fault> {
+        self.guarded(self.backend.expire(key, now_ms)).await
     }
 
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64, Fault> {

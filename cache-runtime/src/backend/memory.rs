@@ -257,6 +257,24 @@ impl Backend for MemoryBackend {
         Ok(self.compute(key, |cur| cur == Some(lease), None))
     }
 
+    async fn put(&self, key: &str, value: &[u8], px_ms: u64) -> BackendResult<()> {
+        self.compute(key, |_| true, Some(Self::stored(value, px_ms)));
+        Ok(())
+    }
+
+    async fn expire(&self, key: &str, now_ms: u64) -> BackendResult<()> {
+        self.compute_with(key, |cur| {
+            let cur = cur?;
+            Some(
+                crate::entry::expire_bytes(&cur.bytes, now_ms).map(|bytes| Stored {
+                    bytes: Arc::from(bytes),
+                    expires_at: cur.expires_at,
+                }),
+            )
+        });
+        Ok(())
+    }
+
     async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
         // Through the same per-key compute as fill/release, so that a delete and a
         // compare-and-set on one key are atomic with respect to each other (as the Lua

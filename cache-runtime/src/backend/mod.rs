@@ -76,6 +76,17 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Deletes the key only if it still holds `lease`.
     fn release(&self, key: &str, lease: &[u8]) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// `SET key value PX ms`: a blind write (replaces whatever the key holds, a lease too).
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        px_ms: u64,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+    /// Makes the entry stale now, keeping its TTL (see
+    /// [`entry::expire_bytes`](crate::entry::expire_bytes)); deletes a lease. `now_ms` is the
+    /// caller's clock, the clock freshness is written with.
+    fn expire(&self, key: &str, now_ms: u64) -> impl Future<Output = BackendResult<()>> + Send;
     /// Deletes the keys (values, negative entries and leases alike); returns how many existed.
     fn delete(&self, keys: &[String]) -> impl Future<Output = BackendResult<u64>> + Send;
     /// Takes a refresh lease for `hold_ms` on the value stored at `stored_at` (see
@@ -184,6 +195,20 @@ impl AnyBackend {
             AnyBackend::Memory(b) => b.release(key, lease).await,
             AnyBackend::Redis(b) => b.release(key, lease).await,
             AnyBackend::Cluster(b) => b.release(key, lease).await,
+        }
+    }
+    pub(crate) async fn put(&self, key: &str, value: &[u8], px_ms: u64) -> BackendResult<()> {
+        match self {
+            AnyBackend::Memory(b) => b.put(key, value, px_ms).await,
+            AnyBackend::Redis(b) => b.put(key, value, px_ms).await,
+            AnyBackend::Cluster(b) => b.put(key, value, px_ms).await,
+        }
+    }
+    pub(crate) async fn expire(&self, key: &str, now_ms: u64) -> BackendResult<()> {
+        match self {
+            AnyBackend::Memory(b) => b.expire(key, now_ms).await,
+            AnyBackend::Redis(b) => b.expire(key, now_ms).await,
+            AnyBackend::Cluster(b) => b.expire(key, now_ms).await,
         }
     }
     pub(crate) async fn delete(&self, keys: &[String]) -> BackendResult<u64> {

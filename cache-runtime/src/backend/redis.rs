@@ -121,6 +121,42 @@ redis.call('SET', KEYS[1], v, 'KEEPTTL')
 return 1
 ";
 
+/// Makes the entry stale (see `entry::expire_bytes`, which does the same on bytes):
+/// fresh-until becomes at most ARGV[1] (unix ms, the caller's clock), a refresh lease is
+/// dropped, the TTL kept; a lease or foreign bytes are deleted.
+const EXPIRE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return 0
+end
+local k = string.byte(v, 3)
+if string.len(v) < 32 or string.byte(v, 1) ~= 202 or string.byte(v, 2) ~= 1 or k % 128 == 3 or k % 128 == 0 or k % 128 > 3 or (k >= 128 and string.len(v) < 56) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if k >= 128 then
+  v = string.sub(v, 1, -25)
+  k = k - 128
+end
+local cur = 0
+for i = 20, 13, -1 do
+  cur = cur * 256 + string.byte(v, i)
+end
+local want = tonumber(ARGV[1])
+local fu = string.sub(v, 13, 20)
+if cur > want then
+  fu = ''
+  local x = want
+  for i = 1, 8 do
+    fu = fu .. string.char(x % 256)
+    x = math.floor(x / 256)
+  end
+end
+v = string.sub(v, 1, 2) .. string.char(k) .. string.sub(v, 4, 12) .. fu .. string.sub(v, 21)
+redis.call('SET', KEYS[1], v, 'KEEPTTL')
+return 1
+";
+
 /// Registers the tag member ARGV[1] for ARGV[2] ms (score: when it runs out, server clock;
 /// always above its previous score, so a removal conditioned on the old score never removes
 /// this registration), drops members that ran out, and keeps the set alive until its last
@@ -164,6 +200,7 @@ struct Scripts {
     try_refresh: Script,
     fill_refresh: Script,
     release_refresh: Script,
+    expire: Script,
     tag_add: Script,
     tag_remove: Script,
 }
@@ -243,6 +280,7 @@ fn scripts() -> Arc<Scripts> {
         try_refresh: Script::new(TRY_REFRESH),
         fill_refresh: Script::new(FILL_REFRESH),
         release_refresh: Script::new(RELEASE_REFRESH),
+        expire: Script::new(EXPIRE),
         tag_add: Script::new(TAG_ADD),
         tag_remove: Script::new(TAG_REMOVE),
     })
@@ -549,6 +587,26 @@ impl<C: RedisConn> Backend for RedisBackend<C> {
             }
             let n: u64 = cmd.query_async(&mut self.conn()).await?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], px_ms: u64) -> BackendResult<()> {
+        self.timed(async {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value).arg("PX").arg(px_ms.max(1));
+            let _: Value = cmd.query_async(&mut self.conn()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire(&self, key: &str, now_ms: u64) -> BackendResult<()> {
+        self.timed(async {
+            let mut call = self.scripts.expire.key(key);
+            call.arg(now_ms.saturating_sub(1));
+            let _: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(())
         })
         .await
     }
