@@ -321,16 +321,16 @@ impl Refresh {
         };
         let type_tag = entry::type_tag::<S::Value>();
         let bytes = protocol::envelope(inner, type_tag, &loaded, fresh_ms, load_ms);
-        if bytes
+        let oversized = bytes
             .as_ref()
-            .is_some_and(|b| b.len() > inner.max_value_bytes)
-        {
+            .is_some_and(|b| protocol::oversized(b, inner.max_value_bytes));
+        if oversized {
             Counters::bump(&c.oversized);
         }
         // Callers joining from now on wait for another refresh (see `protocol`'s docs).
         leader.detach();
         match bytes {
-            Some(b) if fresh_ms > 0 && b.len() <= inner.max_value_bytes => {
+            Some(b) if fresh_ms > 0 && !oversized => {
                 let px = protocol::stored_ms(spec, fresh_ms);
                 match inner.store.fill_refresh(&self.full, &token, &b, px).await {
                     Ok(true) => {
