@@ -243,6 +243,23 @@ pub(crate) fn holds_live_refresh(cur: &[u8], token: &[u8], now_ms: u64) -> bool 
     holds_refresh(cur, token) && cur[cur.len() - 8..] >= now_ms.to_be_bytes()[..]
 }
 
+/// `cur` with its refresh lease `token` running out at `until_ms` instead, if it carries that
+/// lease and it has not run out at `now_ms` (the same steps as the Redis backend's Lua script).
+pub(crate) fn renew_refresh(
+    cur: &[u8],
+    token: &[u8],
+    now_ms: u64,
+    until_ms: u64,
+) -> Option<Vec<u8>> {
+    if !holds_live_refresh(cur, token, now_ms) {
+        return None;
+    }
+    let mut v = cur.to_vec();
+    let at = v.len() - 8;
+    v[at..].copy_from_slice(&until_ms.to_be_bytes());
+    Some(v)
+}
+
 /// `cur` without its refresh lease, if it carries `token`.
 pub(crate) fn strip_refresh(cur: &[u8], token: &[u8]) -> Option<Vec<u8>> {
     if !holds_refresh(cur, token) {
@@ -382,6 +399,15 @@ mod tests {
         // Leases and garbage are never refresh-leased.
         assert_eq!(embed_refresh(&new_lease(10), &t1, &at, 100, 200), None);
         assert_eq!(embed_refresh(b"junk", &t1, &at, 100, 200), None);
+        // Renewing moves the lease's end, only for its holder and only while it runs.
+        let renewed = renew_refresh(&leased, &t1, 150, 400).unwrap();
+        assert_eq!(decode(&renewed).unwrap().0.refresh_until_ms, 400);
+        assert_eq!(decode(&renewed).unwrap().1, b"42");
+        assert!(holds_live_refresh(&renewed, &t1, 400));
+        assert_eq!(renew_refresh(&leased, &t2, 150, 400), None);
+        assert_eq!(renew_refresh(&leased, &t1, 201, 400), None, "ran out");
+        assert_eq!(renew_refresh(&v, &t1, 150, 400), None, "no lease");
+        assert_eq!(strip_refresh(&renewed, &t1).unwrap(), v);
         // Releasing restores the original bytes.
         assert_eq!(strip_refresh(&leased, &t1).unwrap(), v);
         assert_eq!(strip_refresh(&leased, &t2), None);

@@ -191,6 +191,13 @@ pub(crate) fn envelope(
     }
 }
 
+/// Whether an envelope made by [`envelope`] is too large to store. `max_value_bytes` bounds
+/// the serialized value (the payload), not the envelope header around it: a value of exactly
+/// `max_value_bytes` is stored.
+pub(crate) fn oversized(envelope: &[u8], max_value_bytes: usize) -> bool {
+    envelope.len().saturating_sub(entry::HEADER) > max_value_bytes
+}
+
 /// How long a key lives in the store: its freshness plus the grace window.
 pub(crate) fn stored_ms(spec: &FnSpec, fresh_ms: u64) -> u64 {
     fresh_ms.saturating_add(spec.stale_ms)
@@ -561,7 +568,7 @@ impl<'a> Miss<'a> {
         let px = stored_ms(self.spec, secs);
         let oversized = bytes
             .as_ref()
-            .is_some_and(|b| b.len() > self.inner.max_value_bytes);
+            .is_some_and(|b| oversized(b, self.inner.max_value_bytes));
         if oversized {
             Counters::bump(&self.c.oversized);
             if Counters::first(&self.c.warned_oversize) {
@@ -702,6 +709,34 @@ mod tests {
 
     use crate::Cache;
     use crate::backend::{AnyBackend, Backend, MemoryBackend};
+    use crate::entry::{Header, Kind};
+
+    /// `max_value_bytes` bounds the payload (the serialized value), not the whole envelope.
+    #[test]
+    fn oversized_compares_the_payload_with_the_limit() {
+        let limit = 1000;
+        let with_payload = |n: usize| {
+            let h = Header {
+                kind: Kind::Value,
+                codec: 1,
+                stored_at_ms: 1,
+                fresh_until_ms: 2,
+                load_ms: 0,
+                type_tag: 3,
+                refresh_until_ms: 0,
+            };
+            let mut v = h.begin(n);
+            v.resize(crate::entry::HEADER + n, b'x');
+            v
+        };
+        assert!(!super::oversized(&with_payload(limit - 1), limit));
+        assert!(!super::oversized(&with_payload(limit), limit));
+        assert!(super::oversized(&with_payload(limit + 1), limit));
+        assert!(
+            !super::oversized(&with_payload(0), 0),
+            "a negative entry is never oversized"
+        );
+    }
 
     #[crate::cached(key = "lost", ttl = 60, cache = cache, crate = crate)]
     async fn lost_reply(cache: &Cache) -> u64 {

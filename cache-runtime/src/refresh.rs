@@ -6,16 +6,19 @@
 //! value and starts ONE background refresh: in this process through the `refreshing` flight
 //! table, across processes through a refresh lease carried inside the entry itself (see
 //! [`entry`](crate::entry)): a one-key compare-and-set that only succeeds on the very version
-//! the caller read and only when no other refresh lease is running. The refresh stores its
-//! result with a compare-and-set on its token, so an invalidation (which deletes the key and
-//! the lease with it) voids the refresh exactly as it voids a load. A refresh whose loader
-//! fails removes its lease and leaves the stale value in place until the grace window ends
-//! (fail-safe).
+//! the caller read and only when no other refresh lease is running. The lease lasts about
+//! `lock_ms` and is renewed while the loader runs (for at most `MAX_HOLD_LEASES` lease
+//! lengths), so a refresher that dies mid-load frees the key after about `lock_ms`. The
+//! refresh stores its result with a compare-and-set on its token, so an invalidation (which
+//! deletes the key and the lease with it) voids the refresh exactly as it voids a load. A
+//! refresh whose loader fails removes its lease and leaves the stale value in place until the
+//! grace window ends (fail-safe).
 //!
 //! The refresh runs in a spawned task: the body's future owns its arguments
 //! (`cached_refresh` in the macro's expansion).
 
 use std::future::Future;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -361,10 +364,11 @@ impl<P: SpecRef> Refresh<P> {
             counters: c.clone(),
             name: spec.name,
         };
-        let hold_ms = lock_ms.saturating_mul(MAX_HOLD_LEASES);
+        // About one lease length, renewed while the loader runs (`keep_alive`): a refresher
+        // that dies (its process killed) frees the key after about `lock_ms`.
         match inner
             .store
-            .try_refresh(&self.full, &token, &self.stored_at, hold_ms)
+            .try_refresh(&self.full, &token, &self.stored_at, lock_ms)
             .await
         {
             Ok(true) => {}
@@ -394,7 +398,18 @@ impl<P: SpecRef> Refresh<P> {
         debug!(cache.fn = spec.name, early = self.early, "refreshing in the background");
         Counters::bump(&c.loads);
         let started = Instant::now();
-        let r = fut.await;
+        let r = {
+            let mut keep_alive = pin!(self.keep_alive(&token, lock_ms, &c));
+            let mut fut = pin!(fut);
+            let mut kept = true;
+            std::future::poll_fn(|cx| {
+                if kept && keep_alive.as_mut().poll(cx).is_ready() {
+                    kept = false;
+                }
+                fut.as_mut().poll(cx)
+            })
+            .await
+        };
         c.load_took(started.elapsed());
         let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let (loaded, fresh_ms) = match S::view(&r) {
@@ -424,16 +439,16 @@ impl<P: SpecRef> Refresh<P> {
         };
         let type_tag = entry::type_tag::<S::Value>();
         let bytes = protocol::envelope(inner, type_tag, &loaded, fresh_ms, load_ms);
-        if bytes
+        let oversized = bytes
             .as_ref()
-            .is_some_and(|b| b.len() > inner.max_value_bytes)
-        {
+            .is_some_and(|b| protocol::oversized(b, inner.max_value_bytes));
+        if oversized {
             Counters::bump(&c.oversized);
         }
         // Callers joining from now on wait for another refresh (see `protocol`'s docs).
         leader.detach();
         match bytes {
-            Some(b) if fresh_ms > 0 && b.len() <= inner.max_value_bytes => {
+            Some(b) if fresh_ms > 0 && !oversized => {
                 let px = protocol::stored_ms(spec, fresh_ms);
                 match inner.store.fill_refresh(&self.full, &token, &b, px).await {
                     Ok(true) => {
@@ -460,6 +475,28 @@ impl<P: SpecRef> Refresh<P> {
                 }
                 false => Landed::Retry,
             },
+        }
+    }
+
+    /// While the refresh's loader runs: renews its refresh lease every `lock_ms / 3` (a
+    /// compare-and-extend on `token`) for at most [`MAX_HOLD_LEASES`] lease lengths, as the
+    /// miss path's loader keeps its lease ([`Miss::keep_alive`](protocol::Miss::keep_alive)).
+    /// Ends when the lease is lost (invalidated, or it ran out) or the cap is reached; the
+    /// caller stops polling it when the loader finishes.
+    async fn keep_alive(&self, token: &[u8; 16], lock_ms: u64, c: &Counters) {
+        let store = &self.cache.inner.store;
+        let every = Duration::from_millis((lock_ms / 3).max(1));
+        let until = Instant::now() + Duration::from_millis(lock_ms.saturating_mul(MAX_HOLD_LEASES));
+        loop {
+            tokio::time::sleep(every).await;
+            if Instant::now() + every > until {
+                return;
+            }
+            match store.extend_refresh(&self.full, token, lock_ms).await {
+                Ok(true) => {}
+                Ok(false) => return, // invalidated (or ran out): the fill will fail
+                Err(f) => fault(c, self.spec.name, &f),
+            }
         }
     }
 }

@@ -161,6 +161,16 @@ impl Store {
             .await
     }
 
+    pub(crate) async fn extend_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        hold_ms: u64,
+    ) -> Result<bool, Fault> {
+        self.guarded(self.backend.extend_refresh(key, token, hold_ms))
+            .await
+    }
+
     pub(crate) async fn release_refresh(&self, key: &str, token: &[u8]) -> Result<bool, Fault> {
         self.guarded(self.backend.release_refresh(key, token)).await
     }

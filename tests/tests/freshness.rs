@@ -265,6 +265,140 @@ async fn hung_refresh_is_taken_over_after_its_lease_and_cannot_overwrite() {
     );
 }
 
+/// A live refresh whose loader runs several lease lengths (`lock_ms` 200 ms, the loader held
+/// 600 ms) keeps its refresh lease (it renews it): another handle on the same Redis serves
+/// the stale value meanwhile and starts no second refresh, and the held refresh's value lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_refresh_keeps_its_lease_past_lock_ms() {
+    let env = TestEnv::with(Backend::Redis, |b| b.lock_ms(REFRESH_LOCK_MS)).await;
+    let other = Cache::builder()
+        .redis(env.server.as_ref().expect("redis").url())
+        .namespace(TEST_NAMESPACE)
+        .lock_ms(REFRESH_LOCK_MS)
+        .build()
+        .await
+        .expect("second handle");
+    let src = Source::new();
+    assert_eq!(burst_row(&env.cache, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    src.gate_next();
+    assert_eq!(burst_row(&env.cache, 1, &src).await, v(1, 1), "stale");
+    guard("the refresh's loader starts", src.entered()).await;
+    src.ungate(); // a second refresh, if one started, would not wait
+    tokio::time::sleep(Duration::from_millis(3 * REFRESH_LOCK_MS)).await;
+    for _ in 0..5 {
+        assert_eq!(burst_row(&other, 1, &src).await, v(1, 1), "stale");
+    }
+    assert_eq!(src.runs(), 2, "no second refresh while the first one runs");
+    src.open(1);
+    for (name, cache) in [("first", &env.cache), ("second", &other)] {
+        eventually(
+            &format!("the {name} handle serves the refreshed value"),
+            Duration::from_secs(10),
+            || {
+                let (cache, src) = (cache.clone(), src.clone());
+                async move { burst_row(&cache, 1, &src).await == v(1, 2) }
+            },
+        )
+        .await;
+    }
+    let (a, b) = (stats(&env.cache, BURST), stats(&other, BURST));
+    assert_eq!(
+        (a.refreshes, b.refreshes, src.runs()),
+        (1, 0, 2),
+        "{a:?} {b:?}"
+    );
+}
+
+/// `lock_ms` of [`refresh_resumes_within_a_few_lock_ms_after_the_refresher_died`].
+const REFRESH_LOCK_MS: u64 = 200;
+
+/// A refresher that dies mid-load (its runtime dropped while the loader waits at a gate that
+/// never opens: a process killed in a deploy, which releases nothing) holds the key's refresh
+/// lease about `lock_ms`, not the 10 x `lock_ms` a live refresh may keep it: the surviving
+/// handle is served the stale value meanwhile and runs a new refresh well within
+/// 5 x `lock_ms` of the death. On Redis the refresher is a second handle on the same server;
+/// memory handles do not share a store, so there it is the same handle, called on the
+/// runtime that is dropped.
+async fn refresh_resumes_within_a_few_lock_ms_after_the_refresher_died(env: TestEnv) {
+    let src = Source::new();
+    assert_eq!(burst_row(&env.cache, 1, &src).await, v(1, 1));
+    tokio::time::sleep(PAST_TTL).await;
+    src.gate_next(); // run 2, the doomed refresh, waits at the gate for good
+
+    let url = env.server.as_ref().map(RedisServer::url);
+    let (cache, doomed_src) = (env.cache.clone(), src.clone());
+    let (died_tx, died_rx) = tokio::sync::oneshot::channel();
+    // A thread of its own, outside every runtime: nothing can run once its runtime is gone.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the refresher's runtime");
+        rt.block_on(async move {
+            let refresher = match url {
+                Some(url) => Cache::builder()
+                    .redis(url)
+                    .namespace(TEST_NAMESPACE)
+                    .lock_ms(REFRESH_LOCK_MS)
+                    .build()
+                    .await
+                    .expect("the refresher's handle"),
+                None => cache,
+            };
+            assert_eq!(
+                burst_row(&refresher, 1, &doomed_src).await,
+                v(1, 1),
+                "stale"
+            );
+            guard("the doomed refresh's loader starts", doomed_src.entered()).await;
+        });
+        drop(rt); // the refresher dies mid-load, its refresh lease in the entry
+        let _ = died_tx.send(Instant::now());
+    });
+    let died = guard("the refresher dies", died_rx)
+        .await
+        .expect("the refresher's thread panicked");
+    src.ungate(); // later runs pass
+
+    eventually(
+        "the surviving handle runs a new refresh",
+        Duration::from_secs(10),
+        || {
+            let (cache, src) = (env.cache.clone(), src.clone());
+            async move {
+                let got = burst_row(&cache, 1, &src).await;
+                assert!(got == v(1, 1) || got == v(1, 3), "{got}");
+                src.runs() >= 3
+            }
+        },
+    )
+    .await;
+    let waited = died.elapsed();
+    println!(
+        "{:?}: a new refresh ran {waited:?} after the refresher died (lock_ms {REFRESH_LOCK_MS})",
+        env.backend
+    );
+    assert!(
+        waited < Duration::from_millis(5 * REFRESH_LOCK_MS),
+        "the dead refresher blocked the key's refresh for {waited:?} (lock_ms {REFRESH_LOCK_MS})"
+    );
+    eventually(
+        "the surviving handle serves the new refresh's value",
+        Duration::from_secs(10),
+        || {
+            let (cache, src) = (env.cache.clone(), src.clone());
+            async move { burst_row(&cache, 1, &src).await == v(1, 3) }
+        },
+    )
+    .await;
+    assert_eq!(
+        (src.runs(), src.finished()),
+        (3, 2),
+        "the dead refresh never finished"
+    );
+}
+
 /// The burst across two OS processes (`fresh-helper`, 32 callers each) on one Redis: the
 /// loader counts its runs with `INCR` on a separate redis-server and is gated by a key there.
 /// Exactly one refresh runs in total.
@@ -962,5 +1096,14 @@ mod seeded {
         with |b| b.xfetch_seed(7);
         xfetch_hot_key_never_waits_on_a_loader,
         xfetch_refreshes_only_near_expiry,
+    );
+}
+
+mod short_lease {
+    use super::*;
+
+    cache_tests::backend_tests!(
+        with |b| b.lock_ms(super::REFRESH_LOCK_MS);
+        refresh_resumes_within_a_few_lock_ms_after_the_refresher_died,
     );
 }

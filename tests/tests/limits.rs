@@ -2,11 +2,14 @@
 //! but never stored (counted as `oversized`), and a huge key argument renders to a short key (the
 //! part is hashed) while different long arguments still get different entries.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
 
 use cache_runtime::MAX_PART_LEN;
 use cache_runtime::{Cache, cached};
-use cache_tests::{Backend, Raw, TEST_NAMESPACE, TestEnv, guard};
+use cache_tests::source::Source;
+use cache_tests::{Backend, Raw, TEST_NAMESPACE, TestEnv, backend_tests, eventually, guard};
 
 const MAX_VALUE: usize = 1024;
 
@@ -147,3 +150,94 @@ async fn key_part_up_to_the_limit_is_stored_verbatim() {
     assert_eq!(by_name(&env.cache, &accented, &loads).await, value, "a hit");
     assert_eq!(loads.load(SeqCst), 2);
 }
+
+/// `max_value_bytes` of the boundary tests below.
+const LIMIT: usize = 1000;
+
+/// A string of `n` ASCII letters serializes (JSON, the default codec) to `n + 2` bytes.
+fn json_len(s: &str) -> usize {
+    serde_json::to_vec(s).expect("a string serializes").len()
+}
+
+/// The limit is on the serialized value: a value of exactly `max_value_bytes` is cached (one
+/// load, then a hit), one byte more is returned but not cached (`oversized`, loaded again).
+async fn value_of_exactly_max_value_bytes_is_cached_one_byte_more_is_not(env: TestEnv) {
+    let loads = AtomicUsize::new(0);
+    let at = LIMIT - 2;
+    assert_eq!(json_len(&"x".repeat(at)), LIMIT);
+
+    for _ in 0..2 {
+        assert_eq!(blob(&env.cache, at, &loads).await.len(), at);
+    }
+    let s = env.cache.stats().function("limits.blob");
+    assert_eq!(
+        (s.loads, s.hits, s.oversized),
+        (1, 1, 0),
+        "a value of exactly max_value_bytes is cached: {s:?}"
+    );
+
+    for _ in 0..2 {
+        assert_eq!(blob(&env.cache, at + 1, &loads).await.len(), at + 1);
+    }
+    let s = env.cache.stats().function("limits.blob");
+    assert_eq!(
+        (s.loads, s.hits, s.oversized),
+        (3, 1, 2),
+        "a value of max_value_bytes + 1 is not cached: {s:?}"
+    );
+    assert_eq!(loads.load(SeqCst), 3);
+}
+
+#[cached(key = "stale_blob:{n}", ttl = 1, stale = 30, name = "limits.stale_blob", cache = cache)]
+async fn stale_blob(cache: &Cache, n: usize, src: &Arc<Source>) -> String {
+    // `db<version>/run<run>`; from the second run on padded to exactly `n` letters.
+    let v = src.load_ok().await;
+    if src.runs() == 1 {
+        return v;
+    }
+    format!("{v}{}", "x".repeat(n - v.len()))
+}
+
+/// The same boundary on the background refresh (stale-while-revalidate): a refreshed value of
+/// exactly `max_value_bytes` replaces the stale one.
+async fn refreshed_value_of_exactly_max_value_bytes_is_stored(env: TestEnv) {
+    let src = Source::new();
+    let at = LIMIT - 2;
+    assert_eq!(stale_blob(&env.cache, at, &src).await, Source::value(1, 1));
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // past ttl = 1, in the grace window
+    assert_eq!(
+        stale_blob(&env.cache, at, &src).await,
+        Source::value(1, 1),
+        "stale, and a refresh starts"
+    );
+    eventually("the refresh's loader ran", Duration::from_secs(5), || {
+        let src = src.clone();
+        async move { src.finished() == 2 }
+    })
+    .await;
+    eventually(
+        "the refreshed value is served",
+        Duration::from_secs(5),
+        || {
+            let (cache, src) = (env.cache.clone(), src.clone());
+            async move { stale_blob(&cache, at, &src).await != Source::value(1, 1) }
+        },
+    )
+    .await;
+    let fresh = stale_blob(&env.cache, at, &src).await;
+    assert_eq!(json_len(&fresh), LIMIT);
+    assert!(fresh.starts_with(&Source::value(1, 2)), "{fresh}");
+    let s = env.cache.stats().function("limits.stale_blob");
+    assert_eq!(
+        (s.refreshes, s.loads, s.oversized),
+        (1, 2, 0),
+        "one refresh, stored: {s:?}"
+    );
+    assert!(s.hits >= 1, "the refreshed value is a hit: {s:?}");
+}
+
+backend_tests!(
+    with |b| b.max_value_bytes(super::LIMIT); // the macro puts the closure in a module
+    value_of_exactly_max_value_bytes_is_cached_one_byte_more_is_not,
+    refreshed_value_of_exactly_max_value_bytes_is_stored,
+);

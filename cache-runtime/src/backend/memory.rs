@@ -320,6 +320,19 @@ impl Backend for MemoryBackend {
         }))
     }
 
+    async fn extend_refresh(&self, key: &str, token: &[u8], hold_ms: u64) -> BackendResult<bool> {
+        let now = crate::entry::now_ms();
+        let until = now.saturating_add(hold_ms);
+        Ok(self.compute_with(key, |cur| {
+            let cur = cur?;
+            let bytes = crate::entry::renew_refresh(&cur.bytes, token, now, until)?;
+            Some(Some(Stored {
+                bytes: Arc::from(bytes),
+                expires_at: cur.expires_at,
+            }))
+        }))
+    }
+
     async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {
         Ok(self.compute_with(key, |cur| {
             let cur = cur?;

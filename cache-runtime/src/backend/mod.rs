@@ -109,6 +109,16 @@ pub trait Backend: Send + Sync {
         value: &[u8],
         px_ms: u64,
     ) -> impl Future<Output = BackendResult<bool>> + Send;
+    /// Moves the end of the refresh lease `token` to `hold_ms` from now (the backend's clock),
+    /// only if the key still carries it and it has not run out (see
+    /// [`entry::renew_refresh`](crate::entry::renew_refresh)), keeping the key's TTL; true
+    /// when renewed. The refresh's watchdog, as [`Backend::extend`] is the loader's.
+    fn extend_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        hold_ms: u64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
     /// Removes the refresh lease `token` (the value stays, with its TTL).
     fn release_refresh(
         &self,
@@ -242,6 +252,18 @@ impl AnyBackend {
             AnyBackend::Memory(b) => b.fill_refresh(key, token, value, px_ms).await,
             AnyBackend::Redis(b) => b.fill_refresh(key, token, value, px_ms).await,
             AnyBackend::Cluster(b) => b.fill_refresh(key, token, value, px_ms).await,
+        }
+    }
+    pub(crate) async fn extend_refresh(
+        &self,
+        key: &str,
+        token: &[u8],
+        hold_ms: u64,
+    ) -> BackendResult<bool> {
+        match self {
+            AnyBackend::Memory(b) => b.extend_refresh(key, token, hold_ms).await,
+            AnyBackend::Redis(b) => b.extend_refresh(key, token, hold_ms).await,
+            AnyBackend::Cluster(b) => b.extend_refresh(key, token, hold_ms).await,
         }
     }
     pub(crate) async fn release_refresh(&self, key: &str, token: &[u8]) -> BackendResult<bool> {

@@ -110,6 +110,32 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
+/// Moves the end of the refresh lease ARGV[1] to now + ARGV[2] ms (server clock), only while
+/// the key carries it and it has not run out (see `entry::renew_refresh`), keeping the TTL.
+const EXTEND_REFRESH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.len(v) < 56 or string.byte(v, 3) < 128 or string.sub(v, -24, -9) ~= ARGV[1] then
+  return 0
+end
+local untl = 0
+for i = -8, -1 do
+  untl = untl * 256 + string.byte(v, i)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if untl < now then
+  return 0
+end
+untl = now + tonumber(ARGV[2])
+local be = ''
+for i = 1, 8 do
+  be = string.char(untl % 256) .. be
+  untl = math.floor(untl / 256)
+end
+redis.call('SET', KEYS[1], string.sub(v, 1, -9) .. be, 'KEEPTTL')
+return 1
+";
+
 /// Removes the refresh lease ARGV[1], keeping the value and its TTL.
 const RELEASE_REFRESH: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -199,6 +225,7 @@ struct Scripts {
     release: Script,
     try_refresh: Script,
     fill_refresh: Script,
+    extend_refresh: Script,
     release_refresh: Script,
     expire: Script,
     tag_add: Script,
@@ -279,6 +306,7 @@ fn scripts() -> Arc<Scripts> {
         release: Script::new(RELEASE),
         try_refresh: Script::new(TRY_REFRESH),
         fill_refresh: Script::new(FILL_REFRESH),
+        extend_refresh: Script::new(EXTEND_REFRESH),
         release_refresh: Script::new(RELEASE_REFRESH),
         expire: Script::new(EXPIRE),
         tag_add: Script::new(TAG_ADD),
@@ -637,6 +665,16 @@ impl<C: RedisConn> Backend for RedisBackend<C> {
         self.timed(async {
             let mut call = self.scripts.fill_refresh.key(key);
             call.arg(token).arg(value).arg(px_ms);
+            let n: i64 = call.invoke_async(&mut self.conn()).await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn extend_refresh(&self, key: &str, token: &[u8], hold_ms: u64) -> BackendResult<bool> {
+        self.timed(async {
+            let mut call = self.scripts.extend_refresh.key(key);
+            call.arg(token).arg(hold_ms);
             let n: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(n == 1)
         })
