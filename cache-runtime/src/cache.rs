@@ -462,7 +462,9 @@ impl CacheBuilder {
     }
 
     /// How long a failed invalidation is retried in the background (default 5 minutes), and
-    /// how many failed invalidation calls may wait (default 10 000).
+    /// how many distinct keys and tags may wait for it (default 10 000). A key or tag that is
+    /// invalidated again while it waits takes no new place (its retry window starts again);
+    /// an invalidation that finds the queue full is counted in `invalidations_failed`.
     pub fn invalidation_retry(mut self, retry_for: Duration, max_queued: usize) -> Self {
         self.retry.capacity = max_queued.max(1);
         self.retry.retry_for = retry_for;
