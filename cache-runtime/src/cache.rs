@@ -164,10 +164,10 @@ impl Cache {
         let full = self.full_key(rendered_key);
         self.inner.flights.void(&full);
         self.inner.refreshing.void(&full);
-        let near = std::slice::from_ref(&full);
-        crate::invalidation::near_evict(self, near);
-        let deleted = self.inner.store.delete(near).await;
-        crate::invalidation::near_evict(self, near);
+        let target = [crate::retry::Target::Key(full.clone())];
+        crate::invalidation::near_evict(self, &target);
+        let deleted = self.inner.store.delete(std::slice::from_ref(&full)).await;
+        crate::invalidation::near_evict(self, &target);
         match deleted {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),

@@ -20,16 +20,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::cache::Cache;
 use crate::flight::Flights;
+use crate::retry::Target;
 use crate::spec::InvalidateSpec;
 use crate::stats::Counters;
 use crate::store::{Fault, Store};
 
 /// Members deleted per round trip of a tag invalidation.
 pub(crate) const TAG_BATCH: usize = 500;
-
-/// Marks a queued tag invalidation among the retry queue's keys (never a cache key: keys
-/// start with the namespace, which has no control characters).
-const TAG_MARK: char = '\u{1}';
 
 /// Behind every `#[invalidates]` function: deletes the rendered keys and voids the entries
 /// of the rendered tags. When the backend cannot be reached, or the caller drops this future
@@ -47,25 +44,23 @@ pub(crate) async fn invalidate(
     let mut pending = PendingInvalidation {
         cache,
         counters: Some(inner.stats.counters(spec.name)),
-        keys: keys
+        targets: keys
             .iter()
-            .map(|k| cache.full_key(k))
-            .chain(tags.iter().map(|t| {
-                let mut m = String::from(TAG_MARK);
-                m.push_str(&inner.tag_key(t));
-                m
-            }))
+            .map(|k| Target::Key(cache.full_key(k)))
+            .chain(tags.iter().map(|t| Target::Tag(inner.tag_key(t))))
             .collect(),
     };
-    for k in &pending.keys {
-        inner.flights.void(k);
-        inner.refreshing.void(k);
+    for t in &pending.targets {
+        if let Target::Key(k) = t {
+            inner.flights.void(k);
+            inner.refreshing.void(k);
+        }
     }
-    near_evict(cache, &pending.keys);
+    near_evict(cache, &pending.targets);
     let result = deliver(
         &inner.store,
         &[&inner.flights, &inner.refreshing],
-        &pending.keys,
+        &pending.targets,
     )
     .await;
     let Some(c) = pending.counters.take() else {
@@ -75,13 +70,13 @@ pub(crate) async fn invalidate(
         Ok(_) => {
             // Again after the delete: a call of this process whose GET ran before it may
             // have filled the near cache in between (see `near`).
-            near_evict(cache, &pending.keys);
+            near_evict(cache, &pending.targets);
             c.invalidations.fetch_add(keys.len() as u64, Relaxed);
             c.tag_invalidations.fetch_add(tags.len() as u64, Relaxed);
         }
         Err(f) => {
             crate::store::fault(&c, spec.name, &f);
-            tracing::warn!(cache.fn = spec.name, keys = pending.keys.len(), "invalidation failed; queued for retry");
+            tracing::warn!(cache.fn = spec.name, keys = pending.targets.len(), "invalidation failed; queued for retry");
             if !tags.is_empty() {
                 // The tags' members are unknown until the backend answers: no load running
                 // in this process now may hand its result to a later call.
@@ -91,50 +86,50 @@ pub(crate) async fn invalidate(
             // Queued first, then evicted: a call that fills after this eviction read its
             // epoch after the key was queued, so its `GET` delivers the deletion first
             // (`load::get_pending`); one that filled before has a stale epoch.
-            let keys = std::mem::take(&mut pending.keys);
-            inner.retrier.enqueue(keys.clone(), c);
-            near_evict(cache, &keys);
+            let targets = std::mem::take(&mut pending.targets);
+            inner.retrier.enqueue(targets.clone(), c);
+            near_evict(cache, &targets);
         }
     }
 }
 
-/// Evicts `keys` (full keys and tag marks) from this process's near cache; a tag mark
-/// flushes it (the tag's members are known only to Redis).
-pub(crate) fn near_evict(cache: &Cache, keys: &[String]) {
+/// Evicts `targets` from this process's near cache; a tag flushes it (the tag's members are
+/// known only to Redis).
+pub(crate) fn near_evict(cache: &Cache, targets: &[Target]) {
     let Some(near) = cache.inner.near.get() else {
         return;
     };
-    for k in keys {
-        if is_tag_mark(k) {
-            near.flush();
-        } else {
-            near.evict(k);
+    for t in targets {
+        match t {
+            Target::Key(k) => near.evict(k),
+            Target::Tag(_) => near.flush(),
         }
     }
 }
 
-/// Deletes `keys` (full keys; tag marks void the tag's members). `flights`: this process's
-/// flights to detach for the members found.
+/// Deletes the keys of `targets` (one multi-key delete), then voids the tags' members.
+/// `flights`: this process's flights to detach for the members found.
 pub(crate) async fn deliver(
     store: &Store,
     flights: &[&Flights],
-    keys: &[String],
+    targets: &[Target],
 ) -> Result<(), Fault> {
-    let (tags, plain): (Vec<&String>, Vec<&String>) =
-        keys.iter().partition(|k| k.starts_with(TAG_MARK));
-    if !plain.is_empty() {
-        let plain: Vec<String> = plain.into_iter().cloned().collect();
-        store.delete(&plain).await?;
+    let keys: Vec<String> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Key(k) => Some(k.clone()),
+            Target::Tag(_) => None,
+        })
+        .collect();
+    if !keys.is_empty() {
+        store.delete(&keys).await?;
     }
-    for t in tags {
-        void_members(store, flights, &t[TAG_MARK.len_utf8()..]).await?;
+    for t in targets {
+        if let Target::Tag(tag) = t {
+            void_members(store, flights, tag).await?;
+        }
     }
     Ok(())
-}
-
-/// Whether a queued key is a tag invalidation.
-pub(crate) fn is_tag_mark(key: &str) -> bool {
-    key.starts_with(TAG_MARK)
 }
 
 /// Voids every member of the tag set `tag` (a full tag key): detaches their flights in this
@@ -233,21 +228,21 @@ struct PendingInvalidation<'a> {
     cache: &'a Cache,
     /// `Some` until the delete answered.
     counters: Option<Arc<Counters>>,
-    keys: Vec<String>,
+    targets: Vec<Target>,
 }
 
 impl Drop for PendingInvalidation<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.counters.take() {
-            let keys = std::mem::take(&mut self.keys);
-            if keys.iter().any(|k| is_tag_mark(k)) {
+            let targets = std::mem::take(&mut self.targets);
+            if targets.iter().any(Target::is_tag) {
                 self.cache.inner.flights.void_all();
                 self.cache.inner.refreshing.void_all();
             }
             // Cancelled mid-delete: a call of this process may have filled the near cache
             // from the old entry meanwhile. Queued first, then evicted (as on failure).
-            self.cache.inner.retrier.enqueue(keys.clone(), c);
-            near_evict(self.cache, &keys);
+            self.cache.inner.retrier.enqueue(targets.clone(), c);
+            near_evict(self.cache, &targets);
         }
     }
 }

@@ -46,6 +46,23 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 /// Targets delivered per attempt at most (one `UNLINK` of the keys, then the tags).
 pub(crate) const BATCH: usize = 500;
 
+/// What a queued invalidation deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    /// A full key (`<namespace>:<rendered key>`).
+    Key(String),
+    /// The entries carrying a tag: the full key of the tag's member set
+    /// (`<namespace>:!tag:<rendered tag>`).
+    Tag(String),
+}
+
+impl Target {
+    /// Whether this is a tag invalidation.
+    pub(crate) fn is_tag(&self) -> bool {
+        matches!(self, Target::Tag(_))
+    }
+}
+
 /// Queue and retry settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryConfig {
@@ -103,9 +120,9 @@ impl Waiting {
 
 #[derive(Default)]
 struct Queue {
-    waiting: HashMap<String, Waiting>,
+    waiting: HashMap<Target, Waiting>,
     /// `seq` → target, for delivery oldest first.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Target>,
     next_seq: u64,
     /// Set by shutdown and when the cache is dropped: nothing more is queued, and the worker
     /// ends once the queue is empty.
@@ -159,21 +176,24 @@ impl PendingKeys {
         self.count.load(Relaxed) != 0
     }
 
-    /// Whether the deletion of `key` is pending.
+    /// Whether the deletion of the full key `key` is pending.
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.lock().waiting.contains_key(key)
+        // Rare (only while something is pending): the lookup's allocation does not matter.
+        self.lock()
+            .waiting
+            .contains_key(&Target::Key(key.to_owned()))
     }
 
-    /// The queued tag invalidations (marked keys, see [`crate::invalidation::deliver`]).
-    pub(crate) fn tags(&self) -> Vec<String> {
+    /// The queued tag invalidations.
+    pub(crate) fn tags(&self) -> Vec<Target> {
         HashMap::keys(&self.lock().waiting)
-            .filter(|k| crate::invalidation::is_tag_mark(k))
+            .filter(|t| t.is_tag())
             .cloned()
             .collect()
     }
 
     /// Queues `targets` for `counters`' function: a target already waiting takes no new slot.
-    fn add(&self, targets: Vec<String>, counters: &Arc<Counters>) -> Added {
+    fn add(&self, targets: Vec<Target>, counters: &Arc<Counters>) -> Added {
         let mut added = Added::default();
         let now = Instant::now();
         let mut q = self.lock();
@@ -222,7 +242,7 @@ impl PendingKeys {
 
     /// The oldest `max` waiting targets with their generations, and the counters they belong
     /// to (each once).
-    fn batch(&self, max: usize) -> (Vec<(String, u64)>, Vec<Arc<Counters>>) {
+    fn batch(&self, max: usize) -> (Vec<(Target, u64)>, Vec<Arc<Counters>>) {
         let q = self.lock();
         let mut counters: Vec<Arc<Counters>> = Vec::new();
         let batch = q
@@ -244,14 +264,14 @@ impl PendingKeys {
 
     /// Settles the batch's targets that were not invalidated again since the batch was taken;
     /// the others stay (delivered again, after the writes that repeated them).
-    fn delivered(&self, batch: &[(String, u64)]) {
+    fn delivered(&self, batch: &[(Target, u64)]) {
         self.settle(batch, true, |w, generation| w.generation == generation);
     }
 
     /// Gives up the batch's targets whose retry window (counted from their last
     /// invalidation) ended; returns how long the earliest of the rest may still be retried
     /// (`None`: none is left).
-    fn expire(&self, batch: &[(String, u64)], retry_for: Duration) -> Option<Duration> {
+    fn expire(&self, batch: &[(Target, u64)], retry_for: Duration) -> Option<Duration> {
         self.settle(batch, false, |w, _| w.since.elapsed() >= retry_for);
         let q = self.lock();
         batch
@@ -264,7 +284,7 @@ impl PendingKeys {
     /// Removes the batch's targets that pass `which` and settles them.
     fn settle(
         &self,
-        batch: &[(String, u64)],
+        batch: &[(Target, u64)],
         delivered: bool,
         which: impl Fn(&Waiting, u64) -> bool,
     ) {
@@ -358,9 +378,9 @@ impl Retrier {
         }
     }
 
-    /// Queues the deletion of `keys` (full keys and tag marks) for retry.
-    pub(crate) fn enqueue(&self, keys: Vec<String>, counters: Arc<Counters>) {
-        let added = self.pending.add(keys, &counters);
+    /// Queues the invalidation of `targets` for retry.
+    pub(crate) fn enqueue(&self, targets: Vec<Target>, counters: Arc<Counters>) {
+        let added = self.pending.add(targets, &counters);
         if added.dropped > 0 {
             if self.pending.is_closed() {
                 error!(
@@ -536,7 +556,7 @@ async fn worker(
         tokio::pin!(recovered);
         recovered.as_mut().enable();
 
-        let keys: Vec<String> = batch.iter().map(|(t, _)| t.clone()).collect();
+        let keys: Vec<Target> = batch.iter().map(|(t, _)| t.clone()).collect();
         let result = tokio::select! {
             biased;
             r = crate::invalidation::deliver(&store, &[], &keys) => r,
@@ -590,8 +610,8 @@ async fn worker(
 mod tests {
     use super::*;
 
-    fn keys(ks: &[&str]) -> Vec<String> {
-        ks.iter().map(|k| (*k).to_owned()).collect()
+    fn keys(ks: &[&str]) -> Vec<Target> {
+        ks.iter().map(|k| Target::Key((*k).to_owned())).collect()
     }
 
     fn gauge(c: &Counters) -> (u64, u64, u64) {
@@ -666,13 +686,29 @@ mod tests {
     fn batches_are_oldest_first_and_bounded() {
         let q = PendingKeys::new(BATCH * 2);
         let c = Arc::new(Counters::new("f"));
-        let all: Vec<String> = (0..BATCH + 3).map(|i| format!("ns:{i}")).collect();
+        let all: Vec<Target> = (0..BATCH + 3)
+            .map(|i| Target::Key(format!("ns:{i}")))
+            .collect();
         q.add(all.clone(), &c);
         q.add(keys(&["ns:0"]), &c); // a repeat keeps its place
         let (batch, _) = q.batch(BATCH);
         assert_eq!(batch.len(), BATCH);
-        assert_eq!(batch[0].0, "ns:0");
+        assert_eq!(batch[0].0, Target::Key("ns:0".into()));
         assert_eq!(batch[BATCH - 1].0, all[BATCH - 1]);
+    }
+
+    #[test]
+    fn a_key_and_a_tag_of_the_same_name_are_two_targets() {
+        let q = PendingKeys::new(10);
+        let c = Arc::new(Counters::new("f"));
+        let name = "ns:!tag:org:7".to_owned();
+        q.add(
+            vec![Target::Key(name.clone()), Target::Tag(name.clone())],
+            &c,
+        );
+        assert_eq!(gauge(&c), (2, 0, 0));
+        assert_eq!(q.tags(), vec![Target::Tag(name.clone())]);
+        assert!(q.contains(&name));
     }
 
     #[test]
