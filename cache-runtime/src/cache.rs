@@ -165,9 +165,10 @@ impl Cache {
         self.inner.flights.void(&full);
         self.inner.refreshing.void(&full);
         let target = [crate::retry::Target::Key(full.clone())];
-        crate::invalidation::near_evict(self, &target);
+        let near = self.inner.near.get().map(|n| &**n);
+        crate::invalidation::near_evict(near, &target);
         let deleted = self.inner.store.delete(std::slice::from_ref(&full)).await;
-        crate::invalidation::near_evict(self, &target);
+        crate::invalidation::near_evict(near, &target);
         match deleted {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),
@@ -206,7 +207,11 @@ impl Cache {
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
         let c = self.inner.stats.counters("cache_runtime::invalidate_tag");
-        match crate::invalidation::void_tag(self, &self.inner.tag_key(tag)).await {
+        let inner = &*self.inner;
+        let flights = [&inner.flights, &inner.refreshing];
+        let near = inner.near.get().map(|n| &**n);
+        match crate::invalidation::void_tag(&inner.store, &flights, near, &inner.tag_key(tag)).await
+        {
             Ok(()) => {
                 Counters::bump(&c.tag_invalidations);
                 Ok(())
@@ -262,7 +267,7 @@ impl Cache {
         };
         Cache {
             inner: Arc::new(Inner {
-                retrier: Retrier::new(b.retry, store.clone()),
+                retrier: Retrier::new(b.retry, store.clone(), crate::invalidation::deliver_queued),
                 store,
                 namespace: b.namespace.clone(),
                 lock_ms: b.lock_ms,

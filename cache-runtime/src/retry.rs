@@ -29,6 +29,8 @@
 //!   `invalidations` (or `invalidations_failed`) of every function that queued it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +64,11 @@ impl Target {
         matches!(self, Target::Tag(_))
     }
 }
+
+/// How the worker delivers a batch of targets: given to [`Retrier::new`] by the layer above
+/// (the invalidation module), so that this queue does not depend on it.
+pub(crate) type Deliver =
+    for<'a> fn(&'a Store, &'a [Target]) -> Pin<Box<dyn Future<Output = Result<(), Fault>> + 'a>>;
 
 /// Queue and retry settings.
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +137,7 @@ struct Queue {
 }
 
 /// The targets whose invalidation waits: the retry queue itself. A call of this process that
-/// reads such a key deletes it first (see [`crate::load`]), so this process never reads an
+/// reads such a key deletes it first (see `load::get_pending`), so this process never reads an
 /// entry it has already invalidated, even before the queue delivers. At most `capacity`
 /// distinct targets (a target leaves when it is delivered or given up).
 pub(crate) struct PendingKeys {
@@ -360,6 +367,7 @@ enum Mode {
 pub(crate) struct Retrier {
     cfg: RetryConfig,
     store: Store,
+    deliver: Deliver,
     /// Turns true when the worker has ended; `None` before the first queued target.
     ended: Mutex<Option<watch::Receiver<bool>>>,
     mode: watch::Sender<Mode>,
@@ -368,10 +376,11 @@ pub(crate) struct Retrier {
 }
 
 impl Retrier {
-    pub(crate) fn new(cfg: RetryConfig, store: Store) -> Self {
+    pub(crate) fn new(cfg: RetryConfig, store: Store, deliver: Deliver) -> Self {
         Retrier {
             cfg,
             store,
+            deliver,
             ended: Mutex::new(None),
             mode: watch::Sender::new(Mode::Normal),
             pending: Arc::new(PendingKeys::new(cfg.capacity)),
@@ -416,6 +425,7 @@ impl Retrier {
     fn spawn_worker(&self) -> Option<watch::Receiver<bool>> {
         let (ended_tx, ended_rx) = watch::channel(false);
         let (pending, store, cfg) = (self.pending.clone(), self.store.clone(), self.cfg);
+        let deliver = self.deliver;
         let mode = self.mode.subscribe();
         let mut cache_alive = self.mode.subscribe();
         let spawned = std::thread::Builder::new()
@@ -435,7 +445,7 @@ impl Retrier {
                     }
                 };
                 rt.block_on(async {
-                    worker(pending, store, cfg, mode).await;
+                    worker(pending, store, deliver, cfg, mode).await;
                     ended.0.send_replace(true);
                     // The backend may have started work on this runtime (redis-rs runs a
                     // reconnect, and then the new connection's I/O, on the runtime of the call
@@ -528,6 +538,7 @@ async fn stopped(mode: &mut watch::Receiver<Mode>) {
 async fn worker(
     pending: Arc<PendingKeys>,
     store: Store,
+    deliver: Deliver,
     cfg: RetryConfig,
     mut mode: watch::Receiver<Mode>,
 ) {
@@ -559,7 +570,7 @@ async fn worker(
         let keys: Vec<Target> = batch.iter().map(|(t, _)| t.clone()).collect();
         let result = tokio::select! {
             biased;
-            r = crate::invalidation::deliver(&store, &[], &keys) => r,
+            r = deliver(&store, &keys) => r,
             () = stopped(&mut mode) => {
                 warn!(keys = keys.len(), "shutdown deadline passed; queued invalidation given up");
                 return;
