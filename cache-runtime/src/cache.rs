@@ -165,10 +165,11 @@ impl Cache {
         let full = self.full_key(rendered_key);
         self.inner.flights.void(&full);
         self.inner.refreshing.void(&full);
-        let near = std::slice::from_ref(&full);
-        crate::invalidation::near_evict(self, near);
-        let deleted = self.inner.store.delete(near).await;
-        crate::invalidation::near_evict(self, near);
+        let target = [crate::retry::Target::Key(full.clone())];
+        let near = self.inner.near.get().map(|n| &**n);
+        crate::invalidation::near_evict(near, &target);
+        let deleted = self.inner.store.delete(std::slice::from_ref(&full)).await;
+        crate::invalidation::near_evict(near, &target);
         match deleted {
             Ok(_) => Ok(()),
             Err(Fault::Failed(e)) => Err(Error::Backend(e)),
@@ -207,7 +208,11 @@ impl Cache {
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
         let c = self.inner.stats.counters("cache_runtime::invalidate_tag");
-        match crate::invalidation::void_tag(self, &self.inner.tag_key(tag)).await {
+        let inner = &*self.inner;
+        let flights = [&inner.flights, &inner.refreshing];
+        let near = inner.near.get().map(|n| &**n);
+        match crate::invalidation::void_tag(&inner.store, &flights, near, &inner.tag_key(tag)).await
+        {
             Ok(()) => {
                 Counters::bump(&c.tag_invalidations);
                 Ok(())
@@ -263,7 +268,7 @@ impl Cache {
         };
         Cache {
             inner: Arc::new(Inner {
-                retrier: Retrier::new(b.retry, store.clone()),
+                retrier: Retrier::new(b.retry, store.clone(), crate::invalidation::deliver_queued),
                 store,
                 namespace: b.namespace.clone(),
                 lock_ms: b.lock_ms,
@@ -463,7 +468,9 @@ impl CacheBuilder {
     }
 
     /// How long a failed invalidation is retried in the background (default 5 minutes), and
-    /// how many failed invalidation calls may wait (default 10 000).
+    /// how many distinct keys and tags may wait for it (default 10 000). A key or tag that is
+    /// invalidated again while it waits takes no new place (its retry window starts again);
+    /// an invalidation that finds the queue full is counted in `invalidations_failed`.
     pub fn invalidation_retry(mut self, retry_for: Duration, max_queued: usize) -> Self {
         self.retry.capacity = max_queued.max(1);
         self.retry.retry_for = retry_for;

@@ -15,59 +15,66 @@
 //! Memberships expire with their entries: registering prunes the members that ran out, and
 //! the set's own TTL is its longest-lived member's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::cache::Cache;
 use crate::flight::Flights;
-use crate::spec::InvalidateSpec;
+use crate::near::Near;
+use crate::retry::{Retrier, Target};
 use crate::stats::Counters;
 use crate::store::{Fault, Store};
 
 /// Members deleted per round trip of a tag invalidation.
 pub(crate) const TAG_BATCH: usize = 500;
 
-/// Marks a queued tag invalidation among the retry queue's keys (never a cache key: keys
-/// start with the namespace, which has no control characters).
-const TAG_MARK: char = '\u{1}';
+/// What an invalidation touches in this process and in the backend: the pieces of one cache
+/// (handed in by the caller, so this module does not depend on the cache handle).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) store: &'a Store,
+    /// The in-process flights to detach (the loads, the background refreshes).
+    pub(crate) flights: [&'a Flights; 2],
+    pub(crate) near: Option<&'a Near>,
+    pub(crate) retrier: &'a Retrier,
+}
 
-/// Behind every `#[invalidates]` function: deletes the rendered keys and voids the entries
-/// of the rendered tags. When the backend cannot be reached, or the caller drops this future
-/// before the backend answered, the rest is queued and retried in the background.
+impl Scope<'_> {
+    /// A tag's members are unknown until the backend answers: no load running in this
+    /// process now may hand its result to a later call.
+    fn void_all_flights(&self) {
+        self.flights.iter().for_each(|f| f.void_all());
+    }
+}
+
+/// Behind every `#[invalidates]` function: deletes the keys and voids the entries of the
+/// tags of `targets` (full keys and full tag-set keys), counted for the function `name`.
+/// When the backend cannot be reached, or the caller drops this future before the backend
+/// answered, the rest is queued and retried in the background.
 ///
 /// Before the delete, the keys' in-process flights are detached: a call that starts after
 /// this returns never joins a load that started before it.
 pub(crate) async fn invalidate(
-    cache: &Cache,
-    spec: &'static InvalidateSpec,
-    keys: &[String],
-    tags: &[String],
+    scope: Scope<'_>,
+    counters: Arc<Counters>,
+    name: &'static str,
+    targets: Vec<Target>,
 ) {
-    let inner = &cache.inner;
+    let tags = targets.iter().filter(|t| t.is_tag()).count();
+    let keys = targets.len() - tags;
     let mut pending = PendingInvalidation {
-        cache,
-        counters: Some(inner.stats.counters(spec.name)),
-        keys: keys
-            .iter()
-            .map(|k| cache.full_key(k))
-            .chain(tags.iter().map(|t| {
-                let mut m = String::from(TAG_MARK);
-                m.push_str(&inner.tag_key(t));
-                m
-            }))
-            .collect(),
+        scope,
+        counters: Some(counters),
+        targets,
     };
-    for k in &pending.keys {
-        inner.flights.void(k);
-        inner.refreshing.void(k);
+    for t in &pending.targets {
+        if let Target::Key(k) = t {
+            scope.flights.iter().for_each(|f| f.void(k));
+        }
     }
-    near_evict(cache, &pending.keys);
-    let result = deliver(
-        &inner.store,
-        &[&inner.flights, &inner.refreshing],
-        &pending.keys,
-    )
-    .await;
+    near_evict(scope.near, &pending.targets);
+    let result = deliver(scope.store, &scope.flights, &pending.targets).await;
     let Some(c) = pending.counters.take() else {
         return;
     };
@@ -75,79 +82,89 @@ pub(crate) async fn invalidate(
         Ok(_) => {
             // Again after the delete: a call of this process whose GET ran before it may
             // have filled the near cache in between (see `near`).
-            near_evict(cache, &pending.keys);
-            c.invalidations.fetch_add(keys.len() as u64, Relaxed);
-            c.tag_invalidations.fetch_add(tags.len() as u64, Relaxed);
+            near_evict(scope.near, &pending.targets);
+            c.invalidations.fetch_add(keys as u64, Relaxed);
+            c.tag_invalidations.fetch_add(tags as u64, Relaxed);
         }
         Err(f) => {
-            crate::store::fault(&c, spec.name, &f);
-            tracing::warn!(cache.fn = spec.name, keys = pending.keys.len(), "invalidation failed; queued for retry");
-            if !tags.is_empty() {
-                // The tags' members are unknown until the backend answers: no load running
-                // in this process now may hand its result to a later call.
-                inner.flights.void_all();
-                inner.refreshing.void_all();
+            crate::store::fault(&c, name, &f);
+            tracing::warn!(cache.fn = name, keys = pending.targets.len(), "invalidation failed; queued for retry");
+            if tags > 0 {
+                scope.void_all_flights();
             }
             // Queued first, then evicted: a call that fills after this eviction read its
             // epoch after the key was queued, so its `GET` delivers the deletion first
             // (`load::get_pending`); one that filled before has a stale epoch.
-            let keys = std::mem::take(&mut pending.keys);
-            inner.retrier.enqueue(keys.clone(), c);
-            near_evict(cache, &keys);
+            let targets = std::mem::take(&mut pending.targets);
+            scope.retrier.enqueue(targets.clone(), c);
+            near_evict(scope.near, &targets);
         }
     }
 }
 
-/// Evicts `keys` (full keys and tag marks) from this process's near cache; a tag mark
-/// flushes it (the tag's members are known only to Redis).
-pub(crate) fn near_evict(cache: &Cache, keys: &[String]) {
-    let Some(near) = cache.inner.near.get() else {
+/// Evicts `targets` from this process's near cache (if it has one); a tag flushes it (the
+/// tag's members are known only to Redis).
+pub(crate) fn near_evict(near: Option<&Near>, targets: &[Target]) {
+    let Some(near) = near else {
         return;
     };
-    for k in keys {
-        if is_tag_mark(k) {
-            near.flush();
-        } else {
-            near.evict(k);
+    for t in targets {
+        match t {
+            Target::Key(k) => near.evict(k),
+            Target::Tag(_) => near.flush(),
         }
     }
 }
 
-/// Deletes `keys` (full keys; tag marks void the tag's members). `flights`: this process's
-/// flights to detach for the members found.
+/// Deletes the keys of `targets` (one multi-key delete), then voids the tags' members.
+/// `flights`: this process's flights to detach for the members found.
 pub(crate) async fn deliver(
     store: &Store,
     flights: &[&Flights],
-    keys: &[String],
+    targets: &[Target],
 ) -> Result<(), Fault> {
-    let (tags, plain): (Vec<&String>, Vec<&String>) =
-        keys.iter().partition(|k| k.starts_with(TAG_MARK));
-    if !plain.is_empty() {
-        let plain: Vec<String> = plain.into_iter().cloned().collect();
-        store.delete(&plain).await?;
+    let keys: Vec<String> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Key(k) => Some(k.clone()),
+            Target::Tag(_) => None,
+        })
+        .collect();
+    if !keys.is_empty() {
+        store.delete(&keys).await?;
     }
-    for t in tags {
-        void_members(store, flights, &t[TAG_MARK.len_utf8()..]).await?;
+    for t in targets {
+        if let Target::Tag(tag) = t {
+            void_members(store, flights, tag).await?;
+        }
     }
     Ok(())
 }
 
-/// Whether a queued key is a tag invalidation.
-pub(crate) fn is_tag_mark(key: &str) -> bool {
-    key.starts_with(TAG_MARK)
+/// [`deliver`] for the retry queue's worker ([`crate::retry::Deliver`]): it has no flights of
+/// its own to detach (the invalidating call detached them when it queued).
+pub(crate) fn deliver_queued<'a>(
+    store: &'a Store,
+    targets: &'a [Target],
+) -> Pin<Box<dyn Future<Output = Result<(), Fault>> + 'a>> {
+    Box::pin(deliver(store, &[], targets))
 }
 
 /// Voids every member of the tag set `tag` (a full tag key): detaches their flights in this
-/// process, deletes them and unregisters them, batch by batch.
-pub(crate) async fn void_tag(cache: &Cache, tag: &str) -> Result<(), Fault> {
-    let inner = &cache.inner;
+/// process, flushes the near cache, deletes the members and unregisters them, batch by batch.
+pub(crate) async fn void_tag(
+    store: &Store,
+    flights: &[&Flights],
+    near: Option<&Near>,
+    tag: &str,
+) -> Result<(), Fault> {
     let flush = || {
-        if let Some(near) = inner.near.get() {
+        if let Some(near) = near {
             near.flush();
         }
     };
     flush();
-    let r = void_members(&inner.store, &[&inner.flights, &inner.refreshing], tag).await;
+    let r = void_members(store, flights, tag).await;
     flush();
     r
 }
@@ -230,24 +247,23 @@ async fn void_pass<S: TagOps>(
 
 /// Queues the deletion for retry if the invalidating future is dropped mid-flight.
 struct PendingInvalidation<'a> {
-    cache: &'a Cache,
+    scope: Scope<'a>,
     /// `Some` until the delete answered.
     counters: Option<Arc<Counters>>,
-    keys: Vec<String>,
+    targets: Vec<Target>,
 }
 
 impl Drop for PendingInvalidation<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.counters.take() {
-            let keys = std::mem::take(&mut self.keys);
-            if keys.iter().any(|k| is_tag_mark(k)) {
-                self.cache.inner.flights.void_all();
-                self.cache.inner.refreshing.void_all();
+            let targets = std::mem::take(&mut self.targets);
+            if targets.iter().any(Target::is_tag) {
+                self.scope.void_all_flights();
             }
             // Cancelled mid-delete: a call of this process may have filled the near cache
             // from the old entry meanwhile. Queued first, then evicted (as on failure).
-            self.cache.inner.retrier.enqueue(keys.clone(), c);
-            near_evict(self.cache, &keys);
+            self.scope.retrier.enqueue(targets.clone(), c);
+            near_evict(self.scope.near, &targets);
         }
     }
 }

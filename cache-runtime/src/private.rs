@@ -123,7 +123,21 @@ pub async fn invalidate(
     keys: &[String],
     tags: &[String],
 ) {
-    crate::invalidation::invalidate(cache, spec, keys, tags).await
+    use crate::retry::Target;
+    let inner = &*cache.inner;
+    let scope = crate::invalidation::Scope {
+        store: &inner.store,
+        flights: [&inner.flights, &inner.refreshing],
+        near: inner.near.get().map(|n| &**n),
+        retrier: &inner.retrier,
+    };
+    let targets = keys
+        .iter()
+        .map(|k| Target::Key(cache.full_key(k)))
+        .chain(tags.iter().map(|t| Target::Tag(inner.tag_key(t))))
+        .collect();
+    let counters = inner.stats.counters(spec.name);
+    crate::invalidation::invalidate(scope, counters, spec.name, targets).await
 }
 pub use crate::shape_check::{
     IsOption, IsPlain, IsResult, PlainFallback, PlainShape, Probe, SucceededFallback, expect_plain,

@@ -123,7 +123,8 @@ counters! {
     oversized,
     /// Keys deleted by `#[invalidates]`, including queued deletions delivered later.
     invalidations,
-    /// Keys whose deletion failed and waits in the retry queue (a gauge).
+    /// Distinct keys (and tags) whose deletion failed and waits in the retry queue (a gauge;
+    /// repeated invalidations of a waiting key count once).
     invalidations_pending,
     /// Keys whose deletion was given up (refused, retry window over, queue full, or not
     /// delivered by [`Cache::shutdown`](crate::Cache::shutdown)).

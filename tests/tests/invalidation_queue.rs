@@ -306,3 +306,70 @@ async fn invalidation_queue_full_counts_failed_and_keeps_the_rest() {
         "{done:?}"
     );
 }
+
+/// The retry queue is bounded by distinct keys, not by calls: repeated invalidations of one hot
+/// key during an outage take one slot, so the invalidation of another key still fits, and after
+/// recovery this process reads the new value of both (not its own pre-write entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_invalidations_of_a_pending_key_leave_room_for_other_keys() {
+    const MAX_QUEUED: usize = 10;
+    const REPEATS: usize = MAX_QUEUED + 2;
+    let server = cache_tests::RedisServer::start();
+    let raw = server.raw().await;
+    let proxy = Proxy::start(server.port()).await;
+    let cache = short_timeouts(Cache::builder())
+        .invalidation_retry(Duration::from_secs(60), MAX_QUEUED)
+        .redis(proxy.url())
+        .namespace(TEST_NAMESPACE)
+        .build()
+        .await
+        .expect("build through the proxy");
+    let db = Db::new("v1");
+    let (hot, other) = (cache.full_key("item:1"), cache.full_key("item:2"));
+    assert_eq!(read(&cache, 1, &db).await, "v1#1");
+    assert_eq!(read(&cache, 2, &db).await, "v1#2");
+    assert!(raw.get(&hot).await.is_some() && raw.get(&other).await.is_some());
+
+    // The UNLINKs never reach the server: only the retry queue can delete the stale entries.
+    proxy.cut();
+    for _ in 0..REPEATS {
+        assert_eq!(
+            guard("a hot write", write(&cache, 1, &db, "v2")).await,
+            Ok(1)
+        );
+    }
+    assert_eq!(
+        guard("another write", write(&cache, 2, &db, "v2")).await,
+        Ok(2)
+    );
+    let during = cache.stats().function(WRITE);
+
+    proxy.heal();
+    eventually("the queue is delivered after recovery", BOUND, || async {
+        cache.stats().function(WRITE).invalidations_pending == 0
+    })
+    .await;
+    let after = cache.stats().function(WRITE);
+    let other_stale = raw.get(&other).await.is_some();
+    let hot_stale = raw.get(&hot).await.is_some();
+    let reads = (
+        guard("read the hot key", read(&cache, 1, &db)).await,
+        guard("read the other key", read(&cache, 2, &db)).await,
+    );
+    assert_eq!(
+        (
+            (during.invalidations_pending, during.invalidations_failed),
+            (after.invalidations, after.invalidations_failed),
+            (hot_stale, other_stale),
+            reads,
+        ),
+        (
+            (2, 0),
+            (2, 0),
+            (false, false),
+            ("v2#1".to_owned(), "v2#2".to_owned())
+        ),
+        "((pending, failed) during the outage, (delivered, failed) after, (hot, other) still \
+         in Redis after recovery, reads after recovery); during: {during:?}, after: {after:?}"
+    );
+}
