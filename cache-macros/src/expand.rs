@@ -17,6 +17,7 @@ use syn::{
 };
 
 use crate::attr::{self, Common, Ctxt, Shape, TypedCall};
+use crate::bindings::collect_bindings;
 use crate::policy;
 use crate::refresh::{self, Owned};
 use crate::template::{Kind, Placeholder, Scope, Segment, Template};
@@ -41,19 +42,16 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
         .collect();
     let owned = match (&target.boxed, args.refresh_args.first()) {
         (_, None) => None,
-        (Some(_), Some(first)) => {
-            let with = refresh::describe(&args.refresh_args);
-            ctxt.error(
-                first.span(),
-                format!(
-                    "{with} on an `#[async_trait]` method is not supported yet: the refresh \
-                     runs in the background after the call returned, so it needs owned copies \
-                     of the arguments, which the macro cannot yet take out of the block \
-                     `#[async_trait]` generates; use a native `async fn` in the trait \
-                     (without `#[async_trait]`), or remove {with}"
-                ),
-            );
-            None
+        // After `#[async_trait]`: the copies are planned on the `async` block as if it were
+        // the body of an `async fn` with the signature's parameters (async-trait moves them
+        // into the block, `self` as `let __self = self;`, which the plan rewrites).
+        (Some(boxed), Some(_)) => {
+            let mut as_async = func.clone();
+            as_async.sig.asyncness = Some(Default::default());
+            as_async.sig.output =
+                syn::ReturnType::Type(Default::default(), Box::new(boxed.output.clone()));
+            as_async.block = Box::new(boxed.block.block.clone());
+            refresh::plan(&as_async, &args.refresh_args, &mut ctxt)
         }
         (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),
     };
@@ -366,30 +364,6 @@ fn check_signature(target: &Target, attr: &str, ctxt: &mut Ctxt) -> Scope {
         }
     }
     scope
-}
-
-/// Names bound by a parameter pattern: `x`, `mut x`, and the bindings
-/// inside destructuring patterns such as `(a, b)` or `Point { x, y }`.
-pub(crate) fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
-    match pat {
-        Pat::Ident(p) => {
-            names.push(p.ident.to_string());
-            if let Some((_, sub)) = &p.subpat {
-                collect_bindings(sub, names);
-            }
-        }
-        Pat::Tuple(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
-        Pat::TupleStruct(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
-        Pat::Slice(p) => p.elems.iter().for_each(|p| collect_bindings(p, names)),
-        Pat::Struct(p) => p
-            .fields
-            .iter()
-            .for_each(|f| collect_bindings(&f.pat, names)),
-        Pat::Reference(p) => collect_bindings(&p.pat, names),
-        Pat::Paren(p) => collect_bindings(&p.pat, names),
-        Pat::Type(p) => collect_bindings(&p.pat, names),
-        _ => {}
-    }
 }
 
 /// The shape of a return type, from its last path segment: `Result<Option<_>, _>`,
@@ -859,6 +833,12 @@ fn expand_cached(
                 stmts,
                 sig,
             } = owned;
+            // `#[async_trait]` keeps its own signature (the boxed future's).
+            let sig = if target.boxed.is_some() {
+                &func.sig
+            } else {
+                sig
+            };
             let body = async_body(&ret, rebinds, stmts);
             let call = quote_spanned! {ret_span=>
                 #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _, _>(

@@ -8,6 +8,7 @@
 //! background (`stale`, `early_refresh`, `timeout_ms`).
 
 mod attr;
+mod bindings;
 mod expand;
 mod policy;
 mod refresh;

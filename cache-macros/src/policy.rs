@@ -21,7 +21,7 @@ use syn::{
 };
 
 use crate::attr::TypedCall;
-use crate::expand::collect_bindings;
+use crate::bindings::collect_bindings;
 use crate::template::{Segment, Template};
 
 /// Tokens as compact text (`get_user(user.id)`, `Option<String>`), for descriptions.

@@ -158,7 +158,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     Pat::Wild(_) => continue,
                     pat => {
                         let mut names = Vec::new();
-                        crate::expand::collect_bindings(pat, &mut names);
+                        crate::bindings::collect_bindings(pat, &mut names);
                         if names.iter().any(|n| mentions(&body_tokens, n)) {
                             let pat = &*pt.pat;
                             let ty = &*pt.ty;

@@ -558,8 +558,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     use std::time::Duration;
 
-    use crate::__private::{FnSpec, Plain, cached_refresh};
     use crate::Cache;
+    use crate::spec::{FnSpec, Plain};
     use crate::stats::CounterSlot;
 
     static SPEC: FnSpec = FnSpec {
@@ -577,9 +577,14 @@ mod tests {
 
     async fn call(cache: &Cache, n: &Arc<AtomicU64>) -> u64 {
         let n = n.clone();
-        cached_refresh::<Plain, u64, _, _, ()>(cache, &SPEC, "k".into(), None, (), move || {
-            (Vec::new(), async move { n.fetch_add(1, SeqCst) + 1 })
-        })
+        super::get_or_load::<Plain, u64, _, _, _, ()>(
+            cache,
+            &SPEC,
+            "k".into(),
+            None,
+            (),
+            move || (Vec::new(), async move { n.fetch_add(1, SeqCst) + 1 }),
+        )
         .await
     }
 

@@ -10,9 +10,4 @@ async fn zero(id: u64) -> u64 {
     id
 }
 
-#[cached(key = "c:{id}", ttl = 60, local_ttl = 5, stale = 30)]
-async fn with_stale(id: u64) -> u64 {
-    id
-}
-
 fn main() {}
