@@ -50,7 +50,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
             as_async.sig.asyncness = Some(Default::default());
             as_async.sig.output =
                 syn::ReturnType::Type(Default::default(), Box::new(boxed.output.clone()));
-            as_async.block = Box::new(boxed.block.block.clone());
+            *as_async.block = boxed.block.block.clone();
             refresh::plan(&as_async, &args.refresh_args, &mut ctxt)
         }
         (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),

@@ -109,11 +109,13 @@
 mod api;
 mod backend;
 mod breaker;
+mod builder;
 mod cache;
 mod codec;
 mod entry;
 mod error;
 mod flight;
+mod global;
 mod invalidation;
 mod key;
 mod load;
@@ -136,12 +138,14 @@ mod telemetry;
 pub mod __private;
 
 pub use breaker::BreakerState;
+pub use builder::CacheBuilder;
 pub use cache::{
-    Cache, CacheBuilder, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES,
-    DEFAULT_NAMESPACE, MAX_LOCK_MS, global, install,
+    Cache, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
+    MAX_LOCK_MS,
 };
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
+pub use global::{global, install};
 pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
 pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_OPTION_NAMES, Peek};
 pub use policy::{

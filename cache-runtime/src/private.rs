@@ -52,7 +52,7 @@ pub fn handle<C: AsCache + ?Sized>(c: &C) -> Cache {
 /// The installed (or default) cache.
 #[inline]
 pub fn global() -> &'static Cache {
-    crate::cache::global()
+    crate::global::global()
 }
 
 /// The entry point of `#[cached]` functions without background refresh: the body's future

@@ -152,6 +152,18 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = BackendResult<()>> + Send;
 }
 
+/// Where a near cache's tracking connections go: made by the Redis backend (which knows the
+/// URLs, credentials and TLS settings), used by the near cache above it.
+#[derive(Clone)]
+pub(crate) enum TrackingTarget {
+    /// One server: one tracking connection (checked with `PING`).
+    Server(Box<::redis::Client>),
+    /// A Redis Cluster reached through these seed nodes (RESP3 clients with the data
+    /// connection's credentials and TLS settings): one tracking connection per node,
+    /// discovered with `CLUSTER NODES`.
+    Cluster(Vec<::redis::Client>),
+}
+
 /// The backend a [`Cache`](crate::Cache) was built with.
 #[derive(Clone)]
 pub(crate) enum AnyBackend {

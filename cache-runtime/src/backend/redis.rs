@@ -270,7 +270,7 @@ pub struct RedisBackend<C = ConnectionManager> {
     ping_timeout: Duration,
     /// Where the near cache's tracking connections go (RESP3 clients with the data
     /// connection's credentials and TLS settings).
-    tracking: Option<crate::near::TrackingTarget>,
+    tracking: Option<super::TrackingTarget>,
 }
 
 /// Redis backend over a Redis Cluster connection.
@@ -360,7 +360,7 @@ impl RedisClusterBackend {
             .filter_map(|info| resp3_client(info.clone(), &opts))
             .collect();
         let tracking =
-            (seeds.len() == infos.len()).then_some(crate::near::TrackingTarget::Cluster(seeds));
+            (seeds.len() == infos.len()).then_some(super::TrackingTarget::Cluster(seeds));
         #[allow(unused_mut)]
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
             .connection_timeout(opts.connect_timeout)
@@ -447,7 +447,7 @@ impl RedisBackend<ConnectionManager> {
         };
         let addr: Arc<str> = Arc::from(client.get_connection_info().addr().to_string());
         let tracking = resp3_client(client.get_connection_info().clone(), &opts)
-            .map(|c| crate::near::TrackingTarget::Server(Box::new(c)));
+            .map(|c| super::TrackingTarget::Server(Box::new(c)));
         let config = ConnectionManagerConfig::new()
             // Each operation is bounded by `timed` (connecting included); a second timer
             // per command in the connection would only cost time on the hit path.
@@ -466,7 +466,7 @@ impl<C: RedisConn> RedisBackend<C> {
         conn: C,
         addr: Arc<str>,
         opts: &RedisOptions,
-        tracking: Option<crate::near::TrackingTarget>,
+        tracking: Option<super::TrackingTarget>,
     ) -> Self {
         RedisBackend {
             conn,
@@ -480,7 +480,7 @@ impl<C: RedisConn> RedisBackend<C> {
 
     /// Where the near cache's tracking connections go (same credentials and TLS settings as
     /// the data connection); `None` if the RESP3 clients cannot be built.
-    pub(crate) fn tracking_target(&self) -> Option<crate::near::TrackingTarget> {
+    pub(crate) fn tracking_target(&self) -> Option<super::TrackingTarget> {
         self.tracking.clone()
     }
 

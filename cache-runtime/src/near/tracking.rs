@@ -50,16 +50,7 @@ const ROUNDS: usize = 3;
 /// Incomplete checks in a row after which the reason is logged as a warning (once per streak).
 const WARN_AFTER: u32 = 10;
 
-/// Where the tracking connections go.
-#[derive(Clone)]
-pub(crate) enum TrackingTarget {
-    /// One server: one tracking connection (checked with `PING`).
-    Server(Box<redis::Client>),
-    /// A Redis Cluster reached through these seed nodes (RESP3 clients with the data
-    /// connection's credentials and TLS settings): one tracking connection per node,
-    /// discovered with `CLUSTER NODES`.
-    Cluster(Vec<redis::Client>),
-}
+pub(crate) use crate::backend::TrackingTarget;
 
 /// One tracking connection. `live` turns false when the connection closes (its disconnection
 /// push) or when it is dropped on purpose (so its late disconnection push is ignored).
