@@ -222,6 +222,61 @@ pub(crate) fn ttl_ms(ttl_ms: u64, jitter_ms: u64) -> u64 {
     }
 }
 
+/// What a follower does with its flight leader's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// Decode and return it.
+    Take,
+    /// Join the key's flight again (`leader_failed`: whether a leader's loader has failed).
+    Rejoin { leader_failed: bool },
+    /// Run the loader alone, without the lease.
+    Alone,
+}
+
+/// What a follower may do with `landed` (see "Why a waiting call may take a result" above):
+/// a confirmed result is taken; an unconfirmed one (loaded without a lease) only by a call
+/// that could not reach the backend either (`degraded`); after a failed loader the waiters
+/// elect a new leader once, and after a second failure each loads alone.
+pub(crate) fn after_landing(landed: &Landed, degraded: bool, leader_failed: bool) -> Follow {
+    match landed {
+        Landed::Value(_) => Follow::Take,
+        Landed::Unconfirmed(_) if degraded => Follow::Take,
+        Landed::Unconfirmed(_) | Landed::Retry => Follow::Rejoin { leader_failed },
+        Landed::Failed if leader_failed => Follow::Alone,
+        Landed::Failed => Follow::Rejoin {
+            leader_failed: true,
+        },
+    }
+}
+
+/// What a leader waiting on another process's lease does after a poll `GET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Poll {
+    /// A value or negative entry of this function: decode it.
+    Decode,
+    /// Still somebody's lease: keep waiting.
+    Wait,
+    /// Unusable bytes: release exactly them, then take the lease.
+    Release(&'static str),
+    /// The key is free: take the lease.
+    Free,
+    /// The backend failed: load without the lease protocol.
+    Degrade,
+}
+
+/// The decision after a poll `GET` that returned `got`.
+pub(crate) fn after_poll(got: &Result<Option<Raw>, Fault>, type_tag: u64) -> Poll {
+    match got {
+        Ok(Some(raw)) => match usable(raw, type_tag) {
+            Usable::Value { .. } | Usable::Negative => Poll::Decode,
+            Usable::Lease => Poll::Wait,
+            Usable::Unusable(why) => Poll::Release(why),
+        },
+        Ok(None) => Poll::Free,
+        Err(_) => Poll::Degrade,
+    }
+}
+
 impl<'a> Miss<'a> {
     pub(crate) fn new(inner: &'a Inner, spec: &'a FnSpec, full: String, type_tag: u64) -> Self {
         Miss {
@@ -333,28 +388,22 @@ impl<'a> Miss<'a> {
                 }
                 Role::Follower(rx) => {
                     match tokio::time::timeout(patience, flight::follow(rx)).await {
-                        Ok(Landed::Value(bytes)) => {
-                            self.candidate = Some((bytes.clone(), true));
-                            return Step::Decode(bytes);
+                        Ok(landed) => {
+                            match after_landing(&landed, self.degraded, self.leader_failed) {
+                                Follow::Take => {
+                                    if let Landed::Value(bytes) | Landed::Unconfirmed(bytes) =
+                                        landed
+                                    {
+                                        self.candidate = Some((bytes.clone(), true));
+                                        return Step::Decode(bytes);
+                                    }
+                                }
+                                Follow::Rejoin { leader_failed } => {
+                                    self.leader_failed = leader_failed
+                                }
+                                Follow::Alone => return self.load(Mode::Alone),
+                            }
                         }
-                        // A Degraded leader's result is confirmed by no lease: it may be older
-                        // than an invalidation made in another process. Only a call that could
-                        // not reach the backend either takes it; one whose GET did reach it
-                        // (after any such invalidation) joins a new flight.
-                        Ok(Landed::Unconfirmed(bytes)) if self.degraded => {
-                            self.candidate = Some((bytes.clone(), true));
-                            return Step::Decode(bytes);
-                        }
-                        Ok(Landed::Unconfirmed(_)) => {}
-                        // The leader's loader failed and its error cannot be shared: the
-                        // waiters elect a new leader once (a transient failure still costs
-                        // one load); if that fails too, each runs its own loader rather
-                        // than queueing up behind one failing load after another.
-                        Ok(Landed::Failed) if self.leader_failed => {
-                            return self.load(Mode::Alone);
-                        }
-                        Ok(Landed::Failed) => self.leader_failed = true,
-                        Ok(Landed::Retry) => {}
                         Err(_) => {
                             Counters::bump(&self.c.lock_timeouts);
                             warn!(
@@ -440,24 +489,31 @@ impl<'a> Miss<'a> {
                 if let Some(l) = &self.leader {
                     l.detach();
                 }
-                match self.store().get(&self.full).await {
-                    Ok(Some(raw)) => match usable(&raw, self.type_tag) {
-                        Usable::Value { .. } | Usable::Negative => {
+                let got = self.store().get(&self.full).await;
+                match after_poll(&got, self.type_tag) {
+                    Poll::Decode => {
+                        if let Ok(Some(raw)) = got {
                             let bytes = raw.into_shared();
                             self.candidate = Some((bytes.clone(), false));
                             return Step::Decode(bytes);
                         }
-                        Usable::Lease => continue,
-                        Usable::Unusable(why) => {
-                            count_unusable(&self.c, self.spec.name, why);
-                            if let Err(f) = self.store().release(&self.full, &raw).await {
-                                return self.degrade(&f);
-                            }
-                            break;
+                    }
+                    Poll::Wait => continue,
+                    Poll::Release(why) => {
+                        count_unusable(&self.c, self.spec.name, why);
+                        if let Ok(Some(raw)) = &got
+                            && let Err(f) = self.store().release(&self.full, raw).await
+                        {
+                            return self.degrade(&f);
                         }
-                    },
-                    Ok(None) => break,
-                    Err(f) => return self.degrade(&f),
+                        break;
+                    }
+                    Poll::Free => break,
+                    Poll::Degrade => {
+                        if let Err(f) = got {
+                            return self.degrade(&f);
+                        }
+                    }
                 }
             }
         }
@@ -697,6 +753,91 @@ impl Drop for LeaseGuard {
                 fault(&counters, name, &f);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod decisions {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::Raw;
+    use crate::error::{BackendError, BackendErrorKind};
+
+    #[test]
+    fn what_a_follower_does_with_each_landing() {
+        let bytes: Arc<[u8]> = Arc::from(&b"x"[..]);
+        let value = Landed::Value(bytes.clone());
+        let unconfirmed = Landed::Unconfirmed(bytes);
+        let rejoin = |leader_failed| Follow::Rejoin { leader_failed };
+        // (landed, degraded, leader_failed) -> decision
+        let table = [
+            (&value, false, false, Follow::Take),
+            (&value, true, true, Follow::Take),
+            (&unconfirmed, true, false, Follow::Take),
+            (&unconfirmed, false, false, rejoin(false)),
+            (&unconfirmed, false, true, rejoin(true)),
+            (&Landed::Retry, false, false, rejoin(false)),
+            (&Landed::Retry, true, true, rejoin(true)),
+            (&Landed::Failed, false, false, rejoin(true)),
+            (&Landed::Failed, true, false, rejoin(true)),
+            (&Landed::Failed, false, true, Follow::Alone),
+        ];
+        for (landed, degraded, failed, want) in table {
+            assert_eq!(
+                after_landing(landed, degraded, failed),
+                want,
+                "{:?} degraded={degraded} leader_failed={failed}",
+                std::mem::discriminant(landed)
+            );
+        }
+    }
+
+    #[test]
+    fn what_a_waiting_leader_does_after_each_poll() {
+        let tag = entry::type_tag::<u64>();
+        let now = entry::now_ms();
+        let header = |kind, fresh_until_ms, type_tag| Header {
+            kind,
+            codec: 0,
+            stored_at_ms: now,
+            fresh_until_ms,
+            load_ms: 0,
+            type_tag,
+            refresh_until_ms: 0,
+        };
+        let raw = |b: Vec<u8>| Ok(Some(Raw::Shared(Arc::from(b))));
+        let mut value = header(Kind::Value, now + 60_000, tag).begin(1);
+        value.push(b'1');
+        let table: Vec<(Result<Option<Raw>, Fault>, Poll)> = vec![
+            (raw(value), Poll::Decode),
+            (
+                raw(header(Kind::Negative, now + 60_000, tag).begin(0)),
+                Poll::Decode,
+            ),
+            (raw(entry::new_lease(1000)), Poll::Wait),
+            (
+                raw(header(Kind::Value, now - 1, tag).begin(0)),
+                Poll::Release("stale"),
+            ),
+            (
+                raw(header(Kind::Value, now + 60_000, tag ^ 1).begin(0)),
+                Poll::Release("written for another type (two functions share a key?)"),
+            ),
+            (raw(b"garbage".to_vec()), Poll::Release("not an envelope")),
+            (Ok(None), Poll::Free),
+            (Err(Fault::Skipped), Poll::Degrade),
+            (
+                Err(Fault::Failed(BackendError::new(
+                    BackendErrorKind::Timeout,
+                    "t",
+                ))),
+                Poll::Degrade,
+            ),
+        ];
+        for (i, (got, want)) in table.into_iter().enumerate() {
+            assert_eq!(after_poll(&got, tag), want, "row {i}");
+        }
     }
 }
 

@@ -588,6 +588,93 @@ mod tests {
         .await
     }
 
+    /// The hit path's decision for an entry, by freshness, grace window, running refresh,
+    /// soft timeout and the XFetch draw.
+    #[test]
+    fn what_a_hit_does_by_freshness_grace_and_refresh_state() {
+        use super::{Decision, decide};
+        use crate::near::Meta;
+        let spec = |stale_ms, early_refresh, timeout_ms| FnSpec {
+            stale_ms,
+            early_refresh,
+            timeout_ms,
+            ..SPEC.clone()
+        };
+        let now = 1_000_000;
+        let meta = |fresh_until_ms, refresh_until_ms, load_ms| Meta {
+            stored_at_ms: 0,
+            fresh_until_ms,
+            load_ms,
+            refresh_until_ms,
+        };
+        let stale = |refresh, wait| Decision::Stale { refresh, wait };
+        let fresh = |early| Decision::Fresh { early };
+        // (spec, meta, draw) -> decision
+        let table = [
+            // Fresh, no early refresh configured.
+            (spec(0, 0.0, 0), meta(now + 10, 0, 100), 0.5, fresh(false)),
+            // Fresh at the last ms.
+            (spec(0, 0.0, 0), meta(now, 0, 100), 0.5, fresh(false)),
+            // Past freshness without a grace window: expired.
+            (
+                spec(0, 0.0, 0),
+                meta(now - 1, 0, 100),
+                0.5,
+                Decision::Expired,
+            ),
+            // In the grace window: stale, refresh it.
+            (
+                spec(30_000, 0.0, 0),
+                meta(now - 1, 0, 100),
+                0.5,
+                stale(true, false),
+            ),
+            // ... unless a refresh lease runs.
+            (
+                spec(30_000, 0.0, 0),
+                meta(now - 1, now + 5, 100),
+                0.5,
+                stale(false, false),
+            ),
+            // A refresh lease that ran out does not count.
+            (
+                spec(30_000, 0.0, 0),
+                meta(now - 1, now - 1, 100),
+                0.5,
+                stale(true, false),
+            ),
+            // With a soft timeout: wait for it.
+            (
+                spec(30_000, 0.0, 50),
+                meta(now - 1, 0, 100),
+                0.5,
+                stale(true, true),
+            ),
+            // Past the grace window: expired.
+            (
+                spec(30_000, 0.0, 0),
+                meta(now - 30_000, 0, 100),
+                0.5,
+                Decision::Expired,
+            ),
+            // XFetch: load 100 ms, B = 1, 50 ms left: fires when -ln(u) * 100 >= 50.
+            (spec(0, 1.0, 0), meta(now + 50, 0, 100), 0.5, fresh(true)),
+            (spec(0, 1.0, 0), meta(now + 50, 0, 100), 0.9, fresh(false)),
+            // ... never while a refresh runs.
+            (
+                spec(0, 1.0, 0),
+                meta(now + 50, now + 5, 100),
+                0.001,
+                fresh(false),
+            ),
+            // ... and a loader under 1 ms (stored as 0) never fires before expiry.
+            (spec(0, 1.0, 0), meta(now + 1, 0, 0), 1e-12, fresh(false)),
+        ];
+        for (i, (spec, m, u, want)) in table.into_iter().enumerate() {
+            assert_eq!(decide(&spec, &m, now, || u), want, "row {i}");
+        }
+    }
+
     /// Smoke test of the grace window on the memory backend (the integration suites cover
     /// both backends): after the TTL the stale value is served and one refresh replaces it.
     #[tokio::test]
