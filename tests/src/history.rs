@@ -34,6 +34,20 @@
 //! [`RACE_TASK`]` + reader`): that load's result is then older than a completed invalidation,
 //! and storing it would show as stale reads.
 //!
+//! **Programmatic readers** ([`Workload::api_readers`]). Half of the history rows' reads go
+//! through [`Cache::get_or_load_optional`] (`api.row`, `api.rown`) or [`Cache::get_or_load`]
+//! (`api.row0`, `api.rown0`: their keys never hold a negative entry; the loader's `Err` for
+//! an absent row is reported as version 0) on the SAME keys as the attribute readers, with
+//! the same value type (`u64`) and policy ([`api_options`]), so both kinds share entries,
+//! leases and flights. On the fresh rows, [`read_rowgn`] (`#[cached]` with `local_ttl = 1`
+//! and `stale = 30`) and the programmatic `stale` readers (`api.rowg`, `api.rowt`,
+//! `api.rowgn` with `.stale(..)`, `.soft_timeout(..)`, `.local_ttl(..)`) join the three
+//! attribute readers. The per-key checks ((b), (c), (d)) count a programmatic reader's loads
+//! with its attribute counterpart's ([`Func::base`]): one key, one lease. The near `stale`
+//! readers are checked like the near readers (a'): strict in the writer's cache, and in
+//! other caches by the bound rule (their copies are evicted by an asynchronous push; fresh
+//! writes set no marker, so the exact rule does not apply to them).
+//!
 //! **Checks** ([`check`]):
 //! * (a) freshness: a completed read of row `r` that started at `s` returns a version `>= w`,
 //!   where `w` is the highest version of a write of `r` that *completed* before `s`. For the
@@ -91,7 +105,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{Cache, FnStats, cached, invalidates};
+use cache_runtime::{Cache, EntryOptions, FnStats, cached, invalidates};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -109,6 +123,19 @@ pub const READG_NAME: &str = concat!(module_path!(), "::read_rowg");
 pub const READE_NAME: &str = concat!(module_path!(), "::read_rowe");
 /// Stats name of [`read_rowt`].
 pub const READT_NAME: &str = concat!(module_path!(), "::read_rowt");
+/// Stats name of [`read_rowgn`].
+pub const READGN_NAME: &str = concat!(module_path!(), "::read_rowgn");
+/// Stats names of the programmatic readers ([`EntryOptions::name`]), in the order of
+/// [`Func::ALL`] from [`Func::ApiRow`] on.
+pub const API_NAMES: [&str; 7] = [
+    "history.api.row",
+    "history.api.row0",
+    "history.api.rown",
+    "history.api.rown0",
+    "history.api.rowg",
+    "history.api.rowt",
+    "history.api.rowgn",
+];
 /// Stats name of [`write_row`].
 pub const WRITE_NAME: &str = concat!(module_path!(), "::write_row");
 /// The second writer function's stats name: each writer task of a cache uses its own
@@ -168,6 +195,12 @@ pub const WRITEN_B_NAME: &str = concat!(module_path!(), "::write_rown_b");
 pub const DEFAULT_NEAR_BOUND_MS: u64 = 50;
 
 /// Which cached function a read or load belongs to.
+///
+/// The `Api*` readers call the programmatic API ([`Cache::get_or_load`] /
+/// [`Cache::get_or_load_optional`]) on the keys of their attribute counterpart
+/// ([`Func::base`]) with the same value type (`u64`) and the same policy as
+/// [`EntryOptions`]: they share entries, leases and flights with it, and the checks that
+/// are per key ((b), (c), (d)) count both together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Func {
     /// [`read_row`]: key `row:{id}`, `ttl = 300` (negative entries cached too).
@@ -184,11 +217,31 @@ pub enum Func {
     RowN,
     /// [`read_rown0`]: key `rown0:{id}`, `ttl = 300, negative_ttl = 0, local_ttl = 60`.
     RowN0,
+    /// [`read_rowgn`]: key `rowgn:{id}`, `ttl = 1, stale = 30, local_ttl = 1`, tag `grp:{g}`
+    /// (a near copy with a grace window).
+    RowGN,
+    /// `get_or_load_optional("row:{id}")`, the policy of [`read_row`].
+    ApiRow,
+    /// `get_or_load("row0:{id}")` (`Result<u64, _>`; an absent row is an `Err` the reader
+    /// maps back to version 0), the policy of [`read_row0`].
+    ApiRow0,
+    /// `get_or_load_optional("rown:{id}")` with `.local_ttl(60 s)`, as [`read_rown`].
+    ApiRowN,
+    /// `get_or_load("rown0:{id}")` with `.local_ttl(60 s)`, as [`read_rown0`].
+    ApiRowN0,
+    /// `get_or_load_optional("rowg:{id}")` with `.stale(30 s)`, as [`read_rowg`].
+    ApiRowG,
+    /// `get_or_load_optional("rowt:{id}")` with `.stale(30 s).soft_timeout(5 ms)`, as
+    /// [`read_rowt`].
+    ApiRowT,
+    /// `get_or_load_optional("rowgn:{id}")` with `.stale(30 s).local_ttl(1 s)`, as
+    /// [`read_rowgn`].
+    ApiRowGN,
 }
 
 impl Func {
     /// Every function.
-    pub const ALL: [Func; 7] = [
+    pub const ALL: [Func; 15] = [
         Func::Row,
         Func::Row0,
         Func::RowG,
@@ -196,12 +249,50 @@ impl Func {
         Func::RowT,
         Func::RowN,
         Func::RowN0,
+        Func::RowGN,
+        Func::ApiRow,
+        Func::ApiRow0,
+        Func::ApiRowN,
+        Func::ApiRowN0,
+        Func::ApiRowG,
+        Func::ApiRowT,
+        Func::ApiRowGN,
     ];
     /// The freshness-layer functions (on the fresh rows).
     pub const FRESH: [Func; 3] = [Func::RowG, Func::RowE, Func::RowT];
+    /// The freshness-layer readers of a [`Workload::api_readers`] run.
+    pub const FRESH_API: [Func; 7] = [
+        Func::RowG,
+        Func::RowE,
+        Func::RowT,
+        Func::RowGN,
+        Func::ApiRowG,
+        Func::ApiRowT,
+        Func::ApiRowGN,
+    ];
 
-    fn prefix(self) -> &'static str {
+    /// The attribute function whose keys (and policy) this reader uses.
+    pub fn base(self) -> Func {
         match self {
+            Func::ApiRow => Func::Row,
+            Func::ApiRow0 => Func::Row0,
+            Func::ApiRowN => Func::RowN,
+            Func::ApiRowN0 => Func::RowN0,
+            Func::ApiRowG => Func::RowG,
+            Func::ApiRowT => Func::RowT,
+            Func::ApiRowGN => Func::RowGN,
+            f => f,
+        }
+    }
+
+    /// Whether it calls the programmatic API.
+    pub fn is_api(self) -> bool {
+        self.base() != self
+    }
+
+    /// The key prefix (shared with [`Func::base`]).
+    fn prefix(self) -> &'static str {
+        match self.base() {
             Func::Row => "row",
             Func::Row0 => "row0",
             Func::RowG => "rowg",
@@ -209,29 +300,43 @@ impl Func {
             Func::RowT => "rowt",
             Func::RowN => "rown",
             Func::RowN0 => "rown0",
+            _ => "rowgn",
+        }
+    }
+
+    /// The reader kind's name in figures: the key prefix, `api.` before it for the
+    /// programmatic readers.
+    pub fn label(self) -> String {
+        if self.is_api() {
+            format!("api.{}", self.prefix())
+        } else {
+            self.prefix().to_owned()
         }
     }
 
     /// Whether it keeps a near-cache copy (`local_ttl`).
     pub fn is_near(self) -> bool {
-        matches!(self, Func::RowN | Func::RowN0)
+        matches!(self.base(), Func::RowN | Func::RowN0 | Func::RowGN)
     }
 
     /// Whether it is a freshness-layer function.
     pub fn is_fresh(self) -> bool {
-        matches!(self, Func::RowG | Func::RowE | Func::RowT)
+        matches!(
+            self.base(),
+            Func::RowG | Func::RowE | Func::RowT | Func::RowGN
+        )
     }
 
     /// Whether its entries have a grace window (`stale`).
     fn has_grace(self) -> bool {
-        matches!(self, Func::RowG | Func::RowT)
+        matches!(self.base(), Func::RowG | Func::RowT | Func::RowGN)
     }
 }
 
 /// How a write of a fresh row invalidated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Inval {
-    /// `#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}")]`: the row's keys.
+    /// `#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", "rowgn:{id}")]`: the row's keys.
     Keys,
     /// The row's keys and `tags = ["grp:{g}"]`.
     KeysAndTag,
@@ -322,10 +427,10 @@ impl Event {
                 format!("rown:{0}+rown0:{0}", self.row)
             }
             (Kind::Write, None) => format!("row:{0}+row0:{0}", self.row),
-            (Kind::Write, Some(Inval::Keys)) => format!("rowg+rowe+rowt:{}", self.row),
+            (Kind::Write, Some(Inval::Keys)) => format!("rowg+rowe+rowt+rowgn:{}", self.row),
             (Kind::Write, Some(Inval::KeysAndTag)) => {
                 format!(
-                    "rowg+rowe+rowt:{} +tag grp:{}",
+                    "rowg+rowe+rowt+rowgn:{} +tag grp:{}",
                     self.row,
                     group_of(self.row)
                 )
@@ -338,7 +443,7 @@ impl Event {
                 group_of(self.row),
                 self.row
             ),
-            _ => format!("{}:{}", self.func.prefix(), self.row),
+            _ => format!("{}:{}", self.func.label(), self.row),
         }
     }
 
@@ -461,8 +566,10 @@ impl Counts {
             READT_NAME,
             READN_NAME,
             READN0_NAME,
+            READGN_NAME,
         ]
         .iter()
+        .chain(API_NAMES.iter())
         .map(|n| s.function(n))
         .collect();
         let writers: Vec<FnStats> = [
@@ -727,7 +834,7 @@ struct Race {
 
 impl LoadCtx {
     /// Reads row `id` between the two delays and logs the run; returns the version read.
-    async fn run(&self, id: u64) -> u64 {
+    async fn run(&self, id: u64, absent_fails: bool) -> u64 {
         let refresh = IN_READ_CALL.try_with(|_| ()).is_err();
         let start = self.db.clock().await;
         pause(self.delay_before_ms).await;
@@ -758,7 +865,7 @@ impl LoadCtx {
                 end: Some(end),
                 suspect: false,
                 refresh,
-                failed: self.fail,
+                failed: self.fail || (absent_fails && version == 0),
                 inval: None,
                 wall_ms: unix_ms(),
                 start_us: 0,
@@ -770,12 +877,21 @@ impl LoadCtx {
     }
 
     async fn load(&self, id: u64) -> Option<u64> {
-        let version = self.run(id).await;
+        let version = self.run(id, false).await;
         (version > 0).then_some(version)
     }
 
+    /// The loader of `get_or_load` (no `None`): an absent row is `Err(`[`ABSENT`]`)`.
+    async fn load_required(&self, id: u64) -> Result<u64, String> {
+        let version = self.run(id, true).await;
+        if version == 0 {
+            return Err(ABSENT.to_owned());
+        }
+        Ok(version)
+    }
+
     async fn load_fresh(&self, id: u64) -> Result<Option<u64>, String> {
-        let version = self.run(id).await;
+        let version = self.run(id, false).await;
         if self.fail {
             return Err(format!(
                 "injected loader failure (row {id} at version {version})"
@@ -864,6 +980,97 @@ pub async fn read_rown0(cache: &Cache, id: u64, ctx: &LoadCtx) -> Option<u64> {
     ctx.load(id).await
 }
 
+/// Stale-while-revalidate with a near copy (`local_ttl` + `stale`): fresh for 1 s, a near
+/// copy kept for up to 1 s, then served (near copy or Redis) from a 30 s grace window while
+/// ONE background refresh reloads it; in group `g`'s tag.
+#[cached(
+    key = "rowgn:{id}",
+    ttl = 1,
+    stale = 30,
+    local_ttl = 1,
+    tags = ["grp:{g}"],
+    cache = cache
+)]
+pub async fn read_rowgn(
+    cache: &Cache,
+    g: u64,
+    id: u64,
+    ctx: &LoadCtx,
+) -> Result<Option<u64>, String> {
+    ctx.load_fresh(id).await
+}
+
+/// The error a `get_or_load` loader returns for an absent row (never cached); the reader
+/// reports it as version 0, so that such reads are checked too.
+pub const ABSENT: &str = "absent";
+
+/// The options of programmatic reader `func` (an `Api*` [`Func`]) on a row of group `g`:
+/// the policy of its attribute counterpart ([`Func::base`]).
+pub fn api_options(func: Func, g: u64) -> EntryOptions {
+    let s = Duration::from_secs;
+    let grp = || [format!("grp:{g}")];
+    let opts = match func {
+        Func::ApiRow => EntryOptions::new(s(300)),
+        Func::ApiRow0 => EntryOptions::new(s(300)).negative_ttl(Duration::ZERO),
+        Func::ApiRowN => EntryOptions::new(s(300)).local_ttl(s(60)),
+        Func::ApiRowN0 => EntryOptions::new(s(300))
+            .negative_ttl(Duration::ZERO)
+            .local_ttl(s(60)),
+        Func::ApiRowG => EntryOptions::new(s(1)).stale(s(30)).tags(grp()),
+        Func::ApiRowT => EntryOptions::new(s(1))
+            .stale(s(30))
+            .soft_timeout(Duration::from_millis(5))
+            .tags(grp()),
+        Func::ApiRowGN => EntryOptions::new(s(1))
+            .stale(s(30))
+            .local_ttl(s(1))
+            .tags(grp()),
+        f => panic!("{f:?} is not a programmatic reader"),
+    };
+    let ix = Func::ALL.iter().position(|f| *f == func).unwrap() - 8;
+    opts.name(API_NAMES[ix])
+}
+
+/// A programmatic reader's call: `get_or_load_optional` on the key of [`Func::base`], or
+/// `get_or_load` for [`Func::ApiRow0`] / [`Func::ApiRowN0`] (whose keys never hold a
+/// negative entry), its `Err(ABSENT)` mapped to `Ok(None)`.
+pub async fn api_read(
+    cache: &Cache,
+    func: Func,
+    g: u64,
+    id: u64,
+    ctx: &LoadCtx,
+) -> Result<Option<u64>, String> {
+    let opts = api_options(func, g);
+    let key = format!("{}:{id}", func.prefix());
+    let ctx = ctx.clone();
+    match func {
+        Func::ApiRow0 | Func::ApiRowN0 => {
+            let got: Result<u64, String> = cache
+                .get_or_load(
+                    &key,
+                    &opts,
+                    move || async move { ctx.load_required(id).await },
+                )
+                .await;
+            match got {
+                Err(e) if e == ABSENT => Ok(None),
+                r => r.map(Some),
+            }
+        }
+        f if f.is_fresh() => {
+            cache
+                .get_or_load_optional(&key, &opts, move || async move { ctx.load_fresh(id).await })
+                .await
+        }
+        _ => {
+            cache
+                .get_or_load_optional(&key, &opts, move || async move { Ok(ctx.load(id).await) })
+                .await
+        }
+    }
+}
+
 /// The write of the near-cache run: deletes the near functions' keys.
 #[invalidates("rown:{id}", "rown0:{id}", cache = cache)]
 pub async fn write_rown(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
@@ -896,8 +1103,8 @@ pub async fn write_row_b(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written
     written.store(v, SeqCst);
 }
 
-/// A write of a fresh row that deletes the row's three keys (no tag).
-#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", cache = cache)]
+/// A write of a fresh row that deletes the row's four keys (no tag).
+#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", "rowgn:{id}", cache = cache)]
 pub async fn write_fresh_keys(cache: &Cache, id: u64, db: &Db, delay_ms: u64, written: &AtomicU64) {
     pause(delay_ms).await;
     let v = db.bump(id).await;
@@ -905,7 +1112,14 @@ pub async fn write_fresh_keys(cache: &Cache, id: u64, db: &Db, delay_ms: u64, wr
 }
 
 /// A write of a fresh row that deletes the row's keys and voids its group's tag.
-#[invalidates("rowg:{id}", "rowe:{id}", "rowt:{id}", tags = ["grp:{g}"], cache = cache)]
+#[invalidates(
+    "rowg:{id}",
+    "rowe:{id}",
+    "rowt:{id}",
+    "rowgn:{id}",
+    tags = ["grp:{g}"],
+    cache = cache
+)]
 pub async fn write_fresh_keys_tag(
     cache: &Cache,
     g: u64,
@@ -995,6 +1209,11 @@ pub struct Workload {
     /// Writers stop this long before the end of each history (the reads of this quiet tail
     /// come long enough after the last write for the near-cache bound rule to apply).
     pub quiet_tail_ms: u64,
+    /// Also read through the programmatic API (the `Api*` [`Func`]s: half of the history
+    /// rows' reads, on the same keys as the attribute readers) and, on the fresh rows,
+    /// through [`read_rowgn`] and the programmatic `stale` readers (4 of the 7 fresh
+    /// readers). `false`: the attribute readers only (and the same draws as before).
+    pub api_readers: bool,
 }
 
 impl Workload {
@@ -1022,6 +1241,7 @@ impl Workload {
             max_fresh_delay_ms: 8,
             near_markers: None,
             quiet_tail_ms: 0,
+            api_readers: false,
         }
     }
 
@@ -1198,19 +1418,33 @@ impl Task {
         while Instant::now() < self.deadline {
             let fresh = work.fresh_share > 0.0 && self.rng.random_bool(work.fresh_share);
             let (func, row, group) = if fresh {
-                let func = Func::FRESH[self.rng.random_range(0..Func::FRESH.len())];
+                let funcs: &[Func] = if work.api_readers {
+                    &Func::FRESH_API
+                } else {
+                    &Func::FRESH
+                };
+                let func = funcs[self.rng.random_range(0..funcs.len())];
                 let g = self.rng.random_range(0..FRESH_GROUPS);
                 let i = self.rng.random_range(0..FRESH_ROWS_PER_GROUP);
                 (func, fresh_row(g, i), g)
             } else {
                 let row = self.rows[self.rng.random_range(0..self.rows.len())];
                 let near = self.markers.is_some();
-                let func = match (near, self.rng.random_bool(0.5)) {
+                let mut func = match (near, self.rng.random_bool(0.5)) {
                     (false, true) => Func::Row,
                     (false, false) => Func::Row0,
                     (true, true) => Func::RowN,
                     (true, false) => Func::RowN0,
                 };
+                // Half of the reads of an `api_readers` run go through the programmatic API.
+                if work.api_readers && self.rng.random_bool(0.5) {
+                    func = match func {
+                        Func::Row => Func::ApiRow,
+                        Func::Row0 => Func::ApiRow0,
+                        Func::RowN => Func::ApiRowN,
+                        _ => Func::ApiRowN0,
+                    };
+                }
                 (func, row, 0)
             };
             let cancel = cancel_after(&mut self.rng, self.cancels);
@@ -1255,6 +1489,8 @@ impl Task {
                     Func::RowG => read_rowg(&self.cache, group, row, &ctx).await,
                     Func::RowE => read_rowe(&self.cache, group, row, &ctx).await,
                     Func::RowT => read_rowt(&self.cache, group, row, &ctx).await,
+                    Func::RowGN => read_rowgn(&self.cache, group, row, &ctx).await,
+                    api => api_read(&self.cache, api, group, row, &ctx).await,
                 }
             });
             let got = match cancel {
@@ -1429,6 +1665,7 @@ impl FreshWrites {
         };
         let before = self.cache.stats().function(name);
         let start = self.db.clock().await;
+        let start_us = unix_us();
         let (cache, db) = (&self.cache, &self.db);
         let call = async {
             match inval {
@@ -1453,14 +1690,15 @@ impl FreshWrites {
             None => Some(call.await),
             Some(after) => tokio::time::timeout(after, call).await.ok(),
         };
+        let end_us = unix_us();
         let end = match done {
             Some(_) => Some(self.db.clock().await),
             None => None,
         };
         let after = self.cache.stats().function(name);
         let (keys, tags) = match inval {
-            Inval::Keys => (3, 0),
-            Inval::KeysAndTag => (3, 1),
+            Inval::Keys => (4, 0),
+            Inval::KeysAndTag => (4, 1),
             Inval::Tag | Inval::TagByHand => (0, 1),
         };
         let suspect = match done {
@@ -1489,8 +1727,9 @@ impl FreshWrites {
                 failed: false,
                 inval: Some(inval),
                 wall_ms: 0,
-                start_us: 0,
-                end_us: 0,
+                // The bound rule of the near fresh readers (`read_rowgn`) compares these.
+                start_us,
+                end_us,
                 marker: None,
             }),
         );
@@ -1650,6 +1889,8 @@ pub struct Report {
     pub histories: usize,
     /// Completed reads.
     pub reads: usize,
+    /// Of `reads`, per reader kind.
+    pub reads_by_func: BTreeMap<Func, usize>,
     /// Of `reads`, of the freshness-layer functions.
     pub fresh_reads: usize,
     /// Of `reads`, those that returned `Err` (a loader failure reached the caller).
@@ -1770,7 +2011,7 @@ impl Report {
     pub fn figures(&self, test: &str, backend: &str, seed: u64) -> String {
         let by_func: Vec<String> = Func::ALL
             .iter()
-            .map(|f| format!("{}: {}", f.prefix(), self.stale_by_func(*f)))
+            .map(|f| format!("{}: {}", f.label(), self.stale_by_func(*f)))
             .collect();
         let c = &self.counts;
         format!(
@@ -1835,19 +2076,43 @@ impl Report {
         )
     }
 
+    /// Per reader kind that ran: completed reads, of them `Err`, and stale reads (one line).
+    pub fn reader_figures(&self) -> String {
+        let per: Vec<String> = self
+            .reads_by_func
+            .iter()
+            .map(|(f, n)| {
+                let excused = self
+                    .stale
+                    .iter()
+                    .filter(|s| s.read.func == *f && s.after_failed_invalidation)
+                    .count();
+                format!(
+                    "{}: reads {n}, stale {} (after a suspect invalidation {excused})",
+                    f.label(),
+                    self.stale_by_func(*f)
+                )
+            })
+            .collect();
+        format!("per reader kind: {}", per.join("; "))
+    }
+
     /// The near-cache figures (a'), one line.
     pub fn near_figures(&self) -> String {
         let c = &self.counts;
+        let near: Vec<Func> = Func::ALL.into_iter().filter(|f| f.is_near()).collect();
         format!(
-            "near cache (a'): reads={} (near hits {}), stale reads={} (by function: rown {}, \
-             rown0 {}; breaking the own-cache rule {}, the exact rule {}, the bound rule {}), within the coherence delay={} (largest lag {:.1} ms, bound {} \
+            "near cache (a'): reads={} (near hits {}), stale reads={} (by function: {}; \
+             breaking the own-cache rule {}, the exact rule {}, the bound rule {}), within the coherence delay={} (largest lag {:.1} ms, bound {} \
              ms), reads the exact rule applied to={}, reads the bound rule applied to={}, \
              marker pushes logged={}, local evictions={}, tracking resets={}",
             self.near_reads,
             c.local_hits,
-            self.stale_by_func(Func::RowN) + self.stale_by_func(Func::RowN0),
-            self.stale_by_func(Func::RowN),
-            self.stale_by_func(Func::RowN0),
+            near.iter().map(|f| self.stale_by_func(*f)).sum::<usize>(),
+            near.iter()
+                .map(|f| format!("{} {}", f.label(), self.stale_by_func(*f)))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.near_broken[0],
             self.near_broken[1],
             self.near_broken[2],
@@ -2054,6 +2319,7 @@ pub fn check(records: &[Record]) -> Report {
         match e.kind {
             Kind::Read if e.end.is_some() => {
                 report.reads += 1;
+                *report.reads_by_func.entry(e.func).or_default() += 1;
                 report.fresh_reads += usize::from(e.func.is_fresh());
                 report.read_errors += usize::from(e.failed);
             }
@@ -2100,8 +2366,9 @@ pub fn check(records: &[Record]) -> Report {
         writes.entry(e.row).or_default().push(e);
     }
     let mut loads_by: HashMap<(Func, u64), Vec<&Event>> = HashMap::new();
+    // By key: a programmatic reader's loads count with its attribute counterpart's.
     for e in events.iter().filter(|e| e.kind == Kind::Load) {
-        loads_by.entry((e.func, e.row)).or_default().push(e);
+        loads_by.entry((e.func.base(), e.row)).or_default().push(e);
     }
     for loads in loads_by.values_mut() {
         loads.sort_by_key(|e| e.start);
@@ -2220,7 +2487,7 @@ pub fn check(records: &[Record]) -> Report {
                 .map(|w| (*w).clone())
                 .collect();
             let loads: Vec<&Event> = loads_by
-                .get(&(read.func, read.row))
+                .get(&(read.func.base(), read.row))
                 .unwrap_or(&no_loads)
                 .iter()
                 .filter(|e| e.version == read.version && e.start <= read_end)

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::Cache;
-use cache_tests::history::{self, Cancel, Counts, Db, Log, Record, Report, Workload};
+use cache_tests::history::{self, Cancel, Counts, Db, Func, Log, Record, Report, Workload};
 use cache_tests::{RedisServer, guard_for, unix_ms};
 use tokio::time::Instant;
 
@@ -276,4 +276,94 @@ async fn redis_history_near_caches() {
         report.pushes > 0 && report.near_after_push > 0,
         "no read came after a processed marker push: the exact rule checked nothing"
     );
+}
+
+/// The programmatic readers (`Cache::get_or_load` / `get_or_load_optional`) next to the
+/// attribute readers on the same keys, and the `local_ttl` + `stale` readers (`#[cached]` and
+/// programmatic), in process on the memory backend (where `local_ttl` is a pass-through).
+/// Same checks as the other runs: a programmatic reader's loads count with its attribute
+/// counterpart's (one key, one lease), and a `stale` reader may return an old value only
+/// while no invalidation of its row has completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_history_api_readers() {
+    let seed = history::seed_from_env();
+    let cache = memory_cache(seed).await;
+    let mut work = workload(seed, Cancel::OddHistories, 16, 4, 1);
+    work.api_readers = true;
+    let test = "memory_history_api_readers";
+    let report = run_in_process(test, &work, &[cache], None).await;
+    eprintln!("[{test}] {}", report.reader_figures());
+    report.assert_ok(test, "memory", seed);
+    assert_api_readers_ran(&report);
+}
+
+/// [`memory_history_api_readers`] on three Redis caches: the near `stale` readers of the
+/// fresh rows (`read_rowgn`, `api.rowgn`) keep near copies, and a write in another cache
+/// evicts them through an asynchronous `CLIENT TRACKING` push. Their reads are checked by the
+/// near rules (a'): strict in the writer's own cache (the write evicts its process's copy
+/// before it returns); in another cache by the bound rule (`NEAR_BOUND_MS` after the write
+/// returned), since fresh writes set no marker for the exact rule. A stale value served from
+/// the grace window is allowed only when no invalidation of its row completed before the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_api_readers() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, false, seed).await;
+    let mut work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
+    work.api_readers = true;
+    let test = "redis_history_api_readers";
+    let report = run_in_process(test, &work, &caches, None).await;
+    eprintln!("[{test}] {}", report.reader_figures());
+    eprintln!("[{test}] {}", report.near_figures());
+    report.assert_ok(test, "redis", seed);
+    assert_api_readers_ran(&report);
+}
+
+/// [`redis_history_near_caches`] with programmatic `.local_ttl(..)` readers next to the
+/// attribute ones on the same near keys: the exact (marker push) and bound rules apply to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_history_api_near_caches() {
+    let seed = history::seed_from_env();
+    let server = RedisServer::start();
+    let caches = redis_caches(&server, CACHES, false, seed).await;
+    let mut work = workload(seed, Cancel::OddHistories, 6, 2, CACHES);
+    work.fresh_share = 0.0;
+    work.near_markers = Some(server.url());
+    work.history_ms = 2 * HISTORY_MS;
+    work.quiet_tail_ms = HISTORY_MS;
+    work.api_readers = true;
+    let test = "redis_history_api_near_caches";
+    let report = run_in_process(test, &work, &caches, None).await;
+    eprintln!("[{test}] {}", report.reader_figures());
+    eprintln!("[{test}] {}", report.near_figures());
+    report.assert_ok(test, "redis (near caches)", seed);
+    for f in [Func::ApiRowN, Func::ApiRowN0] {
+        assert!(
+            report.reads_by_func.get(&f).copied().unwrap_or(0) > 0,
+            "no {} read",
+            f.label()
+        );
+    }
+    assert!(
+        report.counts.local_hits > 0 && report.near_after_push > 0,
+        "no near hit, or no read after a processed marker push: the run checked nothing"
+    );
+}
+
+/// Every reader kind of an `api_readers` run with fresh rows completed reads.
+fn assert_api_readers_ran(report: &Report) {
+    for f in [
+        Func::ApiRow,
+        Func::ApiRow0,
+        Func::ApiRowG,
+        Func::ApiRowT,
+        Func::ApiRowGN,
+        Func::RowGN,
+    ] {
+        assert!(
+            report.reads_by_func.get(&f).copied().unwrap_or(0) > 0,
+            "no {} read: the run checked nothing about it",
+            f.label()
+        );
+    }
 }
