@@ -41,7 +41,7 @@ use proc_macro::TokenStream;
 /// | `stale = N` | grace seconds after `ttl` (`N > 0`): a call in the grace window gets the stale value at once while one background refresh reloads it |
 /// | `early_refresh = B` | XFetch's `B`, a float literal `> 0` (`1.0` is the paper's optimum): hits refresh in the background with a probability rising as expiry nears |
 /// | `timeout_ms = N` | soft loader timeout (`N > 0`, requires `stale`): past `N` ms the call returns the stale value and the load goes on in the background |
-/// | `local_ttl = N` | near cache (`0 < N <= ttl`; the stored type must be `Clone + Sync`): keep a decoded copy of a Redis hit in this process for up to `N` s (at most 10 minutes, never past the entry's freshness), evicted by `CLIENT TRACKING` pushes; not with `stale` / `early_refresh` / `timeout_ms` |
+/// | `local_ttl = N` | near cache (`0 < N <= ttl`; the stored type must be `Clone + Sync`): keep a decoded copy of a Redis hit in this process for up to `N` s (at most 10 minutes, never past the entry's grace end), evicted by `CLIENT TRACKING` pushes; combines with every other argument (with `stale`, a copy in its grace window is served stale while one refresh runs) |
 /// | `key_fn = bool` | whether `#[cached]` emits the hidden key function typed invalidations call (`false` for a receiver-less fn in a trait impl) |
 /// | `tags = ["tmpl", ..]` | tag templates (same rules as the key) naming groups the entry belongs to, voided by `#[invalidates(tags = [..])]` |
 /// | `cache_if = path` | a `fn(&T) -> bool` (`T`: the stored value) deciding whether a loaded value is stored |

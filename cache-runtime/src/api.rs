@@ -270,11 +270,11 @@ impl Cache {
         Ok(put?)
     }
 
-    /// Makes the entry under `key` stale now, keeping it for its grace window: a function
-    /// (or options) with `stale` serves it stale while ONE refresh reloads it, and keeps
-    /// serving it if that refresh fails (fail-safe); without `stale` the next call loads, as
-    /// after [`invalidate`](Self::invalidate). A load or refresh running for the key does
-    /// not store its result afterwards.
+    /// Makes the entry under `key` stale now, keeping it for its grace window only: a
+    /// function (or options) with `stale` serves it stale while ONE refresh reloads it, and
+    /// keeps serving it if that refresh fails (fail-safe); an entry without a grace window is
+    /// deleted, as by [`invalidate`](Self::invalidate). A load or refresh running for the key
+    /// does not store its result afterwards.
     ///
     /// Expire trades the freshness promise for availability: a read right after it may get
     /// the old value (once per grace window and process), where after `invalidate` no read

@@ -270,11 +270,19 @@ pub(crate) fn strip_refresh(cur: &[u8], token: &[u8]) -> Option<Vec<u8>> {
     Some(v)
 }
 
+/// A grace window with at most this much left when `Cache::expire` runs is none: the key is
+/// deleted. It absorbs the millisecond rounding between the writer's clock (fresh-until) and
+/// the store's (the key's TTL), which would otherwise leave an entry without a grace window
+/// alive for a millisecond or two.
+pub(crate) const EXPIRE_SLACK_MS: u64 = 10;
+
 /// What `Cache::expire` leaves of `cur` at `now_ms` (the same steps as the Redis backend's
 /// Lua script): a value or negative entry becomes stale (fresh-until at most `now_ms - 1`)
-/// and loses its refresh lease (a refresh that started before cannot store its result);
-/// `None`: delete the key (a lease, whose load must not store either, or foreign bytes).
-pub(crate) fn expire_bytes(cur: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+/// and loses its refresh lease (a refresh that started before cannot store its result); the
+/// second element is how much earlier the key must now expire (the freshness it lost), so
+/// that it lives only for its grace window. `None`: delete the key (a lease, whose load must
+/// not store either, or foreign bytes).
+pub(crate) fn expire_bytes(cur: &[u8], now_ms: u64) -> Option<(Vec<u8>, u64)> {
     let (h, _) = decode(cur).ok()?;
     if h.kind == Kind::Lease {
         return None;
@@ -287,7 +295,7 @@ pub(crate) fn expire_bytes(cur: &[u8], now_ms: u64) -> Option<Vec<u8>> {
     v[2] &= !REFRESHING;
     let stale = h.fresh_until_ms.min(now_ms.saturating_sub(1));
     v[12..20].copy_from_slice(&stale.to_le_bytes());
-    Some(v)
+    Some((v, h.fresh_until_ms - stale))
 }
 
 #[cfg(test)]
@@ -305,25 +313,29 @@ mod tests {
         }
         .begin(2);
         fresh.extend_from_slice(b"42");
-        let out = expire_bytes(&fresh, 500).unwrap();
+        let (out, earlier) = expire_bytes(&fresh, 500).unwrap();
         let (h, payload) = decode(&out).unwrap();
         assert_eq!(
             (h.kind, h.fresh_until_ms, payload),
             (Kind::Value, 499, &b"42"[..])
         );
+        assert_eq!(earlier, 501, "the key loses the freshness it had left");
         assert_eq!(h.stored_at_ms, 10, "the version stays");
-        // Already stale at 20: unchanged.
-        let out = expire_bytes(&fresh, 5_000).unwrap();
-        assert_eq!(decode(&out).unwrap().0.fresh_until_ms, 1_000);
+        // Already stale: unchanged, and its expiry too.
+        let (out, earlier) = expire_bytes(&fresh, 5_000).unwrap();
+        assert_eq!(
+            (decode(&out).unwrap().0.fresh_until_ms, earlier),
+            (1_000, 0)
+        );
         // A refreshing entry loses its lease.
         let leased = embed_refresh(&fresh, &[7; 16], &10u64.to_le_bytes(), 0, 9_999).unwrap();
-        let out = expire_bytes(&leased, 500).unwrap();
+        let (out, _) = expire_bytes(&leased, 500).unwrap();
         let (h, payload) = decode(&out).unwrap();
         assert_eq!((h.refresh_until_ms, payload), (0, &b"42"[..]));
         assert!(!holds_refresh(&out, &[7; 16]));
         let neg = header(Kind::Negative).begin(0);
         assert_eq!(
-            decode(&expire_bytes(&neg, 500).unwrap()).unwrap().0.kind,
+            decode(&expire_bytes(&neg, 5).unwrap().0).unwrap().0.kind,
             Kind::Negative
         );
         assert_eq!(expire_bytes(&new_lease(1000), 500), None);

@@ -134,7 +134,7 @@ pub(crate) fn usable(bytes: &[u8], type_tag: u64) -> Usable<'_> {
         return Usable::Lease;
     }
     if h.fresh_until_ms < entry::now_ms() {
-        return Usable::Unusable("stale");
+        return Usable::Unusable(STALE);
     }
     if h.type_tag != type_tag {
         return Usable::Unusable("written for another type (two functions share a key?)");
@@ -148,8 +148,16 @@ pub(crate) fn usable(bytes: &[u8], type_tag: u64) -> Usable<'_> {
     }
 }
 
-/// Counts an unusable entry (warned once per function).
+/// Why an entry past its freshness is not used (a miss like any other, not a decode error).
+pub(crate) const STALE: &str = "stale";
+
+/// Counts an unusable entry (warned once per function); an entry that is only past its
+/// freshness ([`STALE`]) is not counted: its bytes are fine.
 pub(crate) fn count_unusable(c: &Counters, name: &str, why: &'static str) {
+    if why == STALE {
+        debug!(cache.fn = name, "cached entry past its freshness; reloading");
+        return;
+    }
     Counters::bump(&c.decode_errors);
     if Counters::first(&c.warned_decode) {
         warn!(

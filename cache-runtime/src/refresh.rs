@@ -141,7 +141,7 @@ where
             Some((m, u)) => {
                 let now = entry::now_ms();
                 match decide(&spec, &m, now, || cache.inner.uniform()) {
-                    Decision::Expired => unusable_why = Some("stale"),
+                    Decision::Expired => unusable_why = Some(protocol::STALE),
                     d => {
                         let negative = matches!(u, Usable::Negative);
                         match load::decode_hit::<S, R, H>(u, &hook, &full, raw) {

@@ -265,12 +265,24 @@ impl Backend for MemoryBackend {
     async fn expire(&self, key: &str, now_ms: u64) -> BackendResult<()> {
         self.compute_with(key, |cur| {
             let cur = cur?;
-            Some(
-                crate::entry::expire_bytes(&cur.bytes, now_ms).map(|bytes| Stored {
-                    bytes: Arc::from(bytes),
-                    expires_at: cur.expires_at,
-                }),
-            )
+            // A lease or foreign bytes, or no grace window left: deleted.
+            let Some((bytes, earlier)) = crate::entry::expire_bytes(&cur.bytes, now_ms) else {
+                return Some(None);
+            };
+            // The key lives on only for its grace window.
+            let expires_at = cur
+                .expires_at
+                .checked_sub(Duration::from_millis(earlier))
+                .filter(|at| {
+                    *at > Instant::now() + Duration::from_millis(crate::entry::EXPIRE_SLACK_MS)
+                });
+            let Some(expires_at) = expires_at else {
+                return Some(None);
+            };
+            Some(Some(Stored {
+                bytes: Arc::from(bytes),
+                expires_at,
+            }))
         });
         Ok(())
     }

@@ -83,7 +83,7 @@ pub trait Backend: Send + Sync {
         value: &[u8],
         px_ms: u64,
     ) -> impl Future<Output = BackendResult<()>> + Send;
-    /// Makes the entry stale now, keeping its TTL (see
+    /// Makes the entry stale now, shortening its TTL to its grace window (see
     /// [`entry::expire_bytes`](crate::entry::expire_bytes)); deletes a lease. `now_ms` is the
     /// caller's clock, the clock freshness is written with.
     fn expire(&self, key: &str, now_ms: u64) -> impl Future<Output = BackendResult<()>> + Send;

@@ -149,7 +149,8 @@ return 1
 
 /// Makes the entry stale (see `entry::expire_bytes`, which does the same on bytes):
 /// fresh-until becomes at most ARGV[1] (unix ms, the caller's clock), a refresh lease is
-/// dropped, the TTL kept; a lease or foreign bytes are deleted.
+/// dropped, and the key expires that much earlier (it lives only for its grace window; with
+/// at most ARGV[2] ms of it left it is deleted); a lease or foreign bytes are deleted.
 const EXPIRE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -170,6 +171,7 @@ for i = 20, 13, -1 do
 end
 local want = tonumber(ARGV[1])
 local fu = string.sub(v, 13, 20)
+local ttl = redis.call('PTTL', KEYS[1])
 if cur > want then
   fu = ''
   local x = want
@@ -177,9 +179,20 @@ if cur > want then
     fu = fu .. string.char(x % 256)
     x = math.floor(x / 256)
   end
+  if ttl > 0 then
+    ttl = ttl - (cur - want)
+    if ttl <= tonumber(ARGV[2]) then
+      redis.call('DEL', KEYS[1])
+      return 1
+    end
+  end
 end
 v = string.sub(v, 1, 2) .. string.char(k) .. string.sub(v, 4, 12) .. fu .. string.sub(v, 21)
-redis.call('SET', KEYS[1], v, 'KEEPTTL')
+if ttl > 0 then
+  redis.call('SET', KEYS[1], v, 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], v, 'KEEPTTL')
+end
 return 1
 ";
 
@@ -632,7 +645,8 @@ impl<C: RedisConn> Backend for RedisBackend<C> {
     async fn expire(&self, key: &str, now_ms: u64) -> BackendResult<()> {
         self.timed(async {
             let mut call = self.scripts.expire.key(key);
-            call.arg(now_ms.saturating_sub(1));
+            call.arg(now_ms.saturating_sub(1))
+                .arg(crate::entry::EXPIRE_SLACK_MS);
             let _: i64 = call.invoke_async(&mut self.conn()).await?;
             Ok(())
         })
