@@ -50,7 +50,10 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
             as_async.sig.asyncness = Some(Default::default());
             as_async.sig.output =
                 syn::ReturnType::Type(Default::default(), Box::new(boxed.output.clone()));
-            *as_async.block = boxed.block.block.clone();
+            // Its `let x = x;` rebinds of parameters only the key or tags use are allowed
+            // unused, as without a refresh.
+            let used = template_roots(template.iter().chain(&tags));
+            as_async.block.stmts = allow_unused_rebinds(&boxed.block.block.stmts, &used);
             refresh::plan(&as_async, &args.refresh_args, &mut ctxt)
         }
         (None, Some(_)) => refresh::plan(&func, &args.refresh_args, &mut ctxt),

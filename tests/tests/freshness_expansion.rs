@@ -134,3 +134,49 @@ async fn refreshing_free_fn_with_borrowed_and_mut_parameters() {
     assert_eq!(sum(&cache, 1, 0, &[], &PLAIN_LOADS).await, 14);
     assert_eq!(PLAIN_LOADS.load(SeqCst), 1);
 }
+
+#[async_trait::async_trait]
+trait Users {
+    async fn name(&self, id: u64, suffix: &str) -> String;
+}
+
+#[derive(Clone)]
+struct TraitRepo {
+    cache: Cache,
+    loads: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Users for TraitRepo {
+    #[cached(key = "tu:{id}", ttl = 1, stale = 30, cache = self.cache, name = "fresh.trait_name")]
+    async fn name(&self, id: u64, suffix: &str) -> String {
+        let n = self.loads.fetch_add(1, SeqCst) + 1;
+        format!("{id}{suffix}#{n}")
+    }
+}
+
+/// An `#[async_trait]` method with `stale`: past the TTL the stale value is served at once
+/// and one background refresh, running on owned copies of `self` and the arguments after the
+/// call returned, replaces it.
+#[tokio::test]
+async fn async_trait_method_with_stale_serves_stale_and_refreshes_in_the_background() {
+    let repo = TraitRepo {
+        cache: memory().await,
+        loads: Arc::default(),
+    };
+    assert_eq!(repo.name(7, "!").await, "7!#1");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(repo.name(7, "!").await, "7!#1", "the stale value, at once");
+    let mut refreshed = String::new();
+    for _ in 0..200 {
+        refreshed = repo.name(7, "!").await;
+        if refreshed != "7!#1" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(refreshed, "7!#2", "refreshed by the background load");
+    let s = repo.cache.stats().function("fresh.trait_name");
+    assert_eq!((s.loads, s.refreshes), (2, 1), "{s:?}");
+    assert!(s.stale_served >= 1, "{s:?}");
+}
