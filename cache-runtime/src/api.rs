@@ -11,12 +11,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, RESERVED_PREFIX};
+use crate::call::hit::{self as load, NearArg};
+use crate::call::miss::{self as protocol, Loaded};
 use crate::entry::{self, Kind};
 use crate::error::Error;
-use crate::load::{self, NearArg};
 use crate::near::near_fns;
 use crate::options::{EntryOptions, Peek};
-use crate::protocol::{self, Loaded};
 use crate::spec::{FnSpec, Res, ResOpt, Shape};
 use crate::stats::Counters;
 
@@ -142,7 +142,7 @@ impl Cache {
         let hook = near_fns::<S::Value>().hook(self, spec);
         let call = async move {
             if spec.refreshes() {
-                crate::refresh::get_or_load::<S, R, _, _, Arc<FnSpec>, _>(
+                crate::call::freshness::get_or_load::<S, R, _, _, Arc<FnSpec>, _>(
                     self,
                     spec.clone(),
                     owned,

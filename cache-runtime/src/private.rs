@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 
+pub use crate::call::hit::NearArg;
 pub use crate::key::KeyBuf;
-pub use crate::load::NearArg;
 pub use crate::near::{NearFns, near_fns};
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
@@ -76,8 +76,9 @@ where
     N: NearArg<S::Value>,
 {
     let hook = near.hook(cache, spec);
-    let call =
-        crate::load::get_or_load_with::<S, R, F, Fut, _>(cache, spec, key, cache_if, hook, load);
+    let call = crate::call::hit::get_or_load_with::<S, R, F, Fut, _>(
+        cache, spec, key, cache_if, hook, load,
+    );
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;
@@ -105,8 +106,9 @@ where
     N: NearArg<S::Value>,
 {
     let hook = near.hook(cache, spec);
-    let call =
-        crate::refresh::get_or_load::<S, R, F, Fut, _, _>(cache, spec, key, cache_if, hook, load);
+    let call = crate::call::freshness::get_or_load::<S, R, F, Fut, _, _>(
+        cache, spec, key, cache_if, hook, load,
+    );
     #[cfg(feature = "metrics")]
     if crate::telemetry::calls_traced() {
         return crate::telemetry::traced(spec.name, call).await;

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::cache::Cache;
+use crate::call::hit::{self as load, Hook};
+use crate::call::miss::{self as protocol, Loaded, MAX_HOLD_LEASES, Usable};
 use crate::entry::{self, Kind};
 use crate::flight::{self, Landed, Leader, Role, Slot};
-use crate::load::{self, Hook};
 use crate::near::Meta;
-use crate::protocol::{self, Loaded, MAX_HOLD_LEASES, Usable};
 use crate::spec::{FnSpec, Shape, View};
 use crate::stats::Counters;
 use crate::store::{Store, fault};
@@ -100,7 +100,7 @@ fn meta_of(raw: &[u8], type_tag: u64) -> Option<(Meta, Usable<'_>)> {
 
 /// The engine behind calls that may refresh in the background (`stale`, `early_refresh`,
 /// `timeout_ms`): the loader owns its arguments. The same hit path as
-/// [`get_or_load_with`](crate::load::get_or_load_with) (a near copy, else one `GET`), then
+/// [`get_or_load_with`](crate::call::hit::get_or_load_with) (a near copy, else one `GET`), then
 /// [`decide`] on what was found, else the miss path.
 pub(crate) async fn get_or_load<S, R, F, Fut, P, H>(
     cache: &Cache,

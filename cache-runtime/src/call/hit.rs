@@ -1,5 +1,5 @@
 //! The generic part of get-or-load: the hit path (one `GET`, one decode, one counter) and a
-//! small driver that runs the non-generic miss path of [`protocol`](crate::protocol),
+//! small driver that runs the non-generic miss path of [`miss`](crate::call::miss),
 //! decoding bytes and running the loader for it.
 
 use std::future::Future;
@@ -7,10 +7,10 @@ use std::pin::pin;
 use std::time::Instant;
 
 use crate::cache::Cache;
+use crate::call::miss::{self as protocol, Loaded, Miss, Step, Usable};
 use crate::codec::Codec;
 use crate::entry;
 use crate::near::Meta;
-use crate::protocol::{self, Loaded, Miss, Step, Usable};
 use crate::spec::{FnSpec, Shape, View};
 use crate::stats::Counters;
 
@@ -413,7 +413,7 @@ async fn run_loader<S: Shape<R>, R>(
 
 #[cfg(test)]
 mod tests {
-    use crate::protocol::ttl_ms;
+    use crate::call::miss::ttl_ms;
 
     #[test]
     fn ttl_within_jitter_range() {
