@@ -902,6 +902,26 @@ pub fn parse_cached(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
             ),
         );
     }
+    // 100 years, as the runtime's `MAX_ENTRY_LIFE`: far inside what Redis accepts for `PX`.
+    const MAX_LIFE_SECS: u64 = 100 * 365 * 24 * 3600;
+    if let Some(ttl) = args.ttl {
+        let value = |v: Option<Int>| v.map_or(0, |i| i.value);
+        let life = ttl
+            .value
+            .max(value(args.negative_ttl))
+            .saturating_add(value(args.jitter))
+            .saturating_add(value(args.stale));
+        if life > MAX_LIFE_SECS {
+            ctxt.error(
+                ttl.span,
+                format!(
+                    "an entry would live {life} s (ttl + jitter + stale): at most \
+                     {MAX_LIFE_SECS} s (100 years) is accepted; no cache entry should live \
+                     that long"
+                ),
+            );
+        }
+    }
     if !syntax_error {
         if !key_given {
             ctxt.error(

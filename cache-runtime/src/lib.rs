@@ -145,7 +145,7 @@ pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use global::{global, install};
 pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
-pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_OPTION_NAMES, Peek};
+pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_ENTRY_LIFE, MAX_OPTION_NAMES, Peek};
 pub use policy::{
     CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
     TypedKey, check_policies, policies, policy_report,

@@ -315,6 +315,12 @@ impl Near {
         if slot.keep_until_ms <= entry::now_ms() || slot.type_id != TypeId::of::<T>() {
             return None;
         }
+        // A copy not yet confirmed by its fill may be one an eviction just voided.
+        if !slot.confirmed.load(SeqCst)
+            && slot.stripe != self.stripes[Self::stripe(full)].load(SeqCst)
+        {
+            return None;
+        }
         match &slot.value {
             None => Some(None),
             Some(v) => v.downcast_ref::<T>().map(|v| Some((fns.clone)(v))),
@@ -409,7 +415,8 @@ impl Near {
 
     /// Makes every copy unanswerable (a tracking reset) but keeps them for the fail-safe
     /// ([`fallback`](Self::fallback)), which serves a copy in its grace window when Redis
-    /// and the loader both fail. An invalidation [`flush`](Self::flush)es instead.
+    /// and the loader both fail, until tracking is complete again (then they are dropped).
+    /// An invalidation [`flush`](Self::flush)es instead.
     pub(crate) fn reset(&self) {
         self.flush_epoch.fetch_add(1, SeqCst);
     }

@@ -162,10 +162,25 @@ impl EntryOptions {
     }
 }
 
+/// Longest time an entry may live in the store (ttl + jitter + stale, or a negative entry's
+/// ttl + stale): 100 years, well inside what Redis accepts for `PX`.
+pub const MAX_ENTRY_LIFE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The first rule `spec` breaks.
 fn problem(spec: &FnSpec, tags: &[String]) -> Option<String> {
     if spec.ttl_ms == 0 {
         return Some("ttl must be at least 1 ms: no entry lives forever, and none for 0".into());
+    }
+    let life = spec
+        .ttl_ms
+        .max(spec.negative_ttl_ms.unwrap_or(0))
+        .saturating_add(spec.jitter_ms)
+        .saturating_add(spec.stale_ms);
+    if life > ms(MAX_ENTRY_LIFE) {
+        return Some(format!(
+            "ttl + jitter + stale (and negative_ttl + stale) must be at most {} days",
+            MAX_ENTRY_LIFE.as_secs() / 86_400
+        ));
     }
     if spec.jitter_ms > spec.ttl_ms {
         return Some(format!(
@@ -286,6 +301,15 @@ mod tests {
             (EntryOptions::new(s(10)).tags([""]), "tag"),
             (EntryOptions::new(s(10)).tags(["!tag:x"]), "tag"),
             (EntryOptions::new(s(10)).name(""), "name"),
+            (EntryOptions::new(Duration::MAX), "ttl + jitter"),
+            (
+                EntryOptions::new(s(10)).stale(MAX_ENTRY_LIFE),
+                "ttl + jitter",
+            ),
+            (
+                EntryOptions::new(s(10)).negative_ttl(MAX_ENTRY_LIFE),
+                "ttl + jitter",
+            ),
         ];
         for (o, want) in cases {
             match o.validate() {

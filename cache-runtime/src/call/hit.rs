@@ -222,9 +222,11 @@ where
 {
     let inner = &*cache.inner;
     let full = full_key(cache, key);
-    // Without a grace window a copy is never kept past its entry's freshness.
+    // Only a fresh copy: one filled by a caller with a grace window (same key, same type)
+    // may be past its freshness.
     if H::ACTIVE
-        && let Some((v, _)) = hook.lookup(&full)
+        && let Some((v, m)) = hook.lookup(&full)
+        && m.fresh_until_ms >= entry::now_ms()
         && let Some(r) = from_copy::<S, R>(v)
     {
         let c = inner.stats.for_slot(&spec.slot, spec.name);

@@ -494,6 +494,12 @@ pub(super) async fn track(me: Weak<Near>) {
         }
         let mut ok = false;
         if check.complete {
+            // Copies kept through the loss (for the fail-safe) are dropped now that Redis,
+            // which has the truth, answers again: a write made while nobody tracked must not
+            // reach a later fail-safe answer either.
+            if !near.is_active() {
+                near.map.invalidate_all();
+            }
             let was = near.active.swap(true, SeqCst);
             // A connection lost during the check: its push may have found the near cache
             // still inactive (nothing to flush), then the swap above activated it.

@@ -1,6 +1,7 @@
-//! Findings of the adversarial review of the programmatic API / near-cache hook change
-//! (`cbf9281..b887761`). Each test failed on the code it was written against and is
-//! `#[ignore]`d with the finding until it is fixed.
+//! Edges of the composable core: the longest TTL options accept is stored, the documented
+//! least ACL runs `expire` and refreshes, a call without a grace window never answers a near
+//! copy past its freshness (filled by a caller with one), and the fail-safe never serves a copy
+//! whose invalidation this process could have seen once tracking was back.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -90,14 +91,14 @@ async fn pushes_settled(cache: &Cache, raw: &Raw) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. A TTL that validate() accepts but Redis cannot store: `Duration::MAX` ("forever") makes
-//    every fill `SET .. PX 18446744073709551615` (refused), so nothing is ever cached and
-//    every call loads. (The memory backend copes.)
+// 1. The longest TTL `validate()` accepts is stored (Redis refuses a `PX` beyond its
+//    limit; `Duration::MAX` is refused by `validate()` instead).
 
 async fn a_ttl_that_validates_is_cached(env: TestEnv) {
     let src = Source::new();
-    let opts = EntryOptions::new(Duration::MAX).name("r5.max_ttl");
-    assert!(opts.validate().is_ok(), "validate() accepts Duration::MAX");
+    assert!(EntryOptions::new(Duration::MAX).validate().is_err());
+    let opts = EntryOptions::new(cache_runtime::MAX_ENTRY_LIFE).name("r5.max_ttl");
+    assert!(opts.validate().is_ok());
     let (c, o, s) = (env.cache.clone(), opts.clone(), src.clone());
     let first = tokio::spawn(async move { gol(&c, "max:1", &o, &s).await }).await;
     assert!(
@@ -114,15 +115,13 @@ async fn a_ttl_that_validates_is_cached(env: TestEnv) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finding: EntryOptions::new(Duration::MAX) validates, then Redis refuses every store"]
 async fn on_redis_a_ttl_that_validates_is_cached() {
     a_ttl_that_validates_is_cached(TestEnv::new(Backend::Redis).await).await
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. The README's least ACL on one server ("Failure behaviour": `+get +set +del +pexpire
-//    +evalsha +script|load +unlink +ping`) cannot run the EXPIRE script (it calls `PTTL`)
-//    nor the refresh scripts (they call `TIME`).
+// 2. The README's least ACL on one server ("Failure behaviour") runs the EXPIRE script (it
+//    calls `PTTL`) and the refresh scripts (they call `TIME`).
 
 const LEAST_ACL: &[&str] = &[
     "on",
@@ -132,6 +131,8 @@ const LEAST_ACL: &[&str] = &[
     "+set",
     "+del",
     "+pexpire",
+    "+pttl",
+    "+time",
     "+evalsha",
     "+script|load",
     "+unlink",
@@ -154,7 +155,6 @@ async fn least_acl_cache(server: &RedisServer) -> Cache {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finding: the README's single-server least ACL lacks +pttl (EXPIRE script)"]
 async fn expire_works_under_the_documented_least_acl() {
     assert_eq!(TEST_NAMESPACE, "itest", "the ACL key pattern");
     let server = RedisServer::start();
@@ -172,7 +172,6 @@ async fn expire_works_under_the_documented_least_acl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finding: the README's single-server least ACL lacks +time (refresh scripts)"]
 async fn stale_refresh_works_under_the_documented_least_acl() {
     let server = RedisServer::start();
     let c = least_acl_cache(&server).await;
@@ -197,7 +196,6 @@ async fn stale_refresh_works_under_the_documented_least_acl() {
 //    window lives `local_ttl` from its fill, past the entry's fresh-until.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finding: a non-stale call answers a stale near copy filled by stale options"]
 async fn options_without_stale_never_get_a_near_copy_past_its_freshness() {
     let server = RedisServer::start();
     let a = redis_cache(&server.url()).await;
@@ -246,7 +244,6 @@ async fn options_without_stale_never_get_a_near_copy_past_its_freshness() {
 //    process was healthy (tracking complete, Redis reachable) in between.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finding: copies kept by a tracking reset survive the recovery and feed the fail-safe"]
 async fn a_copy_invalidated_before_tracking_came_back_is_not_the_fail_safe() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
