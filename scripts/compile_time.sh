@@ -27,6 +27,8 @@ serde = { version = "1", features = ["derive"] }
 tokio = { version = "1", features = ["rt", "macros"] }
 TOML
 {
+  # Plain: the attribute's import and the cache parameter are unused (no warnings printed).
+  [[ -n "$plain" ]] && echo '#![allow(unused)]'
   echo 'use cache_runtime::{cached, Cache};'
   echo '#[derive(Clone, serde::Serialize, serde::Deserialize)] pub struct Row { pub id: u64, pub name: String }'
   for i in $(seq 1 "$n"); do
