@@ -22,7 +22,8 @@
 //!   with MessagePack; the hand-written cache-aside (`GET`, decode, on a miss load and
 //!   `SET .. EX`) with the same two codecs over the same kind of connection (one
 //!   `ConnectionManager`); the `cached` crate's `#[concurrent_cached]` on an `AsyncRedisCache`
-//!   (MessagePack) over a `ConnectionManager`.
+//!   (MessagePack) over a `ConnectionManager`; and the programmatic API,
+//!   `Cache::get_or_load` (MessagePack, the same value and TTL, options built once).
 //! * Cold-key stampede: 64 concurrent callers, a 50 ms loader: loader runs and wall time.
 //! * Memory backend hit path (ns/op).
 //! * The freshness layer, on both backends: the hit path of a function with `stale = N` and
@@ -47,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, Codec, cached, invalidates};
+use cache_runtime::{Cache, Codec, EntryOptions, cached, invalidates};
 use cached::macros::concurrent_cached;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -193,16 +194,20 @@ enum Variant {
     /// [`NearOurs`](Variant::NearOurs) returning a [`Shared`] (`Arc<Item>`): the near hit
     /// clones an `Arc`, not the value.
     NearOursArc,
+    /// `Cache::get_or_load` (the programmatic API) on the MessagePack Redis cache, the same
+    /// value and TTL as [`RedisOursMsgpack`](Variant::RedisOursMsgpack).
+    RedisApiMsgpack,
 }
 
-const VARIANTS: usize = 16;
+const VARIANTS: usize = 17;
 
 impl Variant {
-    const REDIS: [Variant; 7] = [
+    const REDIS: [Variant; 8] = [
         Variant::RedisOursJson,
         Variant::RedisHandJson,
         Variant::RedisOursMsgpack,
         Variant::RedisHandMsgpack,
+        Variant::RedisApiMsgpack,
         Variant::RedisCachedCrate,
         Variant::RedisOursFresh,
         Variant::RedisOursStale,
@@ -238,6 +243,7 @@ impl Variant {
             Variant::NearOurs => "#[cached] local_ttl hit",
             Variant::NearMoka => "moka get + clone",
             Variant::NearOursArc => "#[cached] local_ttl hit, Arc<Item>",
+            Variant::RedisApiMsgpack => "get_or_load msgpack",
         }
     }
 
@@ -407,6 +413,11 @@ impl HandMemory {
 struct Ctx {
     redis_json: Cache,
     redis_msgpack: Cache,
+    /// The programmatic API's cache: MessagePack, its own namespace (as long as
+    /// `ours-msgpack`, so that the keys have the same length) and connection.
+    redis_api: Cache,
+    /// Built once: what every `get_or_load` call of [`api_redis_msgpack`] passes.
+    api_opts: EntryOptions,
     mem_json: Cache,
     mem_msgpack: Cache,
     hand_json: Hand,
@@ -434,6 +445,17 @@ async fn ours_redis_json(id: u64) -> Result<Item, BenchError> {
 #[cached(key = "item:{id}", ttl = 3600, cache = ctx().redis_msgpack, name = "redis_msgpack")]
 async fn ours_redis_msgpack(id: u64) -> Result<Item, BenchError> {
     load(Variant::RedisOursMsgpack, id).await
+}
+
+/// The programmatic API over the same engine: the key rendered by the caller, the options
+/// built once (in [`Ctx`]), the loader a `'static` closure.
+async fn api_redis_msgpack(id: u64) -> Result<Item, BenchError> {
+    let c = ctx();
+    c.redis_api
+        .get_or_load(&format!("item:{id}"), &c.api_opts, move || async move {
+            load(Variant::RedisApiMsgpack, id).await
+        })
+        .await
 }
 
 #[cached(key = "item:{id}", ttl = 3600, cache = ctx().mem_json, name = "mem_json")]
@@ -638,6 +660,7 @@ async fn call_item(v: Variant, id: u64) -> Result<Item, BenchError> {
         Variant::NearOurs => ours_near(id).await,
         Variant::NearMoka => moka_get(id).await,
         Variant::NearOursArc => ours_near_arc(id).await.map(|s| (*s.0).clone()),
+        Variant::RedisApiMsgpack => api_redis_msgpack(id).await,
     }
 }
 
@@ -2117,6 +2140,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let context = Ctx {
         redis_json: redis_cache(format!("{prefix}.ours-json"), Codec::Json).await?,
         redis_msgpack: redis_cache(format!("{prefix}.ours-msgpack"), Codec::MessagePack).await?,
+        redis_api: redis_cache(format!("{prefix}.ours-progapi"), Codec::MessagePack).await?,
+        api_opts: EntryOptions::new(Duration::from_secs(TTL_SECS)).name("redis_api"),
         mem_json: mem_cache(Codec::Json).await?,
         mem_msgpack: mem_cache(Codec::MessagePack).await?,
         hand_json: Hand {
@@ -2157,6 +2182,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (
             "#[cached] fn".to_owned(),
             std::mem::size_of_val(&ours_redis_msgpack(0)),
+        ),
+        (
+            "get_or_load call".to_owned(),
+            std::mem::size_of_val(&api_redis_msgpack(0)),
         ),
         (
             "hand-written".to_owned(),
@@ -2450,6 +2479,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             &accs,
             c(RedisOursMsgpack, tasks),
             c(RedisOursJson, tasks),
+            None,
+        ));
+        // The programmatic API against the attribute over the same engine, and against the
+        // hand-written code.
+        ratios.push(ratio(
+            &accs,
+            c(RedisApiMsgpack, tasks),
+            c(RedisOursMsgpack, tasks),
+            Some((1.05, "<= 1.05x")),
+        ));
+        ratios.push(ratio(
+            &accs,
+            c(RedisApiMsgpack, tasks),
+            c(RedisHandMsgpack, tasks),
             None,
         ));
     }

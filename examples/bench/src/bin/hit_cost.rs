@@ -1,13 +1,20 @@
-//! `hit-cost N [REDIS-URL [near]]`: N hits of one `#[cached]` function on the memory backend (a
-//! 1 KB value), or with a URL on that Redis server (the Redis hit path: one `GET` per call), or
-//! with `near` of a `local_ttl` function there (near-cache hits), on a current-thread runtime, with a `tracing` fmt subscriber at `info` (as a service would run)
+//! `hit-cost N [REDIS-URL [near|api|hand]]`: N hits of one `#[cached]` function on the memory
+//! backend (a 1 KB value), or with a URL on that Redis server (the Redis hit path: one `GET` per
+//! call), or with `near` of a `local_ttl` function there (near-cache hits), with `api` of
+//! `Cache::get_or_load` with the same key, value and TTL (options built once), with `hand` of a
+//! hand-written redis-rs cache-aside (`GET` and `serde_json` on a `ConnectionManager`, the
+//! bench's hand-written variant, JSON like the cache's default codec); on a current-thread
+//! runtime, with a `tracing` fmt subscriber at `info` (as a service would run)
 //! and, when built with `--features metrics`, the runtime's `metrics` feature and a Prometheus
 //! recorder installed. Run under `valgrind --tool=callgrind` for N and 2N: the difference of
 //! the instruction counts divided by N is the instructions of one hit, without start-up.
 //! `scripts/hit-cost.sh` does that for both builds and prints the table; `scripts/hit-cost.sh
 //! --redis` counts the Redis hit path (client side only) against a private `redis-server`.
 
-use cache_runtime::{Cache, cached};
+use std::time::Duration;
+
+use cache_runtime::{Cache, EntryOptions, cached};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -18,8 +25,7 @@ struct Item {
     body: String,
 }
 
-#[cached(key = "item:{id}", ttl = 3600, cache = cache, name = "hit_cost.item")]
-async fn item(cache: &Cache, id: u64) -> Item {
+fn make_item(id: u64) -> Item {
     Item {
         id,
         name: format!("item {id}"),
@@ -27,6 +33,50 @@ async fn item(cache: &Cache, id: u64) -> Item {
         body: "x".repeat(900),
     }
 }
+
+#[cached(key = "item:{id}", ttl = 3600, cache = cache, name = "hit_cost.item")]
+async fn item(cache: &Cache, id: u64) -> Item {
+    make_item(id)
+}
+
+/// [`item`] through the programmatic API.
+async fn item_api(cache: &Cache, opts: &EntryOptions, id: u64) -> Item {
+    let r: Result<Item, std::convert::Infallible> = cache
+        .get_or_load(&format!("item:{id}"), opts, move || async move {
+            Ok(make_item(id))
+        })
+        .await;
+    match r {
+        Ok(i) => i,
+    }
+}
+
+/// [`item`] by hand: `GET`, decode; on a miss build, encode, `SET .. EX`.
+async fn item_hand(conn: &ConnectionManager, prefix: &str, id: u64) -> Item {
+    let key = format!("{prefix}:item:{id}");
+    let mut conn = conn.clone();
+    if let Ok(Some(bytes)) = redis::cmd("GET")
+        .arg(&key)
+        .query_async::<Option<Vec<u8>>>(&mut conn)
+        .await
+        && let Ok(item) = serde_json::from_slice::<Item>(&bytes)
+    {
+        HAND_HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return item;
+    }
+    let item = make_item(id);
+    let bytes = serde_json::to_vec(&item).expect("encode");
+    let _: Result<(), _> = redis::cmd("SET")
+        .arg(&key)
+        .arg(bytes)
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await;
+    item
+}
+
+static HAND_HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cached(
     key = "item-near:{id}",
@@ -62,9 +112,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             None => Cache::builder().memory().build().await?,
         };
-        let near = std::env::args().nth(3).is_some_and(|a| a == "near");
+        let mode = std::env::args().nth(3).unwrap_or_default();
+        let near = mode == "near";
         let mut sum = 0;
-        if near {
+        if mode == "api" {
+            let opts = EntryOptions::new(Duration::from_secs(3600)).name("hit_cost.api");
+            sum += item_api(&cache, &opts, 1).await.id;
+            for _ in 0..n {
+                sum += item_api(&cache, &opts, 1).await.id;
+            }
+        } else if mode == "hand" {
+            let url = std::env::args().nth(2).ok_or("hand needs a Redis URL")?;
+            // The bench's hand-written variant's connection settings.
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(Duration::from_millis(500)))
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            let conn =
+                ConnectionManager::new_with_config(redis::Client::open(url.as_str())?, config)
+                    .await?;
+            let prefix = format!("hit-cost.{}", std::process::id());
+            sum += item_hand(&conn, &prefix, 1).await.id;
+            for _ in 0..n {
+                sum += item_hand(&conn, &prefix, 1).await.id;
+            }
+        } else if near {
             // Until the copy is kept (the first Redis hit's copy may be evicted by the push of
             // the fill).
             while cache.stats().function("hit_cost.near").local_hits < 3 {
@@ -81,7 +154,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let s = cache.stats();
-        let hits = s.function("hit_cost.item").hits + s.function("hit_cost.near").local_hits;
+        let hits = s.function("hit_cost.item").hits
+            + s.function("hit_cost.near").local_hits
+            + s.function("hit_cost.api").hits
+            + HAND_HITS.load(std::sync::atomic::Ordering::Relaxed);
         println!(
             "metrics feature: {}; backend {}; hits: {hits}; sum {sum}",
             cfg!(feature = "metrics"),
