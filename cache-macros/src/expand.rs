@@ -1507,7 +1507,7 @@ mod tests {
     }
 
     #[test]
-    fn refresh_on_async_trait_is_an_error() {
+    fn refresh_on_async_trait_runs_on_owned_copies() {
         let item = async_trait_item(quote!(Box::pin(async move {
             let __self = self;
             let id = id;
@@ -1520,10 +1520,11 @@ mod tests {
             quote!(key = "u:{id}", ttl = 5, stale = 10),
             item.clone(),
         );
-        assert!(
-            out.contains("on an `#[async_trait]` method is not supported yet"),
-            "{out}"
-        );
+        // The refresh entry point, with the receiver and the parameter copied for the block.
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("cached_refresh"), "{out}");
+        assert!(out.contains("let __cache_self"), "{out}");
+        assert!(out.contains("let __cache_arg_id"), "{out}");
         // Tags are fine there.
         let out = expand(
             cached,

@@ -56,8 +56,9 @@ use proc_macro::TokenStream;
 /// the call returned, so the body works on owned copies of the parameters it
 /// uses: `x: T` is cloned, `x: &T` is copied with `ToOwned` and borrowed
 /// back (the body still sees `&T`), `&self` is cloned and every `self` of the
-/// body reads the clone. They must be `Clone + Send + 'static`. Compile
-/// errors: `#[async_trait]` methods, and, if the body uses them, `&mut`
+/// body reads the clone (`Self: Clone + Send + Sync + 'static`; under
+/// `#[async_trait]` the receiver is always copied). They must be
+/// `Clone + Send + 'static`. Compile errors, if the body uses them: `&mut`
 /// parameters, types that borrow (`Option<&str>`) and destructured
 /// parameters. Parameters only the key or the tags use are not copied.
 ///
