@@ -307,10 +307,17 @@ mod tests {
                 "ttl + jitter",
             ),
             (
-                EntryOptions::new(s(10)).negative_ttl(MAX_ENTRY_LIFE),
+                EntryOptions::new(s(10)).negative_ttl(MAX_ENTRY_LIFE + s(1)),
                 "ttl + jitter",
             ),
         ];
+        // The limit itself is allowed.
+        assert!(
+            EntryOptions::new(s(10))
+                .negative_ttl(MAX_ENTRY_LIFE)
+                .validate()
+                .is_ok()
+        );
         for (o, want) in cases {
             match o.validate() {
                 Ok(()) => assert_eq!(want, "ok", "{o:?} passed"),
