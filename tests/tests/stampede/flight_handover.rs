@@ -1,4 +1,7 @@
-//! Adversarial review of the miss path: interleavings where the README's promises break.
+//! What a flight leader hands its followers on the miss path: never a value or a result that an
+//! invalidation completed before the follower started could have voided (a leader that found
+//! another process's value, a leader in Degraded mode), and for a value that cannot be encoded,
+//! one load per caller and nobody stuck.
 //!
 //! Synchronisation is by gates (a semaphore the loader waits on, a condvar a decode waits on)
 //! and by waiting for counters, never by sleeping. "Processes" are separate `Cache` handles on
@@ -146,7 +149,7 @@ async fn drive_until<F: Future>(
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 1: a flight leader that found ANOTHER process's value hands it to followers that
+// A flight leader that found ANOTHER process's value does not hand it to followers that
 // joined after an invalidation (made in another process) had deleted that value.
 // ---------------------------------------------------------------------------------------
 
@@ -162,7 +165,7 @@ async fn f1_write(cache: &Cache, id: u64, db: &Db) {
     db.version.fetch_add(1, SeqCst);
 }
 
-const F1: &str = "review_findings::f1_read";
+const F1: &str = "stampede::flight_handover::f1_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_that_found_another_process_value_does_not_hand_it_to_later_callers() {
@@ -226,7 +229,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
 
     // The write, in process B: version 1, and the key is deleted in Redis.
     f1_write(&b, 1, &db).await;
-    assert_eq!(stats(&b, "review_findings::f1_write").invalidations, 1);
+    assert_eq!(stats(&b, "stampede::flight_handover::f1_write").invalidations, 1);
 
     // A call in A that starts after the write returned: its GET finds nothing; it joins L's
     // flight (L has not detached it).
@@ -252,7 +255,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 2: a Degraded leader (its own backend call failed once) hands its lease-less result
+// A Degraded leader (its own backend call failed once) does not hand its lease-less result
 // to followers whose own GET reached Redis after another process's invalidation.
 // ---------------------------------------------------------------------------------------
 
@@ -268,7 +271,7 @@ async fn f2_write(cache: &Cache, id: u64, db: &Db) {
     db.version.fetch_add(1, SeqCst);
 }
 
-const F2: &str = "review_findings::f2_read";
+const F2: &str = "stampede::flight_handover::f2_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_after_a_write() {
@@ -323,7 +326,7 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
 
     // The write in process B: version 1; the UNLINK reaches Redis.
     f2_write(&b, 1, &db).await;
-    assert_eq!(stats(&b, "review_findings::f2_write").invalidations, 1);
+    assert_eq!(stats(&b, "stampede::flight_handover::f2_write").invalidations, 1);
 
     // X starts after the write returned; its GET reaches Redis (nothing there) and it joins
     // L's flight.
@@ -353,7 +356,7 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 3: a value that cannot be serialized (the loader succeeded) cannot be stored nor
+// A value that cannot be serialized (the loader succeeded) cannot be stored nor
 // handed over as bytes: it costs one load per caller (documented in the README); no caller
 // fails, hangs or gets a wrong value.
 // ---------------------------------------------------------------------------------------
@@ -374,7 +377,7 @@ async fn f3_read(cache: &Cache, id: u64, db: &Db) -> NoJson {
     NoJson(db.load().await)
 }
 
-const F3: &str = "review_findings::f3_read";
+const F3: &str = "stampede::flight_handover::f3_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unencodable_value_is_loaded_once_per_caller() {

@@ -93,7 +93,7 @@ fn payload(raw: &[u8]) -> String {
 async fn burst_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const BURST: &str = "freshness::burst_row";
+const BURST: &str = "freshness::freshness::burst_row";
 
 /// 64 callers released together on an entry in its grace window all get the stale value at
 /// once, and exactly one refresh runs (its loader is gated: it cannot finish, and so cannot
@@ -518,7 +518,7 @@ async fn grace_burst_across_two_os_processes_runs_one_refresh() {
 async fn failsafe_row(cache: &Cache, id: u64, src: &Arc<Source>) -> Result<String, String> {
     src.load().await
 }
-const FAILSAFE: &str = "freshness::failsafe_row";
+const FAILSAFE: &str = "freshness::freshness::failsafe_row";
 
 /// Refreshes fail (`Err`) during the grace window: every call still gets the stale value
 /// (`Ok`), each failed refresh is counted once, and after the grace window (`stale = 2`) the
@@ -581,7 +581,7 @@ async fn failing_refresh_serves_stale_until_grace_ends(env: TestEnv) {
 async fn panicky_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const PANICKY: &str = "freshness::panicky_row";
+const PANICKY: &str = "freshness::freshness::panicky_row";
 
 /// A refresh loader that panics: the stale value keeps being served and each panic counts as
 /// a refresh error.
@@ -623,7 +623,7 @@ async fn panicking_refresh_keeps_serving_stale(env: TestEnv) {
 async fn inv_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const INV: &str = "freshness::inv_row";
+const INV: &str = "freshness::freshness::inv_row";
 
 #[invalidates("inv:{id}", cache = cache)]
 async fn write_inv_row(cache: &Cache, id: u64, src: &Source) {
@@ -703,7 +703,7 @@ async fn invalidation_in_grace_window_voids_stale_and_running_refresh(env: TestE
         "{s:?}"
     );
     assert_eq!(
-        stats(&env.cache, "freshness::write_inv_row").invalidations,
+        stats(&env.cache, "freshness::freshness::write_inv_row").invalidations,
         1
     );
 }
@@ -715,7 +715,7 @@ async fn invalidation_in_grace_window_voids_stale_and_running_refresh(env: TestE
 async fn xf_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const XF: &str = "freshness::xf_row";
+const XF: &str = "freshness::freshness::xf_row";
 
 /// How long the hot-key run lasts: 50 expiry cycles of the 1 s TTL.
 const XFETCH_RUN: Duration = Duration::from_secs(50);
@@ -799,7 +799,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
     for _ in 0..1000 {
         assert_eq!(xf_far(&env.cache, 1, &src).await, v(1, 1));
     }
-    let s = stats(&env.cache, "freshness::xf_far");
+    let s = stats(&env.cache, "freshness::freshness::xf_far");
     assert_eq!(
         (s.hits, s.early_refreshes, s.refreshes, src.runs()),
         (1000, 0, 0, 1),
@@ -811,7 +811,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
     let before = alive_tasks();
     src.gate_next(); // the refresh cannot land while we count hits
     let mut hits = 0;
-    while stats(&env.cache, "freshness::xf_near").early_refreshes == 0 {
+    while stats(&env.cache, "freshness::freshness::xf_near").early_refreshes == 0 {
         assert!(hits < 200, "no early refresh in 200 hits within the window");
         assert_eq!(xf_near(&env.cache, 1, &src).await, v(1, 1));
         hits += 1;
@@ -820,7 +820,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
     guard("the early refresh's loader starts", src.entered()).await;
     src.open(1);
     settle(before).await;
-    let s = stats(&env.cache, "freshness::xf_near");
+    let s = stats(&env.cache, "freshness::freshness::xf_near");
     assert_eq!(
         (s.misses, s.hits, s.early_refreshes, s.refreshes, src.runs()),
         (1, hits, 1, 1, 2),
@@ -831,7 +831,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
         v(1, 2),
         "the refreshed value, as a hit"
     );
-    assert_eq!(stats(&env.cache, "freshness::xf_near").misses, 1);
+    assert_eq!(stats(&env.cache, "freshness::freshness::xf_near").misses, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -841,7 +841,7 @@ async fn xfetch_refreshes_only_near_expiry(env: TestEnv) {
 async fn soft_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const SOFT: &str = "freshness::soft_row";
+const SOFT: &str = "freshness::freshness::soft_row";
 
 /// `timeout_ms = 50` in the grace window with the refresh's loader blocked: the call returns
 /// the stale value while the loader is still blocked (soft timeout), and the refresh goes on:
@@ -913,7 +913,7 @@ async fn soft_timeout_returns_stale_and_refresh_lands_later(env: TestEnv) {
 async fn soft_wait_row(cache: &Cache, id: u64, src: &Arc<Source>) -> String {
     src.load_ok().await
 }
-const SOFT_WAIT: &str = "freshness::soft_wait_row";
+const SOFT_WAIT: &str = "freshness::freshness::soft_wait_row";
 
 /// A refresh that completes within `timeout_ms`: the waiting caller gets the fresh value, not
 /// the stale one (the loader is held until the caller is waiting, then released).

@@ -75,8 +75,8 @@ fn misses(cache: &Cache, name: &str) -> u64 {
     cache.stats().function(name).misses
 }
 
-const FIND: &str = "guarantees::find";
-const FIND_BIG: &str = "guarantees::find_big";
+const FIND: &str = "stampede::promises::find";
+const FIND_BIG: &str = "stampede::promises::find_big";
 
 /// Which reader a read-after-write scenario uses.
 #[derive(Clone, Copy)]
@@ -182,14 +182,14 @@ async fn loader_slower_than_lock_ms_still_loads_once(env: TestEnv) {
     let cache = env.cache.clone();
     eventually("all 8 callers missed", Duration::from_secs(10), || {
         let c = cache.clone();
-        async move { misses(&c, "guarantees::slow") == 8 }
+        async move { misses(&c, "stampede::promises::slow") == 8 }
     })
     .await;
     db.open();
     for t in tasks {
         assert_eq!(guard("caller", t).await.unwrap(), "v1");
     }
-    let s = env.cache.stats().function("guarantees::slow");
+    let s = env.cache.stats().function("stampede::promises::slow");
     assert_eq!((db.loads(), s.misses, s.hits), (1, 8, 0), "{s:?}");
     assert_eq!(s.lock_timeouts, 0, "{s:?}");
 }
@@ -220,7 +220,7 @@ async fn loader_slower_than_lock_ms_loads_once_across_caches() {
     let (ca, cb) = (a.clone(), b.clone());
     eventually("all callers missed", Duration::from_secs(10), || {
         let (ca, cb) = (ca.clone(), cb.clone());
-        async move { misses(&ca, "guarantees::slow") + misses(&cb, "guarantees::slow") == 8 }
+        async move { misses(&ca, "stampede::promises::slow") + misses(&cb, "stampede::promises::slow") == 8 }
     })
     .await;
     db.open();
@@ -228,8 +228,8 @@ async fn loader_slower_than_lock_ms_loads_once_across_caches() {
         assert_eq!(guard("caller", t).await.unwrap(), "v2");
     }
     let (sa, sb) = (
-        a.stats().function("guarantees::slow"),
-        b.stats().function("guarantees::slow"),
+        a.stats().function("stampede::promises::slow"),
+        b.stats().function("stampede::promises::slow"),
     );
     assert_eq!(db.loads(), 1, "{sa:?} {sb:?}");
     assert_eq!(sa.lock_timeouts + sb.lock_timeouts, 0, "{sa:?} {sb:?}");
@@ -275,7 +275,7 @@ async fn outage_still_coalesces_callers() {
             let c = c.clone();
             async move {
                 c.stats()
-                    .function("guarantees::during_outage")
+                    .function("stampede::promises::during_outage")
                     .backend_skipped
                     == 50
             }
@@ -286,7 +286,7 @@ async fn outage_still_coalesces_callers() {
     for t in tasks {
         assert_eq!(guard("caller", t).await.unwrap().as_deref(), Some("row3"));
     }
-    let s = cache.stats().function("guarantees::during_outage");
+    let s = cache.stats().function("stampede::promises::during_outage");
     assert_eq!((db.loads(), s.misses, s.hits), (1, 50, 0), "{s:?}");
 }
 
@@ -351,7 +351,7 @@ async fn waiters_behind_a_stalled_leader_load_themselves(env: TestEnv) {
     for w in waiters {
         assert_eq!(guard("waiter", w).await.unwrap(), "own load 4");
     }
-    let s = env.cache.stats().function("guarantees::stalled");
+    let s = env.cache.stats().function("stampede::promises::stalled");
     assert_eq!(s.lock_timeouts, 3, "{s:?}");
     assert!(!leader.is_finished(), "the leader is still stalled");
     db.open();

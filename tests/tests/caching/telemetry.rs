@@ -166,3 +166,115 @@ async fn a_call_without_the_backend_is_marked_degraded() {
         [call("t.user", "miss", false), call("t.user", "miss", true)]
     );
 }
+
+mod callers_span {
+    use std::sync::{Arc, Mutex};
+
+    use cache_runtime::{Cache, cached, invalidates};
+    use cache_tests::{Backend, TestEnv};
+
+    // ---------------------------------------------------------------------------------------
+    // With the `metrics` feature, the library records only into the spans it creates: a backend
+    // fault in an `#[invalidates]` call records nothing into the caller's span (`degraded`), and
+    // with the `cached` span disabled (a subscriber at INFO, the usual production level; the span
+    // is DEBUG) a call's `outcome` is not written into the caller's span either.
+
+    #[invalidates("r4span:{id}", cache = cache, name = "r4.span.inv")]
+    async fn forget(cache: &Cache, id: u64) {}
+
+    #[cached(key = "r4span:{id}", ttl = 60, cache = cache, name = "r4.span.get")]
+    async fn remember(cache: &Cache, id: u64) -> u64 {
+        id
+    }
+
+    mod capture {
+        use super::*;
+        use tracing::field::{Field, Visit};
+        use tracing::span::{Id, Record};
+        use tracing_subscriber::layer::{Context, Layer};
+        use tracing_subscriber::registry::LookupSpan;
+
+        /// Every value recorded (after creation) into a span named `request`.
+        #[derive(Clone, Default)]
+        pub struct Recorded(pub Arc<Mutex<Vec<String>>>);
+
+        struct V<'a>(&'a mut Vec<String>);
+        impl Visit for V<'_> {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                self.0.push(format!("{}={value:?}", field.name()));
+            }
+        }
+
+        impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorded {
+            fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+                if let Some(span) = ctx.span(id)
+                    && span.name() == "request"
+                {
+                    let mut out = Vec::new();
+                    values.record(&mut V(&mut out));
+                    self.0.lock().unwrap().extend(out);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn invalidation_failure_is_not_recorded_into_the_callers_span() {
+        use tracing::Instrument as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let recorded = capture::Recorded::default();
+        let subscriber = tracing_subscriber::registry().with(recorded.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let mut env = TestEnv::new(Backend::Redis).await;
+        assert_eq!(remember(&env.cache, 1).await, 1);
+        env.server().kill();
+
+        // The application's own request span, which happens to have these fields.
+        let request = tracing::info_span!(
+            "request",
+            outcome = tracing::field::Empty,
+            degraded = tracing::field::Empty
+        );
+        async {
+            forget(&env.cache, 1).await;
+            forget(&env.cache, 2).await;
+            forget(&env.cache, 3).await;
+            forget(&env.cache, 4).await;
+        }
+        .instrument(request)
+        .await;
+        let stats = env.cache.stats();
+        let s = stats.function("r4.span.inv");
+        assert!(s.backend_errors + s.backend_skipped > 0, "{s:?}");
+        // The library wrote nothing into a span it did not create.
+        assert_eq!(*recorded.0.lock().unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn outcome_is_not_recorded_into_the_callers_span_when_the_call_span_is_disabled() {
+        use tracing::Instrument as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let recorded = capture::Recorded::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(recorded.clone())
+            .with(tracing_subscriber::filter::LevelFilter::INFO);
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let env = TestEnv::new(Backend::Memory).await;
+        let request = tracing::info_span!(
+            "request",
+            outcome = tracing::field::Empty,
+            degraded = tracing::field::Empty
+        );
+        async {
+            assert_eq!(remember(&env.cache, 7).await, 7);
+            assert_eq!(remember(&env.cache, 7).await, 7);
+        }
+        .instrument(request)
+        .await;
+        assert_eq!(*recorded.0.lock().unwrap(), Vec::<String>::new());
+    }
+}

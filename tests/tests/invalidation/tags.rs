@@ -46,7 +46,7 @@ fn tag_key(env: &TestEnv, tag: &str) -> String {
 async fn user(cache: &Cache, org: u64, id: u64, src: &Source) -> String {
     format!("{id}:{}", src.load_ok().await)
 }
-const USER: &str = "tags::user";
+const USER: &str = "invalidation::tags::user";
 
 /// Calls `user(org, id)` for every id, 64 at a time.
 async fn load_users(cache: &Cache, src: &Arc<Source>, org: u64, ids: std::ops::Range<u64>) {
@@ -276,7 +276,7 @@ async fn invalidates_with_tags_voids_members(env: TestEnv) {
     }
     assert_eq!(user(&env.cache, 6, 4, &src).await, format!("4:{}", v(1, 4)));
     reorganise(&env.cache, 5).await;
-    let s = stats(&env.cache, "tags::reorganise");
+    let s = stats(&env.cache, "invalidation::tags::reorganise");
     assert_eq!((s.tag_invalidations, s.invalidations), (1, 0), "{s:?}");
     if let Some(raw) = env.raw().await {
         for id in 1..=3 {
@@ -486,7 +486,7 @@ async fn tag_invalidation_voids_a_running_refresh(env: TestEnv) {
         );
     }
     assert_eq!(swr_tagged(&env.cache, 7, 1, &src).await, v(2, 3));
-    let s = stats(&env.cache, "tags::swr_tagged");
+    let s = stats(&env.cache, "invalidation::tags::swr_tagged");
     assert_eq!(
         (src.runs(), s.misses, s.hits, s.refreshes, s.stale_served),
         (3, 2, 1, 1, 1),
@@ -575,7 +575,7 @@ async fn cond(cache: &Cache, id: u64, src: &Source) -> String {
         value
     }
 }
-const COND: &str = "tags::cond";
+const COND: &str = "invalidation::tags::cond";
 
 /// `cache_if = keep`: a value it accepts is stored (the next call is a hit), a value it
 /// rejects is returned but not stored (the next call loads again).
@@ -653,7 +653,7 @@ mod short_leases {
     use super::*;
 
     cache_tests::backend_tests!(
-        with |b| b.lock_ms(crate::LOCK_MS);
+        with |b| b.lock_ms(super::LOCK_MS);
         expired_memberships_do_not_void_a_reloaded_key,
     );
 }

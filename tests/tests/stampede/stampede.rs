@@ -79,7 +79,7 @@ where
 
 async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
     let gate = Gate::new();
-    let values = stampede(&env.cache, "stampede::hot", &gate, 100, |_| {
+    let values = stampede(&env.cache, "stampede::stampede::hot", &gate, 100, |_| {
         let (cache, gate) = (env.cache.clone(), gate.clone());
         async move { hot(&cache, 1, &gate).await }
     })
@@ -88,7 +88,7 @@ async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
         values.iter().all(|v| v == "hot-1"),
         "every caller gets the value: {values:?}"
     );
-    let s = env.cache.stats().function("stampede::hot");
+    let s = env.cache.stats().function("stampede::stampede::hot");
     assert_eq!((gate.loads(), s.misses, s.hits), (1, 100, 0), "{s:?}");
     // And it is cached now.
     assert_eq!(hot(&env.cache, 1, &gate).await, "hot-1");
@@ -97,7 +97,7 @@ async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
 
 async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
     let gate = Gate::new();
-    let values = stampede(&env.cache, "stampede::hot_missing", &gate, 100, |_| {
+    let values = stampede(&env.cache, "stampede::stampede::hot_missing", &gate, 100, |_| {
         let (cache, gate) = (env.cache.clone(), gate.clone());
         async move { hot_missing(&cache, 1, &gate).await }
     })
@@ -106,7 +106,7 @@ async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
         values.iter().all(|v| *v == Ok(None)),
         "every caller gets Ok(None)"
     );
-    let s = env.cache.stats().function("stampede::hot_missing");
+    let s = env.cache.stats().function("stampede::stampede::hot_missing");
     assert_eq!(
         (gate.loads(), s.misses, s.negative_hits),
         (1, 100, 0),
@@ -117,7 +117,7 @@ async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
 async fn stampede_is_per_key(env: TestEnv) {
     let gate = Gate::new();
     // 10 keys x 10 callers each, all racing.
-    let values = stampede(&env.cache, "stampede::hot", &gate, 100, |i| {
+    let values = stampede(&env.cache, "stampede::stampede::hot", &gate, 100, |i| {
         let (cache, gate) = (env.cache.clone(), gate.clone());
         let id = 100 + (i % 10) as u64;
         async move { (id, hot(&cache, id, &gate).await) }
@@ -126,7 +126,7 @@ async fn stampede_is_per_key(env: TestEnv) {
     for (id, value) in &values {
         assert_eq!(value, &format!("hot-{id}"));
     }
-    let s = env.cache.stats().function("stampede::hot");
+    let s = env.cache.stats().function("stampede::stampede::hot");
     assert_eq!(
         (gate.loads(), s.misses, s.hits),
         (10, 100, 0),

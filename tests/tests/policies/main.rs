@@ -5,7 +5,9 @@
 //!
 //! - `users`: a consistent set of policies (string, typed and tag invalidations), whose
 //!   report is the table in the README;
-//! - `drift`: deliberate drift, each problem asserted exactly.
+//! - `drift`: deliberate drift, each problem asserted exactly;
+//! - `typed_targets`: how typed invalidation targets resolve (imported modules, scopes) and
+//!   that they delete the rendered key.
 //!
 //! Typed invalidations are also run against the embedded memory cache (the default, nothing
 //! is installed in this binary) to show they delete the key the target rendered.
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{PolicyProblem, policies};
+
+mod typed_targets;
 
 /// A consistent module: everything cached is invalidated by something.
 #[allow(dead_code)]

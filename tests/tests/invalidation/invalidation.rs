@@ -269,3 +269,35 @@ backend_tests!(
     manual_invalidate_reloads,
     stale_set_race_load_before_invalidation_is_not_stored,
 );
+
+/// `#[invalidates]` on a `Result` behind an alias whose name does not say so: the keys are
+/// deleted only on `Ok` (the README's rule), not after an `Err`.
+mod invalidates_result_alias {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use cache_runtime::{Cache, cached, invalidates};
+
+    type Outcome = Result<(), String>;
+
+    #[cached(key = "alias:{id}", ttl = 300, cache = cache)]
+    async fn read(cache: &Cache, id: u64, loads: &AtomicUsize) -> u64 {
+        loads.fetch_add(1, SeqCst) as u64 + id
+    }
+
+    #[invalidates("alias:{id}", cache = cache)]
+    async fn write(cache: &Cache, id: u64, fail: bool) -> Outcome {
+        let _ = id;
+        if fail { Err("refused".into()) } else { Ok(()) }
+    }
+
+    #[tokio::test]
+    async fn err_behind_an_alias_does_not_invalidate() {
+        let cache = Cache::builder().memory().build().await.unwrap();
+        let loads = AtomicUsize::new(0);
+        assert_eq!(read(&cache, 10, &loads).await, 10);
+        assert!(write(&cache, 10, true).await.is_err());
+        assert_eq!(read(&cache, 10, &loads).await, 10, "an Err deleted the key");
+        assert!(write(&cache, 10, false).await.is_ok());
+        assert_eq!(read(&cache, 10, &loads).await, 11, "an Ok deletes the key");
+    }
+}

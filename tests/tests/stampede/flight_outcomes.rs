@@ -68,7 +68,7 @@ async fn uncached_none_stampede_loads_once(env: TestEnv) {
         }));
     }
     loads
-        .open_when_missed(&env.cache, "flight_outcomes::uncached_none", CALLERS as u64)
+        .open_when_missed(&env.cache, "stampede::flight_outcomes::uncached_none", CALLERS as u64)
         .await;
     let started = std::time::Instant::now();
     for t in tasks {
@@ -100,7 +100,7 @@ async fn oversized_stampede_loads_once(env: TestEnv) {
         }));
     }
     loads
-        .open_when_missed(&env.cache, "flight_outcomes::oversized", CALLERS as u64)
+        .open_when_missed(&env.cache, "stampede::flight_outcomes::oversized", CALLERS as u64)
         .await;
     let started = std::time::Instant::now();
     for t in tasks {
@@ -192,4 +192,75 @@ async fn wrongtype_key_does_not_open_circuit() {
         (cache_runtime::BreakerState::Closed, 1, 0),
         "one foreign key opened the circuit for the whole cache; wrongtype stats {wt:?}, healthy stats {ok:?}"
     );
+}
+
+/// After ONE failed load, the waiters of the key let one of them lead the next load; two never
+/// load at once (the history checker's check (c), one loader at a time per key).
+///
+/// `Leader::land` (flight.rs) leaves the flight table before it publishes the outcome. A
+/// follower woken by a `Failed` landing sets `leader_failed` and joins again; if it could find
+/// the same, already landed flight, it would read its `Failed` a second time, take it for a
+/// second consecutive failure and load alone (`Mode::Alone`) while another waiter, the new
+/// leader, loads under the lease: two loads of one key at once after a single loader error.
+/// A race: it is run on many keys.
+mod after_one_failed_load {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::Duration;
+
+    use cache_runtime::{Cache, cached};
+
+    const CALLERS: usize = 32;
+    const KEYS: u64 = 200;
+
+    #[derive(Default)]
+    struct Probe {
+        attempts: AtomicUsize,
+        running: AtomicUsize,
+        most_at_once: AtomicUsize,
+    }
+
+    /// The first load of a key fails (after a delay, so that every caller waits on it); the next
+    /// ones succeed.
+    #[cached(key = "rejoin:{id}", ttl = 60, cache = cache)]
+    async fn flaky(cache: &Cache, id: u64, probe: &Probe) -> Result<u64, String> {
+        let now = probe.running.fetch_add(1, SeqCst) + 1;
+        probe.most_at_once.fetch_max(now, SeqCst);
+        let attempt = probe.attempts.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(if attempt == 0 { 20 } else { 10 })).await;
+        probe.running.fetch_sub(1, SeqCst);
+        if attempt == 0 {
+            Err("the first load fails".to_owned())
+        } else {
+            Ok(id)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_failed_load_lets_one_waiter_lead_not_two_load_at_once() {
+        let cache = Cache::builder().memory().build().await.unwrap();
+        let mut bad = Vec::new();
+        for id in 0..KEYS {
+            let probe = std::sync::Arc::new(Probe::default());
+            let calls: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let (cache, probe) = (cache.clone(), probe.clone());
+                    tokio::spawn(async move { flaky(&cache, id, &probe).await })
+                })
+                .collect();
+            for c in calls {
+                let _ = c.await.unwrap();
+            }
+            let (attempts, at_once) = (probe.attempts.load(SeqCst), probe.most_at_once.load(SeqCst));
+            if at_once > 1 {
+                bad.push((id, attempts, at_once));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of {KEYS} keys ran loads at once after one failed load (key, loads, most at \
+             once): {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
+    }
 }

@@ -293,7 +293,7 @@ async fn cached_attribute_and_get_or_load_share_entries(env: TestEnv) {
         .unwrap();
     assert_eq!(user(&env.cache, 3, &src).await, Ok("manual".to_owned()));
     assert_eq!(src.runs(), 2);
-    let a = st(&env.cache, "programmatic::user");
+    let a = st(&env.cache, "api::programmatic::user");
     let p = st(&env.cache, "p.interop");
     assert_eq!(
         (a.loads, a.hits, p.loads, p.hits),
