@@ -9,7 +9,6 @@ use crate::{Cache, CacheBuilder, Raw, RedisServer};
 /// Namespace used by every [`TestEnv`] cache.
 pub const TEST_NAMESPACE: &str = "itest";
 
-
 /// Which backend a [`TestEnv`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -136,4 +135,3 @@ pub struct HelperReport {
     #[serde(default)]
     pub lock_waits: u64,
 }
-

@@ -37,6 +37,8 @@ pub use fixtures::{Backend, HelperReport, TEST_NAMESPACE, TestEnv, unix_ms};
 pub use proxy::{HoldProxy, Proxy};
 pub use raw::{FORBIDDEN_COMMANDS, Raw};
 pub(crate) use server::make_temp_dir;
-pub use server::{REDIS_SERVER_ENV, RedisServer, ServerSpec, StartError, reserve_free_port, scratch_dir};
+pub use server::{
+    REDIS_SERVER_ENV, RedisServer, ServerSpec, StartError, reserve_free_port, scratch_dir,
+};
 pub use tls::make_certificates;
 pub use waits::{HANG_GUARD, eventually, guard, guard_for};

@@ -360,7 +360,9 @@ impl Drop for HoldProxy {
 
 impl fmt::Debug for HoldProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HoldProxy").field("port", &self.port).finish()
+        f.debug_struct("HoldProxy")
+            .field("port", &self.port)
+            .finish()
     }
 }
 

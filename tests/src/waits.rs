@@ -8,7 +8,6 @@ use std::time::Duration;
 /// Generous bound used by [`guard`]: a scenario that takes longer than this is hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
 
-
 /// Awaits `fut`, panicking if it takes longer than [`HANG_GUARD`]. A hang guard, not a timing
 /// assertion: what it wraps is expected to finish in milliseconds.
 pub async fn guard<F: Future>(what: &str, fut: F) -> F::Output {
@@ -43,4 +42,3 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-

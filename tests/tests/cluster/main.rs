@@ -980,7 +980,7 @@ async fn killed_master_under_load_loses_no_invalidation() {
     assert_settled_and_fresh(&cluster, &cache, &db, &ids).await;
 }
 
-/// Review finding 2: a master that stops answering without closing its connections
+/// A master that stops answering without closing its connections
 /// (`SIGSTOP`: a hung process, a dead host, a partition) gives redis-rs no error. Once the
 /// cluster promoted its replica, the cache must send those slots there: the invalidations
 /// written meanwhile are delivered (none given up), reads hit again, and a fresh cache (which
@@ -1059,7 +1059,7 @@ async fn frozen_master_is_routed_around_once_its_replica_took_over() {
 // ---------------------------------------------------------------------------------------------
 // The cache outlives the runtime that built it.
 
-/// Review finding 1: redis-rs drives a cluster connection from a task on the runtime current
+/// redis-rs drives a cluster connection from a task on the runtime current
 /// when it is created. Caches built on a runtime that is then dropped (current-thread and
 /// multi-thread) or that is kept but no longer driven (a current-thread runtime between two
 /// `block_on`s) are used from another runtime: hits, and invalidations delivered at once.

@@ -98,4 +98,3 @@ async fn refresh_lease_whose_reply_was_lost_is_released() {
     )
     .await;
 }
-

@@ -216,4 +216,3 @@ async fn typed_invalidation_deletes_the_rendered_key() {
     assert_ne!(repo.get("a b").await, first);
     let _ = LOADS.load(SeqCst);
 }
-

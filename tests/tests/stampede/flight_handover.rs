@@ -229,7 +229,10 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
 
     // The write, in process B: version 1, and the key is deleted in Redis.
     f1_write(&b, 1, &db).await;
-    assert_eq!(stats(&b, "stampede::flight_handover::f1_write").invalidations, 1);
+    assert_eq!(
+        stats(&b, "stampede::flight_handover::f1_write").invalidations,
+        1
+    );
 
     // A call in A that starts after the write returned: its GET finds nothing; it joins L's
     // flight (L has not detached it).
@@ -326,7 +329,10 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
 
     // The write in process B: version 1; the UNLINK reaches Redis.
     f2_write(&b, 1, &db).await;
-    assert_eq!(stats(&b, "stampede::flight_handover::f2_write").invalidations, 1);
+    assert_eq!(
+        stats(&b, "stampede::flight_handover::f2_write").invalidations,
+        1
+    );
 
     // X starts after the write returned; its GET reaches Redis (nothing there) and it joins
     // L's flight.

@@ -68,7 +68,11 @@ async fn uncached_none_stampede_loads_once(env: TestEnv) {
         }));
     }
     loads
-        .open_when_missed(&env.cache, "stampede::flight_outcomes::uncached_none", CALLERS as u64)
+        .open_when_missed(
+            &env.cache,
+            "stampede::flight_outcomes::uncached_none",
+            CALLERS as u64,
+        )
         .await;
     let started = std::time::Instant::now();
     for t in tasks {
@@ -100,7 +104,11 @@ async fn oversized_stampede_loads_once(env: TestEnv) {
         }));
     }
     loads
-        .open_when_missed(&env.cache, "stampede::flight_outcomes::oversized", CALLERS as u64)
+        .open_when_missed(
+            &env.cache,
+            "stampede::flight_outcomes::oversized",
+            CALLERS as u64,
+        )
         .await;
     let started = std::time::Instant::now();
     for t in tasks {
@@ -250,7 +258,8 @@ mod after_one_failed_load {
             for c in calls {
                 let _ = c.await.unwrap();
             }
-            let (attempts, at_once) = (probe.attempts.load(SeqCst), probe.most_at_once.load(SeqCst));
+            let (attempts, at_once) =
+                (probe.attempts.load(SeqCst), probe.most_at_once.load(SeqCst));
             if at_once > 1 {
                 bad.push((id, attempts, at_once));
             }

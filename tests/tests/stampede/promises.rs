@@ -1,6 +1,6 @@
-//! Regression tests for the core's two promises, each a scenario that once broke them:
-//! read-your-writes through the single flight, coalescing while Redis is down, a loader
-//! slower than `lock_ms`, and in-process waiters behind a stalled leader.
+//! The core's two promises in their hardest scenarios: read-your-writes through the single
+//! flight, coalescing while Redis is down, a loader slower than `lock_ms`, and in-process
+//! waiters behind a stalled leader.
 //!
 //! Synchronisation is by gates (`Notify`, `Semaphore`) and by waiting for counters, never by
 //! sleeping; a serial run of any of these scenarios fails them.
@@ -220,7 +220,9 @@ async fn loader_slower_than_lock_ms_loads_once_across_caches() {
     let (ca, cb) = (a.clone(), b.clone());
     eventually("all callers missed", Duration::from_secs(10), || {
         let (ca, cb) = (ca.clone(), cb.clone());
-        async move { misses(&ca, "stampede::promises::slow") + misses(&cb, "stampede::promises::slow") == 8 }
+        async move {
+            misses(&ca, "stampede::promises::slow") + misses(&cb, "stampede::promises::slow") == 8
+        }
     })
     .await;
     db.open();

@@ -97,16 +97,25 @@ async fn stampede_100_concurrent_calls_run_loader_once(env: TestEnv) {
 
 async fn stampede_on_missing_row_runs_loader_once(env: TestEnv) {
     let gate = Gate::new();
-    let values = stampede(&env.cache, "stampede::stampede::hot_missing", &gate, 100, |_| {
-        let (cache, gate) = (env.cache.clone(), gate.clone());
-        async move { hot_missing(&cache, 1, &gate).await }
-    })
+    let values = stampede(
+        &env.cache,
+        "stampede::stampede::hot_missing",
+        &gate,
+        100,
+        |_| {
+            let (cache, gate) = (env.cache.clone(), gate.clone());
+            async move { hot_missing(&cache, 1, &gate).await }
+        },
+    )
     .await;
     assert!(
         values.iter().all(|v| *v == Ok(None)),
         "every caller gets Ok(None)"
     );
-    let s = env.cache.stats().function("stampede::stampede::hot_missing");
+    let s = env
+        .cache
+        .stats()
+        .function("stampede::stampede::hot_missing");
     assert_eq!(
         (gate.loads(), s.misses, s.negative_hits),
         (1, 100, 0),
