@@ -2,7 +2,12 @@
 //! memory backend) and [`backend_tests!`](crate::backend_tests), the report of the
 //! `stampede-helper` binary, and [`Db`], the database stand-in the loaders read.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{Cache, CacheBuilder, Raw, RedisServer};
 
@@ -134,4 +139,165 @@ pub struct HelperReport {
     /// Times this process waited on another process's lease.
     #[serde(default)]
     pub lock_waits: u64,
+}
+
+/// The database stand-in the loaders of the tests read and their writers change.
+///
+/// It holds a version of the whole database ([`Db::version`], [`Db::bump`]), a version per row
+/// ([`Db::row_version`], [`Db::bump_row`]) with the version every read starting now must
+/// return at least ([`Db::ack_row`]), text rows ([`Db::row`], [`Db::insert`]) and one text
+/// value ([`Db::value`], [`Db::set_value`]), and counts the loads ([`Db::count_load`]).
+///
+/// A gated database ([`Db::gated`]) holds its first load at a gate after the load read what it
+/// reads, until [`Db::open`]; [`Db::first_load_read`] waits until that load got there. So a test
+/// orders "the first load has read the old row" before "the write" without sleeping.
+#[derive(Debug, Default)]
+pub struct Db {
+    version: AtomicU64,
+    versions: Mutex<HashMap<u64, u64>>,
+    acked: Mutex<HashMap<u64, u64>>,
+    rows: Mutex<HashMap<u64, String>>,
+    value: Mutex<String>,
+    loads: AtomicUsize,
+    gate: Option<Semaphore>,
+    read_done: Notify,
+}
+
+impl Db {
+    /// An empty database: every version 0, no row, an empty value, no gate.
+    pub fn new() -> Db {
+        Db::default()
+    }
+
+    /// An empty database whose first load waits at a closed gate (see [`Db::open`]).
+    pub fn gated() -> Db {
+        Db {
+            gate: Some(Semaphore::new(0)),
+            ..Db::default()
+        }
+    }
+
+    /// A database whose text value is `value`.
+    pub fn with_value(value: &str) -> Db {
+        let db = Db::default();
+        db.set_value(value);
+        db
+    }
+
+    /// The version of the whole database.
+    pub fn version(&self) -> u64 {
+        self.version.load(SeqCst)
+    }
+
+    /// A write of the whole database: the new version.
+    pub fn bump(&self) -> u64 {
+        self.version.fetch_add(1, SeqCst) + 1
+    }
+
+    /// The version of row `id` (0 before its first write).
+    pub fn row_version(&self, id: u64) -> u64 {
+        self.versions.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    /// A write of row `id`: its new version.
+    pub fn bump_row(&self, id: u64) -> u64 {
+        let mut versions = self.versions.lock().unwrap();
+        let v = versions.entry(id).or_insert(0);
+        *v += 1;
+        *v
+    }
+
+    /// Records that every read of row `id` starting now must return at least `version` (kept
+    /// at the highest version acknowledged).
+    pub fn ack_row(&self, id: u64, version: u64) {
+        let mut acked = self.acked.lock().unwrap();
+        let v = acked.entry(id).or_insert(0);
+        *v = (*v).max(version);
+    }
+
+    /// The highest version of row `id` acknowledged with [`Db::ack_row`] (0 if none).
+    pub fn acked_row(&self, id: u64) -> u64 {
+        self.acked.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    /// Text row `id`, if written.
+    pub fn row(&self, id: u64) -> Option<String> {
+        self.rows.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Writes text row `id`.
+    pub fn insert(&self, id: u64, row: &str) {
+        self.rows.lock().unwrap().insert(id, row.to_owned());
+    }
+
+    /// The text value.
+    pub fn value(&self) -> String {
+        self.value.lock().unwrap().clone()
+    }
+
+    /// Writes the text value.
+    pub fn set_value(&self, value: &str) {
+        *self.value.lock().unwrap() = value.to_owned();
+    }
+
+    /// Counts a load; returns how many ran before it (0 for the first one).
+    pub fn count_load(&self) -> usize {
+        self.loads.fetch_add(1, SeqCst)
+    }
+
+    /// Loads counted so far.
+    pub fn loads(&self) -> usize {
+        self.loads.load(SeqCst)
+    }
+
+    /// A load of text row `id`: counted, the row read, then (the first load of a gated
+    /// database) held at the gate.
+    pub async fn load_row(&self, id: u64) -> Option<String> {
+        let n = self.count_load();
+        let row = self.row(id);
+        self.hold_if_first(n).await;
+        row
+    }
+
+    /// A load of the database's version: counted, the version read, then (the first load of a
+    /// gated database) held at the gate.
+    pub async fn load_version(&self) -> u64 {
+        let n = self.count_load();
+        let v = self.version();
+        self.hold_if_first(n).await;
+        v
+    }
+
+    /// For the load counted `n` (see [`Db::count_load`]): when it is the first one and the
+    /// database is gated, signals [`Db::first_load_read`] and waits for [`Db::open`]. Whether
+    /// it waited.
+    pub async fn hold_if_first(&self, n: usize) -> bool {
+        match &self.gate {
+            Some(gate) if n == 0 => {
+                self.read_done.notify_one();
+                let _permit = gate.acquire().await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits for [`Db::open`] when the database is gated (any load, not only the first).
+    pub async fn wait_for_gate(&self) {
+        if let Some(gate) = &self.gate {
+            let _permit = gate.acquire().await;
+        }
+    }
+
+    /// Waits until the first load of a gated database read what it reads and reached the gate.
+    pub async fn first_load_read(&self) {
+        self.read_done.notified().await;
+    }
+
+    /// Opens the gate: the held load and every later one go on.
+    pub fn open(&self) {
+        if let Some(gate) = &self.gate {
+            gate.add_permits(1 << 20);
+        }
+    }
 }

@@ -33,7 +33,7 @@ pub mod tls;
 pub mod waits;
 
 pub use cluster::{PlannedCluster, RawCluster, RedisCluster, SlotMap, key_slot};
-pub use fixtures::{Backend, HelperReport, TEST_NAMESPACE, TestEnv, unix_ms};
+pub use fixtures::{Backend, Db, HelperReport, TEST_NAMESPACE, TestEnv, unix_ms};
 pub use proxy::{HoldProxy, Proxy};
 pub use raw::{FORBIDDEN_COMMANDS, Raw};
 pub(crate) use server::make_temp_dir;
@@ -41,4 +41,4 @@ pub use server::{
     REDIS_SERVER_ENV, RedisServer, ServerSpec, StartError, reserve_free_port, scratch_dir,
 };
 pub use tls::make_certificates;
-pub use waits::{HANG_GUARD, eventually, guard, guard_for};
+pub use waits::{HANG_GUARD, NEAR_BOUND, eventually, guard, guard_for, pushes_settled, until_near};

@@ -3,14 +3,15 @@
 //! copy past its freshness (filled by a caller with one), and the fail-safe never serves a copy
 //! whose invalidation this process could have seen once tracking was back.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, EntryOptions, FnStats, Peek};
 use cache_tests::source::Source;
-use cache_tests::{Backend, Proxy, Raw, RedisServer, TEST_NAMESPACE, TestEnv, eventually, guard};
+use cache_tests::{
+    Backend, Proxy, RedisServer, TEST_NAMESPACE, TestEnv, eventually, guard, pushes_settled,
+    until_near,
+};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -54,40 +55,6 @@ async fn cache_behind(proxy: &Proxy) -> Cache {
         .build()
         .await
         .expect("cache")
-}
-
-/// Calls until the call is answered by `cache`'s near copy; returns the value.
-async fn until_near(cache: &Cache, key: &str, opts: &EntryOptions, src: &Arc<Source>) -> String {
-    let name = opts.stats_name();
-    let last = Mutex::new(String::new());
-    eventually("a near-cache hit", BOUND, || {
-        let before = st(cache, name).local_hits;
-        let last = &last;
-        async move {
-            *last.lock().unwrap() = gol(cache, key, opts, src).await.unwrap();
-            st(cache, name).local_hits > before
-        }
-    })
-    .await;
-    last.into_inner().unwrap()
-}
-
-/// Waits until `cache`'s tracking connection delivered every push of writes made so far.
-async fn pushes_settled(cache: &Cache, raw: &Raw) {
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let hook = seen.clone();
-    assert!(cache.__on_near_push(move |keys| hook.lock().unwrap().extend(keys.iter().cloned())));
-    let n = AtomicU64::new(0);
-    eventually("the marker's push arrived", BOUND, || {
-        let marker = format!("{TEST_NAMESPACE}:marker:{}", n.fetch_add(1, SeqCst));
-        let seen = seen.clone();
-        async move {
-            raw.set(&marker, b"x").await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            seen.lock().unwrap().contains(&marker)
-        }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,16 +7,14 @@
 //! at a gate, so a test decides when a load finishes (no sleeps for ordering; sleeps only let
 //! a short TTL run out).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, EntryOptions, Error, FnStats, Peek, cached};
 use cache_tests::source::{Source, alive_tasks};
 use cache_tests::{
-    Backend, Proxy, Raw, RedisCluster, RedisServer, TEST_NAMESPACE, TestEnv, backend_tests,
-    eventually, guard,
+    Backend, Proxy, RedisCluster, RedisServer, TEST_NAMESPACE, TestEnv, backend_tests, eventually,
+    guard, pushes_settled, until_near,
 };
 use tokio::sync::Barrier;
 
@@ -736,44 +734,6 @@ backend_tests!(
 
 // ---------------------------------------------------------------------------------------------
 // 9. The near cache (`local_ttl`) on one Redis server.
-
-/// Calls until the call is answered by `cache`'s near copy (the first calls may race the
-/// tracking setup); returns the value.
-async fn until_near(cache: &Cache, key: &str, opts: &EntryOptions, src: &Arc<Source>) -> String {
-    let name = opts.stats_name();
-    let last = std::sync::Mutex::new(String::new());
-    eventually("a near-cache hit", BOUND, || {
-        let before = st(cache, name).local_hits;
-        let last = &last;
-        async move {
-            *last.lock().unwrap() = gol(cache, key, opts, src).await.unwrap();
-            st(cache, name).local_hits > before
-        }
-    })
-    .await;
-    last.into_inner().unwrap()
-}
-
-/// Waits until `cache`'s tracking connection delivered every push of writes made so far (a
-/// late push of the cache's own store would evict a copy filled after it): writes marker
-/// keys behind the cache's back until the push of one arrived (pushes arrive in order).
-async fn pushes_settled(cache: &Cache, raw: &Raw) {
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let hook = seen.clone();
-    // The hook can be set once per cache: call this once per cache.
-    assert!(cache.__on_near_push(move |keys| hook.lock().unwrap().extend(keys.iter().cloned())));
-    let n = AtomicU64::new(0);
-    eventually("the marker's push arrived", BOUND, || {
-        let marker = format!("{TEST_NAMESPACE}:marker:{}", n.fetch_add(1, SeqCst));
-        let seen = seen.clone();
-        async move {
-            raw.set(&marker, b"x").await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            seen.lock().unwrap().contains(&marker)
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_ttl_hits_near_and_another_handles_set_and_invalidate_evict_it() {

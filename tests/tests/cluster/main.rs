@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{RedisCluster, eventually, guard};
+use cache_tests::{Db, RedisCluster, eventually, guard};
 use tokio::sync::{Barrier, Semaphore};
 
 const NS: &str = "ctest";
@@ -427,46 +427,26 @@ async fn tag_invalidation_deletes_members_on_every_master() {
 // ---------------------------------------------------------------------------------------------
 // Failover under load.
 
-/// A stand-in for the database: one version per id.
-struct Db {
-    versions: Vec<AtomicU64>,
-    /// Per id, a version that every read starting now must return at least: set after a
-    /// write (`#[invalidates]`) of the load's writers returned.
-    acked: Vec<AtomicU64>,
-    loads: AtomicUsize,
-}
-
-impl Db {
-    /// Ids `0..=max`, all at version 0.
-    fn new(max: usize) -> Db {
-        Db {
-            versions: (0..=max).map(|_| AtomicU64::new(0)).collect(),
-            acked: (0..=max).map(|_| AtomicU64::new(0)).collect(),
-            loads: AtomicUsize::new(0),
-        }
-    }
-}
-
 #[derive(Debug, PartialEq)]
 struct DbError;
 
 #[cached(key = "item:{id}", ttl = 300, cache = cache)]
 async fn item(cache: &Cache, id: usize, db: &Db) -> Result<u64, DbError> {
-    db.loads.fetch_add(1, SeqCst);
-    Ok(db.versions[id].load(SeqCst))
+    db.count_load();
+    Ok(db.row_version(id as u64))
 }
 
 #[invalidates("item:{id}", cache = cache)]
 async fn bump(cache: &Cache, id: usize, db: &Db) -> Result<(), DbError> {
-    db.versions[id].fetch_add(1, SeqCst);
+    db.bump_row(id as u64);
     Ok(())
 }
 
 /// Two ids written together: one `UNLINK` of both keys when they share a slot.
 #[invalidates("item:{x}", "item:{y}", cache = cache)]
 async fn bump_pair(cache: &Cache, x: usize, y: usize, db: &Db) -> Result<(), DbError> {
-    db.versions[x].fetch_add(1, SeqCst);
-    db.versions[y].fetch_add(1, SeqCst);
+    db.bump_row(x as u64);
+    db.bump_row(y as u64);
     Ok(())
 }
 
@@ -540,18 +520,18 @@ fn spawn_load(
                 i += 1;
                 // Two writer tasks (one write in three calls), four readers.
                 if t < 2 && i.is_multiple_of(3) {
-                    let next = db.versions[id].load(SeqCst) + 1;
+                    let next = db.row_version(id as u64) + 1;
                     match bump(&cache, id, &db).await {
                         Ok(()) => {
                             writes += 1;
-                            db.acked[id].fetch_max(next, SeqCst);
+                            db.ack_row(id as u64, next);
                         }
                         Err(e) => errors.lock().unwrap().push(format!("bump {id}: {e:?}")),
                     }
                 } else {
                     // A read that starts after a write returned sees that write (this
                     // process never reads an entry it invalidated, failover or not).
-                    let floor = db.acked[id].load(SeqCst);
+                    let floor = db.acked_row(id as u64);
                     match item(&cache, id, &db).await {
                         Ok(v) if v < floor => errors.lock().unwrap().push(format!(
                             "item {id}: version {v}, older than the acknowledged write {floor}"
@@ -590,7 +570,7 @@ async fn assert_settled_and_fresh(cluster: &RedisCluster, cache: &Cache, db: &Db
     // wait for a hit served from the cluster.
     let hits_before = cache.stats().function("cluster::item").hits;
     for &id in ids {
-        let want = db.versions[id].load(SeqCst);
+        let want = db.row_version(id as u64);
         assert_eq!(
             item(cache, id, db).await,
             Ok(want),
@@ -602,7 +582,7 @@ async fn assert_settled_and_fresh(cluster: &RedisCluster, cache: &Cache, db: &Db
         Duration::from_secs(20),
         || async {
             for &id in ids {
-                let want = db.versions[id].load(SeqCst);
+                let want = db.row_version(id as u64);
                 assert_eq!(
                     item(cache, id, db).await,
                     Ok(want),
@@ -634,7 +614,7 @@ async fn coordinated_failover_under_load_loses_no_invalidation() {
     let (on, off) = ids_around(&cluster, master, 8 + ONCE_POOL, 8);
     let (on, once) = on.split_at(8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db::new(*on.iter().chain(&off).chain(once).max().unwrap()));
+    let db = Arc::new(Db::new());
     // Ids on the failing master, cached, each written exactly once while the failover runs:
     // the load's writers rewrite their ids again and again (a lost invalidation would be
     // healed by the next one), these are not.
@@ -753,7 +733,7 @@ async fn resharding_a_slot_under_load_follows_ask_and_moved() {
         .into_iter()
         .find(|&m| m != from)
         .expect("another master");
-    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
+    let db = Arc::new(Db::new());
     prefill(&cache, &db, &ids).await;
     for port in cluster.live_ports() {
         let _: () = cluster.node_cmd(port, redis::cmd("CONFIG").arg("RESETSTAT"));
@@ -772,15 +752,12 @@ async fn resharding_a_slot_under_load_follows_ask_and_moved() {
             while !stop.load(SeqCst) {
                 let (x, y) = (ids[i % ids.len()], ids[(i + 5) % ids.len()]);
                 i += 1;
-                let next = (
-                    db.versions[x].load(SeqCst) + 1,
-                    db.versions[y].load(SeqCst) + 1,
-                );
+                let next = (db.row_version(x as u64) + 1, db.row_version(y as u64) + 1);
                 match bump_pair(&cache, x, y, &db).await {
                     Ok(()) => {
                         writes += 1;
-                        db.acked[x].fetch_max(next.0, SeqCst);
-                        db.acked[y].fetch_max(next.1, SeqCst);
+                        db.ack_row(x as u64, next.0);
+                        db.ack_row(y as u64, next.1);
                     }
                     Err(e) => errors.lock().unwrap().push(format!("bump_pair: {e:?}")),
                 }
@@ -911,7 +888,7 @@ async fn killed_master_under_load_loses_no_invalidation() {
     let replica = cluster.replica_of(master);
     let (on, off) = ids_around(&cluster, master, 8, 8);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db::new(*ids.iter().max().unwrap()));
+    let db = Arc::new(Db::new());
     // Cached entries on the master, replicated to its replica before the kill. Redis
     // replication is asynchronous: a deletion acknowledged by a master that dies before its
     // replica received it is lost (Redis's design, see the README), so the writers under load
@@ -993,7 +970,7 @@ async fn frozen_master_is_routed_around_once_its_replica_took_over() {
     let replica = cluster.replica_of(master);
     let (on, off) = ids_around(&cluster, master, 6, 4);
     let ids: Vec<usize> = on.iter().chain(&off).copied().collect();
-    let db = Arc::new(Db::new(*ids.iter().max().expect("ids")));
+    let db = Arc::new(Db::new());
     for &id in &ids {
         assert_eq!(item(&cache, id, &db).await, Ok(0));
     }
@@ -1036,7 +1013,7 @@ async fn frozen_master_is_routed_around_once_its_replica_took_over() {
             async move {
                 let before = cache.stats().function("cluster::item").hits;
                 for &id in &on {
-                    let want = db.versions[id].load(SeqCst);
+                    let want = db.row_version(id as u64);
                     assert_eq!(item(&cache, id, &db).await, Ok(want), "id {id}: fresh");
                 }
                 cache.stats().function("cluster::item").hits >= before + on.len() as u64
@@ -1050,7 +1027,7 @@ async fn frozen_master_is_routed_around_once_its_replica_took_over() {
     for &id in &on {
         assert_eq!(
             item(&fresh, id, &db).await,
-            Ok(db.versions[id].load(SeqCst)),
+            Ok(db.row_version(id as u64)),
             "fresh cache, id {id}"
         );
     }

@@ -12,56 +12,32 @@
 //!   ([`cache_tests::Proxy::cut`]): the `UNLINK` never reaches the server, the stale key is still
 //!   there during the outage (raw `GET` on the server), so only the retry queue can delete it.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{Backend, Proxy, TEST_NAMESPACE, TestEnv, eventually, guard};
+use cache_tests::{Backend, Db, Proxy, TEST_NAMESPACE, TestEnv, eventually, guard};
 
 const READ: &str = "iq.read";
 const WRITE: &str = "iq.write";
 const WRITE2: &str = "iq.write2";
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A stand-in for the database.
-#[derive(Debug)]
-struct Db {
-    value: Mutex<String>,
-    loads: AtomicUsize,
-}
-
-impl Db {
-    fn new(v: &str) -> Db {
-        Db {
-            value: Mutex::new(v.to_owned()),
-            loads: AtomicUsize::new(0),
-        }
-    }
-    fn get(&self) -> String {
-        self.value.lock().unwrap().clone()
-    }
-    fn set(&self, v: &str) {
-        *self.value.lock().unwrap() = v.to_owned();
-    }
-}
-
 #[cached(key = "item:{id}", ttl = 300, name = "iq.read", cache = cache)]
 async fn read(cache: &Cache, id: u64, db: &Db) -> String {
-    db.loads.fetch_add(1, SeqCst);
-    format!("{}#{id}", db.get())
+    db.count_load();
+    format!("{}#{id}", db.value())
 }
 
 #[invalidates("item:{id}", cache = cache, name = "iq.write")]
 async fn write(cache: &Cache, id: u64, db: &Db, value: &str) -> Result<u64, String> {
-    db.set(value);
+    db.set_value(value);
     Ok(id)
 }
 
 /// Invalidates two keys per call.
 #[invalidates("item:{id}", "items:all", cache = cache, name = "iq.write2")]
 async fn write2(cache: &Cache, id: u64, db: &Db, value: &str) -> Result<(), String> {
-    db.set(value);
+    db.set_value(value);
     Ok(())
 }
 
@@ -75,7 +51,7 @@ fn short_timeouts(b: cache_runtime::CacheBuilder) -> cache_runtime::CacheBuilder
 async fn invalidation_during_sigstop_is_queued_and_delivered_after_sigcont() {
     let mut env = TestEnv::with(Backend::Redis, short_timeouts).await;
     let raw = env.raw().await.expect("redis env");
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let key = env.cache.full_key("item:1");
 
     assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
@@ -125,9 +101,9 @@ async fn invalidation_during_sigstop_is_queued_and_delivered_after_sigcont() {
         raw.get(&key).await.is_some()
     })
     .await;
-    let loads = db.loads.load(SeqCst);
+    let loads = db.loads();
     assert_eq!(read(&env.cache, 1, &db).await, "v2#1");
-    assert_eq!(db.loads.load(SeqCst), loads, "a hit on the new value");
+    assert_eq!(db.loads(), loads, "a hit on the new value");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -141,7 +117,7 @@ async fn invalidation_while_unreachable_is_delivered_only_by_the_retry_queue() {
         .build()
         .await
         .expect("build through the proxy");
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let key = cache.full_key("item:1");
     let all = cache.full_key("items:all");
 
@@ -209,7 +185,7 @@ async fn invalidation_given_up_after_the_retry_window_counts_as_failed() {
         short_timeouts(b).invalidation_retry(Duration::from_millis(200), 10)
     })
     .await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
 
     env.server().kill();
@@ -262,7 +238,7 @@ async fn invalidation_queue_full_counts_failed_and_keeps_the_rest() {
         short_timeouts(b).invalidation_retry(Duration::from_secs(60), 1)
     })
     .await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     assert_eq!(read(&env.cache, 1, &db).await, "v1#1");
 
     env.server().kill();
@@ -324,7 +300,7 @@ async fn repeated_invalidations_of_a_pending_key_leave_room_for_other_keys() {
         .build()
         .await
         .expect("build through the proxy");
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let (hot, other) = (cache.full_key("item:1"), cache.full_key("item:2"));
     assert_eq!(read(&cache, 1, &db).await, "v1#1");
     assert_eq!(read(&cache, 2, &db).await, "v1#2");

@@ -10,42 +10,26 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{BreakerState, Cache, cached, invalidates};
-use cache_tests::{Proxy, RedisServer, TEST_NAMESPACE, eventually, guard};
+use cache_tests::{Db, Proxy, RedisServer, TEST_NAMESPACE, eventually, guard};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const WRITE: &str = "ir.write";
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A stand-in for the database.
-#[derive(Debug)]
-struct Db {
-    value: Mutex<String>,
-    loads: AtomicUsize,
-}
-
-impl Db {
-    fn new(v: &str) -> Db {
-        Db {
-            value: Mutex::new(v.to_owned()),
-            loads: AtomicUsize::new(0),
-        }
-    }
-}
-
 #[cached(key = "item:{id}", ttl = 300, name = "ir.read", cache = cache)]
 async fn read(cache: &Cache, id: u64, db: &Db) -> String {
-    db.loads.fetch_add(1, SeqCst);
-    format!("{}#{id}", db.value.lock().unwrap())
+    db.count_load();
+    format!("{}#{id}", db.value())
 }
 
 #[invalidates("item:{id}", cache = cache, name = "ir.write")]
 async fn write(cache: &Cache, id: u64, db: &Db, value: &str) -> Result<u64, String> {
-    *db.value.lock().unwrap() = value.to_owned();
+    db.set_value(value);
     Ok(id)
 }
 
@@ -223,7 +207,7 @@ async fn invalidation_answered_loading_is_retried_until_the_server_is_ready() {
     let raw = server.raw().await;
     let front = LoadingFront::start(server.port()).await;
     let cache = cache_via(front.url(), |b| b).await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let key = cache.full_key("item:1");
 
     assert_eq!(read(&cache, 1, &db).await, "v1#1");
@@ -300,7 +284,7 @@ fn queued_invalidation_outlives_the_runtime_that_queued_it() {
     let server = RedisServer::start();
     let (raw, proxy) =
         main.block_on(async { (server.raw().await, Proxy::start(server.port()).await) });
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
 
     let short = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -363,7 +347,7 @@ async fn recovery_flushes_the_queue_without_waiting_for_the_backoff() {
             .invalidation_retry_backoff(Duration::from_secs(60), Duration::from_secs(60))
     })
     .await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let key = cache.full_key("item:1");
     assert_eq!(read(&cache, 1, &db).await, "v1#1");
     let stale = raw.get(&key).await.expect("v1 is cached");
@@ -425,7 +409,7 @@ async fn shutdown_delivers_the_queued_invalidations() {
     let raw = server.raw().await;
     let proxy = Proxy::start(server.port()).await;
     let cache = cache_via(proxy.url(), |b| b).await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     let key = cache.full_key("item:1");
     assert_eq!(read(&cache, 1, &db).await, "v1#1");
     let stale = raw.get(&key).await.expect("v1 is cached");
@@ -471,7 +455,7 @@ async fn shutdown_timeout_reports_the_undelivered_keys() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
     let cache = cache_via(proxy.url(), |b| b).await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     assert_eq!(read(&cache, 1, &db).await, "v1#1");
 
     proxy.cut();
@@ -532,7 +516,7 @@ async fn own_queued_invalidation_is_seen_before_the_queue_delivers_it() {
             .invalidation_retry_backoff(Duration::from_secs(60), Duration::from_secs(60))
     })
     .await;
-    let db = Db::new("v1");
+    let db = Db::with_value("v1");
     assert_eq!(read(&cache, 7, &db).await, "v1#7");
     front.set_loading(true);
     assert_eq!(guard("write", write(&cache, 7, &db, "v2")).await, Ok(7));

@@ -7,36 +7,28 @@
 //! own near cache. "Once the push arrived" is polled with `eventually`; nothing is ordered by
 //! sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{Raw, RedisServer, TEST_NAMESPACE, eventually, guard};
+use cache_tests::{Db, Raw, RedisServer, TEST_NAMESPACE, eventually, guard};
 
 const BOUND: Duration = Duration::from_secs(10);
 
-/// The "database": a row's current version.
-#[derive(Default)]
-struct Db {
-    version: AtomicU64,
-    loads: AtomicU64,
-}
-
 #[cached(key = "near:{id}", ttl = 300, local_ttl = 60, name = "near.get", cache = cache)]
 async fn get(cache: &Cache, id: u64, db: &Db) -> String {
-    db.loads.fetch_add(1, SeqCst);
-    format!("row{id}@v{}", db.version.load(SeqCst))
+    db.count_load();
+    format!("row{id}@v{}", db.version())
 }
 
 #[cached(key = "nearopt:{id}", ttl = 300, local_ttl = 60, name = "near.find", cache = cache)]
 async fn find(cache: &Cache, id: u64, db: &Db) -> Option<String> {
-    db.loads.fetch_add(1, SeqCst);
+    db.count_load();
     None
 }
 
 #[invalidates("near:{id}", cache = cache, name = "near.write")]
 async fn write(cache: &Cache, id: u64, db: &Db) {
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
 }
 
 async fn redis_cache(server: &RedisServer) -> Cache {
@@ -85,7 +77,7 @@ async fn near_hit_after_miss_does_not_reach_redis() {
     let cache = redis_cache(&server).await;
     let db = Db::default();
     assert_eq!(get(&cache, 1, &db).await, "row1@v0");
-    assert_eq!(db.loads.load(SeqCst), 1);
+    assert_eq!(db.loads(), 1);
     until_near(&cache, 1, &db).await;
     let gets = get_calls(&raw).await;
     let hits = local_hits(&cache, "near.get");
@@ -94,7 +86,7 @@ async fn near_hit_after_miss_does_not_reach_redis() {
     }
     assert_eq!(local_hits(&cache, "near.get"), hits + 100);
     assert_eq!(get_calls(&raw).await, gets, "a near hit sent a GET");
-    assert_eq!(db.loads.load(SeqCst), 1);
+    assert_eq!(db.loads(), 1);
 
     // A negative entry is kept too.
     assert_eq!(find(&cache, 7, &db).await, None);
@@ -104,7 +96,7 @@ async fn near_hit_after_miss_does_not_reach_redis() {
         local_hits(&cache, "near.find") > before
     })
     .await;
-    assert_eq!(db.loads.load(SeqCst), 2);
+    assert_eq!(db.loads(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +141,7 @@ async fn local_invalidation_evicts_before_it_returns() {
     assert_eq!(get(&a, 4, &db).await, "row4@v1");
     until_near(&a, 4, &db).await;
     a.invalidate("near:4").await.unwrap();
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
     assert_eq!(get(&a, 4, &db).await, "row4@v2");
 }
 
@@ -163,7 +155,7 @@ async fn raw_writes_by_another_client_evict() {
     for (n, what) in ["DEL", "SET", "PEXPIRE"].into_iter().enumerate() {
         let n = n as u64;
         assert_eq!(until_near(&a, 5, &db).await, format!("row5@v{n}"));
-        db.version.fetch_add(1, SeqCst);
+        db.bump();
         match what {
             "DEL" => {
                 raw.del(&full).await;
@@ -231,7 +223,7 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
     })
     .await;
     // A write while nobody tracks for A: A's copy was flushed, and the near cache is bypassed.
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
     raw.del(&a.full_key("near:6")).await;
     let hits = local_hits(&a, "near.get");
     for _ in 0..3 {
@@ -262,7 +254,7 @@ async fn killed_tracking_connection_flushes_and_bypasses() {
     })
     .await;
     // ... and is coherent again.
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
     raw.del(&a.full_key("near:6")).await;
     eventually("a raw DEL evicts after the reconnect", BOUND, || async {
         get(&a, 6, &db).await == "row6@v2"
@@ -353,7 +345,7 @@ fn tracking_outlives_the_runtime_of_the_first_call() {
     } // `first` is dropped with every task spawned on it.
     main_rt.block_on(async {
         assert_eq!(until_near(&cache, 9, &db).await, "row9@v0");
-        db.version.fetch_add(1, SeqCst);
+        db.bump();
         server.raw().await.del(&cache.full_key("near:9")).await;
         eventually("a raw DEL evicts the copy", BOUND, || async {
             get(&cache, 9, &db).await == "row9@v1"

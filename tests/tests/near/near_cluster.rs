@@ -11,30 +11,23 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{RedisCluster, eventually, guard};
+use cache_tests::{Db, RedisCluster, eventually, guard};
 
 const NS: &str = "nctest";
 const BOUND: Duration = Duration::from_secs(10);
 const NEAR: &str = "cache_runtime::near";
 
-/// The "database": one version for every row.
-#[derive(Default)]
-struct Db {
-    version: AtomicU64,
-}
-
 #[cached(key = "row:{id}", ttl = 300, local_ttl = 60, name = "nc.get", cache = cache)]
 async fn get(cache: &Cache, id: u64, db: &Db) -> String {
-    format!("row{id}@v{}", db.version.load(SeqCst))
+    format!("row{id}@v{}", db.version())
 }
 
 #[invalidates("row:{id}", cache = cache, name = "nc.write")]
 async fn write(cache: &Cache, id: u64, db: &Db) {
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
 }
 
 fn builder(urls: Vec<String>) -> cache_runtime::CacheBuilder {
@@ -209,7 +202,7 @@ async fn near_hits_and_evictions_on_every_master() {
             let evictions = a.stats().function("nc.get").local_evictions;
             guard("B's write", write(&b, id, &db)).await;
             let returned = Instant::now();
-            let want = format!("row{id}@v{}", db.version.load(SeqCst));
+            let want = format!("row{id}@v{}", db.version());
             delays.push(until_value(&a, id, &db, &want, returned).await);
             assert!(
                 a.stats().function("nc.get").local_evictions > evictions,
@@ -264,7 +257,7 @@ async fn killed_tracking_connection_to_one_master_flushes_bypasses_and_recovers(
 
     // Writes while nobody tracks that master for A, and on the other masters: A's copies were
     // flushed, and the near cache is bypassed for every key (no near read, no fill).
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
     for &(id, _) in &ids {
         raw.cmd::<i64>(redis::cmd("DEL").arg(key(id))).await;
     }
@@ -293,7 +286,7 @@ async fn killed_tracking_connection_to_one_master_flushes_bypasses_and_recovers(
         "{old:?} -> {now:?}"
     );
     // ... and is coherent again on that master.
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
     raw.cmd::<i64>(redis::cmd("DEL").arg(key(victim_id))).await;
     let want = format!("row{victim_id}@v2");
     until_value(&a, victim_id, &db, &want, Instant::now()).await;
@@ -396,7 +389,7 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     for round in 0..3 {
         until_near(&a, id1, &db).await;
         guard("B's write on the promoted master", write(&b, id1, &db)).await;
-        let want = format!("row{id1}@v{}", db.version.load(SeqCst));
+        let want = format!("row{id1}@v{}", db.version());
         until_value(&a, id1, &db, &want, Instant::now()).await;
         for _ in 0..5 {
             assert_eq!(
@@ -426,7 +419,7 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     // B's write while the master is down waits in B's retry queue, and reaches the promoted
     // replica.
     guard("B's write during the outage", write(&b, id2, &db)).await;
-    let want = format!("row{id2}@v{}", db.version.load(SeqCst));
+    let want = format!("row{id2}@v{}", db.version());
     let cluster = Arc::new(cluster);
     let c = cluster.clone();
     guard(
@@ -449,7 +442,7 @@ async fn failovers_flush_and_tracking_follows_the_promoted_replicas() {
     for _ in 0..2 {
         until_near(&a, id2, &db).await;
         guard("B's write on the promoted master", write(&b, id2, &db)).await;
-        let want = format!("row{id2}@v{}", db.version.load(SeqCst));
+        let want = format!("row{id2}@v{}", db.version());
         until_value(&a, id2, &db, &want, Instant::now()).await;
         assert_eq!(get(&a, id2, &db).await, want, "old value again");
     }
@@ -557,7 +550,7 @@ async fn near_cache_on_a_tls_cluster() {
     for &(id, master) in &ids {
         until_near(&a, id, &db).await;
         guard("B's write", write(&b, id, &db)).await;
-        let want = format!("row{id}@v{}", db.version.load(SeqCst));
+        let want = format!("row{id}@v{}", db.version());
         until_value(&a, id, &db, &want, Instant::now()).await;
         assert!(
             a.stats().function("nc.get").local_evictions > 0,

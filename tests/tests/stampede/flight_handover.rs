@@ -9,49 +9,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{Proxy, RedisServer, eventually, guard};
+use cache_tests::{Db, Proxy, RedisServer, eventually, guard};
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio::sync::Semaphore;
-
-/// A row with a version, a load counter, and a gate the first load stops at (after reading).
-struct Db {
-    version: AtomicU64,
-    loads: AtomicUsize,
-    gate: Semaphore,
-}
-
-impl Db {
-    fn new() -> Arc<Db> {
-        Arc::new(Db {
-            version: AtomicU64::new(0),
-            loads: AtomicUsize::new(0),
-            gate: Semaphore::new(0),
-        })
-    }
-
-    async fn load(&self) -> u64 {
-        let n = self.loads.fetch_add(1, SeqCst);
-        let v = self.version.load(SeqCst);
-        if n == 0 {
-            let _p = self.gate.acquire().await;
-        }
-        v
-    }
-
-    fn open(&self) {
-        self.gate.add_permits(1000);
-    }
-
-    fn loads(&self) -> usize {
-        self.loads.load(SeqCst)
-    }
-}
 
 /// A std gate that one decode of [`Ver`] blocks on (decoding is synchronous user code; a large
 /// value takes a while to decode, this makes "a while" deterministic).
@@ -156,13 +121,13 @@ async fn drive_until<F: Future>(
 #[cached(key = "f1:{id}", ttl = 300, cache = cache)]
 async fn f1_read(cache: &Cache, id: u64, db: &Db) -> Ver {
     let _ = id;
-    Ver(db.load().await)
+    Ver(db.load_version().await)
 }
 
 #[invalidates("f1:{id}", cache = cache)]
 async fn f1_write(cache: &Cache, id: u64, db: &Db) {
     let _ = id;
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
 }
 
 const F1: &str = "stampede::flight_handover::f1_read";
@@ -188,7 +153,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
         }
     }
     let _open = OpenOnDrop;
-    let db = Db::new();
+    let db = Arc::new(Db::gated());
 
     // B takes the lease and loads version 0 (stopped at the gate).
     let pb = {
@@ -265,13 +230,13 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
 #[cached(key = "f2:{id}", ttl = 300, cache = cache)]
 async fn f2_read(cache: &Cache, id: u64, db: &Db) -> u64 {
     let _ = id;
-    db.load().await
+    db.load_version().await
 }
 
 #[invalidates("f2:{id}", cache = cache)]
 async fn f2_write(cache: &Cache, id: u64, db: &Db) {
     let _ = id;
-    db.version.fetch_add(1, SeqCst);
+    db.bump();
 }
 
 const F2: &str = "stampede::flight_handover::f2_read";
@@ -295,7 +260,7 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
         .await
         .unwrap();
     a.invalidate("warm").await.unwrap(); // connected
-    let db = Db::new();
+    let db = Arc::new(Db::gated());
 
     // L's GET is lost (partition; it times out): L leads A's flight in Degraded mode and
     // loads version 0 without a lease (stopped at the gate).
@@ -380,7 +345,7 @@ impl Serialize for NoJson {
 #[cached(key = "f3:{id}", ttl = 300, cache = cache)]
 async fn f3_read(cache: &Cache, id: u64, db: &Db) -> NoJson {
     let _ = id;
-    NoJson(db.load().await)
+    NoJson(db.load_version().await)
 }
 
 const F3: &str = "stampede::flight_handover::f3_read";
@@ -394,7 +359,7 @@ async fn unencodable_value_is_loaded_once_per_caller() {
         .build()
         .await
         .unwrap();
-    let db = Db::new();
+    let db = Arc::new(Db::gated());
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (c, db) = (cache.clone(), db.clone());

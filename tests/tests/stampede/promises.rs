@@ -5,70 +5,25 @@
 //! Synchronisation is by gates (`Notify`, `Semaphore`) and by waiting for counters, never by
 //! sleeping; a serial run of any of these scenarios fails them.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_tests::{RedisServer, TestEnv, backend_tests, eventually, guard};
-use tokio::sync::Semaphore;
-
-/// A tiny "database": rows by id, a load counter, and a gate the first load stops at.
-#[derive(Default)]
-struct Db {
-    rows: Mutex<HashMap<u64, String>>,
-    loads: AtomicUsize,
-    /// The first load waits for a permit here (after it has read its row).
-    gate: Option<Semaphore>,
-    /// Signalled when the first load has read its row.
-    read_done: tokio::sync::Notify,
-}
-
-impl Db {
-    fn gated() -> Arc<Db> {
-        Arc::new(Db {
-            gate: Some(Semaphore::new(0)),
-            ..Db::default()
-        })
-    }
-
-    async fn load(&self, id: u64) -> Option<String> {
-        let n = self.loads.fetch_add(1, SeqCst);
-        let row = self.rows.lock().unwrap().get(&id).cloned();
-        if n == 0
-            && let Some(gate) = &self.gate
-        {
-            self.read_done.notify_one();
-            let _permit = gate.acquire().await;
-        }
-        row
-    }
-
-    fn open(&self) {
-        if let Some(g) = &self.gate {
-            g.add_permits(1000);
-        }
-    }
-
-    fn loads(&self) -> usize {
-        self.loads.load(SeqCst)
-    }
-}
+use cache_tests::{Db, RedisServer, TestEnv, backend_tests, eventually, guard};
 
 #[cached(key = "dir:{id}", ttl = 300, negative_ttl = 0, cache = cache)]
 async fn find(cache: &Cache, id: u64, db: &Db) -> Option<String> {
-    db.load(id).await
+    db.load_row(id).await
 }
 
 #[cached(key = "dirbig:{id}", ttl = 300, cache = cache)]
 async fn find_big(cache: &Cache, id: u64, db: &Db) -> Option<String> {
-    db.load(id).await.map(|s| s.repeat(1000))
+    db.load_row(id).await.map(|s| s.repeat(1000))
 }
 
 #[invalidates("dir:{id}", "dirbig:{id}", cache = cache)]
 async fn create(cache: &Cache, id: u64, db: &Db, name: &str) {
-    db.rows.lock().unwrap().insert(id, name.to_owned());
+    db.insert(id, name);
 }
 
 fn misses(cache: &Cache, name: &str) -> u64 {
@@ -113,9 +68,9 @@ async fn read_after_write(
     before: Option<&str>,
     written: &str,
 ) -> Option<String> {
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     if let Some(row) = before {
-        db.rows.lock().unwrap().insert(id, row.to_owned());
+        db.insert(id, row);
     }
     let cache = env.cache.clone();
     let spawn_read = || {
@@ -123,7 +78,7 @@ async fn read_after_write(
         tokio::spawn(async move { reader.call(&cache, id, &db).await })
     };
     let first = spawn_read();
-    guard("first load read its row", db.read_done.notified()).await;
+    guard("first load read its row", db.first_load_read()).await;
     create(&cache, id, &db, written).await;
     let second = spawn_read();
     eventually("the second call missed", Duration::from_secs(10), || {
@@ -161,10 +116,8 @@ async fn read_after_invalidation_does_not_get_older_oversized_result(env: TestEn
 
 #[cached(key = "slow:{id}", ttl = 300, lock_ms = 100, cache = cache)]
 async fn slow(cache: &Cache, id: u64, db: &Db) -> String {
-    db.loads.fetch_add(1, SeqCst);
-    if let Some(g) = &db.gate {
-        let _p = g.acquire().await;
-    }
+    db.count_load();
+    db.wait_for_gate().await;
     // Slower than the lease (lock_ms = 100): the loader must keep its lease alive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     format!("v{id}")
@@ -172,7 +125,7 @@ async fn slow(cache: &Cache, id: u64, db: &Db) -> String {
 
 /// Item 3: `lock_ms = 100`, a 300 ms loader, 8 concurrent callers: one load serves them all.
 async fn loader_slower_than_lock_ms_still_loads_once(env: TestEnv) {
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let (cache, db) = (env.cache.clone(), db.clone());
@@ -209,7 +162,7 @@ async fn loader_slower_than_lock_ms_loads_once_across_caches() {
             .unwrap()
     };
     let (a, b) = (mk().await, mk().await);
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     let mut tasks = Vec::new();
     for cache in [&a, &b] {
         for _ in 0..4 {
@@ -239,7 +192,7 @@ async fn loader_slower_than_lock_ms_loads_once_across_caches() {
 
 #[cached(key = "outage:{id}", ttl = 300, cache = cache)]
 async fn during_outage(cache: &Cache, id: u64, db: &Db) -> Option<String> {
-    db.load(id).await.or_else(|| Some(format!("row{id}")))
+    db.load_row(id).await.or_else(|| Some(format!("row{id}")))
 }
 
 /// Item 2: with Redis unreachable (circuit open), 50 concurrent callers of one key run the
@@ -261,14 +214,14 @@ async fn unreachable_redis_cache() -> Cache {
 async fn outage_still_coalesces_callers() {
     let cache = unreachable_redis_cache().await;
     assert_eq!(cache.breaker_state(), cache_runtime::BreakerState::Open);
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (cache, db) = (cache.clone(), db.clone());
             tokio::spawn(async move { during_outage(&cache, 3, &db).await })
         })
         .collect();
-    guard("first load started", db.read_done.notified()).await;
+    guard("first load started", db.first_load_read()).await;
     let c = cache.clone();
     eventually(
         "all 50 callers skipped the backend",
@@ -297,12 +250,12 @@ async fn outage_still_coalesces_callers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_read_after_local_invalidation_is_fresh() {
     let cache = unreachable_redis_cache().await;
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     let first = tokio::spawn({
         let (cache, db) = (cache.clone(), db.clone());
         async move { find(&cache, 9, &db).await }
     });
-    guard("first load read its row", db.read_done.notified()).await;
+    guard("first load read its row", db.first_load_read()).await;
     create(&cache, 9, &db, "ada").await;
     let second = tokio::spawn({
         let (cache, db) = (cache.clone(), db.clone());
@@ -324,12 +277,8 @@ async fn outage_read_after_local_invalidation_is_fresh() {
 
 #[cached(key = "stall:{id}", ttl = 300, lock_ms = 50, cache = cache)]
 async fn stalled(cache: &Cache, id: u64, db: &Db) -> String {
-    let n = db.loads.fetch_add(1, SeqCst);
-    if n == 0
-        && let Some(g) = &db.gate
-    {
-        db.read_done.notify_one();
-        let _p = g.acquire().await;
+    let n = db.count_load();
+    if db.hold_if_first(n).await {
         return "from the stalled leader".into();
     }
     format!("own load {id}")
@@ -338,12 +287,12 @@ async fn stalled(cache: &Cache, id: u64, db: &Db) -> String {
 /// Item 9: the in-process leader's loader is stalled (not dropped); the calls waiting for it
 /// give up after a bound derived from `lock_ms` and load by themselves.
 async fn waiters_behind_a_stalled_leader_load_themselves(env: TestEnv) {
-    let db = Db::gated();
+    let db = Arc::new(Db::gated());
     let leader = tokio::spawn({
         let (cache, db) = (env.cache.clone(), db.clone());
         async move { stalled(&cache, 4, &db).await }
     });
-    guard("leader loading", db.read_done.notified()).await;
+    guard("leader loading", db.first_load_read()).await;
     let waiters: Vec<_> = (0..3)
         .map(|_| {
             let (cache, db) = (env.cache.clone(), db.clone());
