@@ -1,7 +1,8 @@
 //! "Every option combines with every other" (DESIGN.md, "The composable core"): a matrix over
 //! every PAIR of `jitter`, `negative_ttl`, `stale`, `early_refresh`, `soft_timeout` (always
 //! with `stale`), `local_ttl` and `tags` through the programmatic API, and of `cache_if` with
-//! each of them through `#[cached]` functions, on the memory backend and on Redis.
+//! each of them through `#[cached]` functions, on the memory backend, on Redis and on a Redis
+//! Cluster (one cluster for the three scenarios, each in its own namespace).
 //!
 //! For a pair (A, B) each option's checker runs its scenario on its own key with options that
 //! carry BOTH A and B, and asserts the behaviour of its option (taking the partner's known
@@ -21,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, EntryOptions, FnStats, Peek, cached};
 use cache_tests::source::Source;
-use cache_tests::{Backend, Raw, TEST_NAMESPACE, TestEnv, backend_tests};
+use cache_tests::{
+    Raw, RawCluster, RedisCluster, TEST_NAMESPACE, TestEnv, backend_tests, guard_for,
+};
 
 /// Bound of one checker: a checker taking longer is hung.
 const CHECK_BOUND: Duration = Duration::from_secs(30);
@@ -261,13 +264,30 @@ fn programmatic(pair: &[Opt], chk: Opt) -> Target {
     }
 }
 
-/// What the checkers share: the cache under test, on Redis a second handle (another
-/// "process") and a raw connection.
+/// What the checkers share: the cache under test, on Redis (a server or a cluster) a second
+/// handle (another "process") and a raw connection.
 #[derive(Clone)]
 struct Ctx {
     cache: Cache,
     other: Option<Cache>,
-    raw: Option<Raw>,
+    raw: Option<RawConn>,
+}
+
+/// A raw connection behind the cache's back, to a server or to a cluster.
+#[derive(Clone)]
+enum RawConn {
+    Server(Raw),
+    Cluster(RawCluster),
+}
+
+impl RawConn {
+    /// `PTTL key` (routed to the key's node on a cluster).
+    async fn pttl(&self, key: &str) -> i64 {
+        match self {
+            RawConn::Server(raw) => raw.pttl(key).await,
+            RawConn::Cluster(raw) => raw.cmd(redis::cmd("PTTL").arg(key)).await,
+        }
+    }
 }
 
 impl Ctx {
@@ -737,8 +757,14 @@ async fn ctx_of(env: &TestEnv) -> Ctx {
     let ctx = Ctx {
         cache: env.cache.clone(),
         other,
-        raw: env.raw().await,
+        raw: env.raw().await.map(RawConn::Server),
     };
+    warm_up(&ctx).await;
+    ctx
+}
+
+/// On Redis, waits until the near cache's tracking (set up in the background) is active.
+async fn warm_up(ctx: &Ctx) {
     if ctx.redis() {
         // Near-cache tracking is set up in the background: wait for a first near hit.
         let opts = EntryOptions::new(Duration::from_secs(60))
@@ -754,12 +780,11 @@ async fn ctx_of(env: &TestEnv) -> Ctx {
         .await;
         assert!(hit.is_some(), "near cache never became active");
     }
-    ctx
 }
 
-fn report(backend: Backend, what: &str, rows: &[(String, Check)], started: Instant) {
+fn report(backend: &str, what: &str, rows: &[(String, Check)], started: Instant) {
     println!(
-        "{what} on {backend:?}: {} checks in {:?}",
+        "{what} on {backend}: {} checks in {:?}",
         rows.len(),
         started.elapsed()
     );
@@ -775,7 +800,7 @@ fn report(backend: Backend, what: &str, rows: &[(String, Check)], started: Insta
         .collect();
     assert!(
         failed.is_empty(),
-        "{} of {} checks failed on {backend:?}:\n{}",
+        "{} of {} checks failed on {backend}:\n{}",
         failed.len(),
         rows.len(),
         failed.join("\n")
@@ -792,7 +817,10 @@ async fn bounded(label: String, fut: impl Future<Output = Check>) -> (String, Ch
 
 /// Every pair of the programmatic options, each option's checker on its own key, all at once.
 async fn programmatic_pairs(env: TestEnv) {
-    let ctx = ctx_of(&env).await;
+    programmatic_pairs_on(ctx_of(&env).await, &format!("{:?}", env.backend)).await;
+}
+
+async fn programmatic_pairs_on(ctx: Ctx, backend: &str) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (i, a) in OPTS.iter().enumerate() {
@@ -812,14 +840,17 @@ async fn programmatic_pairs(env: TestEnv) {
     for t in tasks {
         rows.push(t.await.expect("checker panicked"));
     }
-    report(env.backend, "programmatic pairs", &rows, started);
+    report(backend, "programmatic pairs", &rows, started);
 }
 
 /// The checkers are not vacuous: each one fails on options that lack its option (`local_ttl`
 /// only on Redis, where it is not a pass-through; `negative_ttl` defaults to the TTL, which
 /// its checker accepts).
 async fn checkers_fail_without_their_option(env: TestEnv) {
-    let ctx = ctx_of(&env).await;
+    checkers_fail_without_their_option_on(ctx_of(&env).await).await;
+}
+
+async fn checkers_fail_without_their_option_on(ctx: Ctx) {
     let mut controls = vec![
         (vec![], Opt::Jitter),
         (vec![], Opt::Stale),
@@ -977,7 +1008,10 @@ fn attribute(partner: Opt, chk: Opt, n: u64) -> Target {
 /// `cache_if` with each other option: per pair, both checkers one after the other (they share
 /// the function's stats name); the pairs at once.
 async fn cache_if_pairs(env: TestEnv) {
-    let ctx = ctx_of(&env).await;
+    cache_if_pairs_on(ctx_of(&env).await, &format!("{:?}", env.backend)).await;
+}
+
+async fn cache_if_pairs_on(ctx: Ctx, backend: &str) {
     let started = Instant::now();
     let tasks: Vec<_> = OPTS
         .iter()
@@ -998,7 +1032,7 @@ async fn cache_if_pairs(env: TestEnv) {
     for t in tasks {
         rows.extend(t.await.expect("checker panicked"));
     }
-    report(env.backend, "cache_if pairs (attributes)", &rows, started);
+    report(backend, "cache_if pairs (attributes)", &rows, started);
 }
 
 backend_tests!(
@@ -1007,3 +1041,46 @@ backend_tests!(
     cache_if_pairs,
     checkers_fail_without_their_option,
 );
+
+/// The three scenarios on one Redis Cluster (3 masters + 3 replicas), one after the other,
+/// each with its own namespace (so its own keys, tags and near copies); the cache under test
+/// and the second handle ("another process") both on the cluster, the raw connection routed
+/// by key. Each option's behaviour in the pair is asserted as on a single server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn option_pairs_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let raw = RawConn::Cluster(cluster.raw().await);
+    let handle = |ns: String, seeded: bool| {
+        let urls = cluster.urls();
+        async move {
+            let b = Cache::builder()
+                .redis_cluster(urls)
+                .namespace(ns)
+                .require_connection();
+            let b = if seeded { b.xfetch_seed(7) } else { b };
+            b.build().await.expect("cache on the cluster")
+        }
+    };
+    let mut failed = Vec::new();
+    for name in ["programmatic_pairs", "cache_if_pairs", "checkers_fail"] {
+        let ns = format!("pairs_{name}");
+        let ctx = Ctx {
+            cache: handle(ns.clone(), true).await,
+            other: Some(handle(ns, false).await),
+            raw: Some(raw.clone()),
+        };
+        warm_up(&ctx).await;
+        // A task per scenario: one that fails does not hide the others.
+        let run = tokio::spawn(async move {
+            match name {
+                "programmatic_pairs" => programmatic_pairs_on(ctx, "Cluster").await,
+                "cache_if_pairs" => cache_if_pairs_on(ctx, "Cluster").await,
+                _ => checkers_fail_without_their_option_on(ctx).await,
+            }
+        });
+        if let Err(e) = guard_for(name, CHECK_BOUND * 2, run).await {
+            failed.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failed.is_empty(), "on the cluster: {failed:#?}");
+}
