@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The cluster tests (tests/tests/cluster.rs) also need redis-cli (`redis-cli --cluster create`).
+# The cluster tests (tests/tests/cluster/main.rs) also need redis-cli (`redis-cli --cluster create`).
 need_server=0
 if ! command -v redis-server >/dev/null 2>&1 && [[ -z "${CACHE_TESTS_REDIS_SERVER:-}" ]]; then
     need_server=1

@@ -1,21 +1,35 @@
 //! Test harness for the `cache-runtime` integration tests.
 //!
-//! * [`RedisServer`] starts a private `redis-server` process on a free loopback port, with its
-//!   own temporary directory and no persistence, waits until it answers `PING`, and kills it on
-//!   drop. Every test starts its own server, so tests run in parallel and never touch a Redis that
-//!   happens to listen on 6379. The server can be killed, paused (`SIGSTOP`), resumed and restarted
-//!   on the same port to exercise failure behaviour.
-//! * [`Raw`] is a plain redis-rs connection for looking behind the cache's back (`GET`, `PTTL`,
-//!   `INCR`, ...).
-//! * [`TestEnv`] bundles a [`Cache`] with the server behind it (or none, for the in-memory
-//!   backend), and [`backend_tests!`] turns one scenario function into a test per backend.
-//! * [`Proxy`] is a loopback TCP proxy between a cache and its server that injects network faults
-//!   (a partition that swallows requests, or cut connections) while the server keeps its data.
-//! * [`RedisCluster`] builds a real 6-node Redis Cluster (3 masters, 3 replicas) on loopback
-//!   with `redis-cli --cluster create`, with failover and kill controls, and [`RawCluster`] reads
-//!   it behind the cache's back.
-//! * [`guard`] and [`eventually`] are hang guards: they bound how long a test may wait for
-//!   something that must happen, without asserting anything about speed.
+//! The tests are grouped by area, one test binary each (`tests/tests/<area>/main.rs` and its
+//! modules): `caching` (hits, negative entries, shapes, keys, limits, stats, spans, startup,
+//! the commands sent), `stampede` (one load per key, flights, leases, the two promises),
+//! `freshness`, `invalidation` (and tags), `near`, `failure` (breaker, outages, security),
+//! `cluster`, `api` (the programmatic API and the option matrix), `policies`, `history` (the
+//! randomized checker) and `ui` (trybuild).
+//!
+//! The harness, by module (the main items are re-exported here):
+//!
+//! * [`server`]: [`RedisServer`] starts a private `redis-server` process on a free loopback
+//!   port, with its own temporary directory and no persistence, waits until it answers `PING`,
+//!   and kills it on drop. Every test starts its own server, so tests run in parallel and never
+//!   touch a Redis that happens to listen on 6379. The server can be killed, paused
+//!   (`SIGSTOP`), resumed and restarted on the same port to exercise failure behaviour.
+//! * [`raw`]: [`Raw`] is a plain redis-rs connection for looking behind the cache's back
+//!   (`GET`, `PTTL`, `INCR`, ...).
+//! * [`proxy`]: [`Proxy`] is a loopback TCP proxy between a cache and its server that injects
+//!   network faults (a partition that swallows requests, or cut connections) while the server
+//!   keeps its data; [`HoldProxy`] holds the traffic at a chosen command.
+//! * [`waits`]: [`guard`] and [`eventually`] are hang guards: they bound how long a test may
+//!   wait for something that must happen, without asserting anything about speed;
+//!   [`until_near`] and [`pushes_settled`] wait for the near cache.
+//! * [`fixtures`]: [`TestEnv`] bundles a [`Cache`] with the server behind it (or none, for the
+//!   in-memory backend), [`backend_tests!`] turns one scenario function into a test per
+//!   backend, and [`Db`] is the database stand-in the loaders read.
+//! * [`cluster`]: [`RedisCluster`] builds a real 6-node Redis Cluster (3 masters, 3 replicas)
+//!   on loopback with `redis-cli --cluster create`, with failover and kill controls, and
+//!   [`RawCluster`] reads it behind the cache's back.
+//! * [`source`]: a data source for the freshness and tag tests; [`tls`]: throwaway TLS
+//!   material; [`history`]: the randomized history checker (model, workload, run, check).
 //!
 //! The `redis-server` binary is looked up on `PATH`, or taken from the `CACHE_TESTS_REDIS_SERVER`
 //! environment variable when that is set. `scripts/test.sh` installs it when it is missing.

@@ -83,7 +83,7 @@ impl Raw {
 }
 
 /// Commands the runtime must never send (checked through `INFO commandstats` by
-/// `tests/tests/commandstats.rs` and, on every node, by `tests/tests/cluster.rs`): they scan
+/// `tests/tests/caching/commandstats.rs` and, on every node, by `tests/tests/cluster/main.rs`): they scan
 /// the keyspace, wipe it, or block the server or the connection.
 pub const FORBIDDEN_COMMANDS: &[&str] = &[
     "keys",

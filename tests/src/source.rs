@@ -1,5 +1,5 @@
-//! A stand-in data source for the freshness and tag tests (`tests/tests/freshness.rs`,
-//! `tests/tests/tags.rs`): it counts loader runs, holds a "database" row version, and can hold
+//! A stand-in data source for the freshness and tag tests (`tests/tests/freshness/freshness.rs`,
+//! `tests/tests/invalidation/tags.rs`): it counts loader runs, holds a "database" row version, and can hold
 //! chosen runs at a gate, make them fail or make them panic, so that a test decides exactly
 //! when a (background) load finishes and what it returns.
 //!

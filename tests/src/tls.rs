@@ -1,4 +1,4 @@
-//! Throwaway TLS material for the TLS tests (a single server in `tests/tests/security.rs`, a
+//! Throwaway TLS material for the TLS tests (a single server in `tests/tests/failure/security.rs`, a
 //! cluster in [`RedisCluster::start_with_tls`](crate::cluster::RedisCluster::start_with_tls)).
 
 use std::path::Path;

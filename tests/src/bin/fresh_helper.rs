@@ -1,4 +1,4 @@
-//! One process of the cross-process grace-window test (`tests/tests/freshness.rs`,
+//! One process of the cross-process grace-window test (`tests/tests/freshness/freshness.rs`,
 //! `grace_burst_across_two_os_processes_runs_one_refresh`).
 //!
 //! Usage: `fresh-helper <cache-url> <counter-url> <prime|burst> <start-unix-ms> <calls>`

@@ -1,4 +1,4 @@
-//! One process of the cross-process history run (`tests/tests/history.rs`).
+//! One process of the cross-process history run (`tests/tests/history/main.rs`).
 //!
 //! Usage: `history-helper <cache-url> <db-url> <namespace> <seed> <process-index>
 //! <start-unix-ms> <duration-ms> <history-ms> <never|always|odd> <processes> [near:<quiet-ms>]`

@@ -1,9 +1,9 @@
-//! One process of the cross-process stampede test (`tests/tests/stampede_cross_process.rs`).
+//! One process of the cross-process stampede test (`tests/tests/stampede/stampede_cross_process.rs`).
 //!
 //! Usage: `stampede-helper <redis-url> <namespace> <id> <counter-key> <start-unix-ms> <calls> [<gate-key>]`
 //!
 //! `<redis-url>` may be a comma-separated list of a Redis Cluster's seed nodes
-//! (`tests/tests/cluster.rs`): the cache is then built with `redis_cluster`.
+//! (`tests/tests/cluster/main.rs`): the cache is then built with `redis_cluster`.
 //!
 //! Builds a Redis-backed `Cache`, waits until the wall clock reaches `start-unix-ms` (so that all
 //! processes start together), then makes `calls` concurrent calls of a `#[cached]` function on the

@@ -96,7 +96,7 @@
 //! Loads tell whether they are a background refresh: a read call runs inside the task-local
 //! scope of its task; a refresh runs in a spawned task, outside of it.
 //!
-//! The same code drives the in-process runs (`tests/tests/history.rs`) and each process of the
+//! The same code drives the in-process runs (`tests/tests/history/main.rs`) and each process of the
 //! cross-process run (`src/bin/history_helper.rs`), so both produce the same [`Record`]s.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
