@@ -113,6 +113,7 @@ mod builder;
 mod cache;
 mod call;
 mod codec;
+mod engine;
 mod entry;
 mod error;
 mod flight;

@@ -126,19 +126,14 @@ pub async fn invalidate(
     tags: &[String],
 ) {
     use crate::retry::Target;
-    let inner = &*cache.inner;
-    let scope = crate::invalidation::Scope {
-        store: &inner.store,
-        flights: [&inner.flights, &inner.refreshing],
-        near: inner.near.get().map(|n| &**n),
-        retrier: &inner.retrier,
-    };
+    let engine = &*cache.engine;
+    let scope = engine.scope();
     let targets = keys
         .iter()
-        .map(|k| Target::Key(cache.full_key(k)))
-        .chain(tags.iter().map(|t| Target::Tag(inner.tag_key(t))))
+        .map(|k| Target::Key(engine.full_key(k)))
+        .chain(tags.iter().map(|t| Target::Tag(engine.tag_key(t))))
         .collect();
-    let counters = inner.stats.counters(spec.name);
+    let counters = engine.counters(spec.name);
     crate::invalidation::invalidate(scope, counters, spec.name, targets).await
 }
 pub use crate::shape_check::{
