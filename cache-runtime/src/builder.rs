@@ -350,7 +350,7 @@ impl CacheBuilder {
                 &self.namespace,
                 counters,
             );
-            let _ = cache.engine.attach_near(near);
+            cache.engine.attach_near(near);
         }
     }
 
