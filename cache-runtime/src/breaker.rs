@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 /// The breaker's state, as seen by [`Cache::breaker_state`](crate::Cache::breaker_state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// The backend is used.
     Closed,

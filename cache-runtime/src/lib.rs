@@ -59,7 +59,7 @@
 //!   (soft timeout), `tags = [..]` with `#[invalidates(tags = [..])]` and
 //!   [`Cache::invalidate_tag`], and `cache_if = path`.
 //! - **Policy as data**: every annotated function registers a description at link time;
-//!   [`policies`], [`policy_report`] and [`check_policies`] list, render and check them, and
+//!   [`policies`] lists them; [`Policies::report`] renders and [`Policies::check`] checks them, and
 //!   `#[invalidates(get_user(id))]` renders the key through `get_user`'s own template.
 //! - **Observability**: counters in [`Stats`]; with the `metrics` feature, the same counters
 //!   on the [`metrics`](https://docs.rs/metrics) facade (`cache_hits_total{fn}`, ...,
@@ -138,20 +138,32 @@ pub mod __private;
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
-pub use cache::{
-    Cache, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
-    MAX_LOCK_MS,
-};
+pub use cache::Cache;
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use global::{global, install};
-pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
-pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_ENTRY_LIFE, MAX_OPTION_NAMES, Peek};
-pub use policy::{
-    CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
-    TypedKey, check_policies, policies, policy_report,
-};
+pub use key::{KeyPart, write_encoded};
+pub use options::{EntryOptions, Peek};
+pub use policy::{CachedPolicy, InvalidatePolicy, Policies, PolicyProblem, TypedKey, policies};
 pub use stats::{FnStats, Stats};
+
+/// The defaults and limits of every setting, in one place.
+///
+/// ```
+/// use cache_runtime::limits;
+///
+/// assert_eq!(limits::DEFAULT_LOCK_MS, 5000);
+/// assert!(limits::MAX_ENTRY_LIFE.as_secs() >= 100 * 365 * 24 * 3600);
+/// ```
+pub mod limits {
+    pub use crate::cache::{
+        DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
+        MAX_LOCK_MS,
+    };
+    pub use crate::key::MAX_PART_LEN;
+    pub use crate::options::{DEFAULT_OPTIONS_NAME, MAX_ENTRY_LIFE, MAX_OPTION_NAMES};
+    pub use crate::policy::DEFAULT_NEVER_INVALIDATED_SECS;
+}
 
 /// Caches an async function's result under a key rendered from its arguments.
 ///

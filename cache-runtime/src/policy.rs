@@ -1,7 +1,7 @@
 //! Policy as data: every `#[cached]` and `#[invalidates]` function registers a static
 //! description at link time (with [`linkme`], no code runs at start-up and nothing per call),
 //! so a program can list its cache policies ([`policies`]), render them as a Markdown table
-//! ([`policy_report`]) and check them in a unit test ([`check_policies`]).
+//! ([`Policies::report`]) and check them in a unit test ([`Policies::check`]).
 //!
 //! The rules are on [`Policies`].
 
@@ -20,7 +20,7 @@ pub static CACHED_POLICIES: [CachedPolicy];
 pub static INVALIDATE_POLICIES: [InvalidatePolicy];
 
 /// Entries that live longer than this (seconds) and that nothing invalidates are reported by
-/// [`check_policies`] ([`PolicyProblem::NeverInvalidated`]): one hour.
+/// [`Policies::check`] ([`PolicyProblem::NeverInvalidated`]): one hour.
 pub const DEFAULT_NEVER_INVALIDATED_SECS: u64 = 3600;
 
 /// The static description of one `#[cached]` function (built by the macro; read it, don't
@@ -213,42 +213,6 @@ pub fn policies() -> Policies {
     )
 }
 
-/// The cache-policy table of every registered function, as Markdown (see
-/// [`Policies::report`]).
-///
-/// ```
-/// #[cache_runtime::cached(key = "user:{id}", ttl = 300, jitter = 30)]
-/// async fn get_user(id: u64) -> u64 { id }
-///
-/// let report = cache_runtime::policy_report();
-/// assert!(report.contains("| `user:{id}` | 300 s | 30 s |"), "{report}");
-/// ```
-pub fn policy_report() -> String {
-    policies().report()
-}
-
-/// The problems of every registered policy (see [`Policies::check`]); assert it is empty in
-/// a unit test. Use `policies().in_module(module_path!()).check()` to check one module.
-///
-/// ```standalone_crate
-/// #[cache_runtime::cached(key = "user:{id}", ttl = 60)]
-/// async fn get_user(id: u64) -> u64 { id }
-///
-/// #[cache_runtime::invalidates("usr:{id}")] // a typo: deletes nothing
-/// async fn rename(id: u64) {}
-///
-/// let problems = cache_runtime::check_policies();
-/// assert_eq!(problems.len(), 1);
-/// assert_eq!(
-///     problems[0].to_string(),
-///     format!("`{}::rename` invalidates key template \"usr:{{id}}\", which no #[cached] \
-///              key template can render: it deletes nothing", module_path!()),
-/// );
-/// ```
-pub fn check_policies() -> Vec<PolicyProblem> {
-    policies().check()
-}
-
 /// The modules a path prefix can lead to from `module`: `crate::a`, `self::a`,
 /// `super::a`, `a` (relative, or a crate name), each also without its last segment when that
 /// is a type (`Repo::by_id`, `Self::profile`).
@@ -406,7 +370,24 @@ impl Policies {
 
     /// The problems of these policies, with the default threshold for entries nothing
     /// invalidates ([`DEFAULT_NEVER_INVALIDATED_SECS`]). See [`Policies`] for the
-    /// rules; problems come in a stable order (by kind, then by name).
+    /// rules; problems come in a stable order (by kind, then by name). Assert it is empty in
+    /// a unit test (`policies().in_module(module_path!()).check()` checks one module).
+    ///
+    /// ```standalone_crate
+    /// #[cache_runtime::cached(key = "user:{id}", ttl = 60)]
+    /// async fn get_user(id: u64) -> u64 { id }
+    ///
+    /// #[cache_runtime::invalidates("usr:{id}")] // a typo: deletes nothing
+    /// async fn rename(id: u64) {}
+    ///
+    /// let problems = cache_runtime::policies().check();
+    /// assert_eq!(problems.len(), 1);
+    /// assert_eq!(
+    ///     problems[0].to_string(),
+    ///     format!("`{}::rename` invalidates key template \"usr:{{id}}\", which no #[cached] \
+    ///              key template can render: it deletes nothing", module_path!()),
+    /// );
+    /// ```
     pub fn check(&self) -> Vec<PolicyProblem> {
         self.check_with(Duration::from_secs(DEFAULT_NEVER_INVALIDATED_SECS))
     }
@@ -637,7 +618,7 @@ fn list(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// Something [`check_policies`] found.
+/// Something [`Policies::check`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyProblem {
