@@ -19,7 +19,7 @@ pub enum BreakerState {
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that open the circuit.
     pub threshold: u32,
     /// How long an open circuit skips the backend before probing.

@@ -109,7 +109,7 @@ const SWEEP_EVERY: u64 = 1024;
 
 /// In-process backend bounded by total bytes (keys + values).
 #[derive(Clone)]
-pub struct MemoryBackend {
+pub(crate) struct MemoryBackend {
     store: Moka<String, Stored>,
     tags: Arc<Mutex<Tags>>,
     max_members: usize,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for MemoryBackend {
 
 impl MemoryBackend {
     /// A store holding at most about `max_bytes` of keys and values.
-    pub fn new(max_bytes: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64) -> Self {
         let store = Moka::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Stored| {

@@ -35,7 +35,10 @@ use crate::store::{Store, fault};
 
 /// A handle to the [`FnSpec`] a background refresh can keep: `&'static FnSpec` (a
 /// `#[cached]` function's static) or `Arc<FnSpec>` (the programmatic API's options).
-pub trait SpecRef: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static {}
+pub(crate) trait SpecRef:
+    std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static
+{
+}
 impl<T: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static> SpecRef for T {}
 
 /// What to do with a usable entry (from Redis or a near copy) of a refreshing function.
