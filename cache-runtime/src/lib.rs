@@ -148,3 +148,32 @@ pub use cache_macros::cached;
 /// [attribute reference](crate#attribute-reference).
 pub use cache_macros::invalidates;
 
+/// The examples of the README and of the guide's pages (`docs/guide/`), compiled and run as
+/// doc tests, so that what users copy compiles. (`attributes.md` is the crate's own docs.)
+#[cfg(doctest)]
+mod doc_pages {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/guide/cache.md")]
+    struct CachePage;
+    #[doc = include_str!("../../docs/guide/programmatic-api.md")]
+    struct ProgrammaticApi;
+    #[doc = include_str!("../../docs/guide/freshness.md")]
+    struct Freshness;
+    #[doc = include_str!("../../docs/guide/policy.md")]
+    struct Policy;
+    #[doc = include_str!("../../docs/guide/failure.md")]
+    struct Failure;
+    #[doc = include_str!("../../docs/guide/cluster.md")]
+    struct Cluster;
+    #[doc = include_str!("../../docs/guide/near-cache.md")]
+    struct NearCache;
+    #[doc = include_str!("../../docs/guide/observability.md")]
+    struct Observability;
+    #[doc = include_str!("../../docs/guide/protocol.md")]
+    struct Protocol;
+    #[doc = include_str!("../../docs/guide/limits.md")]
+    struct Limits;
+    #[doc = include_str!("../../docs/guide/design.md")]
+    struct Design;
+}
