@@ -1,5 +1,5 @@
-//! The steady hot key (early refresh): [`HOT_TASKS`](crate::HOT_TASKS) tasks on one key, `ttl = 1`, a
-//! [`HOT_LOADER_MS`](crate::HOT_LOADER_MS) loader, with and without XFetch (`early_refresh = 1.0`): the share of
+//! The steady hot key (early refresh): [`HOT_TASKS`] tasks on one key, `ttl = 1`, a
+//! [`HOT_LOADER_MS`] loader, with and without XFetch (`early_refresh = 1.0`): the share of
 //! calls that waited for a loader.
 
 use std::time::{Duration, Instant};

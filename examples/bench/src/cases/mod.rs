@@ -141,7 +141,8 @@ impl Variant {
 
 /// Loader runs per variant.
 static LOADS: [AtomicU64; VARIANTS] = [const { AtomicU64::new(0) }; VARIANTS];
-/// Loader sleep (0 for the hit path, [`STAMPEDE_LOADER_MS`](crate::STAMPEDE_LOADER_MS) in the stampede).
+/// Loader sleep (0 for the hit path, [`STAMPEDE_LOADER_MS`](crate::STAMPEDE_LOADER_MS) in the
+/// stampede).
 pub(crate) static LOADER_MS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn loads(v: Variant) -> u64 {

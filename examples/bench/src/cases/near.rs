@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::{Variant, ctx, load};
 use crate::value::{BenchError, Item};
 
-/// [`ours_redis_msgpack`](super::redis::ours_redis_msgpack) with a near cache: after two Redis hits (the first one's copy is
-/// evicted by the push of the cache's own fill, see the README), every call is a near hit.
+/// [`ours_redis_msgpack`](super::redis::ours_redis_msgpack) with a near cache: after two Redis
+/// hits (the first one's copy is evicted by the push of the cache's own fill, see the README),
+/// every call is a near hit.
 #[cached(
     key = "item-near:{id}",
     ttl = 3600,
