@@ -8,6 +8,7 @@
 //! cargo run --release -p bench -- --json target/bench.json --svg target/bench.svg
 //! cargo run --release -p bench -- --svg docs/bench.svg            # redraw the README's chart
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p bench   # an existing server
+//! cargo run --release -p bench --example cluster-hit              # hit path: cluster vs single
 //! ```
 //!
 //! It writes files only when asked (`--json PATH`, `--svg PATH`): a run never touches the
