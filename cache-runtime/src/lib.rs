@@ -148,7 +148,7 @@ pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
 pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_ENTRY_LIFE, MAX_OPTION_NAMES, Peek};
 pub use policy::{
     CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
-    TypedKey, check_policies, policies, policy_report,
+    TemplateSegment, TypedKey, check_policies, policies, policy_report,
 };
 pub use stats::{FnStats, Stats};
 

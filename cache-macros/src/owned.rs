@@ -23,6 +23,9 @@
 //! body uses cannot be copied into a `'static` future: a compile error says
 //! why. (A borrow hidden behind a generic or an alias is reported by the
 //! compiler as "`'1` must outlive `'static`" at the return type.)
+//!
+//! [`plan`] is called by `valid` (its errors are signature checks); `expand::cached` emits
+//! the [`Owned`] pieces it returns.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
@@ -34,7 +37,8 @@ use syn::{
     Type,
 };
 
-use crate::attr::Ctxt;
+use crate::ctxt::Ctxt;
+use crate::target::collect_bindings;
 
 /// How the body of a refreshing function gets owned arguments.
 pub struct Owned {
@@ -158,7 +162,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     Pat::Wild(_) => continue,
                     pat => {
                         let mut names = Vec::new();
-                        crate::bindings::collect_bindings(pat, &mut names);
+                        collect_bindings(pat, &mut names);
                         if names.iter().any(|n| mentions(&body_tokens, n)) {
                             let pat = &*pt.pat;
                             let ty = &*pt.ty;
