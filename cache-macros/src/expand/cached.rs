@@ -6,7 +6,7 @@ use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
 
 use super::emit::{self, Parts};
-use super::{policy, render};
+use super::{owned, policy, render};
 use crate::owned::Owned;
 use crate::shape::Shape;
 use crate::target;
@@ -107,19 +107,15 @@ pub fn expand(checked: &Cached) -> TokenStream {
         Some(owned) => {
             // The body may run in the background after the call returned: the
             // closure borrows the parameters and gives the block owned copies.
-            let Owned {
-                copies,
-                rebinds,
-                stmts,
-                sig,
-            } = owned;
+            let (copies, rebinds) = owned::tokens(owned);
+            let Owned { stmts, sig, .. } = owned;
             // `#[async_trait]` keeps its own signature (the boxed future's).
             let sig = if target.boxed.is_some() {
                 &func.sig
             } else {
                 sig
             };
-            let body = emit::async_body(ret, rebinds, stmts);
+            let body = emit::async_body(ret, &rebinds, stmts);
             let call = quote_spanned! {ret_span=>
                 #krate_at_ret::__private::cached_refresh::<#marker_at_ret, #ret, _, _, _>(
                     #handle_ref, &__CACHE_SPEC, __cache_key, #cache_if, #near,
