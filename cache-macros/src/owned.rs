@@ -92,7 +92,7 @@ pub enum ParamCopy {
     Clone,
     /// `x: &T`: `ToOwned::to_owned(x)`, the block binds `x: &'_ T` to a borrow of it
     /// (`T` given here, with its lifetimes anonymized).
-    ToOwned(Type),
+    ToOwned(Box<Type>),
 }
 
 /// "`stale`", "`stale` and `timeout_ms`", ...
@@ -269,7 +269,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                             param: pi.ident.clone(),
                             at_type: x,
                             mutability: pi.mutability.take(),
-                            how: ParamCopy::ToOwned(anonymize_lifetimes(elem)),
+                            how: ParamCopy::ToOwned(Box::new(anonymize_lifetimes(elem))),
                         });
                     }
                     _ if borrows(ty) => {

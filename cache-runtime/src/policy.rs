@@ -138,7 +138,28 @@ pub struct InvalidatePolicy {
 }
 
 /// One piece of a key or tag template, as the macro parsed it: the template
-/// `"user:{id}:{{x}}"` is `[Lit("user:"), Part("id"), Lit(":{x}")]`.
+/// `"user:{id}:{{x}}"` is `[Lit("user:"), Part("id"), Lit(":{x}")]`. The registrations carry
+/// them, so the policy checks never parse template text again.
+///
+/// ```
+/// use cache_runtime::TemplateSegment::{Lit, Part};
+///
+/// #[cache_runtime::cached(key = "user:{id}:{{x}}", ttl = 60, tags = ["org:{user.org}"])]
+/// async fn get_user(id: u64, user: &User) -> u64 { id }
+/// # struct User { org: u64 }
+///
+/// #[cache_runtime::invalidates("user:{id}:{{x}}", tags = ["org:{org}"])]
+/// async fn rename(id: u64, org: u64) {}
+///
+/// let mine = cache_runtime::policies().in_module(module_path!());
+/// let p = mine.cached().iter().find(|p| p.function == "get_user").unwrap();
+/// assert_eq!(p.key_segments, [Lit("user:"), Part("id"), Lit(":{x}")]);
+/// assert_eq!(p.tag_segments, [&[Lit("org:"), Part("user.org")][..]]);
+/// let inv = mine.invalidations().iter().find(|p| p.function == "rename").unwrap();
+/// assert_eq!(inv.key_segments, [p.key_segments]);
+/// assert_eq!(inv.tag_segments, [&[Lit("org:"), Part("org")][..]]);
+/// assert!(mine.check().is_empty());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateSegment {
     /// Literal text, `{{` / `}}` already unescaped.

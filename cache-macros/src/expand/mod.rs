@@ -2,9 +2,9 @@
 //! borrowed arguments and calls one runtime entry point (`__private::cached`,
 //! `cached_refresh` or `invalidate`); all logic lives in the runtime.
 //!
-//! [`cached`] and [`invalidates`] run the pipeline: `args` (parse) → `valid` (rules,
-//! signature) → the expander of the attribute ([`cached::expand`](self::cached),
-//! [`invalidates::expand`](self::invalidates)), each leaving through [`emit::emit`].
+//! [`cached()`] and [`invalidates()`] run the pipeline: `args` (parse) → `valid` (rules,
+//! signature) → the expander of the attribute ([`cached::expand`], [`invalidates::expand`]),
+//! each leaving through [`emit::emit`].
 //! `render` turns templates into key-rendering code, `owned` the copies a refreshing body
 //! owns, `policy` emits the registered descriptions and typed invalidation's key functions.
 
