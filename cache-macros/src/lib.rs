@@ -2,17 +2,26 @@
 //!
 //! Use them through `cache-runtime`, which re-exports both
 //! (`use cache_runtime::{cached, invalidates};`); the generated code calls
-//! `::cache_runtime::__private`. Parsing lives in `attr` (arguments) and
-//! `template` (key and tag templates); code generation in `expand`, with
-//! `refresh` for the owned arguments of a body that may run in the
-//! background (`stale`, `early_refresh`, `timeout_ms`).
+//! `::cache_runtime::__private`.
+//!
+//! A pipeline, as thiserror's: `args` (parse each attribute into a typed model) → `valid`
+//! (rules across arguments, signature checks) → `expand` (code generation, one `emit` for
+//! every expander), every stage reporting into one `ctxt::Ctxt`. Beside it: `template` (a
+//! key or tag template, parsed once), `shape` (return shapes), `target` (the function the
+//! macro wraps, `#[async_trait]` detection, pattern bindings), `owned` (owned copies for a
+//! body that may run in the background), `alphabet` and `suggest`. ARCHITECTURE.md has the
+//! module map.
 
-mod attr;
-mod bindings;
+mod alphabet;
+mod args;
+mod ctxt;
 mod expand;
-mod policy;
-mod refresh;
+mod owned;
+mod shape;
+mod suggest;
+mod target;
 mod template;
+mod valid;
 
 use proc_macro::TokenStream;
 

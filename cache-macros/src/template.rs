@@ -11,18 +11,8 @@ use std::ops::Range;
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::LitStr;
 
-/// Characters that an encoded key part may contain: everything the runtime
-/// leaves unencoded (`[A-Za-z0-9_.]`), `%`, which starts an escape, and `~`,
-/// the runtime's encoding of `None`.
-///
-/// A literal separator between two placeholders must contain a character
-/// outside this set, otherwise the split point between two rendered parts is
-/// ambiguous and two different argument tuples can render the same key.
-pub const PART_CHARS: &str = "A-Za-z0-9_.%~";
-
-fn is_part_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
-}
+use crate::alphabet::{PART_CHARS, is_part_char};
+use crate::suggest::did_you_mean;
 
 /// Keys starting with this (after the namespace) are the runtime's tag member sets.
 pub const RESERVED_PREFIX: &str = "!tag:";
@@ -82,16 +72,19 @@ impl Placeholder {
         start..start + self.root.len()
     }
 
-    /// The placeholder as written, e.g. `{user.id}`.
-    pub fn display(&self) -> String {
-        let mut s = String::from("{");
-        s.push_str(&self.root);
+    /// The placeholder as written between its braces, e.g. `user.id`.
+    pub fn path(&self) -> String {
+        let mut s = self.root.clone();
         for f in &self.fields {
             s.push('.');
             s.push_str(f);
         }
-        s.push('}');
         s
+    }
+
+    /// The placeholder as written, e.g. `{user.id}`.
+    pub fn display(&self) -> String {
+        format!("{{{}}}", self.path())
     }
 }
 
@@ -469,53 +462,6 @@ pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<Templ
     errors
 }
 
-/// The candidate closest to `name` by edit distance, if it is close enough.
-pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).clamp(1, 2);
-    candidates
-        .iter()
-        .map(|c| {
-            let d = if c.eq_ignore_ascii_case(name) {
-                0
-            } else {
-                edit_distance(name, c)
-            };
-            (d, *c)
-        })
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance counting insertions, deletions, substitutions and swaps of
-/// two adjacent characters (optimal string alignment), so `kye` is one edit
-/// from `key`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // d[i][j] = distance between a[..i] and b[..j]
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 /// A template parsed from a string literal and checked against a scope.
 #[derive(Clone)]
 pub struct Template {
@@ -559,6 +505,18 @@ impl Template {
     pub fn span_of(&self, p: &Placeholder) -> Span {
         Span::call_site().located_at(subspan(&self.lit, &self.lit.value(), p.range.clone()))
     }
+}
+
+/// The placeholder roots of `templates` (the parameters the generated code names).
+pub fn roots<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<String> {
+    templates
+        .into_iter()
+        .flat_map(|t| &t.segments)
+        .filter_map(|s| match s {
+            Segment::Part(p) => Some(p.root.clone()),
+            Segment::Lit(_) => None,
+        })
+        .collect()
 }
 
 /// Maps a byte range of the literal's value to a span inside the literal.
@@ -805,20 +763,6 @@ mod tests {
             "{}",
             e[0].message
         );
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(did_you_mean("idd", &["id", "name"]), Some("id"));
-        assert_eq!(did_you_mean("usr_id", &["user_id"]), Some("user_id"));
-        assert_eq!(did_you_mean("ID", &["id"]), Some("id"));
-        assert_eq!(did_you_mean("slf", &["self"]), Some("self"));
-        assert_eq!(did_you_mean("zzz", &["id", "name"]), None);
-        assert_eq!(did_you_mean("abcdef", &["uvwxyz"]), None);
-        assert_eq!(did_you_mean("kye", &["key", "ttl"]), Some("key"));
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("ab", "ba"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

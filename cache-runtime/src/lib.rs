@@ -122,7 +122,9 @@ pub use error::{BackendError, BackendErrorKind, Error};
 pub use global::{global, install};
 pub use key::{KeyPart, write_encoded};
 pub use options::{EntryOptions, Peek};
-pub use policy::{CachedPolicy, InvalidatePolicy, Policies, PolicyProblem, TypedKey, policies};
+pub use policy::{
+    CachedPolicy, InvalidatePolicy, Policies, PolicyProblem, TemplateSegment, TypedKey, policies,
+};
 pub use stats::{FnStats, Stats};
 
 /// The defaults and limits of every setting, in one place.

@@ -8,6 +8,8 @@ use crate::cache::Cache;
 pub use crate::call::hit::NearArg;
 pub use crate::key::KeyBuf;
 pub use crate::near::{NearFns, near_fns};
+/// The parsed template segments a registration hands over (`key_segments`, `tag_segments`).
+pub use crate::policy::TemplateSegment;
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
 };

@@ -20,8 +20,9 @@ use syn::{
     Attribute, FnArg, GenericParam, Generics, Ident, ItemFn, Pat, Type, Visibility, WherePredicate,
 };
 
-use crate::attr::TypedCall;
-use crate::bindings::collect_bindings;
+use super::render;
+use crate::args::invalidates::TypedCall;
+use crate::target::{collect_bindings, strip_binding_modes};
 use crate::template::{Segment, Template};
 
 /// Tokens as compact text (`get_user(user.id)`, `Option<String>`), for descriptions.
@@ -79,6 +80,19 @@ fn linkme_attrs(krate: &TokenStream, slice: &str) -> TokenStream {
     }
 }
 
+/// `[Segment::Lit("user:"), Segment::Part("id")]`: the template as parsed, handed to the
+/// runtime so that its policy checker does not parse the text again.
+fn segments(krate: &TokenStream, template: &Template) -> TokenStream {
+    let segments = template.segments.iter().map(|s| match s {
+        Segment::Lit(text) => quote!(#krate::__private::TemplateSegment::Lit(#text)),
+        Segment::Part(p) => {
+            let path = p.path();
+            quote!(#krate::__private::TemplateSegment::Part(#path))
+        }
+    });
+    quote!([#(#segments),*])
+}
+
 /// `static __CACHE_POLICY: CachedPolicy = ..;`, registered at link time.
 pub fn cached_static(
     krate: &TokenStream,
@@ -98,6 +112,8 @@ pub fn cached_static(
         returns,
     } = f;
     let tmpl = template.lit.value();
+    let key_segments = segments(krate, template);
+    let tag_segments = tags.iter().map(|t| segments(krate, t));
     let tags = tags.iter().map(|t| t.lit.value());
     let (ttl, jitter, stale) = (
         Literal::u64_unsuffixed(*ttl),
@@ -125,6 +141,8 @@ pub fn cached_static(
             stale_secs: #stale,
             local_ttl_secs: #local_ttl,
             tags: &[#(#tags),*],
+            key_segments: &#key_segments,
+            tag_segments: &[#(&#tag_segments),*],
             returns: #returns,
             file: ::core::file!(),
             line: ::core::line!(),
@@ -153,11 +171,7 @@ pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
 /// `fn __cache_key_get_user(id: &u64) -> String` renders the key from the
 /// parameters the key template uses (in signature order, each by reference,
 /// `&self` first for a method).
-pub fn key_fn(
-    func: &ItemFn,
-    template: &Template,
-    render: impl Fn(&Template, &[String]) -> TokenStream,
-) -> TokenStream {
+pub fn key_fn(krate: &TokenStream, func: &ItemFn, template: &Template) -> TokenStream {
     let sig = &func.sig;
     let key_fn = key_fn_name(&sig.ident, sig.ident.span());
     let roots: HashSet<&str> = template
@@ -215,7 +229,7 @@ pub fn key_fn(
         .iter()
         .filter(|a| a.path().is_ident("cfg"))
         .collect();
-    let key = render(template, &borrowed);
+    let key = render::key_with(krate, template, &TokenStream::new(), &borrowed);
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
@@ -249,31 +263,6 @@ fn by_ref(ty: &Type) -> TokenStream {
         // `&impl A + B` would be ambiguous.
         Type::ImplTrait(_) | Type::TraitObject(_) => quote!(&(#ty)),
         ty => quote!(&#ty),
-    }
-}
-
-/// Drops `mut` / `ref` from a pattern's bindings (it then matches a
-/// reference with default binding modes).
-pub fn strip_binding_modes(pat: &mut Pat) {
-    match pat {
-        Pat::Ident(p) => {
-            p.by_ref = None;
-            p.mutability = None;
-            if let Some((_, sub)) = &mut p.subpat {
-                strip_binding_modes(sub);
-            }
-        }
-        Pat::Tuple(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::TupleStruct(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::Slice(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::Struct(p) => p
-            .fields
-            .iter_mut()
-            .for_each(|f| strip_binding_modes(&mut f.pat)),
-        Pat::Reference(p) => strip_binding_modes(&mut p.pat),
-        Pat::Paren(p) => strip_binding_modes(&mut p.pat),
-        Pat::Type(p) => strip_binding_modes(&mut p.pat),
-        _ => {}
     }
 }
 
@@ -385,6 +374,8 @@ pub fn invalidate_static(
 ) -> TokenStream {
     let register = linkme_attrs(krate, "INVALIDATE_POLICIES");
     let keys = templates.iter().map(|t| t.lit.value());
+    let key_segments = templates.iter().map(|t| segments(krate, t));
+    let tag_segments = tags.iter().map(|t| segments(krate, t));
     let tags = tags.iter().map(|t| t.lit.value());
     let typed = typed.iter().map(|t| typed_entry(krate, t));
     quote! {
@@ -397,6 +388,8 @@ pub fn invalidate_static(
                 keys: &[#(#keys),*],
                 typed: &[#(#typed),*],
                 tags: &[#(#tags),*],
+                key_segments: &[#(&#key_segments),*],
+                tag_segments: &[#(&#tag_segments),*],
                 file: ::core::file!(),
                 line: ::core::line!(),
             };
