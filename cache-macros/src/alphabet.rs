@@ -6,7 +6,7 @@
 //! agree on every `char`.
 
 /// [`is_part_char`] as a character class, for messages.
-pub const PART_CHARS: &str = "A-Za-z0-9_.%~";
+pub(crate) const PART_CHARS: &str = "A-Za-z0-9_.%~";
 
 /// Whether an encoded key part may contain `c`: what the runtime writes unencoded
 /// (`[A-Za-z0-9_.]`), `%`, which starts an escape, and `~`, its encoding of `None`.
@@ -14,7 +14,7 @@ pub const PART_CHARS: &str = "A-Za-z0-9_.%~";
 /// A literal separator between two placeholders must contain a character outside this set,
 /// otherwise the split point between two rendered parts is ambiguous and two different
 /// argument tuples can render the same key.
-pub fn is_part_char(c: char) -> bool {
+pub(crate) fn is_part_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
 }
 

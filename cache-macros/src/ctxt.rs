@@ -8,14 +8,14 @@
 use proc_macro2::Span;
 
 /// Collects errors so that all of them are reported in one compile.
-pub struct Ctxt {
+pub(crate) struct Ctxt {
     /// `None` once [`check`](Ctxt::check) took them.
     errors: Option<Vec<syn::Error>>,
 }
 
 impl Ctxt {
     /// A collector with no error yet; it must be consumed with [`check`](Ctxt::check).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Ctxt {
             errors: Some(Vec::new()),
         }
@@ -26,23 +26,27 @@ impl Ctxt {
     }
 
     /// Records an error.
-    pub fn push(&mut self, e: syn::Error) {
+    pub(crate) fn push(&mut self, e: syn::Error) {
         self.errors().push(e);
     }
 
     /// Records an error at `span`.
-    pub fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
+    pub(crate) fn error(&mut self, span: Span, msg: impl std::fmt::Display) {
         self.push(syn::Error::new(span, msg));
     }
 
     /// Records an error spanning all of `tokens` (from its first to its last
     /// token, also on stable compilers, where spans cannot be joined).
-    pub fn error_spanned(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+    pub(crate) fn error_spanned(
+        &mut self,
+        tokens: impl quote::ToTokens,
+        msg: impl std::fmt::Display,
+    ) {
         self.push(syn::Error::new_spanned(tokens, msg));
     }
 
     /// Consumes the collector: all errors combined into one, if there were any.
-    pub fn check(mut self) -> Result<(), syn::Error> {
+    pub(crate) fn check(mut self) -> Result<(), syn::Error> {
         let mut it = self.errors.take().expect("checked once").into_iter();
         let Some(mut first) = it.next() else {
             return Ok(());

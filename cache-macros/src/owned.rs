@@ -43,7 +43,7 @@ use crate::target::collect_bindings;
 /// How the body of a refreshing function gets owned arguments: the decisions, which
 /// `expand::owned` turns into the copies (in the load closure) and the rebindings (first in
 /// the body's block).
-pub struct Owned {
+pub(crate) struct Owned {
     /// What is copied, in the order of the signature.
     pub copies: Vec<ArgCopy>,
     /// The body's statements, `self` replaced by `__cache_this`.
@@ -54,7 +54,7 @@ pub struct Owned {
 }
 
 /// One owned copy for the body.
-pub enum ArgCopy {
+pub(crate) enum ArgCopy {
     /// The receiver, cloned into `__cache_self`; the body's `self` reads `__cache_this`.
     Receiver {
         /// How the function takes it.
@@ -77,7 +77,7 @@ pub enum ArgCopy {
 }
 
 /// How the receiver is taken.
-pub enum ReceiverCopy {
+pub(crate) enum ReceiverCopy {
     /// `&self`: the block borrows the clone as `&Self`.
     Ref,
     /// `self: &Self` and the like: the block borrows the clone.
@@ -87,7 +87,7 @@ pub enum ReceiverCopy {
 }
 
 /// How a parameter is copied.
-pub enum ParamCopy {
+pub(crate) enum ParamCopy {
     /// `x: T`: `Clone::clone(&x)`, the block binds `x` to it.
     Clone,
     /// `x: &T`: `ToOwned::to_owned(x)`, the block binds `x: &'_ T` to a borrow of it
@@ -96,7 +96,7 @@ pub enum ParamCopy {
 }
 
 /// "`stale`", "`stale` and `timeout_ms`", ...
-pub fn describe(args: &[Ident]) -> String {
+pub(crate) fn describe(args: &[Ident]) -> String {
     let names: Vec<String> = args.iter().map(|a| format!("`{a}`")).collect();
     match names.split_last() {
         None => String::new(),
@@ -110,7 +110,7 @@ const WHY: &str = "the refresh runs in the background after the call returned, \
 
 /// Plans the copies; records an error for every parameter that cannot be
 /// copied.
-pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Owned> {
+pub(crate) fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Owned> {
     let with = describe(refresh_args);
     let body_tokens = {
         let stmts = &func.block.stmts;

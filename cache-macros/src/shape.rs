@@ -7,7 +7,7 @@ use syn::{GenericArgument, Ident, PathArguments, Type};
 
 /// The shape of a function's return type, which decides what is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Any `T`: always cached.
     Plain,
     /// `Option<T>`: `None` is a negative entry.
@@ -20,7 +20,7 @@ pub enum Shape {
 
 impl Shape {
     /// The `returns = ".."` names.
-    pub const NAMES: [(&'static str, Shape); 4] = [
+    pub(crate) const NAMES: [(&'static str, Shape); 4] = [
         ("plain", Shape::Plain),
         ("option", Shape::Opt),
         ("result", Shape::Res),
@@ -28,7 +28,7 @@ impl Shape {
     ];
 
     /// The runtime's marker type name for this shape.
-    pub fn marker(self) -> &'static str {
+    pub(crate) fn marker(self) -> &'static str {
         match self {
             Shape::Plain => "Plain",
             Shape::Opt => "Opt",
@@ -43,7 +43,7 @@ impl Shape {
 /// arguments such as `ApiResult<T>`), `Option<_>`, else plain. An inferred plain shape is
 /// backed by a type-level check (see `expand::cached`'s `plain_check`) that catches a `Result` or `Option`
 /// hidden behind any other alias.
-pub fn infer(ty: &Type) -> Shape {
+pub(crate) fn infer(ty: &Type) -> Shape {
     match last_segment(ty) {
         Some((name, args)) if is_result_name(name, args.is_some()) => {
             let first = args.and_then(|a| {
@@ -69,7 +69,9 @@ fn is_result_name(name: &Ident, has_args: bool) -> bool {
     name == "Result" || (has_args && name.ends_with("Result"))
 }
 
-pub fn last_segment(ty: &Type) -> Option<(&Ident, Option<&syn::AngleBracketedGenericArguments>)> {
+pub(crate) fn last_segment(
+    ty: &Type,
+) -> Option<(&Ident, Option<&syn::AngleBracketedGenericArguments>)> {
     match ty {
         Type::Path(p) if p.qself.is_none() => {
             let seg = p.path.segments.last()?;

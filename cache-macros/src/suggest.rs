@@ -2,7 +2,7 @@
 //! `returns` values.
 
 /// The candidate closest to `name` by edit distance, if it is close enough.
-pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).clamp(1, 2);
     candidates
         .iter()

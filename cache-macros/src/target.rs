@@ -13,7 +13,7 @@ use crate::ctxt::Ctxt;
 use crate::shape::last_segment;
 
 /// The item as a function, or an error that says the attribute needs one.
-pub fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemFn> {
+pub(crate) fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemFn> {
     match syn::parse2::<ItemFn>(item.clone()) {
         Ok(f) => Some(f),
         Err(_) => {
@@ -29,7 +29,7 @@ pub fn parse_fn(item: &TokenStream, attr: &str, ctxt: &mut Ctxt) -> Option<ItemF
 /// The function the macro wraps: an `async fn` as written, or what
 /// `#[async_trait]` (which expands before the attributes on the impl's
 /// methods) leaves of one.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// The function as written (under `#[async_trait]`, as it left it).
     pub func: &'a ItemFn,
     /// `Some` for the `#[async_trait]` shape.
@@ -38,7 +38,7 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// Recognises the `#[async_trait]` shape.
-    pub fn new(func: &'a ItemFn) -> Self {
+    pub(crate) fn new(func: &'a ItemFn) -> Self {
         Target {
             func,
             boxed: BoxedAsync::from_fn(func),
@@ -46,7 +46,7 @@ impl<'a> Target<'a> {
     }
 
     /// Whether the function is async (written so, or under `#[async_trait]`).
-    pub fn is_async(&self) -> bool {
+    pub(crate) fn is_async(&self) -> bool {
         self.func.sig.asyncness.is_some() || self.boxed.is_some()
     }
 }
@@ -59,7 +59,7 @@ impl<'a> Target<'a> {
 /// in the signature (it binds them again inside the block, `self` as
 /// `__self`), so templates and `cache = self.cache` name the signature's
 /// parameters, rendered before the block's own statements run.
-pub struct BoxedAsync<'a> {
+pub(crate) struct BoxedAsync<'a> {
     /// Statements before the `Box::pin(..)` tail.
     pub before: &'a [Stmt],
     /// The `Box::pin(..)` call.
@@ -107,7 +107,7 @@ impl<'a> BoxedAsync<'a> {
     /// The parameters async-trait renamed to `__argN` because they were
     /// patterns (`(a, b): (u32, u32)`), with those patterns: the block
     /// destructures them again (`let (a, b) = __arg1;`).
-    pub fn destructured(&self) -> Vec<(&'a Pat, &'a Ident)> {
+    pub(crate) fn destructured(&self) -> Vec<(&'a Pat, &'a Ident)> {
         self.block
             .block
             .stmts
@@ -130,7 +130,7 @@ impl<'a> BoxedAsync<'a> {
     /// `let <pattern> = &__argN;` for each destructured parameter, so that a
     /// key rendered before the block's own statements can name its bindings
     /// (by reference; `mut` / `ref` dropped, as default binding modes require).
-    pub fn key_prelude(&self) -> TokenStream {
+    pub(crate) fn key_prelude(&self) -> TokenStream {
         fn by_ref(pat: &Pat) -> Pat {
             let mut pat = pat.clone();
             strip_binding_modes(&mut pat);
@@ -148,7 +148,7 @@ impl<'a> BoxedAsync<'a> {
 
     /// `Box::pin(async move { inner })`, keeping the call's path and the
     /// block's attributes and capture mode.
-    pub fn rebuild(&self, inner: TokenStream) -> TokenStream {
+    pub(crate) fn rebuild(&self, inner: TokenStream) -> TokenStream {
         let mut block = self.block.clone();
         block.block.stmts = vec![Stmt::Expr(Expr::Verbatim(inner), None)];
         let mut call = self.call.clone();
@@ -160,7 +160,7 @@ impl<'a> BoxedAsync<'a> {
 
 /// `x` in `x` or in `{ let x = x; x }` (how async-trait moves a parameter
 /// that a pattern destructures into its block).
-pub fn arg_ident(expr: &Expr) -> Option<&Ident> {
+pub(crate) fn arg_ident(expr: &Expr) -> Option<&Ident> {
     match expr {
         Expr::Path(path) => path.path.get_ident(),
         Expr::Block(block) => match block.block.stmts.last()? {
@@ -219,7 +219,7 @@ fn boxed_future_output(ty: &Type) -> Option<&Type> {
 /// async-trait moves a parameter into the block) gets
 /// `#[allow(unused_variables)]` when a template uses `id`: the key used the
 /// parameter even if the body does not, as it would in an `async fn`.
-pub fn allow_unused_rebinds(stmts: &[Stmt], used_names: &[String]) -> Vec<Stmt> {
+pub(crate) fn allow_unused_rebinds(stmts: &[Stmt], used_names: &[String]) -> Vec<Stmt> {
     let used = |name: &Ident| used_names.iter().any(|n| *name == n);
     stmts
         .iter()
@@ -256,7 +256,7 @@ pub fn allow_unused_rebinds(stmts: &[Stmt], used_names: &[String]) -> Vec<Stmt> 
 
 /// What a key render needs before it under `#[async_trait]` (see
 /// [`BoxedAsync::key_prelude`]); nothing otherwise.
-pub fn key_prelude(target: &Target) -> TokenStream {
+pub(crate) fn key_prelude(target: &Target) -> TokenStream {
     target
         .boxed
         .as_ref()
@@ -266,7 +266,7 @@ pub fn key_prelude(target: &Target) -> TokenStream {
 
 /// Names bound by a parameter pattern: `x`, `mut x`, and the bindings
 /// inside destructuring patterns such as `(a, b)` or `Point { x, y }`.
-pub fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
+pub(crate) fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
     match pat {
         Pat::Ident(p) => {
             names.push(p.ident.to_string());
@@ -290,7 +290,7 @@ pub fn collect_bindings(pat: &Pat, names: &mut Vec<String>) {
 
 /// Drops `mut` / `ref` from a pattern's bindings (it then matches a
 /// reference with default binding modes).
-pub fn strip_binding_modes(pat: &mut Pat) {
+pub(crate) fn strip_binding_modes(pat: &mut Pat) {
     match pat {
         Pat::Ident(p) => {
             p.by_ref = None;

@@ -15,12 +15,12 @@ use crate::alphabet::{PART_CHARS, is_part_char};
 use crate::suggest::did_you_mean;
 
 /// Keys starting with this (after the namespace) are the runtime's tag member sets.
-pub const RESERVED_PREFIX: &str = "!tag:";
+pub(crate) const RESERVED_PREFIX: &str = "!tag:";
 
 /// What a template renders: the entry's key, or one of its tags. Both
 /// follow the same rules; only the wording of the messages differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `key = ".."` of `#[cached]`, the templates of `#[invalidates]`.
     Key,
     /// `tags = [..]`.
@@ -29,7 +29,7 @@ pub enum Kind {
 
 impl Kind {
     /// `"key"` or `"tag"`.
-    pub fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Kind::Key => "key",
             Kind::Tag => "tag",
@@ -46,7 +46,7 @@ impl Kind {
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Literal text, with `{{` / `}}` already unescaped.
     Lit(String),
     /// A `{...}` placeholder.
@@ -55,7 +55,7 @@ pub enum Segment {
 
 /// A `{root.field.field}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placeholder {
+pub(crate) struct Placeholder {
     /// The parameter (or `self`) the placeholder starts from, as written
     /// (a raw identifier keeps its `r#`).
     pub root: String,
@@ -67,13 +67,13 @@ pub struct Placeholder {
 
 impl Placeholder {
     /// Byte range of the root name in the template text.
-    pub fn root_range(&self) -> Range<usize> {
+    pub(crate) fn root_range(&self) -> Range<usize> {
         let start = self.range.start + 1;
         start..start + self.root.len()
     }
 
     /// The placeholder as written between its braces, e.g. `user.id`.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         let mut s = self.root.clone();
         for f in &self.fields {
             s.push('.');
@@ -83,14 +83,14 @@ impl Placeholder {
     }
 
     /// The placeholder as written, e.g. `{user.id}`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{{{}}}", self.path())
     }
 }
 
 /// An error at a byte range of the template text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     /// Byte range in the template text the error is about.
     pub range: Range<usize>,
     /// The message shown to the user.
@@ -108,7 +108,7 @@ impl TemplateError {
 
 /// Parses template text into segments. Returns every error found, not only
 /// the first.
-pub fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>> {
+pub(crate) fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>> {
     let mut errors = Vec::new();
     let noun = kind.noun();
     if text.is_empty() {
@@ -408,7 +408,7 @@ fn is_keyword(s: &str) -> bool {
 /// What a template may refer to: the function's parameter names and whether
 /// it has a `self` receiver.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// Parameter names as written (`r#type` keeps its prefix).
     pub names: Vec<String>,
     /// Whether the function has a `self` receiver.
@@ -418,7 +418,7 @@ pub struct Scope {
 }
 
 /// Checks each placeholder's root against the function's parameters.
-pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<TemplateError> {
+pub(crate) fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<TemplateError> {
     let mut errors = Vec::new();
     for seg in segments {
         let Segment::Part(p) = seg else { continue };
@@ -464,7 +464,7 @@ pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<Templ
 
 /// A template parsed from a string literal and checked against a scope.
 #[derive(Clone)]
-pub struct Template {
+pub(crate) struct Template {
     /// The literal as written; its span is used for generated code.
     pub lit: LitStr,
     /// The parsed segments.
@@ -475,7 +475,11 @@ impl Template {
     /// Parses and checks `lit`; every error is turned into a `syn::Error`
     /// spanned at the offending part of the literal where the compiler
     /// allows it, else at the whole literal.
-    pub fn from_lit(lit: &LitStr, scope: &Scope, kind: Kind) -> Result<Template, Vec<syn::Error>> {
+    pub(crate) fn from_lit(
+        lit: &LitStr,
+        scope: &Scope,
+        kind: Kind,
+    ) -> Result<Template, Vec<syn::Error>> {
         let text = lit.value();
         let result = parse(&text, kind).and_then(|segments| {
             let errors = check_names(&segments, scope, kind);
@@ -502,13 +506,13 @@ impl Template {
     /// It has the macro's call-site hygiene (names resolve as written by the
     /// user) but is located at the placeholder, so type errors point there,
     /// while rustc does not offer "fixes" that would rewrite the template.
-    pub fn span_of(&self, p: &Placeholder) -> Span {
+    pub(crate) fn span_of(&self, p: &Placeholder) -> Span {
         Span::call_site().located_at(subspan(&self.lit, &self.lit.value(), p.range.clone()))
     }
 }
 
 /// The placeholder roots of `templates` (the parameters the generated code names).
-pub fn roots<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<String> {
+pub(crate) fn roots<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<String> {
     templates
         .into_iter()
         .flat_map(|t| &t.segments)

@@ -16,7 +16,7 @@ use crate::target::{Target, allow_unused_rebinds, collect_bindings};
 use crate::template::{self, Kind, Scope, Template};
 
 /// A `#[cached]` function checked: what `expand::cached` emits.
-pub struct Cached<'a> {
+pub(crate) struct Cached<'a> {
     /// The function.
     pub target: Target<'a>,
     /// `key = ".."`.
@@ -32,7 +32,7 @@ pub struct Cached<'a> {
 }
 
 /// The values of a checked `#[cached]`.
-pub struct CachedSpec {
+pub(crate) struct CachedSpec {
     /// Seconds.
     pub ttl: u64,
     /// Seconds.
@@ -56,7 +56,7 @@ pub struct CachedSpec {
 }
 
 /// An `#[invalidates]` function checked: what `expand::invalidates` emits.
-pub struct Invalidates<'a> {
+pub(crate) struct Invalidates<'a> {
     /// The function.
     pub target: Target<'a>,
     /// The key templates.
@@ -71,7 +71,7 @@ pub struct Invalidates<'a> {
 
 /// The rules across `#[cached]` arguments, right after parsing (so their errors come
 /// before those about the function).
-pub fn cached_args(args: &mut CachedArgs, ctxt: &mut Ctxt) {
+pub(crate) fn cached_args(args: &mut CachedArgs, ctxt: &mut Ctxt) {
     if let Some(timeout) = args.refresh_args.iter().find(|a| *a == "timeout_ms")
         && !args.refresh_args.iter().any(|a| a == "stale")
     {
@@ -147,7 +147,7 @@ pub fn cached_args(args: &mut CachedArgs, ctxt: &mut Ctxt) {
 }
 
 /// The rules across `#[invalidates]` arguments.
-pub fn invalidates_args(args: &InvalidatesArgs, ctxt: &mut Ctxt) {
+pub(crate) fn invalidates_args(args: &InvalidatesArgs, ctxt: &mut Ctxt) {
     if !args.target_written && !args.syntax_error {
         ctxt.error(
             Span::call_site(),
@@ -160,7 +160,11 @@ pub fn invalidates_args(args: &InvalidatesArgs, ctxt: &mut Ctxt) {
 
 /// Checks a `#[cached]` function and its templates; `None` when something is missing (its
 /// error is recorded).
-pub fn cached<'a>(args: CachedArgs, func: &'a ItemFn, ctxt: &mut Ctxt) -> Option<Cached<'a>> {
+pub(crate) fn cached<'a>(
+    args: CachedArgs,
+    func: &'a ItemFn,
+    ctxt: &mut Ctxt,
+) -> Option<Cached<'a>> {
     let target = Target::new(func);
     let scope = signature(&target, "cached", ctxt);
     let template = args
@@ -224,7 +228,7 @@ pub fn cached<'a>(args: CachedArgs, func: &'a ItemFn, ctxt: &mut Ctxt) -> Option
 
 /// Checks an `#[invalidates]` function and its templates; `None` when it has nothing to
 /// invalidate.
-pub fn invalidates<'a>(
+pub(crate) fn invalidates<'a>(
     args: InvalidatesArgs,
     func: &'a ItemFn,
     ctxt: &mut Ctxt,

@@ -9,7 +9,7 @@ use crate::ctxt::Ctxt;
 /// Parsed `#[cached(...)]` arguments. Required ones are `Option` because
 /// parsing goes on after errors; `valid` reports the missing ones.
 #[derive(Default)]
-pub struct CachedArgs {
+pub(crate) struct CachedArgs {
     /// `key = "tmpl"`.
     pub key: Option<LitStr>,
     /// `ttl = N`.
@@ -72,7 +72,7 @@ const CACHED_ARGS: &[&str] = &[
 
 /// Parses `#[cached(...)]` arguments, recording all errors in `ctxt`.
 /// Single-argument rules only (`ttl > 0`, ..); `valid::cached_args` checks the rest.
-pub fn parse(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
+pub(crate) fn parse(tokens: TokenStream, ctxt: &mut Ctxt) -> CachedArgs {
     let (raw, syntax_error) = parse_raw(tokens, ctxt);
     let mut args = CachedArgs::default();
     let mut seen = Seen::default();

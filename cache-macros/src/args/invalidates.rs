@@ -9,7 +9,7 @@ use crate::ctxt::Ctxt;
 
 /// A typed invalidation, `get_user(id)` or `Self::user(id)`: the key is
 /// rendered by the `#[cached]` function's own (hidden) key function.
-pub struct TypedCall {
+pub(crate) struct TypedCall {
     /// The call as written.
     pub call: syn::ExprCall,
     /// Its function path (`get_user`, `users::get_user`, `Self::user`).
@@ -18,7 +18,7 @@ pub struct TypedCall {
 
 impl TypedCall {
     /// The path's last identifier: the cached function's name.
-    pub fn name(&self) -> &Ident {
+    pub(crate) fn name(&self) -> &Ident {
         &self
             .path
             .segments
@@ -28,14 +28,14 @@ impl TypedCall {
     }
 
     /// Whether the path is `Self::name`: the receiver is implied.
-    pub fn is_self(&self) -> bool {
+    pub(crate) fn is_self(&self) -> bool {
         self.path.segments.len() == 2 && self.path.segments[0].ident == "Self"
     }
 }
 
 /// Parsed `#[invalidates(...)]` arguments.
 #[derive(Default)]
-pub struct InvalidatesArgs {
+pub(crate) struct InvalidatesArgs {
     /// The key templates, in order.
     pub templates: Vec<LitStr>,
     /// The typed invalidations, in order.
@@ -81,7 +81,7 @@ fn typed_call(call: syn::ExprCall, ctxt: &mut Ctxt) -> Option<TypedCall> {
 }
 
 /// Parses `#[invalidates(...)]` arguments, recording all errors in `ctxt`.
-pub fn parse(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArgs {
+pub(crate) fn parse(tokens: TokenStream, ctxt: &mut Ctxt) -> InvalidatesArgs {
     let (raw, syntax_error) = parse_raw(tokens, ctxt);
     let mut args = InvalidatesArgs::default();
     let mut seen = Seen::default();

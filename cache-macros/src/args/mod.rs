@@ -6,8 +6,8 @@
 //! Errors are recorded in the [`Ctxt`] and parsing goes on, so a single compile shows every
 //! bad argument.
 
-pub mod cached;
-pub mod invalidates;
+pub(crate) mod cached;
+pub(crate) mod invalidates;
 mod values;
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use crate::suggest::did_you_mean;
 
 /// An integer argument with the span of its literal.
 #[derive(Debug, Clone, Copy)]
-pub struct Int {
+pub(crate) struct Int {
     /// The value.
     pub value: u64,
     /// Where it was written.
@@ -32,7 +32,7 @@ pub struct Int {
 
 /// Arguments shared by both attributes.
 #[derive(Default)]
-pub struct Common {
+pub(crate) struct Common {
     /// `cache = expr`.
     pub cache: Option<Expr>,
     /// `name = "..."`.
@@ -44,7 +44,7 @@ pub struct Common {
 }
 
 /// One comma-separated argument as written.
-pub enum RawArg {
+pub(crate) enum RawArg {
     /// A bare literal (the templates of `#[invalidates]`).
     Positional(Lit),
     /// `name = value`.
@@ -57,7 +57,7 @@ pub enum RawArg {
 /// errors and recovering at the next comma. Returns whether a syntax error
 /// occurred (missing-argument errors are then not reported, as they are
 /// likely a consequence).
-pub fn parse_raw(tokens: TokenStream, ctxt: &mut Ctxt) -> (Vec<RawArg>, bool) {
+pub(crate) fn parse_raw(tokens: TokenStream, ctxt: &mut Ctxt) -> (Vec<RawArg>, bool) {
     let mut args = Vec::new();
     let mut syntax_error = false;
     let parser = |input: ParseStream| -> syn::Result<()> {
@@ -161,7 +161,7 @@ fn skip_to_comma(input: ParseStream) -> syn::Result<()> {
 }
 
 /// Records an "unknown argument" error; returns the suggested argument, if any.
-pub fn unknown_argument(
+pub(crate) fn unknown_argument(
     name: &Ident,
     valid: &[&'static str],
     attr: &str,
@@ -185,11 +185,11 @@ pub fn unknown_argument(
 
 /// Tracks which arguments were seen, to reject duplicates.
 #[derive(Default)]
-pub struct Seen(HashMap<String, ()>);
+pub(crate) struct Seen(HashMap<String, ()>);
 
 impl Seen {
     /// Whether `name` is new; records a "duplicate" error otherwise.
-    pub fn first(&mut self, name: &Ident, ctxt: &mut Ctxt) -> bool {
+    pub(crate) fn first(&mut self, name: &Ident, ctxt: &mut Ctxt) -> bool {
         let n = name.to_string();
         if self.0.insert(n.clone(), ()).is_some() {
             ctxt.error(
@@ -204,7 +204,7 @@ impl Seen {
 }
 
 /// Handles the arguments common to both attributes; false if `name` is not one.
-pub fn common_arg(name: &Ident, value: &Expr, common: &mut Common, ctxt: &mut Ctxt) -> bool {
+pub(crate) fn common_arg(name: &Ident, value: &Expr, common: &mut Common, ctxt: &mut Ctxt) -> bool {
     match name.to_string().as_str() {
         "cache" => common.cache = Some(value.clone()),
         "name" => common.name = values::expect_str(name, value, "\"users.get\"", ctxt),

@@ -10,7 +10,7 @@ use crate::shape::Shape;
 use crate::suggest::did_you_mean;
 
 /// Strips invisible groups that `macro_rules!` puts around `$x:expr`.
-pub fn ungroup(e: &Expr) -> &Expr {
+pub(super) fn ungroup(e: &Expr) -> &Expr {
     match e {
         Expr::Group(g) => ungroup(&g.expr),
         Expr::Paren(p) => ungroup(&p.expr),
@@ -18,7 +18,7 @@ pub fn ungroup(e: &Expr) -> &Expr {
     }
 }
 
-pub fn kind_of(e: &Expr) -> &'static str {
+pub(super) fn kind_of(e: &Expr) -> &'static str {
     match ungroup(e) {
         Expr::Lit(l) => match l.lit {
             Lit::Str(_) => "a string literal",
@@ -35,7 +35,12 @@ pub fn kind_of(e: &Expr) -> &'static str {
     }
 }
 
-pub fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) -> Option<LitStr> {
+pub(super) fn expect_str(
+    name: &Ident,
+    value: &Expr,
+    example: &str,
+    ctxt: &mut Ctxt,
+) -> Option<LitStr> {
     if let Expr::Lit(syn::ExprLit {
         lit: Lit::Str(s), ..
     }) = ungroup(value)
@@ -52,7 +57,7 @@ pub fn expect_str(name: &Ident, value: &Expr, example: &str, ctxt: &mut Ctxt) ->
     None
 }
 
-pub fn expect_int(
+pub(super) fn expect_int(
     name: &Ident,
     value: &Expr,
     unit: &str,
@@ -116,7 +121,7 @@ pub fn expect_int(
     }
 }
 
-pub fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
+pub(super) fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
     if let Expr::Path(p) = ungroup(value)
         && p.qself.is_none()
         && p.attrs.is_empty()
@@ -133,7 +138,7 @@ pub fn expect_path(value: &Expr, ctxt: &mut Ctxt) -> Option<Path> {
     None
 }
 
-pub fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
+pub(super) fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
     let name = Ident::new("returns", Span::call_site());
     let s = expect_str(&name, value, "\"result\"", ctxt)?;
     let v = s.value();
@@ -154,7 +159,7 @@ pub fn expect_shape(value: &Expr, ctxt: &mut Ctxt) -> Option<Shape> {
 
 /// An integer argument that must be greater than 0; `zero` explains why 0
 /// is rejected.
-pub fn expect_positive(
+pub(super) fn expect_positive(
     name: &Ident,
     value: &Expr,
     unit: &str,
@@ -171,7 +176,7 @@ pub fn expect_positive(
 }
 
 /// `key_fn = true|false`: a bool literal.
-pub fn expect_bool(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<syn::LitBool> {
+pub(super) fn expect_bool(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<syn::LitBool> {
     if let Expr::Lit(syn::ExprLit {
         lit: Lit::Bool(b), ..
     }) = ungroup(value)
@@ -192,7 +197,7 @@ pub fn expect_bool(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<syn::L
 }
 
 /// `early_refresh = B`: a float literal greater than 0.
-pub fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
+pub(super) fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> {
     let meaning = "it is XFetch's `B`, which scales how early before expiry a hit may \
                    refresh the entry in the background (1.0 is the paper's optimum)";
     match ungroup(value) {
@@ -277,7 +282,7 @@ pub fn expect_float(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<f64> 
 /// `tags = ["tmpl", ..]`: a bracketed list of string literals. Each
 /// element that is not a string literal is reported; the string literals
 /// among them are still returned, so their templates are checked too.
-pub fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
+pub(super) fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
     let example = "`tags = [\"org:{org_id}\", \"users\"]`";
     let elems = match ungroup(value) {
         Expr::Array(a) => &a.elems,
@@ -341,7 +346,7 @@ pub fn expect_tags(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Vec<LitStr> {
 }
 
 /// `cache_if = path`: a path to a `fn(&T) -> bool`.
-pub fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPath> {
+pub(super) fn expect_fn_path(name: &Ident, value: &Expr, ctxt: &mut Ctxt) -> Option<ExprPath> {
     if let Expr::Path(p) = ungroup(value)
         && p.attrs.is_empty()
     {

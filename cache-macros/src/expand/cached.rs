@@ -16,7 +16,7 @@ use crate::valid::Cached;
 /// The expansion of a checked `#[cached]` function: the key rendered from the borrowed
 /// arguments, then one call of `__private::cached` (or `cached_refresh` when the body may run
 /// in the background), next to the registered description and the hidden key function.
-pub fn expand(checked: &Cached) -> TokenStream {
+pub(super) fn expand(checked: &Cached) -> TokenStream {
     let Cached {
         target,
         template,

@@ -22,7 +22,7 @@ use crate::target::{Target, allow_unused_rebinds};
 
 /// The one exit of every expander: `expand()`'s tokens when no stage recorded an error,
 /// else `item` as written followed by every error as a `compile_error!`.
-pub fn emit(
+pub(super) fn emit(
     item: TokenStream,
     ctxt: Ctxt,
     expand: impl FnOnce() -> Option<TokenStream>,
@@ -39,7 +39,7 @@ pub fn emit(
 /// The expanded function: the original's outer attributes, visibility and `sig`, its inner
 /// attributes, then `inner` (inside the `Box::pin(async ..)` under `#[async_trait]`); then
 /// `after`, items next to the function.
-pub fn function(
+pub(super) fn function(
     target: &Target,
     parts: &Parts,
     sig: &Signature,
@@ -64,7 +64,7 @@ pub fn function(
 }
 
 /// Pieces shared by both expansions.
-pub struct Parts<'a> {
+pub(super) struct Parts<'a> {
     /// The function's outer attributes (`#[..]`), kept on it.
     pub outer_attrs: Vec<&'a Attribute>,
     /// Its inner attributes (`#![..]`), first in the new body.
@@ -92,7 +92,7 @@ pub struct Parts<'a> {
 /// The shared pieces; `used_names` are the parameters the templates use (under
 /// `#[async_trait]`, their rebinding in the block is not reported unused when only the key
 /// uses them).
-pub fn parts<'a>(target: &Target<'a>, used_names: &[String], common: &Common) -> Parts<'a> {
+pub(super) fn parts<'a>(target: &Target<'a>, used_names: &[String], common: &Common) -> Parts<'a> {
     let func = target.func;
     let (outer_attrs, inner_attrs) = func
         .attrs
@@ -148,7 +148,7 @@ pub fn parts<'a>(target: &Target<'a>, used_names: &[String], common: &Common) ->
 /// `async move { rebinds; fake-return; stmts }`: the body as a future. The
 /// fake return edge gives `return` statements in the body the function's
 /// return type, as in the original `async fn`.
-pub fn async_body(ret: &TokenStream, rebinds: &TokenStream, stmts: &[Stmt]) -> TokenStream {
+pub(super) fn async_body(ret: &TokenStream, rebinds: &TokenStream, stmts: &[Stmt]) -> TokenStream {
     quote! {
         async move {
             #rebinds
@@ -179,7 +179,7 @@ fn handle_init(krate: &TokenStream, expr: &Expr) -> TokenStream {
 }
 
 /// `tokens` with every span (recursively) replaced by `span`.
-pub fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+pub(super) fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
     tokens
         .clone()
         .into_iter()
@@ -197,7 +197,7 @@ pub fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-pub fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
+pub(super) fn marker(krate: &TokenStream, shape: Shape) -> TokenStream {
     let m = format_ident!("{}", shape.marker());
     quote!(#krate::__private::#m)
 }

@@ -15,7 +15,7 @@ use crate::valid::Invalidates;
 /// The expansion of a checked `#[invalidates]` function: the keys and tags rendered from the
 /// borrowed arguments before the body runs, then the body, then (on success) one call of
 /// `__private::invalidate`.
-pub fn expand(checked: &Invalidates) -> TokenStream {
+pub(super) fn expand(checked: &Invalidates) -> TokenStream {
     let Invalidates {
         target,
         templates,

@@ -21,7 +21,7 @@ use crate::ctxt::Ctxt;
 use crate::{args, target, valid};
 
 /// Expands `#[cached(args)] item`.
-pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut ctxt = Ctxt::new();
     let mut args = args::cached::parse(args, &mut ctxt);
     valid::cached_args(&mut args, &mut ctxt);
@@ -33,7 +33,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Expands `#[invalidates(args)] item`.
-pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut ctxt = Ctxt::new();
     let args = args::invalidates::parse(args, &mut ctxt);
     valid::invalidates_args(&args, &mut ctxt);

@@ -10,7 +10,7 @@ use crate::owned::{ArgCopy, Owned, ParamCopy, ReceiverCopy};
 
 /// The copies (statements of the load closure) and the rebindings (first statements of the
 /// body's block).
-pub fn tokens(owned: &Owned) -> (TokenStream, TokenStream) {
+pub(super) fn tokens(owned: &Owned) -> (TokenStream, TokenStream) {
     let mut copies = TokenStream::new();
     let mut rebinds = TokenStream::new();
     for copy in &owned.copies {

@@ -26,7 +26,7 @@ use crate::target::{collect_bindings, strip_binding_modes};
 use crate::template::{Segment, Template};
 
 /// Tokens as compact text (`get_user(user.id)`, `Option<String>`), for descriptions.
-pub fn text(tokens: &TokenStream) -> String {
+pub(super) fn text(tokens: &TokenStream) -> String {
     let mut s = tokens.to_string();
     for (from, to) in [
         (" . ", "."),
@@ -53,7 +53,7 @@ pub fn text(tokens: &TokenStream) -> String {
 }
 
 /// What a `#[cached]` description holds besides the template and tags.
-pub struct CachedFields {
+pub(super) struct CachedFields {
     /// `name` expression (a literal or `concat!(module_path!(), ..)`).
     pub name: TokenStream,
     /// The function's identifier.
@@ -94,7 +94,7 @@ fn segments(krate: &TokenStream, template: &Template) -> TokenStream {
 }
 
 /// `static __CACHE_POLICY: CachedPolicy = ..;`, registered at link time.
-pub fn cached_static(
+pub(super) fn cached_static(
     krate: &TokenStream,
     template: &Template,
     tags: &[Template],
@@ -157,13 +157,13 @@ pub fn cached_static(
 /// hold extra items, and its methods never have one. A function without a
 /// receiver in a trait impl needs `key_fn = false`. Never under
 /// `#[async_trait]` (a trait impl), whatever `key_fn` says.
-pub fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
+pub(super) fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
     let has_receiver = matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_)));
     !boxed && key_fn.unwrap_or(!has_receiver || !matches!(func.vis, Visibility::Inherited))
 }
 
 /// `__cache_key_<name>` for a function named `name`, located at `span`.
-pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
+pub(super) fn key_fn_name(name: &Ident, span: Span) -> Ident {
     format_ident!("__cache_key_{}", name.unraw(), span = span)
 }
 
@@ -171,7 +171,7 @@ pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
 /// `fn __cache_key_get_user(id: &u64) -> String` renders the key from the
 /// parameters the key template uses (in signature order, each by reference,
 /// `&self` first for a method).
-pub fn key_fn(krate: &TokenStream, func: &ItemFn, template: &Template) -> TokenStream {
+pub(super) fn key_fn(krate: &TokenStream, func: &ItemFn, template: &Template) -> TokenStream {
     let sig = &func.sig;
     let key_fn = key_fn_name(&sig.ident, sig.ident.span());
     let roots: HashSet<&str> = template
@@ -335,7 +335,7 @@ fn kept_generics(generics: &Generics, types: &[TokenStream]) -> Generics {
 /// with `&self` first for `Self::name(..)` in a method. The key function's
 /// name is located at the written name and each `&(arg)` at its argument, so
 /// errors point there.
-pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
+pub(super) fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
     let name = typed.name();
     let key_fn = key_fn_name(name, name.span());
     let mut path = typed.path.clone();
@@ -351,7 +351,7 @@ pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
 /// The registered description of a typed invalidation: the call and the path
 /// as written (a static cannot name `Self` or the key function's generics, and
 /// a second hidden name would make a typo a second error).
-pub fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
+pub(super) fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
     let call = text(&typed.call.to_token_stream());
     let mut path = typed.path.clone();
     for seg in &mut path.segments {
@@ -364,7 +364,7 @@ pub fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
 }
 
 /// `static __CACHE_INV_POLICY: InvalidatePolicy = ..;`, registered at link time.
-pub fn invalidate_static(
+pub(super) fn invalidate_static(
     krate: &TokenStream,
     name: &TokenStream,
     function: &str,

@@ -9,7 +9,7 @@ use syn::{Ident, Index, Member, Token};
 use crate::template::{Placeholder, Segment, Template};
 
 /// `{ let mut __cache_k = KeyBuf::new(); ...; __cache_k.finish() }`.
-pub fn key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> TokenStream {
+pub(super) fn key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> TokenStream {
     key_with(krate, template, prelude, &[])
 }
 
@@ -17,7 +17,7 @@ pub fn key(krate: &TokenStream, template: &Template, prelude: &TokenStream) -> T
 /// the parameter's value (in the hidden key function): a bare `{name}` renders
 /// `part(name)`, so a missing `KeyPart` is the same error as in the function
 /// (which the compiler then reports once).
-pub fn key_with(
+pub(super) fn key_with(
     krate: &TokenStream,
     template: &Template,
     prelude: &TokenStream,
@@ -65,7 +65,7 @@ fn placeholder_expr(p: &Placeholder, span: Span) -> TokenStream {
 }
 
 /// An identifier as a template writes it (`r#type` becomes a raw identifier).
-pub fn ident(s: &str, span: Span) -> Ident {
+pub(super) fn ident(s: &str, span: Span) -> Ident {
     match s.strip_prefix("r#") {
         Some(raw) => Ident::new_raw(raw, span),
         None => Ident::new(s, span),
@@ -74,7 +74,7 @@ pub fn ident(s: &str, span: Span) -> Ident {
 
 /// `::std::vec::Vec::new()` or `::std::vec::Vec::from([tag, ..])`: the rendered
 /// tags, in the load closure (only called on a miss).
-pub fn tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) -> TokenStream {
+pub(super) fn tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) -> TokenStream {
     if tags.is_empty() {
         return quote!(::std::vec::Vec::new());
     }
@@ -84,7 +84,7 @@ pub fn tags(krate: &TokenStream, tags: &[Template], prelude: &TokenStream) -> To
 
 /// `let name: [String; N] = [rendered, .., typed, ..];` (N may be 0):
 /// `templates` rendered, then the `typed` key expressions (after `prelude`).
-pub fn let_rendered(
+pub(super) fn let_rendered(
     name: &str,
     krate: &TokenStream,
     templates: &[Template],
