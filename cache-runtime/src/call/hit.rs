@@ -67,7 +67,7 @@ impl<V> Hook<V> for () {
 pub struct NearCall<'a, V> {
     pub(crate) near: &'a crate::near::Near,
     pub(crate) fns: crate::near::NearFns<V>,
-    pub(crate) inner: &'a crate::cache::Inner,
+    pub(crate) engine: &'a crate::engine::Engine,
     pub(crate) spec: &'a FnSpec,
     /// The epoch read before the `GET` (`None`: bypassed, no fill).
     pub(crate) epoch: Option<crate::near::Epoch>,
@@ -90,7 +90,7 @@ impl<V: 'static> Hook<V> for Option<NearCall<'_, V>> {
         if let Some(call) = self
             && let Some(e) = call.epoch
         {
-            let counters = call.inner.stats.counters(call.spec.name);
+            let counters = call.engine.counters(call.spec.name);
             call.near.fill(
                 full,
                 e,
@@ -151,10 +151,10 @@ impl<V: 'static> NearArg<V> for crate::near::NearFns<V> {
         if spec.local_ttl_ms == 0 {
             return None;
         }
-        cache.inner.near.get().map(|near| NearCall {
+        cache.engine.near().map(|near| NearCall {
             near,
             fns: self,
-            inner: &cache.inner,
+            engine: &cache.engine,
             spec,
             epoch: None,
         })
@@ -220,7 +220,7 @@ where
     Fut: Future<Output = R>,
     H: Hook<S::Value>,
 {
-    let inner = &*cache.inner;
+    let engine = &*cache.engine;
     let full = full_key(cache, key);
     // Only a fresh copy: one filled by a caller with a grace window (same key, same type)
     // may be past its freshness.
@@ -229,7 +229,7 @@ where
         && m.fresh_until_ms >= entry::now_ms()
         && let Some(r) = from_copy::<S, R>(v)
     {
-        let c = inner.stats.for_slot(&spec.slot, spec.name);
+        let c = engine.stats().for_slot(&spec.slot, spec.name);
         Counters::bump(&c.local_hits);
         return r;
     }
@@ -242,7 +242,7 @@ where
             let lease = matches!(u, Usable::Lease);
             match decode_hit::<S, R, H>(u, &hook, &full, raw) {
                 Ok(r) => {
-                    let c = inner.stats.for_slot(&spec.slot, spec.name);
+                    let c = engine.stats().for_slot(&spec.slot, spec.name);
                     Counters::bump(if negative { &c.negative_hits } else { &c.hits });
                     return r;
                 }
@@ -272,7 +272,7 @@ where
 pub(crate) fn full_key(cache: &Cache, key: String) -> String {
     let mut full = key;
     full.insert(0, ':');
-    full.insert_str(0, &cache.inner.namespace);
+    full.insert_str(0, cache.engine.namespace());
     full
 }
 
@@ -282,12 +282,12 @@ pub(crate) async fn get_full(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
-    let inner = &*cache.inner;
-    if inner.retrier.pending.any() {
+    let engine = &*cache.engine;
+    if engine.retrier().pending.any() {
         // Boxed: rare, and it would otherwise grow every call's future.
         Box::pin(get_pending(cache, full)).await
     } else {
-        inner.store.get(full).await
+        engine.store().get(full).await
     }
 }
 
@@ -298,17 +298,16 @@ pub(crate) async fn get_pending(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
-    let inner = &*cache.inner;
+    let engine = &*cache.engine;
     // A queued tag invalidation may cover this key: deliver it first.
-    let tags = inner.retrier.pending.tags();
+    let tags = engine.retrier().pending.tags();
     if !tags.is_empty() {
-        crate::invalidation::deliver(&inner.store, &[&inner.flights, &inner.refreshing], &tags)
-            .await?;
+        crate::invalidation::deliver(engine.store(), &engine.scope().flights, &tags).await?;
     }
-    if inner.retrier.pending.contains(full) {
-        inner.store.delete(&[full.to_owned()]).await?;
+    if engine.retrier().pending.contains(full) {
+        engine.store().delete(&[full.to_owned()]).await?;
     }
-    inner.store.get(full).await
+    engine.store().get(full).await
 }
 
 /// The driver of the miss path: everything but decoding and running the loader happens in
@@ -330,10 +329,10 @@ where
     Fut: Future<Output = R>,
     H: Hook<S::Value>,
 {
-    let inner = &*cache.inner;
+    let engine = &*cache.engine;
     let (tags, fut) = load();
     let type_tag = entry::type_tag::<S::Value>();
-    let mut m = Miss::new(inner, spec, full, type_tag);
+    let mut m = Miss::new(engine, spec, full, type_tag);
     m.set_tags(&tags);
     let mut step = m.start(got, unusable_why).await;
     while let Step::Decode(bytes) = step {
@@ -363,7 +362,7 @@ where
         View::Negative => Loaded::Negative,
         View::Value(v) => {
             let mut buf = entry::reserve(128);
-            match inner.codec.encode(&mut buf, v) {
+            match engine.codec().encode(&mut buf, v) {
                 Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => Loaded::Unstorable(buf),
                 Ok(()) => Loaded::Value(buf),
                 Err(e) => Loaded::Unencodable(e.to_string()),

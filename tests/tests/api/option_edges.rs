@@ -64,7 +64,7 @@ async fn cache_behind(proxy: &Proxy) -> Cache {
 async fn a_ttl_that_validates_is_cached(env: TestEnv) {
     let src = Source::new();
     assert!(EntryOptions::new(Duration::MAX).validate().is_err());
-    let opts = EntryOptions::new(cache_runtime::MAX_ENTRY_LIFE).name("r5.max_ttl");
+    let opts = EntryOptions::new(cache_runtime::limits::MAX_ENTRY_LIFE).name("edges.max_ttl");
     assert!(opts.validate().is_ok());
     let (c, o, s) = (env.cache.clone(), opts.clone(), src.clone());
     let first = tokio::spawn(async move { gol(&c, "max:1", &o, &s).await }).await;
@@ -77,7 +77,7 @@ async fn a_ttl_that_validates_is_cached(env: TestEnv) {
         src.runs(),
         1,
         "the second call is a hit: {:?}",
-        st(&env.cache, "r5.max_ttl")
+        st(&env.cache, "edges.max_ttl")
     );
 }
 
@@ -128,7 +128,7 @@ async fn expire_works_under_the_documented_least_acl() {
     let c = least_acl_cache(&server).await;
     let opts = EntryOptions::new(Duration::from_secs(60))
         .stale(Duration::from_secs(60))
-        .name("r5.acl_expire");
+        .name("edges.acl_expire");
     c.set("acl:1", &"one".to_owned(), &opts).await.expect("set");
     let r = c.expire("acl:1").await;
     assert!(r.is_ok(), "expire under the least ACL: {r:?}");
@@ -145,7 +145,7 @@ async fn stale_refresh_works_under_the_documented_least_acl() {
     let src = Source::new();
     let opts = EntryOptions::new(Duration::from_millis(300))
         .stale(Duration::from_secs(60))
-        .name("r5.acl_refresh");
+        .name("edges.acl_refresh");
     assert_eq!(gol(&c, "acl:2", &opts, &src).await, Ok(v(1, 1)));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(gol(&c, "acl:2", &opts, &src).await, Ok(v(1, 1)), "stale");
@@ -153,7 +153,7 @@ async fn stale_refresh_works_under_the_documented_least_acl() {
         matches!(c.peek::<String>("acl:2").await, Ok(Peek::Fresh(x)) if x == v(1, 2))
     })
     .await;
-    assert_eq!(st(&c, "r5.acl_refresh").backend_errors, 0);
+    assert_eq!(st(&c, "edges.acl_refresh").backend_errors, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,10 +171,10 @@ async fn options_without_stale_never_get_a_near_copy_past_its_freshness() {
     let with_stale = EntryOptions::new(ttl)
         .local_ttl(ttl)
         .stale(Duration::from_secs(60))
-        .name("r5.shared_stale");
+        .name("edges.shared_stale");
     let plain = EntryOptions::new(ttl)
         .local_ttl(ttl)
-        .name("r5.shared_plain");
+        .name("edges.shared_plain");
     let stored = Instant::now();
     assert_eq!(gol(&a, "sh:1", &with_stale, &src).await, Ok(v(1, 1)));
     pushes_settled(&a, &server.raw().await).await;
@@ -199,7 +199,7 @@ async fn options_without_stale_never_get_a_near_copy_past_its_freshness() {
         got,
         Ok(v(1, 1)),
         "a call without a grace window got the entry past its TTL from the near cache ({:?})",
-        st(&a, "r5.shared_plain")
+        st(&a, "edges.shared_plain")
     );
 }
 
@@ -220,7 +220,7 @@ async fn a_copy_invalidated_before_tracking_came_back_is_not_the_fail_safe() {
     let opts = EntryOptions::new(Duration::from_secs(30))
         .local_ttl(Duration::from_secs(30))
         .stale(Duration::from_secs(60))
-        .name("r5.kept");
+        .name("edges.kept");
     assert_eq!(gol(&a, "kp:1", &opts, &src).await, Ok(v(1, 1)));
     pushes_settled(&a, &server.raw().await).await;
     assert_eq!(until_near(&a, "kp:1", &opts, &src).await, v(1, 1));
@@ -240,7 +240,7 @@ async fn a_copy_invalidated_before_tracking_came_back_is_not_the_fail_safe() {
     proxy.heal();
     let other = EntryOptions::new(Duration::from_secs(30))
         .local_ttl(Duration::from_secs(30))
-        .name("r5.other");
+        .name("edges.other");
     until_near(&a, "kp:other", &other, &src).await;
 
     // The next outage, with a failing loader.
@@ -251,6 +251,6 @@ async fn a_copy_invalidated_before_tracking_came_back_is_not_the_fail_safe() {
     assert!(
         matches!(&got, Err(e) if e.starts_with("db down")),
         "served {got:?}: a value deleted before this process's tracking came back ({:?})",
-        st(&a, "r5.kept")
+        st(&a, "edges.kept")
     );
 }

@@ -179,10 +179,10 @@ mod callers_span {
     // with the `cached` span disabled (a subscriber at INFO, the usual production level; the span
     // is DEBUG) a call's `outcome` is not written into the caller's span either.
 
-    #[invalidates("r4span:{id}", cache = cache, name = "r4.span.inv")]
+    #[invalidates("span:{id}", cache = cache, name = "span.inv")]
     async fn forget(cache: &Cache, id: u64) {}
 
-    #[cached(key = "r4span:{id}", ttl = 60, cache = cache, name = "r4.span.get")]
+    #[cached(key = "span:{id}", ttl = 60, cache = cache, name = "span.get")]
     async fn remember(cache: &Cache, id: u64) -> u64 {
         id
     }
@@ -246,7 +246,7 @@ mod callers_span {
         .instrument(request)
         .await;
         let stats = env.cache.stats();
-        let s = stats.function("r4.span.inv");
+        let s = stats.function("span.inv");
         assert!(s.backend_errors + s.backend_skipped > 0, "{s:?}");
         // The library wrote nothing into a span it did not create.
         assert_eq!(*recorded.0.lock().unwrap(), Vec::<String>::new());

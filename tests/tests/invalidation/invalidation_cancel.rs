@@ -9,12 +9,12 @@ use std::time::Duration;
 use cache_runtime::{Cache, cached, invalidates};
 use cache_tests::{Proxy, RedisServer, eventually};
 
-#[cached(key = "rvi:{id}", ttl = 300, cache = cache)]
+#[cached(key = "cancel:{id}", ttl = 300, cache = cache)]
 async fn get(cache: &Cache, id: u64) -> u64 {
     id
 }
 
-#[invalidates("rvi:{id}", cache = cache, name = "rvi.write")]
+#[invalidates("cancel:{id}", cache = cache, name = "cancel.write")]
 async fn write(cache: &Cache, id: u64) -> Result<(), String> {
     let _ = id;
     Ok(()) // the database write committed
@@ -41,7 +41,7 @@ async fn cancelled_invalidation_is_not_lost() {
     let (server, proxy, cache) = cache_behind_proxy().await;
     assert_eq!(get(&cache, 1).await, 1);
     let raw = server.raw().await;
-    let key = cache.full_key("rvi:1");
+    let key = cache.full_key("cancel:1");
     assert!(raw.exists(&key).await, "entry stored");
 
     proxy.partition();
@@ -62,7 +62,7 @@ async fn cancelled_invalidation_is_not_lost() {
         }),
     )
     .await;
-    let s = cache.stats().function("rvi.write");
+    let s = cache.stats().function("cancel.write");
     assert!(
         !raw.exists(&key).await,
         "write committed but the stale entry survives (pttl {} ms); stats {s:?}; {result:?}",
@@ -77,7 +77,7 @@ async fn control_uncancelled_invalidation_is_delivered() {
     let (server, proxy, cache) = cache_behind_proxy().await;
     assert_eq!(get(&cache, 1).await, 1);
     let raw = server.raw().await;
-    let key = cache.full_key("rvi:1");
+    let key = cache.full_key("cancel:1");
     proxy.partition();
     write(&cache, 1).await.unwrap();
     proxy.heal();

@@ -23,7 +23,7 @@ mod imported {
         pub mod users {
             use cache_runtime::cached;
 
-            #[cached(key = "r4store_user:{id}", ttl = 7200, name = "r4.store.get_user")]
+            #[cached(key = "store_user:{id}", ttl = 7200, name = "tt.store.get_user")]
             pub async fn get_user(id: u64) -> u64 {
                 id
             }
@@ -34,12 +34,12 @@ mod imported {
         pub mod users {
             use cache_runtime::{cached, invalidates};
 
-            #[cached(key = "r4admin_user:{id}", ttl = 7200, name = "r4.admin.get_user")]
+            #[cached(key = "admin_user:{id}", ttl = 7200, name = "tt.admin.get_user")]
             pub async fn get_user(id: u64) -> u64 {
                 id
             }
 
-            #[invalidates(get_user(id), name = "r4.admin.save")]
+            #[invalidates(get_user(id), name = "tt.admin.save")]
             pub async fn save(id: u64) {}
         }
     }
@@ -49,7 +49,7 @@ mod imported {
         use super::store::users;
         use cache_runtime::invalidates;
 
-        #[invalidates(users::get_user(id), name = "r4.api.save")]
+        #[invalidates(users::get_user(id), name = "tt.api.save")]
         pub async fn save(id: u64) {}
     }
 
@@ -58,12 +58,12 @@ mod imported {
         use super::store::users;
         use cache_runtime::{cached, invalidates};
 
-        #[cached(key = "r4web_user:{id}", ttl = 60, name = "r4.web.get_user")]
+        #[cached(key = "web_user:{id}", ttl = 60, name = "tt.web.get_user")]
         pub async fn get_user(id: u64) -> u64 {
             id
         }
 
-        #[invalidates(users::get_user(id), name = "r4.web.save")]
+        #[invalidates(users::get_user(id), name = "tt.web.save")]
         pub async fn save(id: u64) {}
     }
 }
@@ -82,7 +82,7 @@ fn typed_target_through_an_imported_module_is_the_imported_function() {
     let inv = p
         .invalidations()
         .iter()
-        .find(|i| i.name == "r4.web.save")
+        .find(|i| i.name == "tt.web.save")
         .copied()
         .unwrap();
     let targets: Vec<&str> = p
@@ -94,13 +94,13 @@ fn typed_target_through_an_imported_module_is_the_imported_function() {
     // registration does not see `use` items: every cached `get_user` of a module whose path
     // ends with `::users` is a candidate (`admin::users` too, and the `users` module of this
     // binary's main module, `policies::users`).
-    assert!(!targets.contains(&"r4.web.get_user"), "{targets:?}");
+    assert!(!targets.contains(&"tt.web.get_user"), "{targets:?}");
     assert_eq!(
         targets,
         [
             "policies::users::get_user",
-            "r4.admin.get_user",
-            "r4.store.get_user"
+            "tt.admin.get_user",
+            "tt.store.get_user"
         ]
     );
 }
@@ -114,7 +114,7 @@ mod scope {
     pub mod data {
         use cache_runtime::cached;
 
-        #[cached(key = "r4scope:{id}", ttl = 60, name = "r4.scope.get")]
+        #[cached(key = "scope:{id}", ttl = 60, name = "tt.scope.get")]
         pub async fn get(id: u64) -> u64 {
             id
         }
@@ -123,7 +123,7 @@ mod scope {
     pub mod writer {
         use cache_runtime::invalidates;
 
-        #[invalidates(super::data::get(id), name = "r4.scope.put")]
+        #[invalidates(super::data::get(id), name = "tt.scope.put")]
         pub async fn put(id: u64) {}
     }
 }

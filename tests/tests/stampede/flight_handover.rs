@@ -118,19 +118,19 @@ async fn drive_until<F: Future>(
 // joined after an invalidation (made in another process) had deleted that value.
 // ---------------------------------------------------------------------------------------
 
-#[cached(key = "f1:{id}", ttl = 300, cache = cache)]
-async fn f1_read(cache: &Cache, id: u64, db: &Db) -> Ver {
+#[cached(key = "found:{id}", ttl = 300, cache = cache)]
+async fn found_read(cache: &Cache, id: u64, db: &Db) -> Ver {
     let _ = id;
     Ver(db.load_version().await)
 }
 
-#[invalidates("f1:{id}", cache = cache)]
-async fn f1_write(cache: &Cache, id: u64, db: &Db) {
+#[invalidates("found:{id}", cache = cache)]
+async fn found_write(cache: &Cache, id: u64, db: &Db) {
     let _ = id;
     db.bump();
 }
 
-const F1: &str = "stampede::flight_handover::f1_read";
+const FOUND: &str = "stampede::flight_handover::found_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_that_found_another_process_value_does_not_hand_it_to_later_callers() {
@@ -138,7 +138,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
     let mk = || async {
         Cache::builder()
             .redis(server.url())
-            .namespace("f1")
+            .namespace("found")
             .build()
             .await
             .unwrap()
@@ -158,7 +158,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
     // B takes the lease and loads version 0 (stopped at the gate).
     let pb = {
         let (b, db) = (b.clone(), db.clone());
-        tokio::spawn(async move { f1_read(&b, 1, &db).await })
+        tokio::spawn(async move { found_read(&b, 1, &db).await })
     };
     let d = db.clone();
     eventually("B is loading", Duration::from_secs(10), move || {
@@ -169,7 +169,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
     // A's first call L leads A's flight and waits for B's lease.
     let pl = {
         let (a, db) = (a.clone(), db.clone());
-        tokio::spawn(async move { f1_read(&a, 1, &db).await })
+        tokio::spawn(async move { found_read(&a, 1, &db).await })
     };
     let a2 = a.clone();
     eventually(
@@ -177,7 +177,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
         Duration::from_secs(10),
         move || {
             let a2 = a2.clone();
-            async move { stats(&a2, F1).lock_waits == 1 }
+            async move { stats(&a2, FOUND).lock_waits == 1 }
         },
     )
     .await;
@@ -193,17 +193,17 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
     .await;
 
     // The write, in process B: version 1, and the key is deleted in Redis.
-    f1_write(&b, 1, &db).await;
+    found_write(&b, 1, &db).await;
     assert_eq!(
-        stats(&b, "stampede::flight_handover::f1_write").invalidations,
+        stats(&b, "stampede::flight_handover::found_write").invalidations,
         1
     );
 
     // A call in A that starts after the write returned: its GET finds nothing; it joins L's
     // flight (L has not detached it).
     let a3 = a.clone();
-    let x = drive_until(Box::pin(f1_read(&a, 1, &db)), move || {
-        stats(&a3, F1).misses == 2
+    let x = drive_until(Box::pin(found_read(&a, 1, &db)), move || {
+        stats(&a3, FOUND).misses == 2
     })
     .await;
     DECODE_GATE.release();
@@ -218,7 +218,7 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
         Ver(1),
         "a call that started after the invalidation returned got the value it deleted \
          (stats A {:?})",
-        stats(&a, F1)
+        stats(&a, FOUND)
     );
 }
 
@@ -227,19 +227,19 @@ async fn leader_that_found_another_process_value_does_not_hand_it_to_later_calle
 // to followers whose own GET reached Redis after another process's invalidation.
 // ---------------------------------------------------------------------------------------
 
-#[cached(key = "f2:{id}", ttl = 300, cache = cache)]
-async fn f2_read(cache: &Cache, id: u64, db: &Db) -> u64 {
+#[cached(key = "degraded:{id}", ttl = 300, cache = cache)]
+async fn degraded_read(cache: &Cache, id: u64, db: &Db) -> u64 {
     let _ = id;
     db.load_version().await
 }
 
-#[invalidates("f2:{id}", cache = cache)]
-async fn f2_write(cache: &Cache, id: u64, db: &Db) {
+#[invalidates("degraded:{id}", cache = cache)]
+async fn degraded_write(cache: &Cache, id: u64, db: &Db) {
     let _ = id;
     db.bump();
 }
 
-const F2: &str = "stampede::flight_handover::f2_read";
+const DEGRADED: &str = "stampede::flight_handover::degraded_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_after_a_write() {
@@ -248,14 +248,14 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
     // Process A reaches Redis through a proxy (to fail one call); process B directly.
     let a = Cache::builder()
         .redis(proxy.url())
-        .namespace("f2")
+        .namespace("degraded")
         .command_timeout(Duration::from_millis(300))
         .build()
         .await
         .unwrap();
     let b = Cache::builder()
         .redis(server.url())
-        .namespace("f2")
+        .namespace("degraded")
         .build()
         .await
         .unwrap();
@@ -267,7 +267,7 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
     proxy.partition();
     let pl = {
         let (a, db) = (a.clone(), db.clone());
-        tokio::spawn(async move { f2_read(&a, 1, &db).await })
+        tokio::spawn(async move { degraded_read(&a, 1, &db).await })
     };
     let d = db.clone();
     eventually("L is loading", Duration::from_secs(10), move || {
@@ -288,22 +288,22 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
     )
     .await;
     let faults_before = {
-        let s = stats(&a, F2);
+        let s = stats(&a, DEGRADED);
         s.backend_errors + s.backend_skipped
     };
 
     // The write in process B: version 1; the UNLINK reaches Redis.
-    f2_write(&b, 1, &db).await;
+    degraded_write(&b, 1, &db).await;
     assert_eq!(
-        stats(&b, "stampede::flight_handover::f2_write").invalidations,
+        stats(&b, "stampede::flight_handover::degraded_write").invalidations,
         1
     );
 
     // X starts after the write returned; its GET reaches Redis (nothing there) and it joins
     // L's flight.
     let a3 = a.clone();
-    let x = drive_until(Box::pin(f2_read(&a, 1, &db)), move || {
-        stats(&a3, F2).misses == 2
+    let x = drive_until(Box::pin(degraded_read(&a, 1, &db)), move || {
+        stats(&a3, DEGRADED).misses == 2
     })
     .await;
     db.open();
@@ -313,7 +313,7 @@ async fn degraded_leader_does_not_hand_old_result_to_calls_that_reached_redis_af
         "L started before the write"
     );
     let got = x.finish("X").await;
-    let s = stats(&a, F2);
+    let s = stats(&a, DEGRADED);
     assert_eq!(
         s.backend_errors + s.backend_skipped,
         faults_before,
@@ -342,20 +342,20 @@ impl Serialize for NoJson {
     }
 }
 
-#[cached(key = "f3:{id}", ttl = 300, cache = cache)]
-async fn f3_read(cache: &Cache, id: u64, db: &Db) -> NoJson {
+#[cached(key = "unencodable:{id}", ttl = 300, cache = cache)]
+async fn unencodable_read(cache: &Cache, id: u64, db: &Db) -> NoJson {
     let _ = id;
     NoJson(db.load_version().await)
 }
 
-const F3: &str = "stampede::flight_handover::f3_read";
+const UNENCODABLE: &str = "stampede::flight_handover::unencodable_read";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unencodable_value_is_loaded_once_per_caller() {
     let server = RedisServer::start();
     let cache = Cache::builder()
         .redis(server.url())
-        .namespace("f3")
+        .namespace("unencodable")
         .build()
         .await
         .unwrap();
@@ -363,12 +363,14 @@ async fn unencodable_value_is_loaded_once_per_caller() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (c, db) = (cache.clone(), db.clone());
-        tasks.push(tokio::spawn(async move { f3_read(&c, 1, &db).await }));
+        tasks.push(tokio::spawn(
+            async move { unencodable_read(&c, 1, &db).await },
+        ));
     }
     let c = cache.clone();
     eventually("all callers missed", Duration::from_secs(10), move || {
         let c = c.clone();
-        async move { stats(&c, F3).misses == 8 }
+        async move { stats(&c, UNENCODABLE).misses == 8 }
     })
     .await;
     db.open();
@@ -379,6 +381,6 @@ async fn unencodable_value_is_loaded_once_per_caller() {
         db.loads(),
         8,
         "each caller loads its own (unshareable) value once ({:?})",
-        stats(&cache, F3)
+        stats(&cache, UNENCODABLE)
     );
 }
