@@ -8,7 +8,15 @@
 # members leave the two example crates out.
 # Installs redis-server and redis-cli first when one is missing and we are root (Debian/Ubuntu).
 # Never uses a Redis on 6379.
+#   scripts/test.sh            everything (what .ci/run runs)
+#   scripts/test.sh --gates    only the quality gates (a quick check before a commit)
 set -euo pipefail
+gates_only=0
+case "${1:-}" in
+    --gates) gates_only=1 ;;
+    "") ;;
+    *) echo "usage: scripts/test.sh [--gates]" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -52,6 +60,10 @@ cargo clippy --workspace --all-targets -- -D warnings || status=1
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps || status=1
 bash scripts/check-module-dag.sh || status=1
 bash scripts/check-links.sh || status=1
+if [[ "$gates_only" == 1 ]]; then
+    [[ "$status" == 0 ]] && echo "test.sh: all gates passed" >&2 || echo "test.sh: FAILED (see above)" >&2
+    exit "$status"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast || status=1
 else
