@@ -340,6 +340,7 @@ pub(crate) async fn get_pending(
 /// typed side, through a [`Mailbox`], to decode an envelope or to run the loader. Only this
 /// small future is compiled per function: its poll, the loader's poll and the calls of the
 /// stored type's decoding and encoding.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn miss<'a, S, R, F, Fut, H>(
     cache: &'a Cache,
     spec: &'a FnSpec,
