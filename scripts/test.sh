@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the quality gates (rustfmt, clippy and rustdoc with warnings as errors, the module
-# import-cycle check scripts/check-module-dag.sh), then the whole test suite: unit, integration
+# import-cycle check scripts/check-module-dag.sh, the Markdown link check scripts/check-links.sh),
+# then the whole test suite: unit, integration
 # (against private redis-server processes that the tests start themselves on free ports),
 # trybuild UI tests, the example crates' tests (examples/catalog, examples/bench) and doc tests.
 # The workspace-wide stages pass `--workspace` (`--all` for rustfmt): the workspace's default
@@ -44,11 +45,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Run every stage even when an earlier one fails, so one run shows all failures.
 status=0
 # Quality gates first: formatting, lints (warnings are errors), docs (broken intra-doc links
-# and other rustdoc warnings are errors) and no import cycle between modules.
+# and other rustdoc warnings are errors), no import cycle between modules and no broken
+# relative link in the Markdown files.
 cargo fmt --all --check || status=1
 cargo clippy --workspace --all-targets -- -D warnings || status=1
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps || status=1
 bash scripts/check-module-dag.sh || status=1
+bash scripts/check-links.sh || status=1
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast || status=1
 else

@@ -11,26 +11,16 @@ use std::ops::Range;
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::LitStr;
 
-/// Characters that an encoded key part may contain: everything the runtime
-/// leaves unencoded (`[A-Za-z0-9_.]`), `%`, which starts an escape, and `~`,
-/// the runtime's encoding of `None`.
-///
-/// A literal separator between two placeholders must contain a character
-/// outside this set, otherwise the split point between two rendered parts is
-/// ambiguous and two different argument tuples can render the same key.
-pub const PART_CHARS: &str = "A-Za-z0-9_.%~";
-
-fn is_part_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%' | '~')
-}
+use crate::alphabet::{PART_CHARS, is_part_char};
+use crate::suggest::did_you_mean;
 
 /// Keys starting with this (after the namespace) are the runtime's tag member sets.
-pub const RESERVED_PREFIX: &str = "!tag:";
+pub(crate) const RESERVED_PREFIX: &str = "!tag:";
 
 /// What a template renders: the entry's key, or one of its tags. Both
 /// follow the same rules; only the wording of the messages differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `key = ".."` of `#[cached]`, the templates of `#[invalidates]`.
     Key,
     /// `tags = [..]`.
@@ -39,7 +29,7 @@ pub enum Kind {
 
 impl Kind {
     /// `"key"` or `"tag"`.
-    pub fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Kind::Key => "key",
             Kind::Tag => "tag",
@@ -56,7 +46,7 @@ impl Kind {
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Literal text, with `{{` / `}}` already unescaped.
     Lit(String),
     /// A `{...}` placeholder.
@@ -65,7 +55,7 @@ pub enum Segment {
 
 /// A `{root.field.field}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placeholder {
+pub(crate) struct Placeholder {
     /// The parameter (or `self`) the placeholder starts from, as written
     /// (a raw identifier keeps its `r#`).
     pub root: String,
@@ -77,27 +67,30 @@ pub struct Placeholder {
 
 impl Placeholder {
     /// Byte range of the root name in the template text.
-    pub fn root_range(&self) -> Range<usize> {
+    pub(crate) fn root_range(&self) -> Range<usize> {
         let start = self.range.start + 1;
         start..start + self.root.len()
     }
 
-    /// The placeholder as written, e.g. `{user.id}`.
-    pub fn display(&self) -> String {
-        let mut s = String::from("{");
-        s.push_str(&self.root);
+    /// The placeholder as written between its braces, e.g. `user.id`.
+    pub(crate) fn path(&self) -> String {
+        let mut s = self.root.clone();
         for f in &self.fields {
             s.push('.');
             s.push_str(f);
         }
-        s.push('}');
         s
+    }
+
+    /// The placeholder as written, e.g. `{user.id}`.
+    pub(crate) fn display(&self) -> String {
+        format!("{{{}}}", self.path())
     }
 }
 
 /// An error at a byte range of the template text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     /// Byte range in the template text the error is about.
     pub range: Range<usize>,
     /// The message shown to the user.
@@ -115,7 +108,7 @@ impl TemplateError {
 
 /// Parses template text into segments. Returns every error found, not only
 /// the first.
-pub fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>> {
+pub(crate) fn parse(text: &str, kind: Kind) -> Result<Vec<Segment>, Vec<TemplateError>> {
     let mut errors = Vec::new();
     let noun = kind.noun();
     if text.is_empty() {
@@ -415,7 +408,7 @@ fn is_keyword(s: &str) -> bool {
 /// What a template may refer to: the function's parameter names and whether
 /// it has a `self` receiver.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// Parameter names as written (`r#type` keeps its prefix).
     pub names: Vec<String>,
     /// Whether the function has a `self` receiver.
@@ -425,7 +418,7 @@ pub struct Scope {
 }
 
 /// Checks each placeholder's root against the function's parameters.
-pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<TemplateError> {
+pub(crate) fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<TemplateError> {
     let mut errors = Vec::new();
     for seg in segments {
         let Segment::Part(p) = seg else { continue };
@@ -469,56 +462,9 @@ pub fn check_names(segments: &[Segment], scope: &Scope, kind: Kind) -> Vec<Templ
     errors
 }
 
-/// The candidate closest to `name` by edit distance, if it is close enough.
-pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).clamp(1, 2);
-    candidates
-        .iter()
-        .map(|c| {
-            let d = if c.eq_ignore_ascii_case(name) {
-                0
-            } else {
-                edit_distance(name, c)
-            };
-            (d, *c)
-        })
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance counting insertions, deletions, substitutions and swaps of
-/// two adjacent characters (optimal string alignment), so `kye` is one edit
-/// from `key`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // d[i][j] = distance between a[..i] and b[..j]
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 /// A template parsed from a string literal and checked against a scope.
 #[derive(Clone)]
-pub struct Template {
+pub(crate) struct Template {
     /// The literal as written; its span is used for generated code.
     pub lit: LitStr,
     /// The parsed segments.
@@ -529,7 +475,11 @@ impl Template {
     /// Parses and checks `lit`; every error is turned into a `syn::Error`
     /// spanned at the offending part of the literal where the compiler
     /// allows it, else at the whole literal.
-    pub fn from_lit(lit: &LitStr, scope: &Scope, kind: Kind) -> Result<Template, Vec<syn::Error>> {
+    pub(crate) fn from_lit(
+        lit: &LitStr,
+        scope: &Scope,
+        kind: Kind,
+    ) -> Result<Template, Vec<syn::Error>> {
         let text = lit.value();
         let result = parse(&text, kind).and_then(|segments| {
             let errors = check_names(&segments, scope, kind);
@@ -556,9 +506,21 @@ impl Template {
     /// It has the macro's call-site hygiene (names resolve as written by the
     /// user) but is located at the placeholder, so type errors point there,
     /// while rustc does not offer "fixes" that would rewrite the template.
-    pub fn span_of(&self, p: &Placeholder) -> Span {
+    pub(crate) fn span_of(&self, p: &Placeholder) -> Span {
         Span::call_site().located_at(subspan(&self.lit, &self.lit.value(), p.range.clone()))
     }
+}
+
+/// The placeholder roots of `templates` (the parameters the generated code names).
+pub(crate) fn roots<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<String> {
+    templates
+        .into_iter()
+        .flat_map(|t| &t.segments)
+        .filter_map(|s| match s {
+            Segment::Part(p) => Some(p.root.clone()),
+            Segment::Lit(_) => None,
+        })
+        .collect()
 }
 
 /// Maps a byte range of the literal's value to a span inside the literal.
@@ -805,20 +767,6 @@ mod tests {
             "{}",
             e[0].message
         );
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(did_you_mean("idd", &["id", "name"]), Some("id"));
-        assert_eq!(did_you_mean("usr_id", &["user_id"]), Some("user_id"));
-        assert_eq!(did_you_mean("ID", &["id"]), Some("id"));
-        assert_eq!(did_you_mean("slf", &["self"]), Some("self"));
-        assert_eq!(did_you_mean("zzz", &["id", "name"]), None);
-        assert_eq!(did_you_mean("abcdef", &["uvwxyz"]), None);
-        assert_eq!(did_you_mean("kye", &["key", "ttl"]), Some("key"));
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("ab", "ba"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

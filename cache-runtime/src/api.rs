@@ -236,34 +236,34 @@ impl Cache {
     {
         opts.validate()?;
         check_key(key)?;
-        let inner = &*self.inner;
+        let engine = &*self.engine;
         let spec = &*opts.spec;
         let full = self.full_key(key);
         let mut buf = entry::reserve(128);
-        inner
-            .codec
+        engine
+            .codec()
             .encode(&mut buf, value)
             .map_err(|e| Error::Config(format!("value cannot be serialized: {e}")))?;
         self.void_local(&full);
-        if buf.len() - entry::HEADER > inner.max_value_bytes {
-            let c = inner.stats.counters(spec.name);
+        if buf.len() - entry::HEADER > engine.max_value_bytes() {
+            let c = engine.counters(spec.name);
             Counters::bump(&c.oversized);
-            inner.store.delete(std::slice::from_ref(&full)).await?;
+            engine.store().delete(std::slice::from_ref(&full)).await?;
             self.void_local(&full);
             return Ok(());
         }
         let fresh_ms = protocol::ttl_ms(spec.ttl_ms, spec.jitter_ms);
         let loaded = Loaded::Value(buf);
-        let bytes = protocol::envelope(inner, entry::type_tag::<V>(), &loaded, fresh_ms, 0)
+        let bytes = protocol::envelope(engine, entry::type_tag::<V>(), &loaded, fresh_ms, 0)
             .ok_or_else(|| Error::Config("value cannot be stored".into()))?;
         if !opts.tags.is_empty() {
-            let tags: Vec<String> = opts.tags.iter().map(|t| inner.tag_key(t)).collect();
-            let lock_ms = spec.lock_ms.unwrap_or(inner.lock_ms);
+            let tags: Vec<String> = opts.tags.iter().map(|t| engine.tag_key(t)).collect();
+            let lock_ms = engine.lease_ms(spec);
             let life = protocol::member_life_ms(spec, lock_ms);
-            inner.store.tag_add_all(&tags, &full, life).await?;
+            engine.store().tag_add_all(&tags, &full, life).await?;
         }
-        let put = inner
-            .store
+        let put = engine
+            .store()
             .put(&full, &bytes, protocol::stored_ms(spec, fresh_ms))
             .await;
         self.void_local(&full);
@@ -298,16 +298,15 @@ impl Cache {
         check_key(key)?;
         let full = self.full_key(key);
         self.void_local(&full);
-        let r = self.inner.store.expire(&full, entry::now_ms()).await;
+        let r = self.engine.store().expire(&full, entry::now_ms()).await;
         self.void_local(&full);
         Ok(r?)
     }
 
     /// Detaches this process's flights of `full` and evicts its near copy.
     fn void_local(&self, full: &str) {
-        self.inner.flights.void(full);
-        self.inner.refreshing.void(full);
-        if let Some(near) = self.inner.near.get() {
+        self.engine.void(full);
+        if let Some(near) = self.engine.near() {
             near.evict(full);
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 /// The breaker's state, as seen by [`Cache::breaker_state`](crate::Cache::breaker_state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// The backend is used.
     Closed,
@@ -18,7 +19,7 @@ pub enum BreakerState {
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that open the circuit.
     pub threshold: u32,
     /// How long an open circuit skips the backend before probing.

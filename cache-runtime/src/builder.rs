@@ -4,19 +4,18 @@ use std::time::Duration;
 
 use crate::backend::redis::RedisOptions;
 use crate::backend::{AnyBackend, MemoryBackend, RedisBackend, RedisClusterBackend};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::cache::{
     Cache, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
-    Inner, MAX_LOCK_MS,
+    MAX_LOCK_MS,
 };
 use crate::codec::Codec;
+use crate::engine::{Engine, Settings};
 use crate::error::{BackendError, Error};
-use crate::flight::Flights;
 use crate::retry::Retrier;
 use crate::retry::RetryConfig;
-use crate::stats::Registry;
 use crate::store::Store;
 
 impl Cache {
@@ -30,24 +29,16 @@ impl Cache {
             backend,
             breaker: Arc::new(Breaker::new(b.breaker)),
         };
+        let retrier = Retrier::new(b.retry, store.clone(), crate::invalidation::deliver_queued);
+        let settings = Settings {
+            namespace: b.namespace.clone(),
+            lock_ms: b.lock_ms,
+            codec: b.codec,
+            max_value_bytes: b.max_value_bytes,
+            xfetch_seed: b.xfetch_seed,
+        };
         Cache {
-            inner: Arc::new(Inner {
-                retrier: Retrier::new(b.retry, store.clone(), crate::invalidation::deliver_queued),
-                store,
-                namespace: b.namespace.clone(),
-                lock_ms: b.lock_ms,
-                codec: b.codec,
-                max_value_bytes: b.max_value_bytes,
-                flights: Flights::default(),
-                refreshing: Flights::default(),
-                rng: b.xfetch_seed.map(|seed| {
-                    std::sync::Mutex::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
-                        seed,
-                    ))
-                }),
-                stats: Registry::default(),
-                near: OnceLock::new(),
-            }),
+            engine: Arc::new(Engine::new(store, retrier, settings)),
         }
     }
 }
@@ -351,7 +342,7 @@ impl CacheBuilder {
         if self.local_capacity > 0
             && let Some(target) = tracking
         {
-            let counters = cache.inner.stats.counters(crate::near::NEAR_STATS_NAME);
+            let counters = cache.engine.counters(crate::near::NEAR_STATS_NAME);
             let near = crate::near::Near::new(
                 self.local_capacity,
                 target,
@@ -359,7 +350,7 @@ impl CacheBuilder {
                 &self.namespace,
                 counters,
             );
-            let _ = cache.inner.near.set(near);
+            cache.engine.attach_near(near);
         }
     }
 
@@ -382,7 +373,7 @@ impl CacheBuilder {
                 return Err(Error::Backend(e));
             }
             tracing::warn!(error = %e, "Redis unreachable at start-up; starting with the circuit open");
-            cache.inner.store.breaker.trip();
+            cache.engine.store().breaker.trip();
         }
         Ok(cache)
     }

@@ -1,17 +1,13 @@
 //! The [`Cache`] handle (built by [`CacheBuilder`](crate::CacheBuilder)).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::AnyBackend;
 use crate::breaker::BreakerState;
-use crate::codec::Codec;
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::error::{BackendError, BackendErrorKind};
-use crate::flight::Flights;
-use crate::retry::Retrier;
-use crate::stats::{Counters, Registry, Stats};
-use crate::store::{Fault, Store};
+use crate::stats::{Counters, Stats};
 
 /// Default stampede lease length.
 pub const DEFAULT_LOCK_MS: u64 = 5000;
@@ -40,58 +36,17 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) engine: Arc<Engine>,
 }
 
-/// Rendered keys starting with this are tag member sets (the macros reject such templates).
-pub(crate) const RESERVED_PREFIX: &str = "!tag:";
-
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) namespace: String,
-    pub(crate) lock_ms: u64,
-    pub(crate) codec: Codec,
-    pub(crate) max_value_bytes: usize,
-    pub(crate) flights: Flights,
-    /// Background refreshes running in this process, one per key.
-    pub(crate) refreshing: Flights,
-    /// XFetch's random source when seeded ([`CacheBuilder::xfetch_seed`]).
-    pub(crate) rng: Option<std::sync::Mutex<rand::rngs::StdRng>>,
-    pub(crate) stats: Registry,
-    pub(crate) retrier: Retrier,
-    /// The near cache (`local_ttl = N`): Redis (one server or a cluster) with
-    /// `local_capacity > 0` only.
-    pub(crate) near: OnceLock<Arc<crate::near::Near>>,
-}
-
-impl Inner {
-    /// A uniform draw in `(0, 1]` for XFetch.
-    pub(crate) fn uniform(&self) -> f64 {
-        use rand::Rng as _;
-        let x: f64 = match &self.rng {
-            Some(m) => m.lock().unwrap_or_else(|p| p.into_inner()).random(),
-            None => rand::random(),
-        };
-        1.0 - x
-    }
-
-    /// The full key of a tag's member set: `<namespace>:!tag:<rendered tag>`.
-    pub(crate) fn tag_key(&self, rendered: &str) -> String {
-        let mut k = String::with_capacity(self.namespace.len() + 6 + rendered.len());
-        k.push_str(&self.namespace);
-        k.push(':');
-        k.push_str(RESERVED_PREFIX);
-        k.push_str(rendered);
-        k
-    }
-}
+pub(crate) use crate::engine::RESERVED_PREFIX;
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("Cache");
-        d.field("namespace", &self.inner.namespace)
-            .field("lock_ms", &self.inner.lock_ms);
-        match &self.inner.store.backend {
+        d.field("namespace", &self.engine.namespace())
+            .field("lock_ms", &self.engine.default_lock_ms());
+        match &self.engine.store().backend {
             AnyBackend::Memory(m) => d.field("backend", m),
             AnyBackend::Redis(r) => d.field("backend", r),
             AnyBackend::Cluster(r) => d.field("backend", r),
@@ -108,7 +63,7 @@ impl Cache {
     #[doc(hidden)]
     #[cfg(feature = "test-util")]
     pub fn __on_near_push(&self, hook: impl Fn(&[String]) + Send + Sync + 'static) -> bool {
-        match self.inner.near.get() {
+        match self.engine.near() {
             Some(near) => near.set_push_hook(Box::new(hook)),
             None => false,
         }
@@ -116,32 +71,27 @@ impl Cache {
 
     /// The per-function counters of this cache.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        self.engine.stats().snapshot()
     }
 
     /// The key prefix.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        self.engine.namespace()
     }
 
     /// The backend's name: `"memory"`, `"redis"` or `"redis-cluster"`.
     pub fn backend_kind(&self) -> &'static str {
-        self.inner.store.backend.kind()
+        self.engine.store().backend.kind()
     }
 
     /// The circuit breaker's state: `Open` while the backend is being skipped.
     pub fn breaker_state(&self) -> BreakerState {
-        self.inner.store.breaker.state()
+        self.engine.store().breaker.state()
     }
 
     /// The stored key for a rendered template: `<namespace>:<rendered>`.
     pub fn full_key(&self, rendered: &str) -> String {
-        let ns = &self.inner.namespace;
-        let mut k = String::with_capacity(ns.len() + 1 + rendered.len());
-        k.push_str(ns);
-        k.push(':');
-        k.push_str(rendered);
-        k
+        self.engine.full_key(rendered)
     }
 
     /// Deletes the entry (value, negative entry or lease) for a rendered key such as `"user:7"`.
@@ -157,21 +107,13 @@ impl Cache {
             )));
         }
         let full = self.full_key(rendered_key);
-        self.inner.flights.void(&full);
-        self.inner.refreshing.void(&full);
+        self.engine.void(&full);
         let target = [crate::retry::Target::Key(full.clone())];
-        let near = self.inner.near.get().map(|n| &**n);
-        crate::invalidation::near_evict(near, &target);
-        let deleted = self.inner.store.delete(std::slice::from_ref(&full)).await;
-        crate::invalidation::near_evict(near, &target);
-        match deleted {
-            Ok(_) => Ok(()),
-            Err(Fault::Failed(e)) => Err(Error::Backend(e)),
-            Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(
-                BackendErrorKind::Connection,
-                "circuit open: the backend is skipped after repeated failures",
-            ))),
-        }
+        let sc = self.engine.scope();
+        crate::invalidation::near_evict(sc.near, &target);
+        let deleted = sc.store.delete(std::slice::from_ref(&full)).await;
+        crate::invalidation::near_evict(sc.near, &target);
+        deleted.map(drop).map_err(Error::from)
     }
 
     /// Voids every entry carrying the rendered tag `tag` (e.g. `"org:7"` for
@@ -201,22 +143,12 @@ impl Cache {
     /// # }
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
-        let c = self.inner.stats.counters("cache_runtime::invalidate_tag");
-        let inner = &*self.inner;
-        let flights = [&inner.flights, &inner.refreshing];
-        let near = inner.near.get().map(|n| &**n);
-        match crate::invalidation::void_tag(&inner.store, &flights, near, &inner.tag_key(tag)).await
-        {
-            Ok(()) => {
-                Counters::bump(&c.tag_invalidations);
-                Ok(())
-            }
-            Err(Fault::Failed(e)) => Err(Error::Backend(e)),
-            Err(Fault::Skipped) => Err(Error::Backend(BackendError::new(
-                BackendErrorKind::Connection,
-                "circuit open: the backend is skipped after repeated failures",
-            ))),
-        }
+        let c = self.engine.counters("cache_runtime::invalidate_tag");
+        let sc = self.engine.scope();
+        crate::invalidation::void_tag(sc.store, &sc.flights, sc.near, &self.engine.tag_key(tag))
+            .await?;
+        Counters::bump(&c.tag_invalidations);
+        Ok(())
     }
 
     /// Delivers the invalidations waiting in the retry queue, then closes the queue: call it
@@ -252,6 +184,6 @@ impl Cache {
     /// # }
     /// ```
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.retrier.shutdown(timeout).await
+        self.engine.retrier().shutdown(timeout).await
     }
 }

@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const MAGIC: u8 = 0xCA;
 /// The envelope format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 1;
 /// Length of the fixed header in bytes.
 pub(crate) const HEADER: usize = 32;
 /// Bit of the kind byte set when a refresh lease trailer follows the payload.
@@ -37,7 +37,7 @@ pub(crate) const TRAILER: usize = 24;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A cached value.
     Value,
     /// A cached "not found" (`None` / `Ok(None)`).
@@ -58,7 +58,7 @@ impl Kind {
 
 /// The fixed-size header of an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// What the entry holds.
     pub kind: Kind,
     /// The codec id the payload was written with.
@@ -78,7 +78,7 @@ pub struct Header {
 
 impl Header {
     /// The header bytes, with room for `payload_hint` more bytes.
-    pub fn begin(&self, payload_hint: usize) -> Vec<u8> {
+    pub(crate) fn begin(&self, payload_hint: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(HEADER + payload_hint);
         v.push(MAGIC);
         v.push(FORMAT_VERSION);
@@ -111,7 +111,7 @@ pub(crate) fn reserve(payload_hint: usize) -> Vec<u8> {
 
 /// Why stored bytes could not be read as an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Not an envelope at all (foreign or corrupt bytes).
     NotAnEnvelope,
     /// An envelope written by another format version.
@@ -119,7 +119,7 @@ pub enum DecodeError {
 }
 
 /// Current unix time in milliseconds.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -127,12 +127,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// A stable tag for the type `T` stored in an envelope.
-pub fn type_tag<T: ?Sized>() -> u64 {
+pub(crate) fn type_tag<T: ?Sized>() -> u64 {
     xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes())
 }
 
 /// A new lease envelope with a random token.
-pub fn new_lease(lock_ms: u64) -> Vec<u8> {
+pub(crate) fn new_lease(lock_ms: u64) -> Vec<u8> {
     let now = now_ms();
     let mut v = Header {
         kind: Kind::Lease,
@@ -149,7 +149,7 @@ pub fn new_lease(lock_ms: u64) -> Vec<u8> {
 }
 
 /// Reads the header of `bytes`; returns it with the payload.
-pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
     if bytes.len() < HEADER || bytes[0] != MAGIC {
         return Err(DecodeError::NotAnEnvelope);
     }

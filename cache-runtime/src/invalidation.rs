@@ -335,7 +335,8 @@ mod tests {
         }
     }
 
-    /// Review finding (cluster, M): a tag invalidation overlapping a failover skipped members.
+    /// A tag invalidation overlapping a failover (the scan restarts on another server) must
+    /// still reach every member.
     #[tokio::test]
     async fn a_tag_scan_that_moves_to_another_server_mid_way_misses_no_member() {
         let store = Reseeding {

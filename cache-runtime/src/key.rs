@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+pub(crate) mod alphabet;
+
 /// A value that can appear in a cache key placeholder such as `{id}`.
 ///
 /// Implementations must be *injective* (two different values never write the same text) and
@@ -38,10 +40,10 @@ pub trait KeyPart {
     fn write_key_part(&self, out: &mut String);
 }
 
-/// Characters written as they are; everything else is percent-encoded.
+/// Bytes written as they are ([`alphabet::is_plain`]); everything else is percent-encoded.
 #[inline]
 fn is_plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
+    alphabet::is_plain(char::from(b))
 }
 
 /// Appends `s` percent-encoded: bytes outside `[A-Za-z0-9_.]` become `%XX` (upper-case hex).
@@ -63,7 +65,7 @@ pub fn write_encoded(out: &mut String, s: &str) {
         if is_plain(b) {
             out.push(b as char);
         } else {
-            out.push('%');
+            out.push(alphabet::ESCAPE);
             out.push(HEX[(b >> 4) as usize] as char);
             out.push(HEX[(b & 0xF) as usize] as char);
         }
@@ -206,12 +208,12 @@ impl<T: KeyPart + ?Sized> KeyPart for std::rc::Rc<T> {
 impl<T: KeyPart> KeyPart for Option<T> {
     fn write_key_part(&self, out: &mut String) {
         match self {
-            None => out.push('~'),
+            None => out.push(alphabet::NONE),
             Some(v) => {
                 let start = out.len();
                 v.write_key_part(out);
-                if out.as_bytes().get(start) == Some(&b'~') {
-                    out.insert(start, '~');
+                if out[start..].starts_with(alphabet::NONE) {
+                    out.insert(start, alphabet::NONE);
                 }
             }
         }
@@ -302,6 +304,20 @@ mod tests {
         assert_eq!(render("é"), "%C3%A9");
         assert_eq!(render(""), "");
         assert_eq!(render("A.b_9"), "A.b_9");
+    }
+
+    #[test]
+    fn encodings_stay_in_the_alphabet() {
+        // Every char, alone and as `Some`, encodes to part characters only, and a plain
+        // char encodes to itself: the alphabet the macro's separator check relies on.
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            for s in [render(&c), render(&Some(c)), render(&None::<char>)] {
+                assert!(s.chars().all(alphabet::is_part_char), "{c:?} -> {s:?}");
+            }
+            if alphabet::is_plain(c) {
+                assert_eq!(render(&c), c.to_string());
+            }
+        }
     }
 
     #[test]

@@ -40,13 +40,17 @@
 //!
 //! # What is in the box
 //!
-//! The README of the repository is the long form of this page (with every guarantee, its
-//! proof and the benchmark figures); the sections below follow it.
+//! The guide in the repository (`docs/guide/`, one page per topic, table of contents in
+//! `docs/guide/SUMMARY.md`) is the long form of this page; the attribute reference below is
+//! its `attributes.md`.
 //!
 //! - **The `Cache`**: [`Cache::builder`] picks the backend (`.redis(url)`,
-//!   `.redis_cluster([urls])` or the bounded in-process `.memory()`), the namespace, timeouts and limits; [`install`] makes one the
-//!   default, `cache = expr` on an attribute names another. [`Cache::stats`] returns
-//!   per-function counters ([`Stats`], [`FnStats`]).
+//!   `.redis_cluster([urls])` or the bounded in-process `.memory()`), the namespace, timeouts
+//!   and limits; [`install`] makes one the default, `cache = expr` on an attribute names
+//!   another. [`Cache::stats`] returns per-function counters ([`Stats`], [`FnStats`]).
+//! - **The programmatic API**: [`Cache::get_or_load`], [`Cache::get_or_load_optional`],
+//!   [`Cache::peek`], [`Cache::set`] and [`Cache::expire`] with [`EntryOptions`], the engine
+//!   the attributes expand to.
 //! - **How a call works**: a hit is one `GET` and one decode; a miss takes a one-key lease
 //!   (`SET NX PX`) so that one loader runs per key across processes, while callers in the same
 //!   process share one in-process flight; the result is stored only if the lease is still
@@ -58,42 +62,14 @@
 //!   (stale-while-revalidate with fail-safe), `early_refresh = B` (XFetch), `timeout_ms = N`
 //!   (soft timeout), `tags = [..]` with `#[invalidates(tags = [..])]` and
 //!   [`Cache::invalidate_tag`], and `cache_if = path`.
+//! - **Near cache**: `local_ttl = N` keeps a decoded copy in process, kept coherent by Redis
+//!   `CLIENT TRACKING` pushes.
 //! - **Policy as data**: every annotated function registers a description at link time;
-//!   [`policies`], [`policy_report`] and [`check_policies`] list, render and check them, and
+//!   [`policies`] lists them; [`Policies::report`] renders and [`Policies::check`] checks them, and
 //!   `#[invalidates(get_user(id))]` renders the key through `get_user`'s own template.
 //! - **Observability**: counters in [`Stats`]; with the `metrics` feature, the same counters
 //!   on the [`metrics`](https://docs.rs/metrics) facade (`cache_hits_total{fn}`, ...,
 //!   `cache_load_seconds{fn}`) and one `tracing` span per call with its outcome.
-//!
-//! ```
-//! use cache_runtime::{cached, invalidates};
-//!
-//! // Served stale for up to 60 s after `ttl` while one background refresh reloads it; tagged
-//! // with its organisation.
-//! #[cached(key = "user:{id}", ttl = 300, stale = 60, tags = ["org:{org}"])]
-//! async fn user_name(id: u64, org: u64) -> String {
-//!     format!("user {id} of org {org}")
-//! }
-//!
-//! // Typed: renders `user:{id}` through `user_name`'s template (a renamed function or a
-//! // wrong argument type is a compile error). Tags void every entry carrying them.
-//! #[invalidates(user_name(id))]
-//! async fn rename(id: u64) {}
-//!
-//! #[invalidates(tags = ["org:{org}"])]
-//! async fn reorganise(org: u64) {}
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! assert_eq!(user_name(1, 7).await, "user 1 of org 7");
-//! rename(1).await;
-//! reorganise(7).await;
-//! // The cache-policy table, and a check that every invalidation deletes something:
-//! let mine = cache_runtime::policies().in_module(module_path!());
-//! println!("{}", mine.report());
-//! assert!(mine.check().is_empty(), "{:?}", mine.check());
-//! # }
-//! ```
 //!
 //! # Cargo features
 //!
@@ -104,6 +80,8 @@
 //! | `tls` | `rediss://` URLs (rustls) and [`CacheBuilder::tls_root_ca_pem`] |
 //! | `uuid` | [`KeyPart`] for `uuid::Uuid` |
 //! | `test-util` | test hooks, not a stable API: `CacheBuilder::xfetch_seed` (seeded early-refresh draws) and `Cache::__on_near_push` |
+//!
+#![doc = include_str!("../../docs/guide/attributes.md")]
 #![warn(missing_docs)]
 
 mod api;
@@ -113,6 +91,7 @@ mod builder;
 mod cache;
 mod call;
 mod codec;
+mod engine;
 mod entry;
 mod error;
 mod flight;
@@ -137,20 +116,34 @@ pub mod __private;
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
-pub use cache::{
-    Cache, DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
-    MAX_LOCK_MS,
-};
+pub use cache::Cache;
 pub use codec::Codec;
 pub use error::{BackendError, BackendErrorKind, Error};
 pub use global::{global, install};
-pub use key::{KeyPart, MAX_PART_LEN, write_encoded};
-pub use options::{DEFAULT_OPTIONS_NAME, EntryOptions, MAX_ENTRY_LIFE, MAX_OPTION_NAMES, Peek};
+pub use key::{KeyPart, write_encoded};
+pub use options::{EntryOptions, Peek};
 pub use policy::{
-    CachedPolicy, DEFAULT_NEVER_INVALIDATED_SECS, InvalidatePolicy, Policies, PolicyProblem,
-    TypedKey, check_policies, policies, policy_report,
+    CachedPolicy, InvalidatePolicy, Policies, PolicyProblem, TemplateSegment, TypedKey, policies,
 };
 pub use stats::{FnStats, Stats};
+
+/// The defaults and limits of every setting, in one place.
+///
+/// ```
+/// use cache_runtime::limits;
+///
+/// assert_eq!(limits::DEFAULT_LOCK_MS, 5000);
+/// assert!(limits::MAX_ENTRY_LIFE.as_secs() >= 100 * 365 * 24 * 3600);
+/// ```
+pub mod limits {
+    pub use crate::cache::{
+        DEFAULT_LOCK_MS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_NAMESPACE,
+        MAX_LOCK_MS,
+    };
+    pub use crate::key::MAX_PART_LEN;
+    pub use crate::options::{DEFAULT_OPTIONS_NAME, MAX_ENTRY_LIFE, MAX_OPTION_NAMES};
+    pub use crate::policy::DEFAULT_NEVER_INVALIDATED_SECS;
+}
 
 /// Caches an async function's result under a key rendered from its arguments.
 ///
@@ -158,14 +151,44 @@ pub use stats::{FnStats, Stats};
 /// compiler) and `ttl = N` (seconds). Optional: `jitter`, `negative_ttl`, `lock_ms`, `stale`,
 /// `early_refresh`, `timeout_ms`, `local_ttl`, `tags`, `cache_if`, `key_fn`, `cache`, `name`, `returns`,
 /// `crate`; the return shape decides what is cached (`Option`: `None` is a negative entry,
-/// `Result`: `Err` is never cached). Every argument is described in the README's attribute
-/// reference and in [`cache_macros::cached`](macro@cache_macros::cached).
+/// `Result`: `Err` is never cached). Every argument is described in the
+/// [attribute reference](crate#attribute-reference) (the guide's `attributes.md`).
 pub use cache_macros::cached;
 
 /// Deletes the listed keys after the function succeeds (for `Result`, only on `Ok`).
 ///
 /// Keys are string templates (`"user:{id}"`) or typed calls of the `#[cached]` function
 /// whose key they delete (`get_user(id)`, `Self::profile(id)`); `tags = [..]` voids every
-/// entry carrying a rendered tag. See the README's attribute reference and
-/// [`cache_macros::invalidates`](macro@cache_macros::invalidates).
+/// entry carrying a rendered tag. See the
+/// [attribute reference](crate#attribute-reference).
 pub use cache_macros::invalidates;
+
+/// The examples of the README and of the guide's pages (`docs/guide/`), compiled and run as
+/// doc tests, so that what users copy compiles. (`attributes.md` is the crate's own docs.)
+#[cfg(doctest)]
+mod doc_pages {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/guide/cache.md")]
+    struct CachePage;
+    #[doc = include_str!("../../docs/guide/programmatic-api.md")]
+    struct ProgrammaticApi;
+    #[doc = include_str!("../../docs/guide/freshness.md")]
+    struct Freshness;
+    #[doc = include_str!("../../docs/guide/policy.md")]
+    struct Policy;
+    #[doc = include_str!("../../docs/guide/failure.md")]
+    struct Failure;
+    #[doc = include_str!("../../docs/guide/cluster.md")]
+    struct Cluster;
+    #[doc = include_str!("../../docs/guide/near-cache.md")]
+    struct NearCache;
+    #[doc = include_str!("../../docs/guide/observability.md")]
+    struct Observability;
+    #[doc = include_str!("../../docs/guide/protocol.md")]
+    struct Protocol;
+    #[doc = include_str!("../../docs/guide/limits.md")]
+    struct Limits;
+    #[doc = include_str!("../../docs/guide/design.md")]
+    struct Design;
+}

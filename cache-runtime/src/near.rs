@@ -55,7 +55,7 @@ use crate::entry;
 use crate::stats::Counters;
 
 /// Default bound of the near cache: 64 MiB (keys plus the serialized size of the values).
-pub const DEFAULT_LOCAL_CAPACITY: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_LOCAL_CAPACITY: u64 = 64 * 1024 * 1024;
 /// Stripes of invalidation epochs (a power of two): an invalidation of one key also makes
 /// the copies of the keys sharing its stripe unanswerable (they are read again from Redis).
 const STRIPES: usize = 4096;
@@ -65,7 +65,7 @@ const STRIPES: usize = 4096;
 const ENTRY_OVERHEAD: u32 = 160;
 /// Default of how often the tracking connections are checked (`PING`; on a cluster
 /// `CLUSTER NODES`, which also re-reads the topology).
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the map keeps a copy at most, past its own deadline too (see `lookup`).
 const LINGER: Duration = Duration::from_secs(600);
 /// A test hook: called with the keys of every invalidation push, after they were evicted.

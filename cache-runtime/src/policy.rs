@@ -1,13 +1,15 @@
 //! Policy as data: every `#[cached]` and `#[invalidates]` function registers a static
 //! description at link time (with [`linkme`], no code runs at start-up and nothing per call),
 //! so a program can list its cache policies ([`policies`]), render them as a Markdown table
-//! ([`policy_report`]) and check them in a unit test ([`check_policies`]).
+//! ([`Policies::report`]) and check them in a unit test ([`Policies::check`]).
 //!
 //! The rules are on [`Policies`].
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
+
+use crate::key::alphabet;
 
 /// Every `#[cached]` function linked into the program.
 #[doc(hidden)]
@@ -20,7 +22,7 @@ pub static CACHED_POLICIES: [CachedPolicy];
 pub static INVALIDATE_POLICIES: [InvalidatePolicy];
 
 /// Entries that live longer than this (seconds) and that nothing invalidates are reported by
-/// [`check_policies`] ([`PolicyProblem::NeverInvalidated`]): one hour.
+/// [`Policies::check`] ([`PolicyProblem::NeverInvalidated`]): one hour.
 pub const DEFAULT_NEVER_INVALIDATED_SECS: u64 = 3600;
 
 /// The static description of one `#[cached]` function (built by the macro; read it, don't
@@ -59,6 +61,11 @@ pub struct CachedPolicy {
     pub local_ttl_secs: Option<u64>,
     /// The tag templates (`tags = [..]`).
     pub tags: &'static [&'static str],
+    /// `template` as the macro parsed it (the checker reads these, it does not parse the
+    /// template text again).
+    pub key_segments: &'static [TemplateSegment],
+    /// Each of `tags` as the macro parsed it, in the same order.
+    pub tag_segments: &'static [&'static [TemplateSegment]],
     /// The return type as written.
     pub returns: &'static str,
     /// Source file of the function.
@@ -120,10 +127,45 @@ pub struct InvalidatePolicy {
     pub typed: &'static [TypedKey],
     /// The tag templates (`tags = [..]`).
     pub tags: &'static [&'static str],
+    /// Each of `keys` as the macro parsed it, in the same order.
+    pub key_segments: &'static [&'static [TemplateSegment]],
+    /// Each of `tags` as the macro parsed it, in the same order.
+    pub tag_segments: &'static [&'static [TemplateSegment]],
     /// Source file of the function.
     pub file: &'static str,
     /// Line of the attribute in `file`.
     pub line: u32,
+}
+
+/// One piece of a key or tag template, as the macro parsed it: the template
+/// `"user:{id}:{{x}}"` is `[Lit("user:"), Part("id"), Lit(":{x}")]`. The registrations carry
+/// them, so the policy checks never parse template text again.
+///
+/// ```
+/// use cache_runtime::TemplateSegment::{Lit, Part};
+///
+/// #[cache_runtime::cached(key = "user:{id}:{{x}}", ttl = 60, tags = ["org:{user.org}"])]
+/// async fn get_user(id: u64, user: &User) -> u64 { id }
+/// # struct User { org: u64 }
+///
+/// #[cache_runtime::invalidates("user:{id}:{{x}}", tags = ["org:{org}"])]
+/// async fn rename(id: u64, org: u64) {}
+///
+/// let mine = cache_runtime::policies().in_module(module_path!());
+/// let p = mine.cached().iter().find(|p| p.function == "get_user").unwrap();
+/// assert_eq!(p.key_segments, [Lit("user:"), Part("id"), Lit(":{x}")]);
+/// assert_eq!(p.tag_segments, [&[Lit("org:"), Part("user.org")][..]]);
+/// let inv = mine.invalidations().iter().find(|p| p.function == "rename").unwrap();
+/// assert_eq!(inv.key_segments, [p.key_segments]);
+/// assert_eq!(inv.tag_segments, [&[Lit("org:"), Part("org")][..]]);
+/// assert!(mine.check().is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateSegment {
+    /// Literal text, `{{` / `}}` already unescaped.
+    Lit(&'static str),
+    /// A placeholder, as written between its braces (`id`, `user.org_id`, `self.shop`).
+    Part(&'static str),
 }
 
 /// One typed invalidation, `get_user(id)` or `Self::user(id)`: the key is rendered by the
@@ -211,42 +253,6 @@ pub fn policies() -> Policies {
         CACHED_POLICIES.iter().collect(),
         INVALIDATE_POLICIES.iter().collect(),
     )
-}
-
-/// The cache-policy table of every registered function, as Markdown (see
-/// [`Policies::report`]).
-///
-/// ```
-/// #[cache_runtime::cached(key = "user:{id}", ttl = 300, jitter = 30)]
-/// async fn get_user(id: u64) -> u64 { id }
-///
-/// let report = cache_runtime::policy_report();
-/// assert!(report.contains("| `user:{id}` | 300 s | 30 s |"), "{report}");
-/// ```
-pub fn policy_report() -> String {
-    policies().report()
-}
-
-/// The problems of every registered policy (see [`Policies::check`]); assert it is empty in
-/// a unit test. Use `policies().in_module(module_path!()).check()` to check one module.
-///
-/// ```standalone_crate
-/// #[cache_runtime::cached(key = "user:{id}", ttl = 60)]
-/// async fn get_user(id: u64) -> u64 { id }
-///
-/// #[cache_runtime::invalidates("usr:{id}")] // a typo: deletes nothing
-/// async fn rename(id: u64) {}
-///
-/// let problems = cache_runtime::check_policies();
-/// assert_eq!(problems.len(), 1);
-/// assert_eq!(
-///     problems[0].to_string(),
-///     format!("`{}::rename` invalidates key template \"usr:{{id}}\", which no #[cached] \
-///              key template can render: it deletes nothing", module_path!()),
-/// );
-/// ```
-pub fn check_policies() -> Vec<PolicyProblem> {
-    policies().check()
 }
 
 /// The modules a path prefix can lead to from `module`: `crate::a`, `self::a`,
@@ -406,7 +412,24 @@ impl Policies {
 
     /// The problems of these policies, with the default threshold for entries nothing
     /// invalidates ([`DEFAULT_NEVER_INVALIDATED_SECS`]). See [`Policies`] for the
-    /// rules; problems come in a stable order (by kind, then by name).
+    /// rules; problems come in a stable order (by kind, then by name). Assert it is empty in
+    /// a unit test (`policies().in_module(module_path!()).check()` checks one module).
+    ///
+    /// ```standalone_crate
+    /// #[cache_runtime::cached(key = "user:{id}", ttl = 60)]
+    /// async fn get_user(id: u64) -> u64 { id }
+    ///
+    /// #[cache_runtime::invalidates("usr:{id}")] // a typo: deletes nothing
+    /// async fn rename(id: u64) {}
+    ///
+    /// let problems = cache_runtime::policies().check();
+    /// assert_eq!(problems.len(), 1);
+    /// assert_eq!(
+    ///     problems[0].to_string(),
+    ///     format!("`{}::rename` invalidates key template \"usr:{{id}}\", which no #[cached] \
+    ///              key template can render: it deletes nothing", module_path!()),
+    /// );
+    /// ```
     pub fn check(&self) -> Vec<PolicyProblem> {
         self.check_with(Duration::from_secs(DEFAULT_NEVER_INVALIDATED_SECS))
     }
@@ -431,18 +454,18 @@ impl Policies {
         let cached_keys: Vec<Pattern> = self
             .cached
             .iter()
-            .map(|p| Pattern::parse(p.template))
+            .map(|p| Pattern::new(p.key_segments))
             .collect();
         let cached_tags: Vec<Vec<Pattern>> = self
             .cached
             .iter()
-            .map(|p| p.tags.iter().map(|t| Pattern::parse(t)).collect())
+            .map(|p| p.tag_segments.iter().map(|t| Pattern::new(t)).collect())
             .collect();
         let mut invalidated = vec![false; self.cached.len()];
 
         for inv in &self.invalidations {
-            for key in inv.keys {
-                let pat = Pattern::parse(key);
+            for (key, segments) in inv.keys.iter().zip(inv.key_segments) {
+                let pat = Pattern::new(segments);
                 let mut any = false;
                 for (i, c) in cached_keys.iter().enumerate() {
                     if pat.overlap(c).is_some() {
@@ -466,7 +489,7 @@ impl Policies {
                     });
                 }
                 for target in targets {
-                    let pat = Pattern::parse(target.template);
+                    let pat = Pattern::new(target.key_segments);
                     for (i, c) in cached_keys.iter().enumerate() {
                         if std::ptr::eq(self.cached[i], target) || pat.overlap(c).is_some() {
                             invalidated[i] = true;
@@ -474,8 +497,8 @@ impl Policies {
                     }
                 }
             }
-            for tag in inv.tags {
-                let pat = Pattern::parse(tag);
+            for (tag, segments) in inv.tags.iter().zip(inv.tag_segments) {
+                let pat = Pattern::new(segments);
                 let mut any = false;
                 for (i, tags) in cached_tags.iter().enumerate() {
                     if tags.iter().any(|t| pat.overlap(t).is_some()) {
@@ -552,26 +575,26 @@ impl Policies {
             }
         };
         for c in &self.cached {
-            let key = Pattern::parse(c.template);
-            let tags: Vec<Pattern> = c.tags.iter().map(|t| Pattern::parse(t)).collect();
+            let key = Pattern::new(c.key_segments);
+            let tags: Vec<Pattern> = c.tag_segments.iter().map(|t| Pattern::new(t)).collect();
             let mut by = Vec::new();
             for inv in &self.invalidations {
                 let mut how = Vec::new();
-                for k in inv.keys {
-                    if Pattern::parse(k).overlap(&key).is_some() {
+                for (k, segments) in inv.keys.iter().zip(inv.key_segments) {
+                    if Pattern::new(segments).overlap(&key).is_some() {
                         how.push(format!("key {}", code(k)));
                     }
                 }
                 for typed in inv.typed {
                     let hit = self.resolve(inv, typed).iter().any(|t| {
-                        std::ptr::eq(*t, *c) || Pattern::parse(t.template).overlap(&key).is_some()
+                        std::ptr::eq(*t, *c) || Pattern::new(t.key_segments).overlap(&key).is_some()
                     });
                     if hit {
                         how.push(format!("typed {}", code(typed.call)));
                     }
                 }
-                for t in inv.tags {
-                    let pat = Pattern::parse(t);
+                for (t, segments) in inv.tags.iter().zip(inv.tag_segments) {
+                    let pat = Pattern::new(segments);
                     if tags.iter().any(|ct| pat.overlap(ct).is_some()) {
                         how.push(format!("tag {}", code(t)));
                     }
@@ -637,7 +660,7 @@ fn list(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// Something [`check_policies`] found.
+/// Something [`Policies::check`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyProblem {
@@ -757,7 +780,7 @@ enum Tok {
 enum Label {
     /// Exactly this character.
     Char(char),
-    /// `[A-Za-z0-9_.]`: written unencoded.
+    /// [`alphabet::is_plain`]: written unencoded.
     Plain,
     /// `[0-9A-F]`: a digit of a `%XX` escape.
     Hex,
@@ -767,8 +790,8 @@ impl Label {
     fn contains(self, c: char) -> bool {
         match self {
             Label::Char(x) => x == c,
-            Label::Plain => c.is_ascii_alphanumeric() || c == '_' || c == '.',
-            Label::Hex => c.is_ascii_digit() || ('A'..='F').contains(&c),
+            Label::Plain => alphabet::is_plain(c),
+            Label::Hex => alphabet::is_escape_digit(c),
         }
     }
 
@@ -792,30 +815,14 @@ struct Pattern(Vec<Tok>);
 type State = (usize, u8);
 
 impl Pattern {
-    /// Parses a template that the macros accepted: `{{` / `}}` are literal braces, `{..}` a
-    /// placeholder.
-    fn parse(template: &str) -> Pattern {
+    /// The automaton of a template the macro parsed (its segments: no template text is
+    /// parsed here).
+    fn new(segments: &[TemplateSegment]) -> Pattern {
         let mut toks = Vec::new();
-        let mut chars = template.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    toks.push(Tok::Lit('{'));
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    toks.push(Tok::Lit('}'));
-                }
-                '{' => {
-                    for c in chars.by_ref() {
-                        if c == '}' {
-                            break;
-                        }
-                    }
-                    toks.push(Tok::Part);
-                }
-                c => toks.push(Tok::Lit(c)),
+        for seg in segments {
+            match seg {
+                TemplateSegment::Lit(text) => toks.extend(text.chars().map(Tok::Lit)),
+                TemplateSegment::Part(_) => toks.push(Tok::Part),
             }
         }
         Pattern(toks)
@@ -838,8 +845,8 @@ impl Pattern {
             Some(Tok::Part) => match s {
                 0 => vec![
                     (Label::Plain, (i, 0)),
-                    (Label::Char('~'), (i, 0)),
-                    (Label::Char('%'), (i, 1)),
+                    (Label::Char(alphabet::NONE), (i, 0)),
+                    (Label::Char(alphabet::ESCAPE), (i, 1)),
                 ],
                 1 => vec![(Label::Hex, (i, 2))],
                 _ => vec![(Label::Hex, (i, 0))],
@@ -889,12 +896,59 @@ impl Pattern {
 mod tests {
     use super::*;
 
+    /// What the macro hands over for a template it accepted (a test stand-in for its parser:
+    /// `{{` / `}}` are literal braces, `{..}` a placeholder).
+    fn segments(template: &str) -> &'static [TemplateSegment] {
+        let mut out = Vec::new();
+        let mut lit = String::new();
+        let mut chars = template.chars().peekable();
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        while let Some(c) = chars.next() {
+            match c {
+                '{' | '}' if chars.peek() == Some(&c) => {
+                    chars.next();
+                    lit.push(c);
+                }
+                '{' => {
+                    if !lit.is_empty() {
+                        out.push(TemplateSegment::Lit(leak(std::mem::take(&mut lit))));
+                    }
+                    let part: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    out.push(TemplateSegment::Part(leak(part)));
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            out.push(TemplateSegment::Lit(leak(lit)));
+        }
+        Box::leak(out.into_boxed_slice())
+    }
+
+    fn all_segments(templates: &[&str]) -> &'static [&'static [TemplateSegment]] {
+        Box::leak(templates.iter().map(|t| segments(t)).collect())
+    }
+
+    #[test]
+    fn test_segments() {
+        assert_eq!(
+            segments("u:{id}:{{x}}{a.b}"),
+            [
+                TemplateSegment::Lit("u:"),
+                TemplateSegment::Part("id"),
+                TemplateSegment::Lit(":{x}"),
+                TemplateSegment::Part("a.b")
+            ]
+        );
+    }
+
     fn overlap(a: &str, b: &str) -> Option<String> {
-        let r = Pattern::parse(a).overlap(&Pattern::parse(b));
+        let pattern = |t| Pattern::new(segments(t));
+        let r = pattern(a).overlap(&pattern(b));
         // Symmetric.
         assert_eq!(
             r.is_some(),
-            Pattern::parse(b).overlap(&Pattern::parse(a)).is_some(),
+            pattern(b).overlap(&pattern(a)).is_some(),
             "{a} / {b}"
         );
         r
@@ -1005,6 +1059,8 @@ mod tests {
             stale_secs: 0,
             local_ttl_secs: None,
             tags,
+            key_segments: segments(template),
+            tag_segments: all_segments(tags),
             returns: "u64",
             file: "src/lib.rs",
             line: 1,
@@ -1024,6 +1080,8 @@ mod tests {
             keys,
             typed,
             tags,
+            key_segments: all_segments(keys),
+            tag_segments: all_segments(tags),
             file: "src/lib.rs",
             line: 1,
         }))
@@ -1177,6 +1235,8 @@ mod tests {
         stale_secs: 0,
         local_ttl_secs: None,
         tags: &[],
+        key_segments: &[TemplateSegment::Lit("user:"), TemplateSegment::Part("id")],
+        tag_segments: &[],
         returns: "u64",
         file: "src/lib.rs",
         line: 1,

@@ -8,6 +8,8 @@ use crate::cache::Cache;
 pub use crate::call::hit::NearArg;
 pub use crate::key::KeyBuf;
 pub use crate::near::{NearFns, near_fns};
+/// The parsed template segments a registration hands over (`key_segments`, `tag_segments`).
+pub use crate::policy::TemplateSegment;
 pub use crate::policy::{
     CACHED_POLICIES, CachedPolicy, INVALIDATE_POLICIES, InvalidatePolicy, TypedKey,
 };
@@ -137,19 +139,14 @@ pub async fn invalidate(
     tags: &[String],
 ) {
     use crate::retry::Target;
-    let inner = &*cache.inner;
-    let scope = crate::invalidation::Scope {
-        store: &inner.store,
-        flights: [&inner.flights, &inner.refreshing],
-        near: inner.near.get().map(|n| &**n),
-        retrier: &inner.retrier,
-    };
+    let engine = &*cache.engine;
+    let scope = engine.scope();
     let targets = keys
         .iter()
-        .map(|k| Target::Key(cache.full_key(k)))
-        .chain(tags.iter().map(|t| Target::Tag(inner.tag_key(t))))
+        .map(|k| Target::Key(engine.full_key(k)))
+        .chain(tags.iter().map(|t| Target::Tag(engine.tag_key(t))))
         .collect();
-    let counters = inner.stats.counters(spec.name);
+    let counters = engine.counters(spec.name);
     crate::invalidation::invalidate(scope, counters, spec.name, targets).await
 }
 pub use crate::shape_check::{

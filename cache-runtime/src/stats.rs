@@ -10,7 +10,11 @@ use serde::Serialize;
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $field:ident,)*) => {
         /// Counters of one cached (or invalidating) function, as a snapshot.
+        ///
+        /// Counters are added in minor releases (`#[non_exhaustive]`): read fields, and build
+        /// one with `FnStats::default()` where a test needs a value.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        #[non_exhaustive]
         pub struct FnStats {
             $($(#[doc = $doc])* pub $field: u64,)*
         }

@@ -209,7 +209,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod review_tests {
+mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -219,7 +219,7 @@ mod review_tests {
     /// A half-open probe whose caller is dropped mid-flight (e.g. a request timeout) must not
     /// leave the breaker skipping the backend forever.
     #[tokio::test]
-    async fn review_cancelled_probe_does_not_wedge_breaker() {
+    async fn a_cancelled_half_open_probe_does_not_wedge_the_breaker() {
         let store = Store {
             backend: AnyBackend::Memory(MemoryBackend::new(1 << 20)),
             breaker: Arc::new(Breaker::new(BreakerConfig {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use cache_runtime::MAX_PART_LEN;
+use cache_runtime::limits::MAX_PART_LEN;
 use cache_runtime::{Cache, cached};
 use cache_tests::source::Source;
 use cache_tests::{Backend, Raw, TEST_NAMESPACE, TestEnv, backend_tests, eventually, guard};

@@ -97,7 +97,7 @@ async fn pushes_settled(cache: &Cache, raw: &Raw) {
 async fn a_ttl_that_validates_is_cached(env: TestEnv) {
     let src = Source::new();
     assert!(EntryOptions::new(Duration::MAX).validate().is_err());
-    let opts = EntryOptions::new(cache_runtime::MAX_ENTRY_LIFE).name("r5.max_ttl");
+    let opts = EntryOptions::new(cache_runtime::limits::MAX_ENTRY_LIFE).name("r5.max_ttl");
     assert!(opts.validate().is_ok());
     let (c, o, s) = (env.cache.clone(), opts.clone(), src.clone());
     let first = tokio::spawn(async move { gol(&c, "max:1", &o, &s).await }).await;

@@ -185,7 +185,7 @@ fn drift_is_caught_exactly() {
 
 #[test]
 fn whole_program_sees_both_modules() {
-    let all = cache_runtime::check_policies();
+    let all = cache_runtime::policies().check();
     let mut drift = policies().in_module(DRIFT).check();
     // Over the whole binary, `drift::wipe_org`'s tag `org:{org}` voids `users::get_user`
     // (which carries it): that problem is one of the module scope only. The `users` module

@@ -54,7 +54,7 @@ pub(crate) const MAX_REBUILD_GAP: Duration = Duration::from_secs(8);
 
 /// A cache's Redis Cluster connection (cheap to clone: one shared state).
 #[derive(Clone)]
-pub struct ClusterConn {
+pub(crate) struct ClusterConn {
     shared: Arc<Shared>,
 }
 

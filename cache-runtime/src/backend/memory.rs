@@ -109,7 +109,7 @@ const SWEEP_EVERY: u64 = 1024;
 
 /// In-process backend bounded by total bytes (keys + values).
 #[derive(Clone)]
-pub struct MemoryBackend {
+pub(crate) struct MemoryBackend {
     store: Moka<String, Stored>,
     tags: Arc<Mutex<Tags>>,
     max_members: usize,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for MemoryBackend {
 
 impl MemoryBackend {
     /// A store holding at most about `max_bytes` of keys and values.
-    pub fn new(max_bytes: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64) -> Self {
         let store = Moka::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Stored| {
@@ -440,7 +440,7 @@ impl Backend for MemoryBackend {
 }
 
 #[cfg(test)]
-mod review_tests {
+mod tests {
     use super::*;
 
     /// A delete and a compare-and-set fill on the same key are atomic with respect to each
@@ -481,7 +481,7 @@ mod review_tests {
     }
 
     #[tokio::test]
-    async fn review_huge_ttl_does_not_panic() {
+    async fn a_ttl_of_u64_max_is_stored_without_panicking() {
         let b = MemoryBackend::new(1 << 20);
         assert!(b.try_lease("k", b"L", u64::MAX).await.unwrap());
         assert!(b.fill("k", b"L", b"V", u64::MAX).await.unwrap());
@@ -490,7 +490,7 @@ mod review_tests {
 
     /// SET NX on a key whose entry has expired must succeed, as on Redis.
     #[tokio::test]
-    async fn review_lease_over_expired_entry() {
+    async fn a_lease_over_an_expired_entry_is_taken_as_on_redis() {
         let b = MemoryBackend::new(1 << 20);
         assert!(b.try_lease("k", b"L1", 5).await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

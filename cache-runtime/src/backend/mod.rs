@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use crate::error::BackendError;
 
-pub mod cluster;
-pub mod memory;
-pub mod redis;
+pub(crate) mod cluster;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
-pub use self::memory::MemoryBackend;
-pub use self::redis::{RedisBackend, RedisClusterBackend};
+pub(crate) use self::memory::MemoryBackend;
+pub(crate) use self::redis::{RedisBackend, RedisClusterBackend};
 
 /// Bytes read from a backend.
 #[derive(Debug, Clone)]
-pub enum Raw {
+pub(crate) enum Raw {
     /// Bytes received from Redis.
     Owned(Vec<u8>),
     /// Bytes shared with the in-memory store.
@@ -46,10 +46,10 @@ impl Deref for Raw {
 }
 
 /// Result of a backend operation.
-pub type BackendResult<T> = Result<T, BackendError>;
+pub(crate) type BackendResult<T> = Result<T, BackendError>;
 
 /// The single-key operations the get-or-load state machine needs.
-pub trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync {
     /// `GET key`.
     fn get(&self, key: &str) -> impl Future<Output = BackendResult<Option<Raw>>> + Send;
     /// `SET key lease NX PX ms`: true when the lease was taken.

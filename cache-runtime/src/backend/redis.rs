@@ -247,7 +247,9 @@ struct Scripts {
 
 /// The connection a [`RedisBackend`] runs its commands on: a single server's
 /// [`ConnectionManager`] or a Redis Cluster's [`ClusterConn`].
-pub trait RedisConn: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+pub(crate) trait RedisConn:
+    redis::aio::ConnectionLike + Clone + Send + Sync + 'static
+{
     /// Whether keys may live on different nodes (multi-key commands must be split per slot).
     const CLUSTER: bool;
 
@@ -271,7 +273,7 @@ impl RedisConn for ClusterConn {
 /// Redis backend over one shared multiplexed connection (`C` = [`ConnectionManager`]) or a
 /// Redis Cluster connection (`C` = [`ClusterConn`], see [`RedisClusterBackend`]).
 #[derive(Clone)]
-pub struct RedisBackend<C = ConnectionManager> {
+pub(crate) struct RedisBackend<C = ConnectionManager> {
     conn: C,
     scripts: Arc<Scripts>,
     /// `host:port` of the server (the first seed node of a cluster), for `Debug` (never the
@@ -287,7 +289,7 @@ pub struct RedisBackend<C = ConnectionManager> {
 }
 
 /// Redis backend over a Redis Cluster connection.
-pub type RedisClusterBackend = RedisBackend<ClusterConn>;
+pub(crate) type RedisClusterBackend = RedisBackend<ClusterConn>;
 
 impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,7 +305,7 @@ impl<C: RedisConn> std::fmt::Debug for RedisBackend<C> {
 
 /// Connection settings for [`RedisBackend::new`].
 #[derive(Debug, Clone, Default)]
-pub struct RedisOptions {
+pub(crate) struct RedisOptions {
     /// Timeout for each command's response.
     pub command_timeout: Duration,
     /// Timeout for each connection attempt.
@@ -351,7 +353,7 @@ impl RedisClusterBackend {
     /// credentials). redis-rs discovers the other nodes, routes each command to the master of
     /// its key's slot, follows `MOVED`/`ASK` and refreshes its slot map after a failover.
     /// Connects lazily, in the background; see [`ping`](Self::ping).
-    pub fn new_cluster(urls: &[String], opts: RedisOptions) -> BackendResult<Self> {
+    pub(crate) fn new_cluster(urls: &[String], opts: RedisOptions) -> BackendResult<Self> {
         if urls.is_empty() {
             return Err(BackendError::new(
                 BackendErrorKind::Other,
@@ -435,7 +437,7 @@ fn resp3_client(info: redis::ConnectionInfo, opts: &RedisOptions) -> Option<redi
 impl RedisBackend<ConnectionManager> {
     /// A backend for `url` (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
     /// Connects lazily, on the first command; see [`ping`](Self::ping).
-    pub fn new(url: &str, opts: RedisOptions) -> BackendResult<Self> {
+    pub(crate) fn new(url: &str, opts: RedisOptions) -> BackendResult<Self> {
         // The URL may hold a password: never echo it in the error.
         let invalid = invalid_url;
         check_tls_feature(url)?;
@@ -499,7 +501,7 @@ impl<C: RedisConn> RedisBackend<C> {
 
     /// `PING` (on a cluster: every master, redis-rs `AllPrimaries`): connects if needed and checks the
     /// server answers.
-    pub async fn ping(&self) -> BackendResult<()> {
+    pub(crate) async fn ping(&self) -> BackendResult<()> {
         let ping = async {
             let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
             Ok(())

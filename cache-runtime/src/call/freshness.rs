@@ -36,7 +36,10 @@ use crate::store::{Store, fault};
 
 /// A handle to the [`FnSpec`] a background refresh can keep: `&'static FnSpec` (a
 /// `#[cached]` function's static) or `Arc<FnSpec>` (the programmatic API's options).
-pub trait SpecRef: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static {}
+pub(crate) trait SpecRef:
+    std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static
+{
+}
 impl<T: std::ops::Deref<Target = FnSpec> + Clone + Send + Sync + 'static> SpecRef for T {}
 
 /// What to do with a usable entry (from Redis or a near copy) of a refreshing function.
@@ -125,10 +128,10 @@ where
         && let Some(r) = load::from_copy::<S, R>(v)
     {
         let now = entry::now_ms();
-        let d = decide(&spec, &m, now, || cache.inner.uniform());
+        let d = decide(&spec, &m, now, || cache.engine.uniform());
         if d != Decision::Expired {
             if matches!(d, Decision::Fresh { .. }) {
-                let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+                let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
                 Counters::bump(&c.local_hits);
             }
             return serve::<S, R, F, Fut, P>(cache, spec, &full, m, d, r, cache_if, load).await;
@@ -141,14 +144,14 @@ where
         match meta_of(raw, type_tag) {
             Some((m, u)) => {
                 let now = entry::now_ms();
-                match decide(&spec, &m, now, || cache.inner.uniform()) {
+                match decide(&spec, &m, now, || cache.engine.uniform()) {
                     Decision::Expired => unusable_why = Some(protocol::STALE),
                     d => {
                         let negative = matches!(u, Usable::Negative);
                         match load::decode_hit::<S, R, H>(u, &hook, &full, raw) {
                             Ok(r) => {
                                 if matches!(d, Decision::Fresh { .. }) {
-                                    let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+                                    let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
                                     Counters::bump(if negative {
                                         &c.negative_hits
                                     } else {
@@ -208,7 +211,7 @@ where
             refresh,
             wait: false,
         } => {
-            let c = cache.inner.stats.counters(spec.name);
+            let c = cache.engine.counters(spec.name);
             Counters::bump(&c.stale_served);
             if refresh {
                 start::<S, R, F, Fut, P>(cache, spec, full, stored_at, cache_if, load, false);
@@ -232,7 +235,7 @@ where
                     false,
                 )
             } else {
-                cache.inner.refreshing.running(full)
+                cache.engine.refreshing().running(full)
             };
             Box::pin(soft_wait::<S, R>(cache, &spec, r, rx)).await
         }
@@ -259,7 +262,7 @@ where
     P: SpecRef,
 {
     let rt = tokio::runtime::Handle::try_current().ok()?;
-    match cache.inner.refreshing.join_owned(full) {
+    match cache.engine.refreshing().join_owned(full) {
         Role::Follower(rx) => Some(rx),
         Role::Leader(leader) => {
             let rx = leader.subscribe();
@@ -280,7 +283,7 @@ where
 
 /// Waits up to `timeout_ms` for the refresh, else returns the stale value `stale`.
 async fn soft_wait<S: Shape<R>, R>(cache: &Cache, spec: &FnSpec, stale: R, rx: Option<Slot>) -> R {
-    let c = cache.inner.stats.counters(spec.name);
+    let c = cache.engine.counters(spec.name);
     if let Some(rx) = rx {
         let wait = Duration::from_millis(spec.timeout_ms);
         match tokio::time::timeout(wait, flight::follow(rx)).await {
@@ -341,15 +344,15 @@ impl<P: SpecRef> Refresh<P> {
         S: Shape<R>,
         Fut: Future<Output = R>,
     {
-        let inner = &*self.cache.inner;
+        let engine = &*self.cache.engine;
         let spec = &*self.spec;
-        let c = inner.stats.counters(spec.name);
-        let lock_ms = spec.lock_ms.unwrap_or(inner.lock_ms).max(1);
+        let c = engine.counters(spec.name);
+        let lock_ms = engine.lease_ms(spec);
         let token = entry::new_token();
         // Armed before the request: if its reply is lost (a timeout after Redis applied it),
         // the lease is released by its token (a no-op when it was never taken).
         let mut guard = RefreshGuard {
-            store: inner.store.clone(),
+            store: engine.store().clone(),
             key: self.full.clone(),
             token,
             armed: true,
@@ -358,8 +361,8 @@ impl<P: SpecRef> Refresh<P> {
         };
         // About one lease length, renewed while the loader runs (`keep_alive`): a refresher
         // that dies (its process killed) frees the key after about `lock_ms`.
-        match inner
-            .store
+        match engine
+            .store()
             .try_refresh(&self.full, &token, &self.stored_at, lock_ms)
             .await
         {
@@ -375,9 +378,9 @@ impl<P: SpecRef> Refresh<P> {
             }
         }
         if !self.tags.is_empty() {
-            let tags: Vec<String> = self.tags.iter().map(|t| inner.tag_key(t)).collect();
+            let tags: Vec<String> = self.tags.iter().map(|t| engine.tag_key(t)).collect();
             let life = protocol::member_life_ms(spec, lock_ms);
-            if let Err(f) = inner.store.tag_add_all(&tags, &self.full, life).await {
+            if let Err(f) = engine.store().tag_add_all(&tags, &self.full, life).await {
                 fault(&c, spec.name, &f);
                 guard.release().await;
                 return Landed::Failed;
@@ -415,7 +418,7 @@ impl<P: SpecRef> Refresh<P> {
             View::Negative => (Loaded::Negative, spec.negative_ms()),
             View::Value(v) => {
                 let mut buf = entry::reserve(128);
-                match inner.codec.encode(&mut buf, v) {
+                match engine.codec().encode(&mut buf, v) {
                     Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => (Loaded::Unstorable(buf), 0),
                     Ok(()) => (
                         Loaded::Value(buf),
@@ -430,10 +433,10 @@ impl<P: SpecRef> Refresh<P> {
             }
         };
         let type_tag = entry::type_tag::<S::Value>();
-        let bytes = protocol::envelope(inner, type_tag, &loaded, fresh_ms, load_ms);
+        let bytes = protocol::envelope(engine, type_tag, &loaded, fresh_ms, load_ms);
         let oversized = bytes
             .as_ref()
-            .is_some_and(|b| protocol::oversized(b, inner.max_value_bytes));
+            .is_some_and(|b| protocol::oversized(b, engine.max_value_bytes()));
         if oversized {
             Counters::bump(&c.oversized);
         }
@@ -442,7 +445,11 @@ impl<P: SpecRef> Refresh<P> {
         match bytes {
             Some(b) if fresh_ms > 0 && !oversized => {
                 let px = protocol::stored_ms(spec, fresh_ms);
-                match inner.store.fill_refresh(&self.full, &token, &b, px).await {
+                match engine
+                    .store()
+                    .fill_refresh(&self.full, &token, &b, px)
+                    .await
+                {
                     Ok(true) => {
                         guard.armed = false;
                         Landed::Value(b.into())
@@ -461,10 +468,14 @@ impl<P: SpecRef> Refresh<P> {
             // Not stored (`cache_if`, `negative_ttl = 0`, too large): the stale value stays;
             // the result goes to this refresh's waiters when the lease was still ours.
             _ => match guard.release().await {
-                true => {
-                    protocol::envelope(inner, type_tag, &loaded, protocol::SHARED_FRESH_MS, load_ms)
-                        .map_or(Landed::Failed, |b| Landed::Value(b.into()))
-                }
+                true => protocol::envelope(
+                    engine,
+                    type_tag,
+                    &loaded,
+                    protocol::SHARED_FRESH_MS,
+                    load_ms,
+                )
+                .map_or(Landed::Failed, |b| Landed::Value(b.into())),
                 false => Landed::Retry,
             },
         }
@@ -476,7 +487,7 @@ impl<P: SpecRef> Refresh<P> {
     /// Ends when the lease is lost (invalidated, or it ran out) or the cap is reached; the
     /// caller stops polling it when the loader finishes.
     async fn keep_alive(&self, token: &[u8; 16], lock_ms: u64, c: &Counters) {
-        let store = &self.cache.inner.store;
+        let store = &self.cache.engine.store();
         let every = Duration::from_millis((lock_ms / 3).max(1));
         let until = Instant::now() + Duration::from_millis(lock_ms.saturating_mul(MAX_HOLD_LEASES));
         loop {

@@ -70,7 +70,7 @@ impl<V> Hook<V> for () {
 pub struct NearCall<'a, V> {
     pub(crate) near: &'a crate::near::Near,
     pub(crate) fns: crate::near::NearFns<V>,
-    pub(crate) inner: &'a crate::cache::Inner,
+    pub(crate) engine: &'a crate::engine::Engine,
     pub(crate) spec: &'a FnSpec,
     /// The epoch read before the `GET` (`None`: bypassed, no fill).
     pub(crate) epoch: Option<crate::near::Epoch>,
@@ -93,7 +93,7 @@ impl<V: 'static> Hook<V> for Option<NearCall<'_, V>> {
         if let Some(call) = self
             && let Some(e) = call.epoch
         {
-            let counters = call.inner.stats.counters(call.spec.name);
+            let counters = call.engine.counters(call.spec.name);
             call.near.fill(
                 full,
                 e,
@@ -154,10 +154,10 @@ impl<V: 'static> NearArg<V> for crate::near::NearFns<V> {
         if spec.local_ttl_ms == 0 {
             return None;
         }
-        cache.inner.near.get().map(|near| NearCall {
+        cache.engine.near().map(|near| NearCall {
             near,
             fns: self,
-            inner: &cache.inner,
+            engine: &cache.engine,
             spec,
             epoch: None,
         })
@@ -259,7 +259,7 @@ fn near_hit<S: Shape<R>, R, H: Hook<S::Value>>(
         return None;
     }
     let r = from_copy::<S, R>(v)?;
-    let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+    let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
     Counters::bump(&c.local_hits);
     Some(r)
 }
@@ -282,7 +282,7 @@ pub(crate) fn on_hit<S: Shape<R>, R, H: Hook<S::Value>>(
     let lease = matches!(u, Usable::Lease);
     match decode_hit::<S, R, H>(u, hook, full, raw) {
         Ok(r) => {
-            let c = cache.inner.stats.for_slot(&spec.slot, spec.name);
+            let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
             Counters::bump(if negative { &c.negative_hits } else { &c.hits });
             Ok(r)
         }
@@ -296,7 +296,7 @@ pub(crate) fn on_hit<S: Shape<R>, R, H: Hook<S::Value>>(
 pub(crate) fn full_key(cache: &Cache, key: String) -> String {
     let mut full = key;
     full.insert(0, ':');
-    full.insert_str(0, &cache.inner.namespace);
+    full.insert_str(0, cache.engine.namespace());
     full
 }
 
@@ -306,12 +306,12 @@ pub(crate) async fn get_full(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
-    let inner = &*cache.inner;
-    if inner.retrier.pending.any() {
+    let engine = &*cache.engine;
+    if engine.retrier().pending.any() {
         // Boxed: rare, and it would otherwise grow every call's future.
         Box::pin(get_pending(cache, full)).await
     } else {
-        inner.store.get(full).await
+        engine.store().get(full).await
     }
 }
 
@@ -322,17 +322,16 @@ pub(crate) async fn get_pending(
     cache: &Cache,
     full: &str,
 ) -> Result<Option<crate::backend::Raw>, crate::store::Fault> {
-    let inner = &*cache.inner;
+    let engine = &*cache.engine;
     // A queued tag invalidation may cover this key: deliver it first.
-    let tags = inner.retrier.pending.tags();
+    let tags = engine.retrier().pending.tags();
     if !tags.is_empty() {
-        crate::invalidation::deliver(&inner.store, &[&inner.flights, &inner.refreshing], &tags)
-            .await?;
+        crate::invalidation::deliver(engine.store(), &engine.scope().flights, &tags).await?;
     }
-    if inner.retrier.pending.contains(full) {
-        inner.store.delete(&[full.to_owned()]).await?;
+    if engine.retrier().pending.contains(full) {
+        engine.store().delete(&[full.to_owned()]).await?;
     }
-    inner.store.get(full).await
+    engine.store().get(full).await
 }
 
 /// The miss path of one call: [`miss::erased`](protocol::erased) (in-process single flight,
@@ -357,12 +356,12 @@ where
     Fut: Future<Output = R>,
     H: Hook<S::Value>,
 {
-    let inner = &*cache.inner;
+    let engine = &*cache.engine;
     let (tags, fut) = load();
     let type_tag = entry::type_tag::<S::Value>();
     // The fail-safe copy is looked up by the full key (a near cache only).
     let fallback_key = if H::ACTIVE { Some(full.clone()) } else { None };
-    let m = Miss::new(inner, spec, full, type_tag);
+    let m = Miss::new(engine, spec, full, type_tag);
     let (core, mailbox) = protocol::erased(m, tags, got, unusable_why);
     Box::pin(MissCall {
         core,
@@ -370,7 +369,7 @@ where
         fut,
         out: None,
         loading: None,
-        codec: inner.codec,
+        codec: engine.codec(),
         type_tag,
         cache_if,
         hook,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::backend::Raw;
-use crate::cache::Inner;
+use crate::engine::Engine;
 use crate::entry::{self, Header, Kind};
 use crate::flight::{self, Landed, Leader, Role};
 use crate::spec::FnSpec;
@@ -89,7 +89,7 @@ enum Mode {
 
 /// The state of one call on the miss path.
 pub(crate) struct Miss<'a> {
-    inner: &'a Inner,
+    engine: &'a Engine,
     spec: &'a FnSpec,
     c: Arc<Counters>,
     full: String,
@@ -174,7 +174,7 @@ pub(crate) fn count_unusable(c: &Counters, name: &str, why: &'static str) {
 
 /// The envelope of a loader's result, fresh for `fresh_ms` from now; `None` for an error.
 pub(crate) fn envelope(
-    inner: &Inner,
+    engine: &Engine,
     type_tag: u64,
     loaded: &Loaded,
     fresh_ms: u64,
@@ -183,7 +183,7 @@ pub(crate) fn envelope(
     let now = entry::now_ms();
     let header = |kind| Header {
         kind,
-        codec: inner.codec.id(),
+        codec: engine.codec().id(),
         stored_at_ms: now,
         fresh_until_ms: now.saturating_add(fresh_ms),
         load_ms,
@@ -433,11 +433,11 @@ impl Drop for PanicCounter<'_> {
 }
 
 impl<'a> Miss<'a> {
-    pub(crate) fn new(inner: &'a Inner, spec: &'a FnSpec, full: String, type_tag: u64) -> Self {
+    pub(crate) fn new(engine: &'a Engine, spec: &'a FnSpec, full: String, type_tag: u64) -> Self {
         Miss {
-            c: inner.stats.counters(spec.name),
-            lock_ms: spec.lock_ms.unwrap_or(inner.lock_ms).max(1),
-            inner,
+            c: engine.counters(spec.name),
+            lock_ms: engine.lease_ms(spec),
+            engine,
             spec,
             full,
             type_tag,
@@ -455,11 +455,11 @@ impl<'a> Miss<'a> {
 
     /// The entry's rendered tags (without the namespace).
     pub(crate) fn set_tags(&mut self, tags: &[String]) {
-        self.tags = tags.iter().map(|t| self.inner.tag_key(t)).collect();
+        self.tags = tags.iter().map(|t| self.engine.tag_key(t)).collect();
     }
 
     fn store(&self) -> &Store {
-        &self.inner.store
+        self.engine.store()
     }
 
     /// How long a loader keeps its lease at most.
@@ -518,7 +518,7 @@ impl<'a> Miss<'a> {
         // process's lease, then loading under its own); a follower waits that long.
         let patience = self.hold_cap() * 2 + Duration::from_millis(self.lock_ms * 2);
         loop {
-            match self.inner.flights.join(&self.full) {
+            match self.engine.flights().join(&self.full) {
                 Role::Leader(leader) => {
                     self.leader = Some(leader);
                     if self.degraded {
@@ -716,7 +716,7 @@ impl<'a> Miss<'a> {
     }
 
     fn envelope(&self, loaded: &Loaded, fresh_ms: u64, load_ms: u32) -> Option<Vec<u8>> {
-        envelope(self.inner, self.type_tag, loaded, fresh_ms, load_ms)
+        envelope(self.engine, self.type_tag, loaded, fresh_ms, load_ms)
     }
 
     /// After the loader returned: store (under the lease), release, and tell the followers.
@@ -764,13 +764,13 @@ impl<'a> Miss<'a> {
         let px = stored_ms(self.spec, secs);
         let oversized = bytes
             .as_ref()
-            .is_some_and(|b| oversized(b, self.inner.max_value_bytes));
+            .is_some_and(|b| oversized(b, self.engine.max_value_bytes()));
         if oversized {
             Counters::bump(&self.c.oversized);
             if Counters::first(&self.c.warned_oversize) {
                 warn!(
                     cache.fn = name,
-                    max = self.inner.max_value_bytes,
+                    max = self.engine.max_value_bytes(),
                     "value larger than max_value_bytes; not cached (warned once per function)"
                 );
             }

@@ -8,7 +8,7 @@
 //! | `PUT /products/{id}/price` | body `{"price_cents": 1299}`: writes the price, then deletes the product's key and its category's list key, so the next read is fresh |
 //! | `GET /stats` | the cache counters per function, as JSON |
 //! | `GET /metrics` | the same counters and the load-duration histogram in the Prometheus text format (`cache_hits_total{fn="catalog.product"}`, ...), from the runtime's `metrics` feature |
-//! | `GET /policy` | the cache-policy table (`cache_runtime::policy_report()`, Markdown) of this service |
+//! | `GET /policy` | the cache-policy table (`cache_runtime::policies().report()`, Markdown) of this service |
 //!
 //! The database is an in-memory SQLite database created and seeded by [`Catalog::open`]:
 //! nothing to set up. `src/main.rs` runs the service; `tests/catalog_service.rs`

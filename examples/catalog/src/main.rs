@@ -13,7 +13,7 @@
 //! ```
 //!
 //! At start-up it prints its cache-policy table (`catalog::policy_report()`) and logs every
-//! problem `cache_runtime::check_policies()` finds in it.
+//! problem `cache_runtime::policies().check()` finds in it.
 //!
 //! Listens on `127.0.0.1:$PORT` (default 3000). Logs with `tracing`; set `RUST_LOG` (default
 //! `info`; `RUST_LOG=debug` also shows cache misses, loads and database queries).

@@ -23,25 +23,29 @@
 //! body uses cannot be copied into a `'static` future: a compile error says
 //! why. (A borrow hidden behind a generic or an alias is reported by the
 //! compiler as "`'1` must outlive `'static`" at the return type.)
+//!
+//! [`plan`] decides (it is called by `valid`: its errors are signature checks); `expand::owned`
+//! writes the copies and rebindings of the [`Owned`] plan it returns.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, quote_spanned};
+use quote::quote;
 use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
 use syn::visit_mut::VisitMut;
 use syn::{
     Block, FnArg, Ident, Item, ItemFn, Lifetime, Macro, Pat, Path, ReceiverKind, Signature, Stmt,
-    Type,
+    Token, Type,
 };
 
-use crate::attr::Ctxt;
+use crate::ctxt::Ctxt;
+use crate::target::collect_bindings;
 
-/// How the body of a refreshing function gets owned arguments.
-pub struct Owned {
-    /// Statements of the load closure, before the body's block: the copies.
-    pub copies: TokenStream,
-    /// First statements of the body's `async move` block: the rebindings.
-    pub rebinds: TokenStream,
+/// How the body of a refreshing function gets owned arguments: the decisions, which
+/// `expand::owned` turns into the copies (in the load closure) and the rebindings (first in
+/// the body's block).
+pub(crate) struct Owned {
+    /// What is copied, in the order of the signature.
+    pub copies: Vec<ArgCopy>,
     /// The body's statements, `self` replaced by `__cache_this`.
     pub stmts: Vec<Stmt>,
     /// The signature, without `mut` on the parameters the block rebinds
@@ -49,8 +53,50 @@ pub struct Owned {
     pub sig: Signature,
 }
 
+/// One owned copy for the body.
+pub(crate) enum ArgCopy {
+    /// The receiver, cloned into `__cache_self`; the body's `self` reads `__cache_this`.
+    Receiver {
+        /// How the function takes it.
+        kind: ReceiverCopy,
+        /// Where the copy is located (at `self`).
+        span: Span,
+    },
+    /// A parameter the body uses.
+    Param {
+        /// The parameter as the signature binds it.
+        param: Ident,
+        /// The parameter as the copy names it: call-site hygiene (it resolves to the
+        /// parameter), located at its type, so that a missing `Clone` is reported there.
+        at_type: Ident,
+        /// `mut` moved from the signature to the block's binding.
+        mutability: Option<Token![mut]>,
+        /// How it is copied.
+        how: ParamCopy,
+    },
+}
+
+/// How the receiver is taken.
+pub(crate) enum ReceiverCopy {
+    /// `&self`: the block borrows the clone as `&Self`.
+    Ref,
+    /// `self: &Self` and the like: the block borrows the clone.
+    TypedRef,
+    /// `self`, `mut self`, `self: Arc<Self>`: the block owns the clone.
+    Value(Option<Token![mut]>),
+}
+
+/// How a parameter is copied.
+pub(crate) enum ParamCopy {
+    /// `x: T`: `Clone::clone(&x)`, the block binds `x` to it.
+    Clone,
+    /// `x: &T`: `ToOwned::to_owned(x)`, the block binds `x: &'_ T` to a borrow of it
+    /// (`T` given here, with its lifetimes anonymized).
+    ToOwned(Box<Type>),
+}
+
 /// "`stale`", "`stale` and `timeout_ms`", ...
-pub fn describe(args: &[Ident]) -> String {
+pub(crate) fn describe(args: &[Ident]) -> String {
     let names: Vec<String> = args.iter().map(|a| format!("`{a}`")).collect();
     match names.split_last() {
         None => String::new(),
@@ -64,7 +110,7 @@ const WHY: &str = "the refresh runs in the background after the call returned, \
 
 /// Plans the copies; records an error for every parameter that cannot be
 /// copied.
-pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Owned> {
+pub(crate) fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Owned> {
     let with = describe(refresh_args);
     let body_tokens = {
         let stmts = &func.block.stmts;
@@ -83,8 +129,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
     }
 
     let mut sig = func.sig.clone();
-    let mut copies = TokenStream::new();
-    let mut rebinds = TokenStream::new();
+    let mut copies = Vec::new();
     let mut ok = true;
     for input in &mut sig.inputs {
         match input {
@@ -117,33 +162,12 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     ok = false;
                     continue;
                 }
-                match (by_ref, &r.kind) {
-                    (Some(false), ReceiverKind::Reference(..)) => {
-                        copies.extend(quote_spanned! {span=>
-                            let __cache_self = ::core::clone::Clone::clone(self);
-                        });
-                        rebinds.extend(quote! {
-                            let __cache_this: &Self = &__cache_self;
-                        });
-                    }
-                    (Some(false), _) => {
-                        copies.extend(quote_spanned! {span=>
-                            let __cache_self = ::core::clone::Clone::clone(self);
-                        });
-                        rebinds.extend(quote! {
-                            let __cache_this = &__cache_self;
-                        });
-                    }
-                    _ => {
-                        let mutability = r.mutability.take();
-                        copies.extend(quote_spanned! {span=>
-                            let __cache_self = ::core::clone::Clone::clone(&self);
-                        });
-                        rebinds.extend(quote! {
-                            let #mutability __cache_this = __cache_self;
-                        });
-                    }
-                }
+                let kind = match (by_ref, &r.kind) {
+                    (Some(false), ReceiverKind::Reference(..)) => ReceiverCopy::Ref,
+                    (Some(false), _) => ReceiverCopy::TypedRef,
+                    _ => ReceiverCopy::Value(r.mutability.take()),
+                };
+                copies.push(ArgCopy::Receiver { kind, span });
             }
             FnArg::Typed(pt) => {
                 // At the type (for `&T`, at `T`: on stable compilers a span
@@ -158,7 +182,7 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                     Pat::Wild(_) => continue,
                     pat => {
                         let mut names = Vec::new();
-                        crate::bindings::collect_bindings(pat, &mut names);
+                        collect_bindings(pat, &mut names);
                         if names.iter().any(|n| mentions(&body_tokens, n)) {
                             let pat = &*pt.pat;
                             let ty = &*pt.ty;
@@ -241,39 +265,29 @@ pub fn plan(func: &ItemFn, refresh_args: &[Ident], ctxt: &mut Ctxt) -> Option<Ow
                             ok = false;
                             continue;
                         }
-                        let mutability = pi.mutability.take();
-                        let own = format_ident!("__cache_own_{}", name);
-                        let param = &pi.ident;
-                        let elem = anonymize_lifetimes(elem);
-                        copies.extend(quote_spanned! {span=>
-                            let #own = ::std::borrow::ToOwned::to_owned(#x);
-                        });
-                        rebinds.extend(quote! {
-                            let #mutability #param: &'_ #elem = ::core::borrow::Borrow::borrow(&#own);
+                        copies.push(ArgCopy::Param {
+                            param: pi.ident.clone(),
+                            at_type: x,
+                            mutability: pi.mutability.take(),
+                            how: ParamCopy::ToOwned(Box::new(anonymize_lifetimes(elem))),
                         });
                     }
                     _ if borrows(ty) => {
                         borrowed(ctxt, ty);
                         ok = false;
                     }
-                    _ => {
-                        let mutability = pi.mutability.take();
-                        let arg = format_ident!("__cache_arg_{}", name);
-                        let param = &pi.ident;
-                        copies.extend(quote_spanned! {span=>
-                            let #arg = ::core::clone::Clone::clone(&#x);
-                        });
-                        rebinds.extend(quote! {
-                            let #mutability #param = #arg;
-                        });
-                    }
+                    _ => copies.push(ArgCopy::Param {
+                        param: pi.ident.clone(),
+                        at_type: x,
+                        mutability: pi.mutability.take(),
+                        how: ParamCopy::Clone,
+                    }),
                 }
             }
         }
     }
     ok.then_some(Owned {
         copies,
-        rebinds,
         stmts: block.stmts,
         sig,
     })

@@ -1,15 +1,21 @@
 //! Hit path on a Redis Cluster against a single Redis server, on the same machine.
 //!
 //! ```text
-//! cargo run --release -p cache-tests --bin cluster-hit-bench            # ~20 s
-//! cargo run --release -p cache-tests --bin cluster-hit-bench -- --quick # ~3 s
+//! cargo run --release -p bench --example cluster-hit            # ~20 s
+//! cargo run --release -p bench --example cluster-hit -- --quick # ~3 s
 //! ```
 //!
 //! Starts a private `redis-server` and a private 6-node cluster (the test harness's
 //! [`RedisServer`] and [`RedisCluster`]), warms 64 keys of a `#[cached]` function (a ~1 KB JSON
 //! struct) on each, then times hits: 1 task and 64 tasks, the two backends alternating slice by
 //! slice so that a slow moment of the machine is spread over both. Prints ns/op per backend and
-//! the cluster/single ratio of each round's pair, median over rounds.
+//! the cluster/single ratio of each round's pair, median over rounds (the bench's median:
+//! [`stats::median`]).
+//!
+//! An example of the bench crate rather than a binary: it needs the test harness
+//! (`cache-tests`, a dev-dependency), whose features (`tokio/process`, the runtime's `metrics`,
+//! `tls`, `test-util`) must not reach the bench binary's build (they would change its figures);
+//! a dev-dependency's features are only unified into builds of examples and tests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -18,6 +24,13 @@ use std::time::{Duration, Instant};
 use cache_runtime::{Cache, cached};
 use cache_tests::{RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
+
+// The bench's statistics (only the median is used here).
+#[allow(dead_code)]
+#[path = "../src/stats.rs"]
+mod stats;
+
+use stats::median;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Product {
@@ -67,11 +80,6 @@ async fn slice(cache: &Cache, tasks: usize, slice: Duration) -> f64 {
         h.await.expect("bench task");
     }
     ops.load(Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -20,12 +20,13 @@ use syn::{
     Attribute, FnArg, GenericParam, Generics, Ident, ItemFn, Pat, Type, Visibility, WherePredicate,
 };
 
-use crate::attr::TypedCall;
-use crate::bindings::collect_bindings;
+use super::render;
+use crate::args::invalidates::TypedCall;
+use crate::target::{collect_bindings, strip_binding_modes};
 use crate::template::{Segment, Template};
 
 /// Tokens as compact text (`get_user(user.id)`, `Option<String>`), for descriptions.
-pub fn text(tokens: &TokenStream) -> String {
+pub(super) fn text(tokens: &TokenStream) -> String {
     let mut s = tokens.to_string();
     for (from, to) in [
         (" . ", "."),
@@ -52,7 +53,7 @@ pub fn text(tokens: &TokenStream) -> String {
 }
 
 /// What a `#[cached]` description holds besides the template and tags.
-pub struct CachedFields {
+pub(super) struct CachedFields {
     /// `name` expression (a literal or `concat!(module_path!(), ..)`).
     pub name: TokenStream,
     /// The function's identifier.
@@ -79,8 +80,21 @@ fn linkme_attrs(krate: &TokenStream, slice: &str) -> TokenStream {
     }
 }
 
+/// `[Segment::Lit("user:"), Segment::Part("id")]`: the template as parsed, handed to the
+/// runtime so that its policy checker does not parse the text again.
+fn segments(krate: &TokenStream, template: &Template) -> TokenStream {
+    let segments = template.segments.iter().map(|s| match s {
+        Segment::Lit(text) => quote!(#krate::__private::TemplateSegment::Lit(#text)),
+        Segment::Part(p) => {
+            let path = p.path();
+            quote!(#krate::__private::TemplateSegment::Part(#path))
+        }
+    });
+    quote!([#(#segments),*])
+}
+
 /// `static __CACHE_POLICY: CachedPolicy = ..;`, registered at link time.
-pub fn cached_static(
+pub(super) fn cached_static(
     krate: &TokenStream,
     template: &Template,
     tags: &[Template],
@@ -98,6 +112,8 @@ pub fn cached_static(
         returns,
     } = f;
     let tmpl = template.lit.value();
+    let key_segments = segments(krate, template);
+    let tag_segments = tags.iter().map(|t| segments(krate, t));
     let tags = tags.iter().map(|t| t.lit.value());
     let (ttl, jitter, stale) = (
         Literal::u64_unsuffixed(*ttl),
@@ -125,6 +141,8 @@ pub fn cached_static(
             stale_secs: #stale,
             local_ttl_secs: #local_ttl,
             tags: &[#(#tags),*],
+            key_segments: &#key_segments,
+            tag_segments: &[#(&#tag_segments),*],
             returns: #returns,
             file: ::core::file!(),
             line: ::core::line!(),
@@ -139,13 +157,13 @@ pub fn cached_static(
 /// hold extra items, and its methods never have one. A function without a
 /// receiver in a trait impl needs `key_fn = false`. Never under
 /// `#[async_trait]` (a trait impl), whatever `key_fn` says.
-pub fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
+pub(super) fn emits_key_fn(func: &ItemFn, boxed: bool, key_fn: Option<bool>) -> bool {
     let has_receiver = matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_)));
     !boxed && key_fn.unwrap_or(!has_receiver || !matches!(func.vis, Visibility::Inherited))
 }
 
 /// `__cache_key_<name>` for a function named `name`, located at `span`.
-pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
+pub(super) fn key_fn_name(name: &Ident, span: Span) -> Ident {
     format_ident!("__cache_key_{}", name.unraw(), span = span)
 }
 
@@ -153,11 +171,7 @@ pub fn key_fn_name(name: &Ident, span: Span) -> Ident {
 /// `fn __cache_key_get_user(id: &u64) -> String` renders the key from the
 /// parameters the key template uses (in signature order, each by reference,
 /// `&self` first for a method).
-pub fn key_fn(
-    func: &ItemFn,
-    template: &Template,
-    render: impl Fn(&Template, &[String]) -> TokenStream,
-) -> TokenStream {
+pub(super) fn key_fn(krate: &TokenStream, func: &ItemFn, template: &Template) -> TokenStream {
     let sig = &func.sig;
     let key_fn = key_fn_name(&sig.ident, sig.ident.span());
     let roots: HashSet<&str> = template
@@ -215,7 +229,7 @@ pub fn key_fn(
         .iter()
         .filter(|a| a.path().is_ident("cfg"))
         .collect();
-    let key = render(template, &borrowed);
+    let key = render::key_with(krate, template, &TokenStream::new(), &borrowed);
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
@@ -249,31 +263,6 @@ fn by_ref(ty: &Type) -> TokenStream {
         // `&impl A + B` would be ambiguous.
         Type::ImplTrait(_) | Type::TraitObject(_) => quote!(&(#ty)),
         ty => quote!(&#ty),
-    }
-}
-
-/// Drops `mut` / `ref` from a pattern's bindings (it then matches a
-/// reference with default binding modes).
-pub fn strip_binding_modes(pat: &mut Pat) {
-    match pat {
-        Pat::Ident(p) => {
-            p.by_ref = None;
-            p.mutability = None;
-            if let Some((_, sub)) = &mut p.subpat {
-                strip_binding_modes(sub);
-            }
-        }
-        Pat::Tuple(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::TupleStruct(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::Slice(p) => p.elems.iter_mut().for_each(strip_binding_modes),
-        Pat::Struct(p) => p
-            .fields
-            .iter_mut()
-            .for_each(|f| strip_binding_modes(&mut f.pat)),
-        Pat::Reference(p) => strip_binding_modes(&mut p.pat),
-        Pat::Paren(p) => strip_binding_modes(&mut p.pat),
-        Pat::Type(p) => strip_binding_modes(&mut p.pat),
-        _ => {}
     }
 }
 
@@ -346,7 +335,7 @@ fn kept_generics(generics: &Generics, types: &[TokenStream]) -> Generics {
 /// with `&self` first for `Self::name(..)` in a method. The key function's
 /// name is located at the written name and each `&(arg)` at its argument, so
 /// errors point there.
-pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
+pub(super) fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
     let name = typed.name();
     let key_fn = key_fn_name(name, name.span());
     let mut path = typed.path.clone();
@@ -362,7 +351,7 @@ pub fn typed_key(typed: &TypedCall, has_self: bool) -> TokenStream {
 /// The registered description of a typed invalidation: the call and the path
 /// as written (a static cannot name `Self` or the key function's generics, and
 /// a second hidden name would make a typo a second error).
-pub fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
+pub(super) fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
     let call = text(&typed.call.to_token_stream());
     let mut path = typed.path.clone();
     for seg in &mut path.segments {
@@ -375,7 +364,7 @@ pub fn typed_entry(krate: &TokenStream, typed: &TypedCall) -> TokenStream {
 }
 
 /// `static __CACHE_INV_POLICY: InvalidatePolicy = ..;`, registered at link time.
-pub fn invalidate_static(
+pub(super) fn invalidate_static(
     krate: &TokenStream,
     name: &TokenStream,
     function: &str,
@@ -385,6 +374,8 @@ pub fn invalidate_static(
 ) -> TokenStream {
     let register = linkme_attrs(krate, "INVALIDATE_POLICIES");
     let keys = templates.iter().map(|t| t.lit.value());
+    let key_segments = templates.iter().map(|t| segments(krate, t));
+    let tag_segments = tags.iter().map(|t| segments(krate, t));
     let tags = tags.iter().map(|t| t.lit.value());
     let typed = typed.iter().map(|t| typed_entry(krate, t));
     quote! {
@@ -397,6 +388,8 @@ pub fn invalidate_static(
                 keys: &[#(#keys),*],
                 typed: &[#(#typed),*],
                 tags: &[#(#tags),*],
+                key_segments: &[#(&#key_segments),*],
+                tag_segments: &[#(&#tag_segments),*],
                 file: ::core::file!(),
                 line: ::core::line!(),
             };
