@@ -62,15 +62,18 @@ pub fn global() -> &'static Cache {
 /// entry's tags (templates of `tags = [..]`, without the namespace) and returns the body's
 /// future. `cache_if` decides whether a loaded value is stored (`cache_if = path`); `near`
 /// is `()` or, with `local_ttl = N`, [`near_fns`]`()`.
+///
+/// Not an `async fn`: the engine's future is returned as it is, without a wrapper compiled
+/// once more per function.
 #[inline]
-pub async fn cached<S, R, F, Fut, N>(
+pub fn cached<S, R, F, Fut, N>(
     cache: &Cache,
     spec: &'static FnSpec,
     key: String,
     cache_if: Option<fn(&S::Value) -> bool>,
     near: N,
     load: F,
-) -> R
+) -> impl Future<Output = R>
 where
     S: Shape<R>,
     F: FnOnce() -> (Vec<String>, Fut),
@@ -81,25 +84,21 @@ where
     let call = crate::call::hit::get_or_load_with::<S, R, F, Fut, _>(
         cache, spec, key, cache_if, hook, load,
     );
-    #[cfg(feature = "metrics")]
-    if crate::telemetry::calls_traced() {
-        return crate::telemetry::traced(spec.name, call).await;
-    }
-    call.await
+    traced(spec.name, call)
 }
 
 /// The entry point of `#[cached]` functions with `stale`, `early_refresh` or `timeout_ms`:
 /// as [`cached`], but the body's future owns its arguments (`'static`), so that a refresh can
 /// run in the background after the call returned.
 #[inline]
-pub async fn cached_refresh<S, R, F, Fut, N>(
+pub fn cached_refresh<S, R, F, Fut, N>(
     cache: &Cache,
     spec: &'static FnSpec,
     key: String,
     cache_if: Option<fn(&S::Value) -> bool>,
     near: N,
     load: F,
-) -> R
+) -> impl Future<Output = R>
 where
     S: Shape<R> + 'static,
     R: Send + 'static,
@@ -111,9 +110,21 @@ where
     let call = crate::call::freshness::get_or_load::<S, R, F, Fut, _, _>(
         cache, spec, key, cache_if, hook, load,
     );
-    #[cfg(feature = "metrics")]
+    traced(spec.name, call)
+}
+
+/// A call as it is (without the `metrics` feature, no call spans).
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+fn traced<F: Future>(_: &'static str, call: F) -> F {
+    call
+}
+
+/// A call in its span when call spans are enabled.
+#[cfg(feature = "metrics")]
+async fn traced<F: Future>(name: &'static str, call: F) -> F::Output {
     if crate::telemetry::calls_traced() {
-        return crate::telemetry::traced(spec.name, call).await;
+        return crate::telemetry::traced(name, call).await;
     }
     call.await
 }

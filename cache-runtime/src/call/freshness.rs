@@ -26,6 +26,7 @@ use tracing::debug;
 use crate::cache::Cache;
 use crate::call::hit::{self as load, Hook};
 use crate::call::miss::{self as protocol, Loaded, MAX_HOLD_LEASES, Usable};
+use crate::call::opaque;
 use crate::entry::{self, Kind};
 use crate::flight::{self, Landed, Leader, Role, Slot};
 use crate::near::Meta;
@@ -136,7 +137,7 @@ where
             return serve::<S, R, F, Fut, P>(cache, spec, &full, m, d, r, cache_if, load).await;
         }
     }
-    let got = load::get_full(cache, &full).await;
+    let got = opaque!(load::get_full(cache, &full));
     let type_tag = entry::type_tag::<S::Value>();
     let mut unusable_why = None;
     if let Ok(Some(raw)) = &got {
@@ -175,17 +176,8 @@ where
             }
         }
     }
-    Box::pin(load::miss::<S, R, F, Fut, H>(
-        cache,
-        &spec,
-        full,
-        got,
-        unusable_why,
-        cache_if,
-        &hook,
-        load,
-    ))
-    .await
+    load::miss::<S, R, F, Fut, H>(cache, &spec, full, got, unusable_why, cache_if, &hook, load)
+        .await
 }
 
 /// Returns `r` (found fresh or in its grace window, as `d` says), starting the background

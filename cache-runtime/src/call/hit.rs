@@ -3,11 +3,14 @@
 //! decoding bytes and running the loader for it.
 
 use std::future::Future;
-use std::pin::pin;
-use std::time::Instant;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::cache::Cache;
-use crate::call::miss::{self as protocol, Loaded, Miss, Step, Usable};
+use crate::call::miss::{self as protocol, Loaded, Mailbox, Miss, Msg, Usable};
+use crate::call::opaque;
 use crate::codec::Codec;
 use crate::entry;
 use crate::near::Meta;
@@ -206,6 +209,11 @@ pub(crate) fn from_copy<S: Shape<R>, R>(v: Option<S::Value>) -> Option<R> {
 /// The engine behind every call whose loader borrows (no background refresh: no `stale`,
 /// `early_refresh` or `timeout_ms`): the hit path (a near copy, else one `GET`, one decode,
 /// one counter), then the boxed miss path.
+///
+/// This future is compiled once per function (it holds the loader): it only sequences the
+/// engine's steps. The `GET` and the miss path's steps are awaited through [`opaque!`], the
+/// hit's decoding is [`on_hit`] (compiled once per stored type), and the miss driver is
+/// boxed and polled out of line.
 pub(crate) async fn get_or_load_with<S, R, F, Fut, H>(
     cache: &Cache,
     spec: &FnSpec,
@@ -220,51 +228,67 @@ where
     Fut: Future<Output = R>,
     H: Hook<S::Value>,
 {
-    let engine = &*cache.engine;
     let full = full_key(cache, key);
-    // Only a fresh copy: one filled by a caller with a grace window (same key, same type)
-    // may be past its freshness.
     if H::ACTIVE
-        && let Some((v, m)) = hook.lookup(&full)
-        && m.fresh_until_ms >= entry::now_ms()
-        && let Some(r) = from_copy::<S, R>(v)
+        && let Some(r) = near_hit::<S, R, H>(cache, spec, &full, &mut hook)
     {
-        let c = engine.stats().for_slot(&spec.slot, spec.name);
-        Counters::bump(&c.local_hits);
         return r;
     }
     // The hit path: one GET, one decode, one counter.
-    let got = get_full(cache, &full).await;
-    let unusable_why = match &got {
-        Ok(Some(raw)) => {
-            let u = protocol::usable(raw, entry::type_tag::<S::Value>());
-            let negative = matches!(u, Usable::Negative);
-            let lease = matches!(u, Usable::Lease);
-            match decode_hit::<S, R, H>(u, &hook, &full, raw) {
-                Ok(r) => {
-                    let c = engine.stats().for_slot(&spec.slot, spec.name);
-                    Counters::bump(if negative { &c.negative_hits } else { &c.hits });
-                    return r;
-                }
-                Err(_) if lease => None,
-                Err(why) => Some(why),
-            }
-        }
-        _ => None,
+    let got = opaque!(get_full(cache, &full));
+    let unusable_why = match on_hit::<S, R, H>(cache, spec, &full, &got, &hook) {
+        Ok(r) => return r,
+        Err(why) => why,
     };
     // Everything else is boxed: the miss path's state is much larger than the hit path's
     // and would otherwise make every call's future that large.
-    Box::pin(miss::<S, R, F, Fut, H>(
-        cache,
-        spec,
-        full,
-        got,
-        unusable_why,
-        cache_if,
-        &hook,
-        load,
-    ))
-    .await
+    miss::<S, R, F, Fut, H>(cache, spec, full, got, unusable_why, cache_if, &hook, load).await
+}
+
+/// A fresh near copy as the function's result, counted as a local hit. Only a fresh copy:
+/// one filled by a caller with a grace window (same key, same type) may be past its
+/// freshness.
+fn near_hit<S: Shape<R>, R, H: Hook<S::Value>>(
+    cache: &Cache,
+    spec: &FnSpec,
+    full: &str,
+    hook: &mut H,
+) -> Option<R> {
+    let (v, m) = hook.lookup(full)?;
+    if m.fresh_until_ms < entry::now_ms() {
+        return None;
+    }
+    let r = from_copy::<S, R>(v)?;
+    let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
+    Counters::bump(&c.local_hits);
+    Some(r)
+}
+
+/// What the hit path's `GET` found (`got`): a value or negative entry of this function,
+/// decoded and counted, or why the call goes to the miss path (`Some`: the bytes found are
+/// unusable, and why; `None`: nothing usable was read: no key, a lease, a failed `GET`).
+pub(crate) fn on_hit<S: Shape<R>, R, H: Hook<S::Value>>(
+    cache: &Cache,
+    spec: &FnSpec,
+    full: &str,
+    got: &Result<Option<crate::backend::Raw>, crate::store::Fault>,
+    hook: &H,
+) -> Result<R, Option<&'static str>> {
+    let Ok(Some(raw)) = got else {
+        return Err(None);
+    };
+    let u = protocol::usable(raw, entry::type_tag::<S::Value>());
+    let negative = matches!(u, Usable::Negative);
+    let lease = matches!(u, Usable::Lease);
+    match decode_hit::<S, R, H>(u, hook, full, raw) {
+        Ok(r) => {
+            let c = cache.engine.stats().for_slot(&spec.slot, spec.name);
+            Counters::bump(if negative { &c.negative_hits } else { &c.hits });
+            Ok(r)
+        }
+        Err(_) if lease => Err(None),
+        Err(why) => Err(Some(why)),
+    }
 }
 
 /// `<namespace>:<key>`, in the key's own buffer (the macro gives it spare capacity).
@@ -310,19 +334,22 @@ pub(crate) async fn get_pending(
     engine.store().get(full).await
 }
 
-/// The driver of the miss path: everything but decoding and running the loader happens in
-/// [`Miss`], compiled once for all functions.
+/// The miss path of one call: [`miss::erased`](protocol::erased) (in-process single flight,
+/// the lease, waiting, the fill: compiled once for all functions) drives it, and asks this
+/// typed side, through a [`Mailbox`], to decode an envelope or to run the loader. Only this
+/// small future is compiled per function: its poll, the loader's poll and the calls of the
+/// stored type's decoding and encoding.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn miss<S, R, F, Fut, H>(
-    cache: &Cache,
-    spec: &FnSpec,
+pub(crate) fn miss<'a, S, R, F, Fut, H>(
+    cache: &'a Cache,
+    spec: &'a FnSpec,
     full: String,
     got: Result<Option<crate::backend::Raw>, crate::store::Fault>,
     unusable_why: Option<&'static str>,
     cache_if: Option<fn(&S::Value) -> bool>,
-    hook: &H,
+    hook: &'a H,
     load: F,
-) -> R
+) -> Pin<Box<MissCall<'a, S, R, Fut, H>>>
 where
     S: Shape<R>,
     F: FnOnce() -> (Vec<String>, Fut),
@@ -332,84 +359,142 @@ where
     let engine = &*cache.engine;
     let (tags, fut) = load();
     let type_tag = entry::type_tag::<S::Value>();
-    let mut m = Miss::new(engine, spec, full, type_tag);
-    m.set_tags(&tags);
-    let mut step = m.start(got, unusable_why).await;
-    while let Step::Decode(bytes) = step {
-        match decode::<S, R>(protocol::usable(&bytes, type_tag)) {
-            Ok(r) => {
-                m.accepted();
-                return r;
+    // The fail-safe copy is looked up by the full key (a near cache only).
+    let fallback_key = if H::ACTIVE { Some(full.clone()) } else { None };
+    let m = Miss::new(engine, spec, full, type_tag);
+    let (core, mailbox) = protocol::erased(m, tags, got, unusable_why);
+    Box::pin(MissCall {
+        core,
+        mailbox,
+        fut,
+        out: None,
+        loading: None,
+        codec: engine.codec(),
+        type_tag,
+        cache_if,
+        hook,
+        fallback_key,
+        _shape: PhantomData,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// The typed side of one call's miss path (see [`miss`]).
+    pub(crate) struct MissCall<'a, S, R, Fut, H>
+    where
+        S: Shape<R>,
+    {
+        core: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+        mailbox: Arc<Mailbox>,
+        #[pin]
+        fut: Fut,
+        out: Option<R>,
+        // `Some(degraded)` while the loader runs.
+        loading: Option<bool>,
+        codec: Codec,
+        type_tag: u64,
+        cache_if: Option<fn(&S::Value) -> bool>,
+        hook: &'a H,
+        fallback_key: Option<String>,
+        _shape: PhantomData<fn() -> S>,
+    }
+}
+
+impl<S, R, Fut, H> Future for MissCall<'_, S, R, Fut, H>
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+    H: Hook<S::Value>,
+{
+    type Output = R;
+
+    #[inline(never)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let mut this = self.project();
+        loop {
+            if this.core.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(this.out.take().expect("the miss path ended with a result"));
             }
-            Err(_) => step = m.undecodable().await,
+            match this.mailbox.take() {
+                Msg::Decode(bytes) => {
+                    let decoded = decode::<S, R>(protocol::usable(&bytes, *this.type_tag)).ok();
+                    let ok = decoded.is_some();
+                    *this.out = decoded;
+                    this.mailbox.put(Msg::Decoded(ok));
+                    continue;
+                }
+                Msg::Load { degraded } => *this.loading = Some(degraded),
+                Msg::Empty => {}
+                answer => this.mailbox.put(answer),
+            }
+            let Some(degraded) = *this.loading else {
+                return Poll::Pending;
+            };
+            let Poll::Ready(r) = this.fut.as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            *this.loading = None;
+            let (r, answer) = loaded::<S, R, H>(
+                r,
+                degraded,
+                *this.codec,
+                *this.cache_if,
+                *this.hook,
+                this.fallback_key.as_deref(),
+            );
+            *this.out = Some(r);
+            this.mailbox.put(answer);
         }
     }
-    let started = Instant::now();
-    let r = run_loader::<S, R>(m.counters(), m.keep_alive(), fut).await;
-    let load_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-    let loaded = match S::view(&r) {
+}
+
+/// The loader's result `r` for the miss path's core ([`Msg::Loaded`]), and what the call
+/// returns: `r`, or a fail-safe near copy when the backend (`degraded`) and the loader
+/// both failed. Compiled once per stored type.
+fn loaded<S: Shape<R>, R, H: Hook<S::Value>>(
+    r: R,
+    degraded: bool,
+    codec: Codec,
+    cache_if: Option<fn(&S::Value) -> bool>,
+    hook: &H,
+    fallback_key: Option<&str>,
+) -> (R, Msg) {
+    let answer = |loaded, error, stale_served| Msg::Loaded {
+        loaded,
+        error,
+        stale_served,
+    };
+    match S::view(&r) {
         // Fail-safe across an outage: the backend failed and so did the loader; a near copy
         // in its grace window is served instead of the error.
-        View::Error if H::ACTIVE && m.backend_failed() => {
-            if let Some(stale) = hook.fallback(m.full()).and_then(from_copy::<S, R>) {
-                Counters::bump(&m.counters().stale_served);
-                m.finish(Loaded::Error, load_ms).await;
-                return stale;
+        View::Error if H::ACTIVE && degraded => {
+            match fallback_key.and_then(|full| hook.fallback(full).and_then(from_copy::<S, R>)) {
+                Some(stale) => (stale, answer(Loaded::Error, true, true)),
+                None => (r, answer(Loaded::Error, true, false)),
             }
-            Loaded::Error
         }
-        View::Error => Loaded::Error,
-        View::Negative => Loaded::Negative,
+        View::Error => (r, answer(Loaded::Error, true, false)),
+        View::Negative => (r, answer(Loaded::Negative, false, false)),
         View::Value(v) => {
-            let mut buf = entry::reserve(128);
-            match engine.codec().encode(&mut buf, v) {
-                Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => Loaded::Unstorable(buf),
-                Ok(()) => Loaded::Value(buf),
-                Err(e) => Loaded::Unencodable(e.to_string()),
-            }
-        }
-    };
-    m.finish(loaded, load_ms).await;
-    r
-}
-
-/// Counts a loader that panics as a load error (it is dropped while unwinding).
-struct PanicCounter<'a>(&'a Counters);
-
-impl Drop for PanicCounter<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            Counters::bump(&self.0.load_errors);
+            let loaded = encode_value(codec, v, cache_if);
+            (r, answer(loaded, false, false))
         }
     }
 }
 
-/// Runs the loader (counting the load and its error or panic) while `keep_alive` extends
-/// the lease; `keep_alive` is no longer polled once it finishes.
-async fn run_loader<S: Shape<R>, R>(
-    c: &Counters,
-    keep_alive: impl Future<Output = ()>,
-    fut: impl Future<Output = R>,
-) -> R {
-    Counters::bump(&c.loads);
-    let started = Instant::now();
-    let panic_counter = PanicCounter(c);
-    let mut keep_alive = pin!(keep_alive);
-    let mut fut = pin!(fut);
-    let mut kept = true;
-    let r = std::future::poll_fn(|cx| {
-        if kept && keep_alive.as_mut().poll(cx).is_ready() {
-            kept = false;
-        }
-        fut.as_mut().poll(cx)
-    })
-    .await;
-    drop(panic_counter);
-    c.load_took(started.elapsed());
-    if matches!(S::view(&r), View::Error) {
-        Counters::bump(&c.load_errors);
+/// A loaded value, serialized with `codec` (in a buffer with room for the envelope's
+/// header) unless `cache_if` rejects it.
+pub(crate) fn encode_value<T: serde::Serialize>(
+    codec: Codec,
+    v: &T,
+    cache_if: Option<fn(&T) -> bool>,
+) -> Loaded {
+    let mut buf = entry::reserve(128);
+    match codec.encode(&mut buf, v) {
+        Ok(()) if cache_if.is_some_and(|keep| !keep(v)) => Loaded::Unstorable(buf),
+        Ok(()) => Loaded::Value(buf),
+        Err(e) => Loaded::Unencodable(e.to_string()),
     }
-    r
 }
 
 #[cfg(test)]

@@ -287,6 +287,151 @@ pub(crate) fn after_poll(got: &Result<Option<Raw>, Fault>, type_tag: u64) -> Pol
     }
 }
 
+/// What the miss path's core asks of the typed (per-function) side, and the answers: one
+/// slot, written by one side and taken by the other between two polls (see [`erased`]).
+pub(crate) enum Msg {
+    /// Nothing pending.
+    Empty,
+    /// Core → typed: decode this checked envelope and keep the result.
+    Decode(Arc<[u8]>),
+    /// Typed → core: whether it decoded.
+    Decoded(bool),
+    /// Core → typed: run the loader (`degraded`: the backend failed during this call).
+    Load { degraded: bool },
+    /// Typed → core: the loader's result, encoded; whether it was an error, and whether a
+    /// fail-safe copy is returned instead of it.
+    Loaded {
+        loaded: Loaded,
+        error: bool,
+        stale_served: bool,
+    },
+}
+
+/// The slot between the miss path's core and the typed side.
+pub(crate) struct Mailbox(std::sync::Mutex<Msg>);
+
+impl Mailbox {
+    pub(crate) fn new() -> Arc<Mailbox> {
+        Arc::new(Mailbox(std::sync::Mutex::new(Msg::Empty)))
+    }
+
+    /// Takes what the slot holds.
+    pub(crate) fn take(&self) -> Msg {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, Msg::Empty)
+    }
+
+    /// Puts `msg` in the slot.
+    pub(crate) fn put(&self, msg: Msg) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = msg;
+    }
+
+    /// Puts `msg` and waits for the typed side's answer. Pending without a waker: the typed
+    /// side looks at the slot after every poll of the core that returns pending, and polls
+    /// the core again as soon as it answered.
+    async fn ask(&self, msg: Msg) -> Msg {
+        self.put(msg);
+        std::future::poll_fn(|_| match self.take() {
+            Msg::Empty => std::task::Poll::Pending,
+            answer @ (Msg::Decoded(_) | Msg::Loaded { .. }) => std::task::Poll::Ready(answer),
+            question => {
+                self.put(question);
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The miss path's future, compiled once for all functions (boxed here, so that no crate
+/// calling it compiles it again): the steps of [`Miss`] in order, asking the typed side
+/// through `mailbox` to decode an envelope ([`Msg::Decode`]) or to run the loader
+/// ([`Msg::Load`]; the lease is kept alive meanwhile, the load counted and timed here).
+/// Ends when the typed side holds the call's result. `tags`: the entry's rendered tags
+/// (without the namespace).
+#[inline(never)]
+pub(crate) fn erased<'a>(
+    mut m: Miss<'a>,
+    tags: Vec<String>,
+    got: Result<Option<Raw>, Fault>,
+    unusable: Option<&'static str>,
+) -> (
+    std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    Arc<Mailbox>,
+) {
+    m.set_tags(&tags);
+    let mailbox = Mailbox::new();
+    let core = Box::pin(drive(m, got, unusable, mailbox.clone()));
+    (core, mailbox)
+}
+
+async fn drive(
+    mut m: Miss<'_>,
+    got: Result<Option<Raw>, Fault>,
+    unusable: Option<&'static str>,
+    mailbox: Arc<Mailbox>,
+) {
+    let mut step = m.start(got, unusable).await;
+    while let Step::Decode(bytes) = step {
+        if let Msg::Decoded(true) = mailbox.ask(Msg::Decode(bytes)).await {
+            m.accepted();
+            return;
+        }
+        step = m.undecodable().await;
+    }
+    let c = m.c.clone();
+    Counters::bump(&c.loads);
+    let started = Instant::now();
+    let answer = {
+        // Counts a loader that panics as a load error (this future is dropped while
+        // unwinding, waiting here).
+        let panic_counter = PanicCounter(&c);
+        let mut keep_alive = std::pin::pin!(m.keep_alive());
+        let mut kept = true;
+        let mut ask = std::pin::pin!(mailbox.ask(Msg::Load {
+            degraded: m.degraded
+        }));
+        let answer = std::future::poll_fn(|cx| {
+            if kept && keep_alive.as_mut().poll(cx).is_ready() {
+                kept = false;
+            }
+            ask.as_mut().poll(cx)
+        })
+        .await;
+        drop(panic_counter);
+        answer
+    };
+    let took = started.elapsed();
+    c.load_took(took);
+    let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+    let Msg::Loaded {
+        loaded,
+        error,
+        stale_served,
+    } = answer
+    else {
+        unreachable!("the typed side answers a load with its result")
+    };
+    if error {
+        Counters::bump(&c.load_errors);
+    }
+    if stale_served {
+        Counters::bump(&c.stale_served);
+    }
+    m.finish(loaded, load_ms).await;
+}
+
+/// Counts a loader that panics as a load error (it is dropped while unwinding).
+pub(crate) struct PanicCounter<'a>(pub(crate) &'a Counters);
+
+impl Drop for PanicCounter<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            Counters::bump(&self.0.load_errors);
+        }
+    }
+}
+
 impl<'a> Miss<'a> {
     pub(crate) fn new(engine: &'a Engine, spec: &'a FnSpec, full: String, type_tag: u64) -> Self {
         Miss {
@@ -311,21 +456,6 @@ impl<'a> Miss<'a> {
     /// The entry's rendered tags (without the namespace).
     pub(crate) fn set_tags(&mut self, tags: &[String]) {
         self.tags = tags.iter().map(|t| self.engine.tag_key(t)).collect();
-    }
-
-    /// This function's counters.
-    pub(crate) fn counters(&self) -> &Counters {
-        &self.c
-    }
-
-    /// The full key.
-    pub(crate) fn full(&self) -> &str {
-        &self.full
-    }
-
-    /// Whether the backend failed during this call (it then runs without the lease).
-    pub(crate) fn backend_failed(&self) -> bool {
-        self.degraded
     }
 
     fn store(&self) -> &Store {

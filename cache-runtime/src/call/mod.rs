@@ -22,7 +22,40 @@
 //! [`key`](crate::key), [`codec`](crate::codec), [`stats`](crate::stats),
 //! [`spec`](crate::spec), [`flight`](crate::flight)).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 pub(crate) mod freshness;
 pub(crate) mod hit;
 pub(crate) mod lease;
 pub(crate) mod miss;
+
+/// A future polled through a function that is never inlined: a step of the engine awaited by
+/// a generic (per-function) future stays one call there, instead of being inlined into every
+/// function's state machine (the body of an `async fn` is compiled in each crate that awaits
+/// it, where LLVM would otherwise inline it into each caller). Made by [`opaque!`].
+pub(crate) struct Opaque<'p, F>(pub(crate) Pin<&'p mut F>);
+
+impl<F: Future> Future for Opaque<'_, F> {
+    type Output = F::Output;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        poll_opaque(self.0.as_mut(), cx)
+    }
+}
+
+/// Polls `f` out of line (see [`Opaque`]).
+#[inline(never)]
+pub(crate) fn poll_opaque<F: Future>(f: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    f.poll(cx)
+}
+
+/// `opaque!(fut)`: awaits `fut` (pinned in place, no allocation) through [`Opaque`].
+macro_rules! opaque {
+    ($f:expr) => {{
+        let f = ::std::pin::pin!($f);
+        $crate::call::Opaque(f).await
+    }};
+}
+pub(crate) use opaque;
