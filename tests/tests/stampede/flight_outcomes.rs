@@ -154,10 +154,42 @@ async fn generic_instantiations_do_not_share_entries(env: TestEnv) {
     );
 }
 
+#[cached(key = "rv:genflight:{id}", ttl = 60, name = "rv.genflight", cache = cache)]
+async fn generic_gated<T: Width>(cache: &Cache, id: u64, gate: Arc<Gate>) -> T {
+    let _ = id;
+    gate.pass().await;
+    T::make()
+}
+
+/// Two instantiations racing on one key join one in-process flight: the follower of the
+/// other type gets bytes it cannot decode (a decode error of an entry of another type, on the
+/// type-erased miss path) and must load its own value, neither wedged nor served the other's.
+async fn generic_instantiations_racing_in_one_flight(env: TestEnv) {
+    let gate = Arc::new(Gate::default());
+    let (c, g) = (env.cache.clone(), gate.clone());
+    let wide = tokio::spawn(async move { generic_gated::<u64>(&c, 1, g).await });
+    // The u64 call leads (its loader is at the gate) before the u16 call joins.
+    cache_tests::eventually("the u64 loader started", Duration::from_secs(10), || {
+        let g = gate.clone();
+        async move { g.load(SeqCst) == 1 }
+    })
+    .await;
+    let (c, g) = (env.cache.clone(), gate.clone());
+    let narrow = tokio::spawn(async move { generic_gated::<u16>(&c, 1, g).await });
+    gate.open_when_missed(&env.cache, "rv.genflight", 2).await;
+    let wide = guard("the u64 call", wide).await.expect("u64 call panicked");
+    let narrow = guard("the u16 call", narrow).await.expect("u16 call panicked");
+    assert_eq!((wide, narrow), (64, 16), "an instantiation got the other's value");
+    // The key now holds one of the two; each instantiation still reads its own.
+    assert_eq!(generic_gated::<u16>(&env.cache, 1, gate.clone()).await, 16);
+    assert_eq!(generic_gated::<u64>(&env.cache, 1, gate.clone()).await, 64);
+}
+
 backend_tests!(with |b| b.max_value_bytes(1000);
     uncached_none_stampede_loads_once,
     oversized_stampede_loads_once,
     generic_instantiations_do_not_share_entries,
+    generic_instantiations_racing_in_one_flight,
 );
 
 #[cached(key = "rv:wt:{id}", ttl = 60, name = "rv.wrongtype", cache = cache)]
