@@ -248,4 +248,44 @@ backend_tests!(
     cancelled_caller_releases_lease,
     dropped_future_via_timeout_releases_lease,
     cancelled_caller_waiters_proceed,
+    caught_loader_panic_releases_flight,
 );
+
+/// Polls a future, catching a panic of its poll; keeps the future (does not drop it).
+struct CatchPoll<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchPoll<F> {
+    type Output = Result<F::Output, ()>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let f = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// A loader panic caught by the caller (the call's future kept, not dropped yet) still
+/// releases the call's in-process flight and lease while unwinding: the next call is not
+/// queued behind a leader that will never land, and the panic counts as a load error.
+async fn caught_loader_panic_releases_flight(env: TestEnv) {
+    let loads = AtomicUsize::new(0);
+    let call = load(&env.cache, 5, Behaviour::Panic, &loads);
+    let mut caught = CatchPoll(Box::pin(call));
+    let r = guard("the panicking call", &mut caught).await;
+    assert!(r.is_err(), "the loader's panic reaches the caller");
+    let stats = env.cache.stats().function("leases.load");
+    assert_eq!(stats.load_errors, 1, "the caught panic counts as a load error: {stats:?}");
+    let value = guard(
+        "a call after the caught panic (the poisoned future still alive)",
+        load(&env.cache, 5, Behaviour::Value, &loads),
+    )
+    .await;
+    assert_eq!(value, "value-5");
+    drop(caught);
+}
+
