@@ -3,37 +3,15 @@
 //! copy past its freshness (filled by a caller with one), and the fail-safe never serves a copy
 //! whose invalidation this process could have seen once tracking was back.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, EntryOptions, FnStats, Peek};
+use super::{BOUND, gol, st, v};
+use cache_runtime::{Cache, EntryOptions, Peek};
 use cache_tests::source::Source;
 use cache_tests::{
     Backend, Proxy, RedisServer, TEST_NAMESPACE, TestEnv, eventually, guard, pushes_settled,
     until_near,
 };
-
-const BOUND: Duration = Duration::from_secs(10);
-
-fn v(version: u64, run: u64) -> String {
-    Source::value(version, run)
-}
-
-fn st(cache: &Cache, name: &str) -> FnStats {
-    cache.stats().function(name)
-}
-
-async fn gol(
-    cache: &Cache,
-    key: &str,
-    opts: &EntryOptions,
-    src: &Arc<Source>,
-) -> Result<String, String> {
-    let s = src.clone();
-    cache
-        .get_or_load(key, opts, move || async move { s.load().await })
-        .await
-}
 
 async fn redis_cache(url: &str) -> Cache {
     Cache::builder()

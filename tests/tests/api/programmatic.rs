@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, EntryOptions, Error, FnStats, Peek, cached};
+use super::{BOUND, gol, st, v};
+use cache_runtime::{Cache, EntryOptions, Error, Peek, cached};
 use cache_tests::source::{Source, alive_tasks};
 use cache_tests::{
     Backend, Proxy, RedisCluster, RedisServer, TEST_NAMESPACE, TestEnv, backend_tests, eventually,
@@ -18,29 +19,7 @@ use cache_tests::{
 };
 use tokio::sync::Barrier;
 
-const BOUND: Duration = Duration::from_secs(10);
 const MIN: Duration = Duration::from_secs(60);
-
-fn v(version: u64, run: u64) -> String {
-    Source::value(version, run)
-}
-
-fn st(cache: &Cache, name: &str) -> FnStats {
-    cache.stats().function(name)
-}
-
-/// `get_or_load` with a loader that runs `src` once.
-async fn gol(
-    cache: &Cache,
-    key: &str,
-    opts: &EntryOptions,
-    src: &Arc<Source>,
-) -> Result<String, String> {
-    let s = src.clone();
-    cache
-        .get_or_load(key, opts, move || async move { s.load().await })
-        .await
-}
 
 /// `get_or_load_optional` with a loader that runs `src` once and finds the row if `found`.
 async fn gol_opt(
