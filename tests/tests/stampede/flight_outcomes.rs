@@ -49,7 +49,7 @@ impl Gate {
     }
 }
 
-#[cached(key = "rv:neg0:{id}", ttl = 60, negative_ttl = 0, cache = cache)]
+#[cached(key = "flight:neg0:{id}", ttl = 60, negative_ttl = 0, cache = cache)]
 async fn uncached_none(cache: &Cache, id: u64, loads: &Gate) -> Option<String> {
     loads.pass().await;
     let _ = id;
@@ -87,7 +87,7 @@ async fn uncached_none_stampede_loads_once(env: TestEnv) {
     );
 }
 
-#[cached(key = "rv:big:{id}", ttl = 60, cache = cache)]
+#[cached(key = "flight:big:{id}", ttl = 60, cache = cache)]
 async fn oversized(cache: &Cache, id: u64, loads: &Gate) -> String {
     loads.pass().await;
     "x".repeat(10_000 + id as usize)
@@ -137,7 +137,7 @@ impl Width for u16 {
     }
 }
 
-#[cached(key = "rv:gen:{id}", ttl = 60, cache = cache)]
+#[cached(key = "flight:gen:{id}", ttl = 60, cache = cache)]
 async fn generic_out<T: Width>(cache: &Cache, id: u64) -> T {
     let _ = id;
     T::make()
@@ -154,7 +154,7 @@ async fn generic_instantiations_do_not_share_entries(env: TestEnv) {
     );
 }
 
-#[cached(key = "rv:genflight:{id}", ttl = 60, name = "rv.genflight", cache = cache)]
+#[cached(key = "flight:genflight:{id}", ttl = 60, name = "flight.generic_gated", cache = cache)]
 async fn generic_gated<T: Width>(cache: &Cache, id: u64, gate: Arc<Gate>) -> T {
     let _ = id;
     gate.pass().await;
@@ -176,10 +176,19 @@ async fn generic_instantiations_racing_in_one_flight(env: TestEnv) {
     .await;
     let (c, g) = (env.cache.clone(), gate.clone());
     let narrow = tokio::spawn(async move { generic_gated::<u16>(&c, 1, g).await });
-    gate.open_when_missed(&env.cache, "rv.genflight", 2).await;
-    let wide = guard("the u64 call", wide).await.expect("u64 call panicked");
-    let narrow = guard("the u16 call", narrow).await.expect("u16 call panicked");
-    assert_eq!((wide, narrow), (64, 16), "an instantiation got the other's value");
+    gate.open_when_missed(&env.cache, "flight.generic_gated", 2)
+        .await;
+    let wide = guard("the u64 call", wide)
+        .await
+        .expect("u64 call panicked");
+    let narrow = guard("the u16 call", narrow)
+        .await
+        .expect("u16 call panicked");
+    assert_eq!(
+        (wide, narrow),
+        (64, 16),
+        "an instantiation got the other's value"
+    );
     // The key now holds one of the two; each instantiation still reads its own.
     assert_eq!(generic_gated::<u16>(&env.cache, 1, gate.clone()).await, 16);
     assert_eq!(generic_gated::<u64>(&env.cache, 1, gate.clone()).await, 64);
@@ -192,12 +201,12 @@ backend_tests!(with |b| b.max_value_bytes(1000);
     generic_instantiations_racing_in_one_flight,
 );
 
-#[cached(key = "rv:wt:{id}", ttl = 60, name = "rv.wrongtype", cache = cache)]
+#[cached(key = "flight:wt:{id}", ttl = 60, name = "flight.wrongtype", cache = cache)]
 async fn plain(cache: &Cache, id: u64) -> u64 {
     id
 }
 
-#[cached(key = "rv:ok:{id}", ttl = 60, name = "rv.ok", cache = cache)]
+#[cached(key = "flight:ok:{id}", ttl = 60, name = "flight.ok", cache = cache)]
 async fn healthy(cache: &Cache, id: u64) -> u64 {
     id
 }
@@ -211,7 +220,7 @@ async fn wrongtype_key_does_not_open_circuit() {
     let server = env.server.as_ref().unwrap();
     let client = server.client();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = env.cache.full_key("rv:wt:1");
+    let key = env.cache.full_key("flight:wt:1");
     let _: i64 = redis::cmd("RPUSH")
         .arg(&key)
         .arg("x")
@@ -225,8 +234,8 @@ async fn wrongtype_key_does_not_open_circuit() {
     healthy(&env.cache, 2).await;
     healthy(&env.cache, 2).await;
     let s = env.cache.stats();
-    let ok = s.function("rv.ok");
-    let wt = s.function("rv.wrongtype");
+    let ok = s.function("flight.ok");
+    let wt = s.function("flight.wrongtype");
     assert_eq!(
         (env.cache.breaker_state(), ok.hits, ok.backend_skipped),
         (cache_runtime::BreakerState::Closed, 1, 0),

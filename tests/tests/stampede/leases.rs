@@ -279,7 +279,10 @@ async fn caught_loader_panic_releases_flight(env: TestEnv) {
     let r = guard("the panicking call", &mut caught).await;
     assert!(r.is_err(), "the loader's panic reaches the caller");
     let stats = env.cache.stats().function("leases.load");
-    assert_eq!(stats.load_errors, 1, "the caught panic counts as a load error: {stats:?}");
+    assert_eq!(
+        stats.load_errors, 1,
+        "the caught panic counts as a load error: {stats:?}"
+    );
     let value = guard(
         "a call after the caught panic (the poisoned future still alive)",
         load(&env.cache, 5, Behaviour::Value, &loads),
@@ -288,4 +291,3 @@ async fn caught_loader_panic_releases_flight(env: TestEnv) {
     assert_eq!(value, "value-5");
     drop(caught);
 }
-
